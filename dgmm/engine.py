@@ -1,0 +1,148 @@
+"""The thin Dask layer: one pass = a chunk function mapped over row blocks, then a fixed
+tree reduction of the small per-chunk values.
+
+This is the only core module that imports Dask. A pass is one ``compute``; what comes back
+to the driver is one small mergeable value (``SuffStats`` or another value with a
+``merge`` method). Per-pass constants (the parameters) enter the graph once, as a single
+key that every chunk task depends on, not copied into each task.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import dask
+import dask.array as da
+import numpy as np
+
+from . import kernels
+from .params import GMMParams
+from .stats import SuffStats, merge_all
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPLIT_EVERY = 8
+
+
+def as_row_chunked(X, chunk_rows: int | None = None) -> da.Array:
+    """A 2-D Dask array chunked along rows only (columns in one chunk).
+
+    X: NumPy or Dask array of shape (n_samples, n_features). A NumPy array is cut into
+    ``chunk_rows`` rows per chunk (default: about 64 MiB per chunk).
+    """
+    if isinstance(X, da.Array):
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array, got {X.ndim}-D")
+        return X.rechunk({1: -1}) if len(X.chunks[1]) > 1 else X
+    X = np.asarray(X)
+    if chunk_rows is None:
+        chunk_rows = max(1, (64 << 20) // max(1, X.shape[1] * X.dtype.itemsize))
+    return da.from_array(X, chunks=(min(chunk_rows, max(1, X.shape[0])), X.shape[1]))
+
+
+@dataclass
+class ChunkedData:
+    """Row blocks of one data set, prepared once per fit and reused by every pass.
+
+    blocks: Delayed per row chunk; weights: Delayed per chunk or None (all ones);
+    offsets: global index of each chunk's first row; n_samples, n_features: shape.
+    """
+
+    blocks: list
+    weights: list | None
+    offsets: list[int]
+    n_samples: int
+    n_features: int
+    dtype: np.dtype
+    array: da.Array
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.blocks)
+
+
+def prepare(X, sample_weight=None, chunk_rows: int | None = None) -> ChunkedData:
+    """Row-chunk ``X`` (and align ``sample_weight`` to its chunks) for repeated passes."""
+    array = as_row_chunked(X, chunk_rows)
+    blocks = list(array.to_delayed(optimize_graph=True).ravel())
+    weights = None
+    if sample_weight is not None:
+        if isinstance(sample_weight, da.Array):
+            w = sample_weight.rechunk((array.chunks[0],))
+        else:
+            w = da.from_array(np.asarray(sample_weight, dtype=np.float64), chunks=(array.chunks[0],))
+        weights = list(w.to_delayed(optimize_graph=True).ravel())
+    offsets = np.concatenate([[0], np.cumsum(array.chunks[0])[:-1]]).astype(int).tolist()
+    return ChunkedData(
+        blocks=blocks,
+        weights=weights,
+        offsets=offsets,
+        n_samples=int(array.shape[0]),
+        n_features=int(array.shape[1]),
+        dtype=array.dtype,
+        array=array,
+    )
+
+
+def _tree_reduce(parts: list, split_every: int):
+    """Merge Delayed values in a fixed tree of fan-in ``split_every`` (depth log_k n)."""
+    merge = dask.delayed(merge_all, pure=True)
+    while len(parts) > 1:
+        parts = [merge(parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
+    return parts[0]
+
+
+def _compute(obj, client=None):
+    if client is not None:
+        return client.compute(obj, sync=True)
+    return dask.compute(obj)[0]
+
+
+def map_reduce(
+    data: ChunkedData,
+    chunk_fn: Callable[..., Any],
+    *broadcast: Any,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+    client=None,
+):
+    """One pass: ``chunk_fn(block, weights, row_offset, *broadcast)`` per chunk, merged.
+
+    ``broadcast`` values enter the graph once each (one key per value per pass); the
+    per-chunk results must have a ``merge`` method. Returns the merged value.
+    """
+    shared = [dask.delayed(value, pure=True, traverse=False) for value in broadcast]
+    fn = dask.delayed(chunk_fn, pure=True)
+    weights = data.weights or [None] * data.n_chunks
+    parts = [
+        fn(block, w, offset, *shared)
+        for block, w, offset in zip(data.blocks, weights, data.offsets)
+    ]
+    return _compute(_tree_reduce(parts, split_every), client)
+
+
+def _estep_chunk(block, weights, row_offset, params: GMMParams) -> SuffStats:
+    return kernels.chunk_stats(block, params, weights, row_offset)
+
+
+def estep_pass(
+    data: ChunkedData, params: GMMParams, *, split_every: int = DEFAULT_SPLIT_EVERY, client=None
+) -> SuffStats:
+    """Sufficient statistics of all rows under ``params`` (one pass over the data)."""
+    return map_reduce(data, _estep_chunk, params, split_every=split_every, client=client)
+
+
+def map_rows(X: da.Array, row_fn: Callable, params: GMMParams, *, n_columns: int | None, dtype):
+    """Apply ``row_fn(block, params)`` per row chunk, lazily, keeping the row chunks.
+
+    Returns a Dask array of shape (n_samples,) when ``n_columns`` is None, otherwise
+    (n_samples, n_columns). The parameters enter the graph once.
+    """
+    X = as_row_chunked(X)
+    shared = dask.delayed(params, pure=True, traverse=False)
+    if n_columns is None:
+        return X.map_blocks(row_fn, shared, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype))
+    return X.map_blocks(
+        row_fn, shared, chunks=(X.chunks[0], (n_columns,)), dtype=dtype,
+        meta=np.empty((0, 0), dtype),
+    )

@@ -1,0 +1,78 @@
+"""The M-step: new parameters as a pure function of the reduced sufficient statistics.
+
+mu_k    = c_k + S1_k / N_k
+Sigma_k = S2_k / N_k - (mu_k - c_k)(mu_k - c_k)^T + reg_covar * I
+pi_k    = N_k / sum_j N_j
+
+As in scikit-learn, ``N_k`` carries ``10 * eps`` so that it is never zero.
+
+Empty components. A component whose total responsibility ``N_k`` is below
+``EMPTY_FRACTION * n`` (it explains, in total, less than a 1e-12 share of the data) has no
+data to estimate a mean or a covariance from. It keeps its previous mean (the shift
+``c_k``) and its previous covariance, and its weight becomes ``N_k / sum N`` (about 0):
+the component stays defined, never NaN, and is reported in ``MStepResult.empty``.
+A component that collapses onto one point gets ``reg_covar * I`` (plus whatever the
+point's neighbours add); if that is still not positive definite (``reg_covar=0``), a
+``FitError`` says to increase ``reg_covar``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .params import GMMParams
+from .stats import SuffStats
+
+EMPTY_FRACTION = 1e-12
+
+
+@dataclass(frozen=True)
+class MStepResult:
+    params: GMMParams
+    mean_loglik: float
+    empty: tuple[int, ...]
+
+
+def mean_log_likelihood(stats: SuffStats) -> float:
+    """Weighted mean log-likelihood per row of the parameters the pass started with."""
+    return stats.loglik / stats.n if stats.n > 0 else float("nan")
+
+
+def estimate_covariances(stats: SuffStats, nk: np.ndarray, reg_covar: float) -> np.ndarray:
+    """Covariances from the shifted moments, per covariance type (see params.py)."""
+    cov = stats.covariance_type
+    d = stats.s1.shape[1]
+    delta = stats.s1 / nk[:, None]  # mu_k - c_k
+    if cov == "full":
+        out = stats.s2 / nk[:, None, None] - delta[:, :, None] * delta[:, None, :]
+        out[:, np.arange(d), np.arange(d)] += reg_covar
+        return out
+    if cov == "tied":
+        out = (stats.s2 - (delta.T * nk) @ delta) / nk.sum()
+        out.flat[:: d + 1] += reg_covar
+        return out
+    diag = stats.s2 / nk[:, None] - delta**2 + reg_covar
+    return diag if cov == "diag" else diag.mean(axis=1)
+
+
+def m_step(stats: SuffStats, reg_covar: float, previous: GMMParams | None = None) -> MStepResult:
+    """New parameters from merged statistics; ``previous`` supplies empty components.
+
+    stats: merged over all rows, with ``stats.shift`` the previous means (K, d).
+    reg_covar: non-negative float added to the covariances' diagonals.
+    Raises ``FitError`` when a covariance is not positive definite.
+    """
+    cov = stats.covariance_type
+    eps = np.finfo(np.float64).eps
+    nk = stats.nk + 10 * eps
+    means = stats.shift + stats.s1 / nk[:, None]
+    covariances = estimate_covariances(stats, nk, reg_covar)
+    empty = np.flatnonzero(stats.nk <= EMPTY_FRACTION * max(stats.n, eps))
+    if empty.size and previous is not None:
+        means[empty] = previous.means[empty]
+        if cov != "tied":
+            covariances[empty] = previous.covariances[empty]
+    weights = nk / nk.sum()
+    params = GMMParams.from_covariances(weights, means, covariances, cov)
+    return MStepResult(params, mean_log_likelihood(stats), tuple(int(i) for i in empty))

@@ -1,0 +1,96 @@
+"""Sufficient statistics of one E-step pass: a small value that merges by addition.
+
+For a chunk of rows x_i with weights w_i, responsibilities r_ik and a fixed shift c_k
+(the means the pass started with):
+
+- ``n_rows``  rows used (int); ``n`` = sum_i w_i (the total weight)
+- ``loglik``  sum_i w_i log p(x_i) under the parameters the pass started with
+- ``nk``      (K,)  sum_i w_i r_ik
+- ``s1``      (K, d) sum_i w_i r_ik (x_i - c_k)
+- ``s2``      sum_i w_i r_ik (x_i - c_k)(x_i - c_k)^T, stored per covariance type:
+              full (K, d, d); tied (d, d), summed over k; diag and spherical (K, d), the
+              diagonal only.
+- ``n_nonfinite`` rows skipped because they hold NaN or inf, and ``first_nonfinite`` the
+  global index of the first such row (-1 when there is none).
+
+Merging is addition (``first_nonfinite`` takes the smallest index), so it is associative
+and commutative up to floating-point rounding; a fixed reduction tree makes it exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._types import CovarianceType
+
+
+def s2_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
+    """Shape of ``SuffStats.s2`` for a covariance type."""
+    if covariance_type == "full":
+        return (n_components, n_features, n_features)
+    if covariance_type == "tied":
+        return (n_features, n_features)
+    return (n_components, n_features)
+
+
+def _min_index(a: int, b: int) -> int:
+    if a < 0:
+        return b
+    if b < 0:
+        return a
+    return min(a, b)
+
+
+@dataclass(frozen=True, eq=False)
+class SuffStats:
+    """Additive sufficient statistics of a set of rows (see the module docstring)."""
+
+    covariance_type: CovarianceType
+    shift: np.ndarray
+    n: float
+    loglik: float
+    nk: np.ndarray
+    s1: np.ndarray
+    s2: np.ndarray
+    n_rows: int = 0
+    n_nonfinite: int = 0
+    first_nonfinite: int = field(default=-1)
+
+    @classmethod
+    def zeros(cls, covariance_type: str, shift: np.ndarray) -> "SuffStats":
+        """The neutral element for ``merge``: statistics of no rows."""
+        n_components, n_features = shift.shape
+        return cls(
+            covariance_type=covariance_type,
+            shift=shift,
+            n=0.0,
+            loglik=0.0,
+            nk=np.zeros(n_components),
+            s1=np.zeros((n_components, n_features)),
+            s2=np.zeros(s2_shape(covariance_type, n_components, n_features)),
+        )
+
+    def merge(self, other: "SuffStats") -> "SuffStats":
+        """Statistics of the union of both row sets (both must share the same shift)."""
+        return SuffStats(
+            covariance_type=self.covariance_type,
+            shift=self.shift,
+            n=self.n + other.n,
+            loglik=self.loglik + other.loglik,
+            nk=self.nk + other.nk,
+            s1=self.s1 + other.s1,
+            s2=self.s2 + other.s2,
+            n_rows=self.n_rows + other.n_rows,
+            n_nonfinite=self.n_nonfinite + other.n_nonfinite,
+            first_nonfinite=_min_index(self.first_nonfinite, other.first_nonfinite),
+        )
+
+
+def merge_all(parts):
+    """Merge a non-empty sequence of mergeable values left to right (a fixed order)."""
+    parts = list(parts)
+    total = parts[0]
+    for part in parts[1:]:
+        total = total.merge(part)
+    return total
