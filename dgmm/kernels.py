@@ -148,8 +148,15 @@ def _scatter(Xc, resp_w, shift_c, covariance_type, s2_out, nk_out, s1_out, row_w
         s2_out += A - 2.0 * shift_c * s + nk[:, None] * shift_c**2
 
 
+def _as_float(X) -> np.ndarray:
+    """The chunk as a float array (float32 stays float32; blocks are promoted one by one)."""
+    X = np.asarray(X)
+    return X if X.dtype.kind == "f" else X.astype(np.float64)
+
+
 def _chunk_ref(X: np.ndarray) -> np.ndarray:
-    return X.mean(axis=0) if X.shape[0] else np.zeros(X.shape[1])
+    """The chunk's column means in float64: the centre every block is expanded about."""
+    return X.mean(axis=0, dtype=np.float64) if X.shape[0] else np.zeros(X.shape[1])
 
 
 def chunk_stats(
@@ -164,7 +171,7 @@ def chunk_stats(
     row_offset: global index of the chunk's first row (to report non-finite rows).
     Rows with NaN or inf are skipped and counted.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = _as_float(X)
     X, sample_weight, n_bad, first_bad = split_finite(X, sample_weight, row_offset)
     k, d = params.means.shape
     cov = params.covariance_type
@@ -252,7 +259,7 @@ def chunk_stats_from_resp(
 
 def estimate_weighted_log_prob(X: np.ndarray, params: GMMParams) -> np.ndarray:
     """log pi_k + log N(x_i | mu_k, Sigma_k), shape (n_samples, K). Rows must be finite."""
-    X = np.asarray(X, dtype=np.float64)
+    X = _as_float(X)
     ref = _chunk_ref(X)
     plan = _Plan(params, ref)
     step = block_rows(params.n_components, params.n_features)

@@ -1,0 +1,340 @@
+"""Initial parameters theta_0 at scale, every data pass a chunk map-reduce.
+
+Methods (``init_params``):
+
+- ``kmeans`` (default): k-means|| (Bahmani et al., 2012): one uniformly drawn row, then
+  ``KMEANS_PARALLEL_ROUNDS`` rounds that each sample every row with probability
+  ``min(1, l * w * D^2 / phi)`` (l = 2 K, two passes a round: the cost phi, then the
+  draw), a pass that weights each candidate by the rows nearest to it, weighted k-means++
+  and Lloyd on the candidates at the driver, then Lloyd iterations over the data (each one
+  pass) until the inertia changes by less than ``KMEANS_TOL`` relative or
+  ``KMEANS_MAX_ITER`` passes. A final pass turns the hard labels into theta_0.
+- ``k-means++``: K passes; each picks one row with probability proportional to
+  w * D^2 (each chunk proposes one row and its total, the tree keeps one of the two in
+  proportion to their totals). Each component starts as that row with covariance
+  ``reg_covar * I``, as in scikit-learn (without scikit-learn's extra local trials).
+- ``random_from_data``: K distinct rows drawn uniformly; covariance ``reg_covar * I``.
+- ``random``: uniform random responsibilities normalised per row, then one M-step.
+
+Unlike scikit-learn, the initial weights always sum to 1 (scikit-learn leaves them at 1/n
+for ``k-means++`` and ``random_from_data``; its first E-step renormalises anyway).
+Randomness inside a chunk comes from a generator seeded by (seed, pass, first row of the
+chunk), so the result never depends on which worker ran what.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import engine, kernels
+from .mstep import m_step
+from .params import GMMParams
+from .stats import SuffStats
+
+KMEANS_PARALLEL_ROUNDS = 2
+KMEANS_MAX_ITER = 20
+KMEANS_TOL = 1e-4
+
+
+def chunk_rng(seed: int, pass_id: int, row_offset: int) -> np.random.Generator:
+    """The generator of one chunk in one pass: seeded by (seed, pass, chunk's first row)."""
+    return np.random.default_rng([seed, pass_id, row_offset])
+
+
+def _sq_distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (n_samples, n_centers), rows centred first for accuracy."""
+    ref = X.mean(axis=0, dtype=np.float64) if X.shape[0] else np.zeros(X.shape[1])
+    Xc = X - ref
+    Cc = centers - ref
+    d2 = (Xc * Xc).sum(axis=1)[:, None] - 2.0 * (Xc @ Cc.T) + (Cc * Cc).sum(axis=1)
+    return np.maximum(d2, 0.0, out=d2)
+
+
+@dataclass(frozen=True, eq=False)
+class CostSample:
+    """Result of a k-means|| pass: the cost and the rows drawn, in chunk order."""
+
+    cost: float
+    rows: np.ndarray
+    n_rows: int = 0
+    n_nonfinite: int = 0
+    first_nonfinite: int = -1
+
+    def merge(self, other: "CostSample") -> "CostSample":
+        firsts = [i for i in (self.first_nonfinite, other.first_nonfinite) if i >= 0]
+        return CostSample(
+            self.cost + other.cost,
+            np.concatenate([self.rows, other.rows]),
+            self.n_rows + other.n_rows,
+            self.n_nonfinite + other.n_nonfinite,
+            min(firsts) if firsts else -1,
+        )
+
+
+def _cost_chunk(block, weights, row_offset, centers, draw) -> CostSample:
+    """Cost sum_i w_i D^2(x_i) of a chunk; with ``draw=(seed, pass, l, phi)`` also a sample."""
+    X, w, n_bad, first_bad = kernels.split_finite(block, weights, row_offset)
+    d2 = _sq_distances(X, centers).min(axis=1) if X.shape[0] else np.zeros(0)
+    wd2 = d2 if w is None else w * d2
+    rows = np.empty((0, X.shape[1]))
+    if draw is not None and X.shape[0]:
+        seed, pass_id, oversampling, phi = draw
+        prob = np.minimum(1.0, oversampling * wd2 / phi) if phi > 0 else np.zeros_like(wd2)
+        keep = chunk_rng(seed, pass_id, row_offset).random(X.shape[0]) < prob
+        rows = np.asarray(X[keep], dtype=np.float64)
+    return CostSample(float(wd2.sum()), rows, int(X.shape[0]), n_bad, first_bad)
+
+
+@dataclass(frozen=True, eq=False)
+class LloydStats:
+    """Per-center row weight, sums about the centers, and inertia, for a Lloyd step."""
+
+    counts: np.ndarray
+    sums: np.ndarray
+    inertia: float
+    extra: dict = field(default_factory=dict)
+
+    def merge(self, other: "LloydStats") -> "LloydStats":
+        return LloydStats(
+            self.counts + other.counts, self.sums + other.sums, self.inertia + other.inertia
+        )
+
+
+def _lloyd_chunk(block, weights, row_offset, centers) -> LloydStats:
+    X, w, _, _ = kernels.split_finite(block, weights, row_offset)
+    k = centers.shape[0]
+    if not X.shape[0]:
+        return LloydStats(np.zeros(k), np.zeros(centers.shape), 0.0)
+    d2 = _sq_distances(X, centers)
+    labels = d2.argmin(axis=1)
+    w = np.ones(X.shape[0]) if w is None else w
+    counts = np.bincount(labels, weights=w, minlength=k)
+    onehot = np.zeros((X.shape[0], k))
+    onehot[np.arange(X.shape[0]), labels] = w
+    sums = onehot.T @ (np.asarray(X, dtype=np.float64) - centers[labels])
+    inertia = float(w @ d2[np.arange(X.shape[0]), labels])
+    return LloydStats(counts, sums, inertia)
+
+
+def _labels_chunk(block, weights, row_offset, centers, covariance_type) -> SuffStats:
+    X, w, n_bad, first_bad = kernels.split_finite(block, weights, row_offset)
+    labels = _sq_distances(X, centers).argmin(axis=1) if X.shape[0] else np.zeros(0, int)
+    stats = kernels.chunk_stats_from_labels(X, labels, centers, covariance_type, w)
+    return _with_nonfinite(stats, n_bad, first_bad)
+
+
+def _with_nonfinite(stats: SuffStats, n_bad: int, first_bad: int) -> SuffStats:
+    return SuffStats(
+        stats.covariance_type, stats.shift, stats.n, stats.loglik, stats.nk, stats.s1,
+        stats.s2, stats.n_rows, n_bad, first_bad,
+    )
+
+
+def _random_resp_chunk(block, weights, row_offset, shift, covariance_type, seed) -> SuffStats:
+    X, w, n_bad, first_bad = kernels.split_finite(block, weights, row_offset)
+    resp = chunk_rng(seed, 0, row_offset).uniform(size=(X.shape[0], shift.shape[0]))
+    resp /= resp.sum(axis=1, keepdims=True)
+    stats = kernels.chunk_stats_from_resp(X, resp, shift, covariance_type, w)
+    return _with_nonfinite(stats, n_bad, first_bad)
+
+
+@dataclass(frozen=True, eq=False)
+class WeightedPick:
+    """One row picked with probability proportional to ``total`` among merged chunks."""
+
+    total: float
+    row: np.ndarray | None
+    coin: float  # a uniform draw owned by this value, used when merging
+
+    def merge(self, other: "WeightedPick") -> "WeightedPick":
+        total = self.total + other.total
+        if other.row is None or other.total <= 0:
+            keep = self
+        elif self.row is None or self.total <= 0:
+            keep = other
+        else:
+            keep = other if self.coin * total < other.total else self
+        # the merged coin is derived from both so the tree stays deterministic
+        coin = (self.coin + other.coin) % 1.0
+        return WeightedPick(total, keep.row, coin)
+
+
+def _plusplus_chunk(block, weights, row_offset, centers, seed, pass_id) -> WeightedPick:
+    X, w, _, _ = kernels.split_finite(block, weights, row_offset)
+    rng = chunk_rng(seed, pass_id, row_offset)
+    if not X.shape[0]:
+        return WeightedPick(0.0, None, rng.random())
+    if centers.shape[0]:
+        score = _sq_distances(X, centers).min(axis=1)
+    else:
+        score = np.ones(X.shape[0])
+    if w is not None:
+        score = score * w
+    total = float(score.sum())
+    if total <= 0:
+        return WeightedPick(0.0, None, rng.random())
+    idx = int(np.searchsorted(np.cumsum(score), rng.random() * total, side="right"))
+    return WeightedPick(total, np.asarray(X[min(idx, X.shape[0] - 1)], np.float64), rng.random())
+
+
+def _weighted_kmeans_plusplus(points, weights, k, rng) -> np.ndarray:
+    """k-means++ seeding on weighted points (the k-means|| candidates), at the driver."""
+    n = points.shape[0]
+    first = rng.choice(n, p=weights / weights.sum())
+    centers = [points[first]]
+    d2 = ((points - points[first]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        score = weights * d2
+        if score.sum() <= 0:
+            idx = rng.integers(n)
+        else:
+            idx = rng.choice(n, p=score / score.sum())
+        centers.append(points[idx])
+        d2 = np.minimum(d2, ((points - points[idx]) ** 2).sum(axis=1))
+    return np.array(centers)
+
+
+def _weighted_lloyd(points, weights, centers, n_iter=30) -> np.ndarray:
+    for _ in range(n_iter):
+        labels = _sq_distances(points, centers).argmin(axis=1)
+        new = centers.copy()
+        for j in range(centers.shape[0]):
+            mask = labels == j
+            if weights[mask].sum() > 0:
+                new[j] = np.average(points[mask], axis=0, weights=weights[mask])
+        if np.allclose(new, centers, rtol=0, atol=0):
+            break
+        centers = new
+    return centers
+
+
+@dataclass
+class InitResult:
+    """theta_0 and what the first pass over the data found."""
+
+    params: GMMParams
+    n_rows: int
+    n_nonfinite: int
+    first_nonfinite: int
+
+
+def _fetch_rows(data: engine.ChunkedData, indices, client=None) -> np.ndarray:
+    rows = data.array[np.sort(np.asarray(indices))]
+    out = rows.compute() if client is None else client.compute(rows, sync=True)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _uniform_row(data, rng, client, attempts=20) -> np.ndarray:
+    for _ in range(attempts):
+        row = _fetch_rows(data, [int(rng.integers(data.n_samples))], client)[0]
+        if np.isfinite(row).all():
+            return row
+    raise ValueError("could not draw a finite row: are most rows NaN or inf?")
+
+
+def _point_params(points, n_components, covariance_type, reg_covar) -> GMMParams:
+    """Components centred on ``points`` with covariance reg_covar * I and equal weights."""
+    d = points.shape[1]
+    cov = {
+        "full": np.broadcast_to(np.eye(d) * reg_covar, (n_components, d, d)),
+        "tied": np.eye(d) * reg_covar,
+        "diag": np.full((n_components, d), reg_covar),
+        "spherical": np.full(n_components, reg_covar),
+    }[covariance_type]
+    weights = np.full(n_components, 1.0 / n_components)
+    return GMMParams.from_covariances(weights, points, cov, covariance_type)
+
+
+def kmeans_centers(data, n_components, seed, *, split_every, client):
+    """k-means|| + Lloyd over the data; returns (centers (K, d), first pass CostSample)."""
+    rng = np.random.default_rng([seed, 1])
+    centers = _uniform_row(data, rng, client)[None, :]
+    oversampling = 2.0 * n_components
+    reduce = lambda fn, *args: engine.map_reduce(  # noqa: E731
+        data, fn, *args, split_every=split_every, client=client
+    )
+    first = reduce(_cost_chunk, centers, None)
+    phi = first.cost
+    for round_id in range(1, KMEANS_PARALLEL_ROUNDS + 1):
+        if round_id > 1:
+            phi = reduce(_cost_chunk, centers, None).cost
+        if phi <= 0:
+            break
+        drawn = reduce(_cost_chunk, centers, (seed, round_id, oversampling, phi)).rows
+        centers = np.concatenate([centers, drawn])
+    counts = reduce(_lloyd_chunk, centers).counts
+    if centers.shape[0] > n_components:
+        weights = np.maximum(counts, 1e-12)
+        picked = _weighted_kmeans_plusplus(centers, weights, n_components, rng)
+        centers = _weighted_lloyd(centers, weights, picked)
+    elif centers.shape[0] < n_components:
+        extra = centers[rng.integers(centers.shape[0], size=n_components - centers.shape[0])]
+        centers = np.concatenate([centers, extra])
+    previous_inertia = np.inf
+    for _ in range(KMEANS_MAX_ITER):
+        step = reduce(_lloyd_chunk, centers)
+        moved = step.counts > 0
+        centers = centers.copy()
+        centers[moved] += step.sums[moved] / step.counts[moved, None]
+        if abs(previous_inertia - step.inertia) <= KMEANS_TOL * step.inertia:
+            break
+        previous_inertia = step.inertia
+    return centers, first
+
+
+def initial_params(
+    data: engine.ChunkedData,
+    n_components: int,
+    covariance_type: str,
+    init_params: str,
+    reg_covar: float,
+    seed: int,
+    *,
+    split_every: int = engine.DEFAULT_SPLIT_EVERY,
+    client=None,
+) -> InitResult:
+    """theta_0 by ``init_params`` (see the module docstring); ``seed`` an int."""
+    rng = np.random.default_rng([seed, 0])
+    d = data.n_features
+    if init_params == "kmeans":
+        centers, first = kmeans_centers(
+            data, n_components, seed, split_every=split_every, client=client
+        )
+        stats = engine.map_reduce(
+            data, _labels_chunk, centers, covariance_type,
+            split_every=split_every, client=client,
+        )
+        params = m_step(stats, reg_covar).params
+        return InitResult(params, first.n_rows, first.n_nonfinite, first.first_nonfinite)
+    if init_params == "random":
+        shift = np.zeros((n_components, d))
+        stats = engine.map_reduce(
+            data, _random_resp_chunk, shift, covariance_type, seed,
+            split_every=split_every, client=client,
+        )
+        params = m_step(stats, reg_covar).params
+        return InitResult(params, stats.n_rows, stats.n_nonfinite, stats.first_nonfinite)
+    if init_params == "random_from_data":
+        for _ in range(20):
+            idx = rng.choice(data.n_samples, size=n_components, replace=False)
+            points = _fetch_rows(data, idx, client)
+            if np.isfinite(points).all():
+                break
+        points = points[rng.permutation(n_components)]
+        return InitResult(
+            _point_params(points, n_components, covariance_type, reg_covar), 0, 0, -1
+        )
+    if init_params == "k-means++":
+        centers = np.empty((0, d))
+        for pass_id in range(n_components):
+            pick = engine.map_reduce(
+                data, _plusplus_chunk, centers, seed, pass_id + 1,
+                split_every=split_every, client=client,
+            )
+            row = pick.row if pick.row is not None else centers[-1]
+            centers = np.concatenate([centers, row[None, :]])
+        return InitResult(
+            _point_params(centers, n_components, covariance_type, reg_covar), 0, 0, -1
+        )
+    raise ValueError(f"unknown init_params {init_params!r}")
