@@ -1,0 +1,322 @@
+"""Per-row predictions of a fitted mixture, streamed to Zarr or Parquet, written atomically.
+
+For every input row the outputs are
+
+- ``labels`` (int64): the most probable component, -1 for a row holding NaN or inf;
+- ``probabilities`` (float64, K columns): the responsibilities, NaN for such a row;
+- ``log_likelihood`` (float64): log p(x), NaN for such a row.
+
+All three come from one evaluation of the kernels per input chunk (one read of the data),
+chunk by chunk, in parallel; the driver never holds more than the task graph.
+
+Layout on disk:
+
+- Zarr (``*.zarr``): a group with arrays ``labels`` (N,), ``probabilities`` (N, K) and
+  ``log_likelihood`` (N,), chunked like the input rows. Zarr chunks are regular, so input
+  row chunks of unequal sizes (Parquet row groups of different lengths) are rechunked to
+  equal chunks of the largest input chunk's size first.
+- Parquet (``*.parquet``): a directory of part files ``part-00000.parquet``, ... one per
+  input chunk, in row order, with columns ``label``, ``prob_0`` .. ``prob_{K-1}``,
+  ``log_likelihood``.
+
+Atomicity: everything is written below a hidden sibling ``.<name>.tmp-<random>`` and moved
+to ``out_path`` only once every chunk is written. An existing output is moved aside, the new
+one moved in, and only then is the old one deleted. If writing fails the temporary
+directory is removed and any previous output is left as it was. On a local file system the
+moves are ``os.replace`` (atomic renames); on object stores fsspec's ``mv`` copies and
+deletes, which is not atomic, but the final name is still only written from a complete
+output.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+
+import dask
+import dask.array as da
+import numpy as np
+
+from . import engine, kernels
+from .errors import ConfigError, DataError
+from .io import _url_to_fs
+from .params import GMMParams
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAMES = ("labels", "probabilities", "log_likelihood")
+FORMATS = ("zarr", "parquet")
+_SUFFIXES = {".zarr": "zarr", ".parquet": "parquet", ".pq": "parquet"}
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def predict_block(X: np.ndarray, params: GMMParams) -> np.ndarray:
+    """Labels, log-likelihoods and responsibilities of one chunk, tolerating bad rows.
+
+    Parameters
+    ----------
+    X : (n_samples, n_features) one chunk of rows; rows holding NaN or inf are allowed.
+    params : the fitted parameters.
+
+    Returns
+    -------
+    (n_samples, 2 + K) float64: column 0 the label (-1.0 for a non-finite row), column 1
+    log p(x) and columns 2.. the responsibilities (NaN for a non-finite row).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n_components = params.n_components
+    out = np.full((X.shape[0], 2 + n_components), np.nan)
+    out[:, 0] = -1.0
+    finite = np.isfinite(X).all(axis=1)
+    if finite.any():
+        all_finite = bool(finite.all())
+        rows = X if all_finite else X[finite]
+        log_norm, resp = kernels.log_prob_resp(rows, params)
+        # argmax of the responsibilities = argmax of log pi_k + log N(x | k) (kernels.predict)
+        labels = resp.argmax(axis=1)
+        if all_finite:
+            out[:, 0], out[:, 1], out[:, 2:] = labels, log_norm, resp
+        else:
+            out[finite, 0], out[finite, 1], out[finite, 2:] = labels, log_norm, resp
+    return out
+
+
+def prediction_arrays(X, params: GMMParams, outputs=OUTPUT_NAMES) -> dict[str, da.Array]:
+    """Lazy Dask arrays of the requested outputs, row-aligned with ``X``, sharing one
+    evaluation of the kernels per chunk.
+
+    Returns a dict with the keys of ``outputs``: ``labels`` (N,) int64, ``probabilities``
+    (N, K) float64, ``log_likelihood`` (N,) float64.
+    """
+    outputs = _check_outputs(outputs)
+    X = engine.as_row_chunked(X)
+    _check_features(X, params)
+    combined = engine.map_rows(
+        X, predict_block, params, n_columns=2 + params.n_components, dtype=np.float64
+    )
+    return _split(combined, outputs)
+
+
+def _split(combined: da.Array, outputs) -> dict[str, da.Array]:
+    arrays = {}
+    if "labels" in outputs:
+        arrays["labels"] = combined[:, 0].astype(np.int64)
+    if "probabilities" in outputs:
+        arrays["probabilities"] = combined[:, 2:]
+    if "log_likelihood" in outputs:
+        arrays["log_likelihood"] = combined[:, 1]
+    return arrays
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def _check_outputs(outputs) -> tuple[str, ...]:
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    outputs = tuple(outputs)
+    unknown = [o for o in outputs if o not in OUTPUT_NAMES]
+    if unknown or not outputs:
+        raise ConfigError(
+            f"outputs must be a non-empty selection of {OUTPUT_NAMES}, got {outputs!r}"
+            f"{' (unknown: ' + ', '.join(map(repr, unknown)) + ')' if unknown else ''}."
+        )
+    return tuple(o for o in OUTPUT_NAMES if o in outputs)
+
+
+def _check_features(X: da.Array, params: GMMParams) -> None:
+    if X.ndim != 2 or X.shape[1] != params.n_features:
+        raise DataError(
+            f"The data to predict have shape {X.shape}, but the model was fitted on "
+            f"{params.n_features} features. Use the same columns as for the fit."
+        )
+
+
+def infer_format(out_path: str, format: str | None = None) -> str:
+    """'zarr' or 'parquet' from ``format``, or else from the suffix of ``out_path``."""
+    if format is not None:
+        if format not in FORMATS:
+            raise ConfigError(f"format must be one of {FORMATS}, got {format!r}.")
+        return format
+    suffix = os.path.splitext(out_path.rstrip("/"))[1].lower()
+    if suffix not in _SUFFIXES:
+        raise ConfigError(
+            f"Cannot tell the output format of {out_path!r} from its suffix; name it "
+            "*.zarr or *.parquet, or pass format='zarr' or format='parquet'."
+        )
+    return _SUFFIXES[suffix]
+
+
+# ------------------------------------------------------------------- atomic directory
+
+
+def _compute(obj, client=None):
+    if client is not None:
+        return client.compute(obj, sync=True)
+    return dask.compute(obj)[0]
+
+
+@contextlib.contextmanager
+def atomic_directory(out_path: str | os.PathLike, storage_options: dict | None = None):
+    """Yield a temporary sibling path to write a directory into; on success move it to
+    ``out_path`` (replacing what was there), on an exception delete it and leave
+    ``out_path`` untouched.
+
+    The temporary path is ``<parent>/.<name>.tmp-<random>``, in the same form as
+    ``out_path`` (a local path or a URL of the same protocol).
+    """
+    out_path = os.fspath(out_path).rstrip("/")
+    fs, final = _url_to_fs(out_path, storage_options)
+    parent, name = final.rsplit("/", 1) if "/" in final else ("", final)
+    token = uuid.uuid4().hex[:12]
+    tmp = f"{parent}/.{name}.tmp-{token}" if parent else f".{name}.tmp-{token}"
+    old = f"{parent}/.{name}.old-{token}" if parent else f".{name}.old-{token}"
+    local = "://" not in out_path and "::" not in out_path
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    try:
+        yield tmp if local else fs.unstrip_protocol(tmp)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp, recursive=True)
+        raise
+    _commit(fs, tmp, final, old, local)
+
+
+def _commit(fs, tmp: str, final: str, old: str, local: bool) -> None:
+    move = os.replace if local else (lambda a, b: fs.mv(a, b, recursive=True))
+    had_old = fs.exists(final)
+    if had_old:
+        move(final, old)
+    try:
+        move(tmp, final)
+    except BaseException:
+        if had_old:
+            move(old, final)
+        raise
+    if had_old:
+        fs.rm(old, recursive=True)
+    log.info("wrote %s", fs.unstrip_protocol(final))
+
+
+# ---------------------------------------------------------------------------- writers
+
+
+def _regular_rows(row_chunks: tuple) -> int | None:
+    """The chunk length if the chunks are regular (equal, the last one possibly shorter)."""
+    first = row_chunks[0]
+    if all(c == first for c in row_chunks[:-1]) and row_chunks[-1] <= first:
+        return first
+    return None
+
+
+def _write_zarr(combined, outputs, tmp, params, storage_options, client) -> None:
+    import zarr
+
+    n_rows = combined.shape[0]
+    rows = _regular_rows(combined.chunks[0])
+    if rows is None:
+        rows = max(combined.chunks[0])
+        log.info("input row chunks are unequal: Zarr output chunked by %d rows", rows)
+        combined = combined.rechunk({0: rows})
+    kwargs = {"storage_options": storage_options} if storage_options and "://" in tmp else {}
+    group = zarr.open_group(tmp, mode="w", **kwargs)
+    group.attrs.update(
+        {
+            "dgmm_outputs": list(outputs),
+            "n_components": params.n_components,
+            "covariance_type": params.covariance_type,
+            "n_samples": int(n_rows),
+        }
+    )
+    arrays = _split(combined, outputs)
+    targets = []
+    for name, array in arrays.items():
+        targets.append(
+            group.create_array(
+                name,
+                shape=array.shape,
+                chunks=(rows,) + array.shape[1:],
+                dtype=array.dtype,
+                fill_value=-1 if name == "labels" else np.nan,
+            )
+        )
+    stored = da.store(list(arrays.values()), targets, lock=False, compute=False)
+    _compute(stored, client)
+
+
+def _write_part(block: np.ndarray, fs, path: str, outputs, n_components: int) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {}
+    if "labels" in outputs:
+        columns["label"] = pa.array(block[:, 0].astype(np.int64))
+    if "probabilities" in outputs:
+        for k in range(n_components):
+            columns[f"prob_{k}"] = pa.array(np.ascontiguousarray(block[:, 2 + k]))
+    if "log_likelihood" in outputs:
+        columns["log_likelihood"] = pa.array(np.ascontiguousarray(block[:, 1]))
+    with fs.open(path, "wb") as handle:
+        pq.write_table(pa.table(columns), handle)
+    return int(block.shape[0])
+
+
+def _write_parquet(combined, outputs, tmp, params, storage_options, client) -> None:
+    fs, root = _url_to_fs(tmp, storage_options)
+    fs.makedirs(root, exist_ok=True)
+    blocks = combined.to_delayed().ravel()
+    width = max(5, len(str(len(blocks) - 1)))
+    write = dask.delayed(_write_part, pure=False)
+    parts = [
+        write(block, fs, f"{root}/part-{i:0{width}d}.parquet", outputs, params.n_components)
+        for i, block in enumerate(blocks)
+    ]
+    written = _compute(parts, client)
+    if sum(written) != combined.shape[0]:  # pragma: no cover - a broken writer
+        raise DataError(f"wrote {sum(written)} rows instead of {combined.shape[0]}")
+
+
+def write_predictions(
+    X,
+    params: GMMParams,
+    out_path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    outputs=OUTPUT_NAMES,
+    client=None,
+    storage_options: dict | None = None,
+) -> str:
+    """Write per-row predictions of ``params`` for ``X`` to Zarr or Parquet, atomically.
+
+    Parameters
+    ----------
+    X : (n_samples, n_features) Dask or NumPy array; rows with NaN/inf get label -1 and
+        NaN probabilities and log-likelihood.
+    params : fitted GMMParams.
+    out_path : local path or fsspec URL; ``*.zarr`` or ``*.parquet`` unless ``format``.
+    format : 'zarr' | 'parquet' | None (from the suffix).
+    outputs : any of 'labels', 'probabilities', 'log_likelihood'.
+    client : distributed.Client to compute on (default: the current Dask scheduler).
+    storage_options : passed to fsspec for URLs.
+
+    Returns
+    -------
+    str : ``out_path``, now holding the complete output (see the module docstring for the
+    layout and the atomic replacement).
+    """
+    out_path = os.fspath(out_path).rstrip("/")
+    fmt = infer_format(out_path, format)
+    outputs = _check_outputs(outputs)
+    X = engine.as_row_chunked(X)
+    _check_features(X, params)
+    combined = engine.map_rows(
+        X, predict_block, params, n_columns=2 + params.n_components, dtype=np.float64
+    )
+    writer = _write_zarr if fmt == "zarr" else _write_parquet
+    with atomic_directory(out_path, storage_options) as tmp:
+        writer(combined, outputs, tmp, params, storage_options, client)
+    return out_path
