@@ -226,10 +226,10 @@ def fit_em(
                 init = initial_params(
                     data, settings.n_components, settings.covariance_type,
                     settings.init_params, settings.reg_covar, seed + 7919 * init_index,
+                    on_first_pass=lambda *counts: _check_rows(*counts, settings),
                     **split,
                 )
                 if init.n_rows:
-                    _check_rows(init.n_rows, init.n_nonfinite, init.first_nonfinite, settings)
                     n_rows, n_nonfinite = init.n_rows, init.n_nonfinite
                 params, lower_bound = init.params, -math.inf
             state = EMState(seed, init_index, 0, params, lower_bound, (), False, best,

@@ -99,6 +99,27 @@ def _compute(obj, client=None):
     return dask.compute(obj)[0]
 
 
+def pass_graph(
+    data: ChunkedData,
+    chunk_fn: Callable[..., Any],
+    *broadcast: Any,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+):
+    """The lazy pass: a Delayed whose value is the merge of every chunk's result.
+
+    ``broadcast`` values enter the graph once each (one key per value per pass, named by
+    its content, so a new parameter set gives new keys and nothing stale is reused).
+    """
+    shared = [dask.delayed(value, pure=True, traverse=False) for value in broadcast]
+    fn = dask.delayed(chunk_fn, pure=True)
+    weights = data.weights or [None] * data.n_chunks
+    parts = [
+        fn(block, w, offset, *shared)
+        for block, w, offset in zip(data.blocks, weights, data.offsets)
+    ]
+    return _tree_reduce(parts, split_every)
+
+
 def map_reduce(
     data: ChunkedData,
     chunk_fn: Callable[..., Any],
@@ -108,17 +129,10 @@ def map_reduce(
 ):
     """One pass: ``chunk_fn(block, weights, row_offset, *broadcast)`` per chunk, merged.
 
-    ``broadcast`` values enter the graph once each (one key per value per pass); the
-    per-chunk results must have a ``merge`` method. Returns the merged value.
+    The per-chunk results must have a ``merge`` method; one ``compute`` returns the
+    merged value to the driver.
     """
-    shared = [dask.delayed(value, pure=True, traverse=False) for value in broadcast]
-    fn = dask.delayed(chunk_fn, pure=True)
-    weights = data.weights or [None] * data.n_chunks
-    parts = [
-        fn(block, w, offset, *shared)
-        for block, w, offset in zip(data.blocks, weights, data.offsets)
-    ]
-    return _compute(_tree_reduce(parts, split_every), client)
+    return _compute(pass_graph(data, chunk_fn, *broadcast, split_every=split_every), client)
 
 
 def _estep_chunk(block, weights, row_offset, params: GMMParams) -> SuffStats:

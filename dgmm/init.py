@@ -246,8 +246,12 @@ def _point_params(points, n_components, covariance_type, reg_covar) -> GMMParams
     return GMMParams.from_covariances(weights, points, cov, covariance_type)
 
 
-def kmeans_centers(data, n_components, seed, *, split_every, client):
-    """k-means|| + Lloyd over the data; returns (centers (K, d), first pass CostSample)."""
+def kmeans_centers(data, n_components, seed, *, split_every, client, on_first_pass=None):
+    """k-means|| + Lloyd over the data; returns (centers (K, d), first pass CostSample).
+
+    ``on_first_pass(n_rows, n_nonfinite, first_nonfinite)`` is called right after the
+    first pass over the data (it may raise, e.g. on non-finite rows).
+    """
     rng = np.random.default_rng([seed, 1])
     centers = _uniform_row(data, rng, client)[None, :]
     oversampling = 2.0 * n_components
@@ -255,6 +259,8 @@ def kmeans_centers(data, n_components, seed, *, split_every, client):
         data, fn, *args, split_every=split_every, client=client
     )
     first = reduce(_cost_chunk, centers, None)
+    if on_first_pass is not None:
+        on_first_pass(first.n_rows, first.n_nonfinite, first.first_nonfinite)
     phi = first.cost
     for round_id in range(1, KMEANS_PARALLEL_ROUNDS + 1):
         if round_id > 1:
@@ -293,13 +299,19 @@ def initial_params(
     *,
     split_every: int = engine.DEFAULT_SPLIT_EVERY,
     client=None,
+    on_first_pass=None,
 ) -> InitResult:
-    """theta_0 by ``init_params`` (see the module docstring); ``seed`` an int."""
+    """theta_0 by ``init_params`` (see the module docstring); ``seed`` an int.
+
+    ``on_first_pass(n_rows, n_nonfinite, first_nonfinite)`` is called as soon as the
+    first pass over the data has counted its rows (for methods that read all rows).
+    """
     rng = np.random.default_rng([seed, 0])
     d = data.n_features
     if init_params == "kmeans":
         centers, first = kmeans_centers(
-            data, n_components, seed, split_every=split_every, client=client
+            data, n_components, seed, split_every=split_every, client=client,
+            on_first_pass=on_first_pass,
         )
         stats = engine.map_reduce(
             data, _labels_chunk, centers, covariance_type,
@@ -313,6 +325,8 @@ def initial_params(
             data, _random_resp_chunk, shift, covariance_type, seed,
             split_every=split_every, client=client,
         )
+        if on_first_pass is not None:
+            on_first_pass(stats.n_rows, stats.n_nonfinite, stats.first_nonfinite)
         params = m_step(stats, reg_covar).params
         return InitResult(params, stats.n_rows, stats.n_nonfinite, stats.first_nonfinite)
     if init_params == "random_from_data":

@@ -1,0 +1,316 @@
+"""GaussianMixture against scikit-learn, closed forms and its own invariances."""
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn import datasets
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from dgmm import GaussianMixture
+from dgmm.errors import ConfigError, DataError
+
+from conftest import COVARIANCE_TYPES, make_blobs
+
+
+def standardised(X):
+    return (X - X.mean(0)) / X.std(0)
+
+
+DATASETS = {
+    "iris": lambda: standardised(datasets.load_iris().data),
+    "wine": lambda: standardised(datasets.load_wine().data),
+    "breast_cancer": lambda: standardised(datasets.load_breast_cancer().data)[:, :10],
+    "blobs": lambda: make_blobs(1500, 4, 4, seed=21),
+}
+
+
+def initial_params(X, k, covariance_type, seed=0):
+    """Deterministic initial parameters: data rows as means, the pooled precision."""
+    rng = np.random.default_rng(seed)
+    means = X[rng.choice(X.shape[0], k, replace=False)]
+    var = X.var(0)
+    prec = {
+        "full": np.stack([np.diag(1 / var)] * k),
+        "tied": np.diag(1 / var),
+        "diag": np.tile(1 / var, (k, 1)),
+        "spherical": np.full(k, 1 / var.mean()),
+    }[covariance_type]
+    return dict(weights_init=np.full(k, 1 / k), means_init=means, precisions_init=prec)
+
+
+def fit_both(X, k, covariance_type, X_dgmm=None, client=None, **kw):
+    init = initial_params(X, k, covariance_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGaussianMixture(k, covariance_type=covariance_type, **init, **kw).fit(X)
+        dg = GaussianMixture(k, covariance_type=covariance_type, client=client, **init, **kw)
+        dg.fit(X if X_dgmm is None else X_dgmm)
+    return sk, dg
+
+
+def assert_same_fit(sk, dg, rtol=1e-6, shift=0.0):
+    assert dg.n_iter_ == sk.n_iter_
+    assert dg.converged_ == sk.converged_
+    assert dg.lower_bound_ == pytest.approx(sk.lower_bound_, rel=1e-8)
+    np.testing.assert_allclose(dg.lower_bounds_, sk.lower_bounds_, rtol=1e-8)
+    np.testing.assert_allclose(dg.weights_, sk.weights_, rtol=rtol)
+    np.testing.assert_allclose(dg.means_ - shift, sk.means_, rtol=rtol, atol=rtol * 1e-3)
+    scale = np.abs(sk.covariances_).max()
+    np.testing.assert_allclose(dg.covariances_, sk.covariances_, rtol=rtol, atol=rtol * 1e-3 * scale)
+    np.testing.assert_allclose(dg.precisions_cholesky_, sk.precisions_cholesky_, rtol=1e-5,
+                               atol=1e-9 * np.abs(sk.precisions_cholesky_).max())
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("name", DATASETS)
+def test_same_answer_as_sklearn(name, covariance_type):
+    X = DATASETS[name]()
+    k = 3
+    sk, dg = fit_both(X, k, covariance_type, X_dgmm=da.from_array(X, chunks=(97, -1)),
+                      tol=1e-5, max_iter=300)
+    assert_same_fit(sk, dg)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_same_answer_as_sklearn_on_a_cluster(cluster_client, covariance_type):
+    X = DATASETS["blobs"]()
+    sk, dg = fit_both(X, 4, covariance_type, X_dgmm=da.from_array(X, chunks=(256, -1)),
+                      client=cluster_client, tol=1e-6, max_iter=200)
+    assert_same_fit(sk, dg)
+    labels = dg.predict(da.from_array(X, chunks=(256, -1)))
+    np.testing.assert_array_equal(labels.compute(), sk.predict(X))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_far_from_the_origin(covariance_type):
+    """Means near 1e6, unit spread: exact to 1e-6 (sklearn itself is off by ~4e-3 here)."""
+    offset = 1e6
+    X = make_blobs(1200, 3, 3, seed=22, spread=3.0)
+    init = initial_params(X, 3, covariance_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=300,
+                               **init).fit(X)
+        far_init = dict(init, means_init=init["means_init"] + offset)
+        dg = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=300,
+                             **far_init).fit(da.from_array(X + offset, chunks=(200, -1)))
+    assert_same_fit(sk, dg, shift=offset)
+
+
+def fit_fixed(X, covariance_type, client=None, **kw):
+    init = initial_params(np.asarray(X), 3, covariance_type, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return GaussianMixture(3, covariance_type=covariance_type, tol=0, max_iter=15,
+                               client=client, **init, **kw).fit(X)
+
+
+def assert_params_close(a, b, rtol=1e-10):
+    for x, y in zip(a.params_.to_arrays().values(), b.params_.to_arrays().values()):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * np.abs(y).max())
+    assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=rtol)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("chunks", [1, 16, 150])
+def test_result_does_not_depend_on_chunking(covariance_type, chunks):
+    X = make_blobs(150, 2, 3, seed=23)
+    reference = fit_fixed(X, covariance_type)  # NumPy input: one chunk
+    got = fit_fixed(da.from_array(X, chunks=(chunks, -1)), covariance_type)
+    assert_params_close(got, reference)
+
+
+def test_result_does_not_depend_on_the_number_of_workers(cluster_client):
+    from distributed import Client, LocalCluster
+
+    X = da.from_array(make_blobs(3000, 3, 3, seed=24), chunks=(100, -1))
+    two = fit_fixed(X, "full", client=cluster_client)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as one_worker, Client(one_worker) as client:
+        one = fit_fixed(X, "full", client=client)
+    local = fit_fixed(X, "full")
+    assert_params_close(one, two, rtol=1e-10)
+    assert_params_close(local, two, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_log_likelihood_never_decreases(covariance_type):
+    X = make_blobs(800, 3, 4, seed=25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GaussianMixture(4, covariance_type=covariance_type, tol=0, max_iter=60,
+                                init_params="random", random_state=1).fit(X)
+    history = np.array(model.lower_bounds_)
+    assert len(history) == 60
+    drops = np.diff(history)
+    assert (drops >= -1e-12 * np.abs(history[1:])).all(), drops.min()
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_collapsed_and_empty_components_never_give_nan(covariance_type):
+    X = np.vstack([make_blobs(300, 2, 2, seed=26), np.full((40, 2), 25.0)])
+    k = 4
+    means = np.array([[0.0, 0.0], [3.0, 3.0], [25.0, 25.0], [1e4, -1e4]])  # last: empty
+    model = GaussianMixture(k, covariance_type=covariance_type, means_init=means,
+                            max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X)
+    for arr in model.params_.to_arrays().values():
+        assert np.isfinite(arr).all()
+    assert np.isfinite(model.lower_bound_)
+    np.testing.assert_allclose(model.means_[2], [25.0, 25.0], atol=1e-9)
+    assert np.isfinite(model.predict_proba(X)).all()
+
+
+def test_iris_tutorial_converges_to_the_best_sklearn_bound():
+    X = datasets.load_iris().data[:, :2]
+    model = GaussianMixture(3, random_state=0).fit(X)
+    assert model.converged_
+    best = max(SkGaussianMixture(3, random_state=s).fit(X).lower_bound_ for s in range(20))
+    assert model.lower_bound_ >= best - 0.01
+    assert model.predict(X).shape == (150,) and set(model.predict(X)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_every_init_method_is_as_good_as_sklearns(init_params):
+    """Each method, made chunk-parallel, does as well as scikit-learn's own."""
+    X = make_blobs(2000, 2, 3, seed=27, spread=8.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk_best = max(
+            SkGaussianMixture(3, init_params=init_params, n_init=3, random_state=s,
+                              max_iter=300).fit(X).lower_bound_
+            for s in range(3)
+        )
+        model = GaussianMixture(3, init_params=init_params, n_init=3, random_state=0,
+                                max_iter=300).fit(da.from_array(X, chunks=(300, -1)))
+    assert model.lower_bound_ >= sk_best - 1e-3
+
+
+def test_n_init_keeps_the_best_and_random_state_reproduces():
+    X = make_blobs(600, 2, 5, seed=28)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        singles = [GaussianMixture(5, init_params="random", random_state=s, max_iter=20).fit(X)
+                   for s in range(3)]
+        a = GaussianMixture(5, init_params="random", n_init=4, random_state=7, max_iter=20).fit(X)
+        b = GaussianMixture(5, init_params="random", n_init=4, random_state=7, max_iter=20).fit(X)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    assert a.lower_bound_ == b.lower_bound_
+    assert a.lower_bound_ >= min(s.lower_bound_ for s in singles)
+
+
+def test_sample_weight_equals_repeated_rows():
+    X = make_blobs(200, 2, 2, seed=29)
+    counts = np.random.default_rng(0).integers(1, 4, size=200)
+    init = initial_params(X, 2, "full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        weighted = GaussianMixture(2, tol=0, max_iter=10, **init).fit(
+            da.from_array(X, chunks=(64, -1)), sample_weight=counts)
+        repeated = GaussianMixture(2, tol=0, max_iter=10, **init).fit(np.repeat(X, counts, 0))
+    assert_params_close(weighted, repeated, rtol=1e-9)
+
+
+def test_dask_input_gives_lazy_outputs_with_input_chunks():
+    X = make_blobs(500, 3, 3, seed=30)
+    Xd = da.from_array(X, chunks=(120, -1))
+    model = GaussianMixture(3, random_state=0).fit(Xd)
+    for out, ref in [(model.predict(Xd), model.predict(X)),
+                     (model.predict_proba(Xd), model.predict_proba(X)),
+                     (model.score_samples(Xd), model.score_samples(X))]:
+        assert isinstance(out, da.Array) and out.chunks[0] == Xd.chunks[0]
+        np.testing.assert_allclose(out.compute(), ref, rtol=1e-12)
+    assert model.score(Xd) == pytest.approx(model.score(X), rel=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_methods_match_sklearn_on_the_same_parameters(covariance_type):
+    X = DATASETS["wine"]()
+    sk, dg = fit_both(X, 3, covariance_type, tol=1e-4, max_iter=100)
+    np.testing.assert_allclose(dg.score_samples(X), sk.score_samples(X), rtol=1e-7)
+    np.testing.assert_allclose(dg.predict_proba(X), sk.predict_proba(X), atol=1e-7)
+    np.testing.assert_array_equal(dg.predict(X), sk.predict(X))
+    assert dg.bic(X) == pytest.approx(sk.bic(X), rel=1e-8)
+    assert dg.aic(X) == pytest.approx(sk.aic(X), rel=1e-8)
+    np.testing.assert_allclose(dg.precisions_, sk.precisions_, rtol=1e-5,
+                               atol=1e-9 * np.abs(sk.precisions_).max())
+    dg.random_state = sk.random_state = 3
+    Xs, ys = dg.sample(50)
+    Xr, yr = sk.sample(50)
+    np.testing.assert_allclose(Xs, Xr, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(ys, yr)
+
+
+def test_params_api_matches_sklearn():
+    ours = set(GaussianMixture().get_params())
+    theirs = set(SkGaussianMixture().get_params())
+    assert theirs <= ours
+    assert ours - theirs == {"client", "split_every", "nonfinite"}
+    for name in theirs:
+        assert GaussianMixture().get_params()[name] == SkGaussianMixture().get_params()[name]
+    model = GaussianMixture().set_params(n_components=4, covariance_type="diag")
+    assert (model.n_components, model.covariance_type) == (4, "diag")
+    with pytest.raises(ValueError, match="Invalid parameter 'bogus'"):
+        model.set_params(bogus=1)
+
+
+def test_warm_start_continues_from_the_previous_fit():
+    X = make_blobs(500, 2, 3, seed=31)
+    init = initial_params(X, 3, "full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        straight = GaussianMixture(3, tol=0, max_iter=10, **init).fit(X)
+        warm = GaussianMixture(3, tol=0, max_iter=4, warm_start=True, **init).fit(X)
+        warm.set_params(max_iter=6).fit(X)
+    assert_params_close(warm, straight, rtol=1e-12)
+
+
+def test_fit_predict_equals_fit_then_predict():
+    X = make_blobs(400, 2, 3, seed=32)
+    a = GaussianMixture(3, random_state=0)
+    labels = a.fit_predict(X)
+    np.testing.assert_array_equal(labels, a.predict(X))
+
+
+@pytest.mark.parametrize(
+    "kwargs, X, error, match",
+    [
+        ({"n_components": 5}, np.zeros((4, 2)), DataError, "n_samples >= n_components"),
+        ({}, np.zeros(10), DataError, "Expected a 2-D array"),
+        ({"covariance_type": "round"}, np.zeros((10, 2)), ConfigError, "covariance_type"),
+        ({"n_components": 0}, np.zeros((10, 2)), ConfigError, "integer >= 1"),
+        ({"reg_covar": -1.0}, np.zeros((10, 2)), ConfigError, "reg_covar"),
+        ({"init_params": "bad"}, np.zeros((10, 2)), ConfigError, "init_params"),
+        ({"n_components": 2, "weights_init": [0.5, 0.6]}, np.zeros((10, 2)), ConfigError,
+         "sum to 1"),
+        ({"n_components": 2, "means_init": np.zeros((3, 2))}, np.zeros((10, 2)), ConfigError,
+         r"shape \(2, 2\)"),
+        ({"n_components": 2, "covariance_type": "full",
+          "precisions_init": np.stack([np.eye(2), -np.eye(2)])}, np.zeros((10, 2)),
+         ConfigError, "positive definite"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(kwargs, X, error, match):
+    with pytest.raises(error, match=match):
+        GaussianMixture(**kwargs).fit(X)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_rows_raise_or_drop(bad):
+    X = make_blobs(300, 2, 2, seed=33)
+    X[[17, 200]] = bad
+    Xd = da.from_array(X, chunks=(50, -1))
+    with pytest.raises(DataError, match=r"2 row\(s\) with NaN or inf values \(the first at row 17\)"):
+        GaussianMixture(2, random_state=0).fit(Xd)
+    dropped = GaussianMixture(2, random_state=0, nonfinite="drop").fit(Xd)
+    clean = GaussianMixture(2, random_state=0).fit(np.delete(X, [17, 200], axis=0))
+    assert dropped.n_nonfinite_ == 2
+    np.testing.assert_allclose(np.sort(dropped.means_, 0), np.sort(clean.means_, 0), rtol=1e-6)
+
+
+def test_predict_before_fit_is_an_error():
+    with pytest.raises(AttributeError, match="not fitted"):
+        GaussianMixture().predict(np.zeros((3, 2)))

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from dgmm import kernels
+from dgmm.params import GMMParams
+
+from conftest import COVARIANCE_TYPES, make_blobs
+from test_stats import params_for
+
+
+def full_covariances(params: GMMParams) -> np.ndarray:
+    """(K, d, d) covariance matrices whatever the covariance type."""
+    k, d = params.means.shape
+    cov = params.covariances
+    return {
+        "full": lambda: cov,
+        "tied": lambda: np.broadcast_to(cov, (k, d, d)),
+        "diag": lambda: np.stack([np.diag(c) for c in cov]),
+        "spherical": lambda: np.stack([np.eye(d) * c for c in cov]),
+    }[params.covariance_type]()
+
+
+def reference_log_prob(X, params):
+    covs = full_covariances(params)
+    return np.stack(
+        [multivariate_normal(m, c).logpdf(X) for m, c in zip(params.means, covs)], axis=1
+    ) + np.log(params.weights)
+
+
+def reference_stats(X, params, w):
+    wlp = reference_log_prob(X, params)
+    log_norm = logsumexp(wlp, axis=1)
+    resp = np.exp(wlp - log_norm[:, None]) * w[:, None]
+    diff = X[:, None, :] - params.means[None]  # (n, K, d)
+    nk = resp.sum(0)
+    s1 = np.einsum("nk,nkd->kd", resp, diff)
+    s2_full = np.einsum("nk,nki,nkj->kij", resp, diff, diff)
+    return w @ log_norm, nk, s1, s2_full
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_weighted_log_prob_matches_scipy(covariance_type, offset):
+    X = make_blobs(300, 4, 3, seed=5)
+    params = params_for(covariance_type, X)
+    ref = reference_log_prob(X, params)
+    # translation equivariance: the same rows and means moved far from the origin
+    moved = GMMParams(params.weights, params.means + offset, params.covariances,
+                      params.precisions_cholesky, covariance_type)
+    got = kernels.estimate_weighted_log_prob(X + offset, moved)
+    np.testing.assert_allclose(got, ref, rtol=1e-9 if offset else 1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_chunk_stats_match_closed_form(covariance_type, weighted):
+    X = make_blobs(500, 3, 3, seed=2)
+    params = params_for(covariance_type, X)
+    w = np.random.default_rng(0).uniform(0.1, 3.0, 500) if weighted else np.ones(500)
+    stats = kernels.chunk_stats(X, params, w if weighted else None)
+    loglik, nk, s1, s2_full = reference_stats(X, params, w)
+    assert stats.n == pytest.approx(w.sum(), rel=1e-14)
+    assert stats.loglik == pytest.approx(loglik, rel=1e-12)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-11)
+    np.testing.assert_allclose(stats.s1, s1, rtol=1e-9, atol=1e-9)
+    expected_s2 = {
+        "full": s2_full,
+        "tied": s2_full.sum(0),
+        "diag": np.diagonal(s2_full, axis1=1, axis2=2),
+        "spherical": np.diagonal(s2_full, axis1=1, axis2=2),
+    }[covariance_type]
+    np.testing.assert_allclose(stats.s2, expected_s2, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_responsibilities_sum_to_one_and_match_predict(covariance_type):
+    X = make_blobs(400, 2, 3, seed=4)
+    params = params_for(covariance_type, X)
+    proba = kernels.predict_proba(X, params)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    ref = reference_log_prob(X, params)
+    np.testing.assert_array_equal(kernels.predict(X, params), ref.argmax(1))
+    np.testing.assert_allclose(kernels.score_samples(X, params), logsumexp(ref, axis=1),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_float32_chunks_are_computed_in_float64(covariance_type):
+    X32 = make_blobs(300, 3, 3, seed=6).astype(np.float32)
+    params = params_for(covariance_type, X32.astype(np.float64))
+    a = kernels.chunk_stats(X32, params)
+    b = kernels.chunk_stats(X32.astype(np.float64), params)
+    assert a.loglik == pytest.approx(b.loglik, rel=1e-12)
+    np.testing.assert_allclose(a.s2, b.s2, rtol=1e-10)
+
+
+def test_rows_far_from_every_component_do_not_underflow_to_nan():
+    X = np.array([[0.0, 0.0], [1e4, -1e4]])
+    params = GMMParams.from_covariances(np.ones(2) / 2, np.array([[0.0, 0.0], [1.0, 1.0]]),
+                                        np.full(2, 1e-3), "spherical")
+    stats = kernels.chunk_stats(X, params)
+    assert np.isfinite(stats.loglik) and np.isfinite(stats.s2).all()
+    np.testing.assert_allclose(kernels.predict_proba(X, params).sum(1), 1.0)
+
+
+def test_block_rows_bounds():
+    assert 256 <= kernels.block_rows(1, 1) <= 16384
+    assert kernels.block_rows(64, 256) == 256

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+from scipy.stats import wishart
+
+from dgmm.errors import ConfigError, FitError
+from dgmm.params import (
+    GMMParams,
+    covariances_from_precision_cholesky,
+    precision_cholesky_from_covariances,
+    precision_cholesky_from_precisions,
+)
+
+from conftest import COVARIANCE_TYPES
+
+
+def random_covariances(covariance_type, k, d, seed=0):
+    rng = np.random.default_rng(seed)
+    if covariance_type == "full":
+        return np.stack([wishart(d + 2, np.eye(d)).rvs(random_state=rng) for _ in range(k)])
+    if covariance_type == "tied":
+        return wishart(d + 2, np.eye(d)).rvs(random_state=rng)
+    if covariance_type == "diag":
+        return rng.uniform(0.5, 2.0, size=(k, d))
+    return rng.uniform(0.5, 2.0, size=k)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_precision_factor_round_trip(covariance_type):
+    cov = random_covariances(covariance_type, 3, 4)
+    chol = precision_cholesky_from_covariances(cov, covariance_type)
+    np.testing.assert_allclose(covariances_from_precision_cholesky(chol, covariance_type), cov,
+                               rtol=1e-12, atol=1e-12)
+    params = GMMParams.from_covariances(np.ones(3) / 3, np.zeros((3, 4)), cov, covariance_type)
+    again = precision_cholesky_from_precisions(params.precisions, covariance_type)
+    np.testing.assert_allclose(again, chol, rtol=1e-10, atol=1e-12)
+    if covariance_type in ("full", "tied"):
+        mats = cov if covariance_type == "full" else cov[None]
+        precs = params.precisions if covariance_type == "full" else params.precisions[None]
+        for c, p in zip(mats, precs):
+            np.testing.assert_allclose(c @ p, np.eye(4), atol=1e-10)
+
+
+def test_not_positive_definite_is_a_fit_error():
+    cov = np.stack([np.eye(2), np.array([[1.0, 2.0], [2.0, 1.0]])])
+    with pytest.raises(FitError, match="increase reg_covar"):
+        GMMParams.from_covariances(np.ones(2) / 2, np.zeros((2, 2)), cov, "full")
+    with pytest.raises(FitError, match="ill-defined empirical covariance"):
+        GMMParams.from_covariances(np.ones(2) / 2, np.zeros((2, 2)), np.zeros((2, 2)), "diag")
+
+
+def test_shape_and_type_are_checked():
+    with pytest.raises(ConfigError, match=r"covariances for covariance_type='diag' must have shape \(2, 3\)"):
+        GMMParams(np.ones(2) / 2, np.zeros((2, 3)), np.ones((2, 2)), np.ones((2, 2)), "diag")
+    with pytest.raises(ConfigError, match="covariance_type must be one of"):
+        GMMParams(np.ones(2) / 2, np.zeros((2, 3)), np.ones(2), np.ones(2), "round")
+
+
+def test_params_are_read_only():
+    p = GMMParams.from_covariances(np.ones(2) / 2, np.zeros((2, 2)), np.ones(2), "spherical")
+    with pytest.raises(ValueError):
+        p.means[0, 0] = 1.0
