@@ -33,7 +33,15 @@ import dask.array as da
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .io import DataInfo, _check_dtype, _even_chunks, _url_to_fs, open_parquet, open_zarr
+from .io import (
+    DataInfo,
+    _check_dtype,
+    _even_chunks,
+    _url_to_fs,
+    _zarr_target,
+    open_parquet,
+    open_zarr,
+)
 from .outputs import atomic_directory
 from .params import GMMParams
 
@@ -278,13 +286,10 @@ def _write_zarr(tmp, row_chunks, params, document, settings, compress, zarr_form
     import zarr
 
     n_features = settings["n_features"]
-    kwargs = {"storage_options": storage_options} if storage_options and "://" in tmp else {}
-    if compress:
-        kwargs["compressors"] = "auto"
-    else:
-        kwargs["compressors"] = None
+    store, kwargs = _zarr_target(tmp, storage_options)
+    kwargs["compressors"] = "auto" if compress else None
     z = zarr.create_array(
-        tmp,
+        store,
         shape=(settings["n_samples"], n_features),
         chunks=(row_chunks[0], n_features),
         dtype=settings["dtype"],

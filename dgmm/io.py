@@ -190,6 +190,20 @@ def _url_to_fs(path: str, storage_options: dict | None):
         ) from exc
 
 
+def _zarr_target(path: str, storage_options: dict | None):
+    """(store argument, keyword arguments) to write a Zarr node at ``path`` with zarr.
+
+    Local paths and ``file://`` URLs become plain paths (zarr's LocalStore creates the
+    directories it needs); other URLs go through fsspec with ``storage_options``.
+    """
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, fs_path = _url_to_fs(path, storage_options)
+    if isinstance(fs, LocalFileSystem):
+        return fs_path, {}
+    return path, ({"storage_options": storage_options} if storage_options else {})
+
+
 def _missing(kind: str, path: str, what: str = "") -> DataError:
     return DataError(
         f"{kind} source {path!r} does not exist{what}. Check the path (relative paths are "

@@ -40,7 +40,7 @@ import numpy as np
 
 from . import engine, kernels
 from .errors import ConfigError, DataError
-from .io import _url_to_fs
+from .io import _url_to_fs, _zarr_target
 from .params import GMMParams
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,8 @@ def _write_zarr(combined, outputs, tmp, params, storage_options, client) -> None
         rows = max(combined.chunks[0])
         log.info("input row chunks are unequal: Zarr output chunked by %d rows", rows)
         combined = combined.rechunk({0: rows})
-    kwargs = {"storage_options": storage_options} if storage_options and "://" in tmp else {}
-    group = zarr.open_group(tmp, mode="w", **kwargs)
+    store, kwargs = _zarr_target(tmp, storage_options)
+    group = zarr.open_group(store, mode="w", **kwargs)
     group.attrs.update(
         {
             "dgmm_outputs": list(outputs),
