@@ -294,11 +294,12 @@ class GaussianMixture:
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init)))
         if partial:
             # initialise by init_params, then override the parts the user gave
-            base = settings
-            settings_init = em.EMSettings(**{**base.__dict__, "max_iter": 0, "n_init": 1})
-            first = em.fit_em(data, settings_init, seed=seed, client=self.client)
-            given = self._partial_init(first.params)
-            fixed_init = lambda data: given  # noqa: E731
+            init_only = em.EMSettings(**{**settings.__dict__, "max_iter": 0, "n_init": 1})
+
+            def fixed_init(data):
+                first = em.fit_em(data, init_only, seed=seed, client=self.client)
+                return self._partial_init(first.params)
+
         result = em.fit_em(
             data, settings, seed=seed, fixed_init=fixed_init, warm_start=warm,
             callback=self._verbose_callback(callback), resume=resume, client=self.client,

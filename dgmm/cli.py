@@ -1,0 +1,272 @@
+"""The ``dgmm`` command: the only place that prints for the user and exits.
+
+Exit codes (distinct per class of failure, for schedulers):
+
+====  =========================================================================
+0     done (or nothing to do: the outputs were up to date)
+1     anything unexpected (a bug: rerun with --debug for the traceback)
+2     bad workflow file, override or command-line arguments
+3     bad data (missing, wrong shape or dtype, NaN/inf, too few rows)
+4     the cluster could not start, could not be reached, or was lost
+5     EM did not converge within max_iter and the workflow requires convergence
+6     a checkpoint is corrupt or belongs to other settings or data
+7     another run holds the checkpoint directory's lock
+8     the fit failed numerically (a covariance not positive definite)
+130   interrupted (Ctrl-C)
+====  =========================================================================
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+
+from . import __version__
+from .errors import ConfigError, DgmmError
+
+EXIT_UNEXPECTED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _emit(line: str) -> None:
+    print(line, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dgmm",
+        description="Fit Gaussian mixture models by out-of-core EM on a Dask cluster.",
+        epilog="Exit codes: 0 done, 1 unexpected, 2 bad workflow/arguments, 3 bad data, "
+        "4 cluster, 5 not converged (require_convergence), 6 bad checkpoint, "
+        "7 checkpoint directory locked, 8 numerical failure.",
+    )
+    parser.add_argument("--version", action="version", version=f"dgmm {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a workflow file (fit, predict, score, report)")
+    run.add_argument("workflow", help="path of the workflow YAML file")
+    run.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE", help="override a key, e.g. model.n_components=12")
+    run.add_argument("--restart", action="store_true",
+                     help="ignore and delete existing checkpoints; start the fit over")
+    run.add_argument("--force", action="store_true",
+                     help="rerun every step even when its outputs are up to date")
+    run.add_argument("--quiet", action="store_true", help="print only the final summary")
+
+    validate = sub.add_parser("validate", help="check a workflow file without running it")
+    validate.add_argument("workflow")
+    validate.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="KEY=VALUE")
+
+    make = sub.add_parser("make-data", help="write synthetic mixture data (Zarr or Parquet)")
+    make.add_argument("--rows", type=int, required=True)
+    make.add_argument("--features", type=int, required=True)
+    make.add_argument("--components", type=int, required=True)
+    make.add_argument("--out", required=True, help="*.zarr or *.parquet path or URL")
+    make.add_argument("--covariance-type", default="full",
+                      choices=["full", "tied", "diag", "spherical"])
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--chunk-rows", type=int, default=None)
+    make.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    make.add_argument("--separation", type=float, default=4.0)
+    make.add_argument("--format", dest="fmt", default=None, choices=["zarr", "parquet"])
+    make.add_argument("--overwrite", action="store_true")
+    make.add_argument("--cluster", default="local",
+                      help="cluster profile name or path (default: local)")
+
+    predict = sub.add_parser("predict", help="write predictions of a saved model for data")
+    predict.add_argument("--model", required=True, help="model directory (outputs.model)")
+    predict.add_argument("--data", required=True, help="data path or URL")
+    predict.add_argument("--source", choices=["zarr", "parquet", "npy"], default=None,
+                         help="data kind (default: from the suffix)")
+    predict.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
+    predict.add_argument("--array-path", default=None, help="Zarr array inside a group")
+    predict.add_argument("--out", required=True, help="*.zarr or *.parquet output")
+    predict.add_argument("--cluster", default="local")
+
+    inspect = sub.add_parser("inspect", help="show a model or a checkpoint directory")
+    inspect.add_argument("path")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _guess_source(path: str) -> str:
+    lower = path.rstrip("/").lower()
+    for suffix, kind in ((".zarr", "zarr"), (".parquet", "parquet"), (".pq", "parquet"),
+                         (".npy", "npy")):
+        if lower.endswith(suffix):
+            return kind
+    raise ConfigError(f"Cannot tell the kind of data at {path!r} from its name; pass "
+                      "--source zarr, parquet or npy.")
+
+
+def cmd_run(args) -> int:
+    from .config import load_workflow
+    from .workflow import run_workflow
+
+    workflow = load_workflow(args.workflow, args.overrides)
+    emit = (lambda line: None) if args.quiet else _emit
+    summary = run_workflow(workflow, restart=args.restart, force=args.force, emit=emit)
+    if summary.did_nothing:
+        _emit(f"nothing to do: the outputs of {args.workflow} are up to date "
+              "(use --force to rerun)")
+    else:
+        _emit(f"done: ran {', '.join(summary.ran)}"
+              + (f"; up to date: {', '.join(summary.skipped)}" if summary.skipped else ""))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from . import cluster
+    from .config import load_workflow
+
+    workflow = load_workflow(args.workflow, args.overrides)
+    _emit(f"{args.workflow}: valid")
+    _emit(f"  data:    {workflow.data.source} at {workflow.data.path}")
+    m = workflow.model
+    _emit(f"  model:   {m.n_components} components, {m.covariance_type}, "
+          f"init {m.init_params}, max_iter {m.max_iter}, tol {m.tol}")
+    _emit(f"  cluster: {cluster.describe(workflow.cluster)}")
+    _emit(f"  steps:   {', '.join(workflow.steps)}")
+    _emit(f"  settings hash: {workflow.settings_hash()[:16]}")
+    return 0
+
+
+def cmd_make_data(args) -> int:
+    from . import cluster
+    from .datasets import make_gmm_data
+
+    with cluster.connect(args.cluster) as client:
+        info, params = make_gmm_data(
+            args.out, args.rows, args.features, args.components,
+            covariance_type=args.covariance_type, chunk_rows=args.chunk_rows, seed=args.seed,
+            dtype=args.dtype, separation=args.separation, fmt=args.fmt, client=client,
+            overwrite=args.overwrite,
+        )
+    _emit(f"wrote {info.describe()}")
+    _emit(f"true parameters stored beside the data (dgmm.datasets.load_true_params)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from . import cluster
+    from .io import open_source
+    from .model_io import load_model
+    from .outputs import write_predictions
+
+    kind = args.source or _guess_source(args.data)
+    options = {}
+    if args.columns:
+        options["columns"] = [c.strip() for c in args.columns.split(",") if c.strip()]
+    if args.array_path:
+        options["array_path"] = args.array_path
+    model = load_model(args.model)
+    X, info = open_source(kind, args.data, **options)
+    with cluster.connect(args.cluster) as client:
+        model.client = client
+        write_predictions(X, model.params_, args.out, client=client)
+    _emit(f"wrote predictions for {info.n_samples:,} rows to {args.out}")
+    return 0
+
+
+def _inspect_payload(path: str) -> dict:
+    from .checkpoint import CheckpointStore
+    from .model_io import read_model_meta
+
+    if os.path.isfile(os.path.join(path, "model.json")):
+        meta = read_model_meta(path)
+        return {"kind": "model", "path": path, **{k: v for k, v in meta.items() if k != "arrays"}}
+    if not os.path.isdir(path):
+        raise ConfigError(f"Nothing to inspect at {path!r}: give a model directory "
+                          "(outputs.model) or a checkpoint directory (checkpoint.dir).")
+    store = CheckpointStore(path)
+    checkpoints = store.list()
+    if not checkpoints:
+        raise ConfigError(f"{path!r} holds neither a dgmm model (model.json) nor checkpoints "
+                          "(ckpt-*.npz).")
+    found = store.load_latest()
+    latest = None
+    if found is not None:
+        _, meta = found
+        latest = {k: meta.get(k) for k in ("init_index", "iteration", "lower_bound",
+                                           "converged", "covariance_type", "settings_hash",
+                                           "data_fingerprint")}
+        latest["history_length"] = len(meta.get("history", []))
+    metrics = store.read_metrics()
+    return {
+        "kind": "checkpoints",
+        "path": path,
+        "checkpoints": [os.path.basename(c.path) for c in checkpoints],
+        "latest": latest,
+        "metrics_lines": len(metrics),
+        "last_metrics": metrics[-1] if metrics else None,
+    }
+
+
+def cmd_inspect(args) -> int:
+    payload = _inspect_payload(args.path)
+    if args.json:
+        _emit(json.dumps(payload, indent=2, default=str))
+        return 0
+    if payload["kind"] == "model":
+        _emit(f"model {payload['path']}")
+        for key in ("covariance_type", "n_components", "n_features", "n_iter", "converged",
+                    "lower_bound", "dgmm_version", "created", "data_fingerprint"):
+            _emit(f"  {key}: {payload.get(key)}")
+    else:
+        _emit(f"checkpoints in {payload['path']}: {', '.join(payload['checkpoints'])}")
+        for key, value in (payload["latest"] or {}).items():
+            _emit(f"  {key}: {value}")
+        _emit(f"  metrics.jsonl lines: {payload['metrics_lines']}")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "make-data": cmd_make_data,
+    "predict": cmd_predict,
+    "inspect": cmd_inspect,
+}
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``dgmm`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if not args.debug:
+        # before distributed is imported: its own logging setup reads this, and worker
+        # processes inherit it, so Dask's INFO chatter stays out of the user's terminal
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.debug:
+        for noisy in ("distributed", "tornado", "bokeh", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return COMMANDS[args.command](args)
+    except DgmmError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"dgmm: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dgmm: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not a user's mistake
+        if args.debug:
+            traceback.print_exc()
+        print(f"dgmm: unexpected error: {type(exc).__name__}: {exc}\nThis is a bug in "
+              "dgmm or its environment; rerun with --debug for the traceback.",
+              file=sys.stderr, flush=True)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The model file: a fitted mixture saved as plain arrays plus JSON metadata.
+
+A model is a directory::
+
+    model/                       (any name; ``.dgmm`` suffix is customary)
+      model.json                 format, dgmm version, covariance type, shapes,
+                                 estimator settings, n_iter, converged, lower bound,
+                                 history, data fingerprint, settings hash, and the
+                                 sha256 of each array file
+      weights.npy                (K,)
+      means.npy                  (K, d)
+      covariances.npy            per covariance type (see dgmm.params)
+      precisions_cholesky.npy    same shape as covariances
+
+Every array is a standard ``.npy`` file, readable by NumPy (and by any language with an
+npy reader); ``model.json`` is the manifest. The directory is written under a temporary
+name and renamed into place, so a crash never leaves a half-written model that looks
+whole. ``load_model`` checks the checksums and returns a fitted ``GaussianMixture``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+
+import numpy as np
+
+from . import __version__
+from .errors import DataError
+from .params import GMMParams
+
+FORMAT = "dgmm-model"
+FORMAT_VERSION = 1
+ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
+SETTINGS = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
+            "init_params", "random_state", "split_every", "nonfinite")
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _fsync_write(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def save_model(path, model, *, data_fingerprint: str | None = None,
+               settings_hash: str | None = None, extra: dict | None = None) -> str:
+    """Write a fitted ``GaussianMixture`` to the directory ``path``; returns the path.
+
+    An existing model at ``path`` is replaced only once the new one is complete.
+    """
+    path = os.path.abspath(os.fspath(path))
+    params: GMMParams = model.params_
+    files = {name: _npy_bytes(arr) for name, arr in params.to_arrays().items()}
+    settings = {}
+    for name in SETTINGS:
+        value = getattr(model, name, None)
+        settings[name] = value if isinstance(value, (int, float, str, type(None))) else repr(value)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dgmm_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "covariance_type": params.covariance_type,
+        "n_components": params.n_components,
+        "n_features": params.n_features,
+        "settings": settings,
+        "n_iter": int(model.n_iter_),
+        "converged": bool(model.converged_),
+        "lower_bound": float(model.lower_bound_),
+        "lower_bounds": [float(v) for v in model.lower_bounds_],
+        "n_nonfinite": int(getattr(model, "n_nonfinite_", 0)),
+        "data_fingerprint": data_fingerprint,
+        "settings_hash": settings_hash,
+        "arrays": {
+            name: {"file": f"{name}.npy", "shape": list(getattr(params, name).shape),
+                   "sha256": hashlib.sha256(blob).hexdigest()}
+            for name, blob in files.items()
+        },
+        **(extra or {}),
+    }
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        for name, blob in files.items():
+            _fsync_write(os.path.join(tmp, f"{name}.npy"), blob)
+        _fsync_write(os.path.join(tmp, "model.json"),
+                     json.dumps(meta, indent=2, allow_nan=True).encode())
+        if os.path.isdir(path):
+            old = f"{tmp}-old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_model_meta(path) -> dict:
+    """The ``model.json`` manifest of a saved model (raises ``DataError`` if unreadable)."""
+    manifest = os.path.join(os.fspath(path), "model.json")
+    if not os.path.isfile(manifest):
+        raise DataError(
+            f"No dgmm model at {path!s}: {manifest} does not exist. Give the directory "
+            "written by a workflow's outputs.model (or by dgmm.model_io.save_model)."
+        )
+    try:
+        with open(manifest) as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"The model manifest {manifest} cannot be read ({exc}). "
+                        "Re-run the fit to write the model again.") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{manifest} is not a dgmm model manifest (format "
+                        f"{meta.get('format')!r}).")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise DataError(f"The model at {path!s} has format version {meta['format_version']},"
+                        f" newer than this dgmm reads ({FORMAT_VERSION}). Upgrade dgmm.")
+    return meta
+
+
+def load_params(path) -> tuple[GMMParams, dict]:
+    """(parameters, manifest) of a saved model, checksums verified."""
+    meta = read_model_meta(path)
+    arrays = {}
+    for name in ARRAYS:
+        entry = meta["arrays"][name]
+        file = os.path.join(os.fspath(path), entry["file"])
+        try:
+            with open(file, "rb") as fh:
+                blob = fh.read()
+        except OSError as exc:
+            raise DataError(f"The model file {file} cannot be read ({exc}).") from None
+        if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+            raise DataError(f"The model file {file} does not match its checksum in "
+                            "model.json: it is corrupt. Re-run the fit to write it again.")
+        arrays[name] = np.load(io.BytesIO(blob), allow_pickle=False)
+    return GMMParams(**arrays, covariance_type=meta["covariance_type"]), meta
+
+
+def load_model(path, **kwargs):
+    """A fitted ``dgmm.GaussianMixture`` from a model directory.
+
+    ``kwargs`` override constructor parameters (e.g. ``client=``).
+    """
+    from .estimator import GaussianMixture
+
+    params, meta = load_params(path)
+    settings = {k: v for k, v in meta.get("settings", {}).items()
+                if k in SETTINGS and not (isinstance(v, str) and k == "random_state")}
+    model = GaussianMixture.from_params(params, **{**settings, **kwargs})
+    model.n_iter_ = meta["n_iter"]
+    model.converged_ = meta["converged"]
+    model.lower_bound_ = meta["lower_bound"]
+    model.lower_bounds_ = list(meta["lower_bounds"])
+    model.n_nonfinite_ = meta.get("n_nonfinite", 0)
+    model.data_fingerprint_ = meta.get("data_fingerprint")
+    return model

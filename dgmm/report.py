@@ -1,0 +1,182 @@
+"""The ``report`` step: ``report.json`` and PNG plots of a fitted mixture.
+
+Plots (matplotlib is an optional extra, ``pip install dgmm[plots]``; without it the
+report holds the JSON only and says plots were skipped):
+
+- ``loglik.png``: the mean log-likelihood per EM iteration;
+- ``components.png``: a sample of rows coloured by their label, with each component's
+  1, 2 and 3 standard-deviation ellipses. Data with two features are drawn as they are;
+  with more, on the first two principal axes of the fitted mixture's covariance (computed
+  from the parameters: no pass over the data).
+
+The sample is taken from a few chunks spread evenly over the data (at most
+``SAMPLE_ROWS`` rows), so drawing never reads the whole data set.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+
+import numpy as np
+
+from . import __version__, kernels
+from ._files import atomic_write_json
+from .params import GMMParams
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 20_000
+SAMPLE_CHUNKS = 8
+
+
+def full_covariances(params: GMMParams) -> np.ndarray:
+    """(K, d, d) covariance matrices whatever the covariance type."""
+    k, d = params.means.shape
+    cov = params.covariances
+    if params.covariance_type == "full":
+        return np.array(cov)
+    if params.covariance_type == "tied":
+        return np.broadcast_to(cov, (k, d, d)).copy()
+    if params.covariance_type == "diag":
+        return np.stack([np.diag(c) for c in cov])
+    return np.stack([np.eye(d) * c for c in cov])
+
+
+def principal_axes(params: GMMParams) -> np.ndarray:
+    """(d, 2) projection onto the two main axes of the mixture's total covariance."""
+    covs = full_covariances(params)
+    mean = params.weights @ params.means
+    centred = params.means - mean
+    total = np.einsum("k,kij->ij", params.weights, covs) + (centred.T * params.weights) @ centred
+    values, vectors = np.linalg.eigh(total)
+    return vectors[:, ::-1][:, :2]
+
+
+def sample_rows(X, client=None, max_rows: int = SAMPLE_ROWS) -> np.ndarray:
+    """Up to ``max_rows`` rows from a few chunks spread evenly over a row-chunked array."""
+    import dask.array as da
+
+    if not isinstance(X, da.Array):
+        X = np.asarray(X)
+        step = max(1, X.shape[0] // max_rows)
+        return X[::step][:max_rows]
+    starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]])
+    picks = np.unique(np.linspace(0, len(starts) - 1, min(SAMPLE_CHUNKS, len(starts))).astype(int))
+    per_chunk = max(1, max_rows // len(picks))
+    parts = [X[int(starts[i]): int(starts[i]) + min(per_chunk, X.chunks[0][i])] for i in picks]
+    sample = da.concatenate(parts)
+    out = sample.compute() if client is None else client.compute(sample, sync=True)
+    out = np.asarray(out, dtype=np.float64)
+    return out[np.isfinite(out).all(axis=1)]
+
+
+def _save_figure(fig, path: str) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_loglik(history, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(np.arange(1, len(history) + 1), history, marker="o", ms=3)
+    ax.set_xlabel("EM iteration")
+    ax.set_ylabel("mean log-likelihood per row")
+    ax.set_title("Convergence")
+    ax.grid(alpha=0.3)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_components(params: GMMParams, sample: np.ndarray, path: str) -> None:
+    """Rows coloured by label with each component's ellipses (2-D or principal axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Ellipse
+
+    d = params.n_features
+    projection = np.eye(2) if d == 2 else principal_axes(params)
+    labels = kernels.predict(sample, params) if len(sample) else np.zeros(0, int)
+    points = sample @ projection if len(sample) else np.zeros((0, 2))
+    means = params.means @ projection
+    covs = np.einsum("ia,kij,jb->kab", projection, full_covariances(params), projection)
+    colours = plt.cm.tab10(np.arange(params.n_components) % 10)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(points[:, 0], points[:, 1], c=colours[labels], s=2, alpha=0.4, linewidths=0)
+    for k in range(params.n_components):
+        values, vectors = np.linalg.eigh(covs[k])
+        angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
+        for n_std in (1, 2, 3):
+            width, height = 2 * n_std * np.sqrt(np.maximum(values[::-1], 0))
+            ax.add_patch(Ellipse(means[k], width, height, angle=angle, fill=False,
+                                 color=colours[k], lw=1.2, alpha=0.9 / n_std))
+        ax.plot(*means[k], "x", color="black", ms=6)
+    axis = ("feature", "feature") if d == 2 else ("principal axis", "principal axis")
+    ax.set_xlabel(f"{axis[0]} 1")
+    ax.set_ylabel(f"{axis[1]} 2")
+    ax.set_title(f"{params.n_components} components ({params.covariance_type}), "
+                 f"{len(sample):,} sampled rows")
+    ax.set_aspect("equal", adjustable="datalim")
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def write_report(directory: str, model, X, info, *, workflow=None, score=None, client=None):
+    """Write ``report.json`` (and plots when matplotlib is there); returns the paths."""
+    os.makedirs(directory, exist_ok=True)
+    params: GMMParams = model.params_
+    written = []
+    plots: dict[str, str] = {}
+    try:
+        import matplotlib  # noqa: F401
+
+        have_plots = True
+    except ImportError:
+        have_plots = False
+    if have_plots:
+        if model.lower_bounds_:
+            plot_loglik(model.lower_bounds_, os.path.join(directory, "loglik.png"))
+            plots["loglik"] = "loglik.png"
+        plot_components(params, sample_rows(X, client), os.path.join(directory, "components.png"))
+        plots["components"] = "components.png"
+    payload = {
+        "dgmm_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "workflow": None if workflow is None else {
+            "name": workflow.name, "file": workflow.source_file,
+            "settings_hash": workflow.settings_hash(),
+        },
+        "data": info.to_dict() if info is not None else None,
+        "model": {
+            "covariance_type": params.covariance_type,
+            "n_components": params.n_components,
+            "n_features": params.n_features,
+            "n_iter": int(model.n_iter_),
+            "converged": bool(model.converged_),
+            "lower_bound": float(model.lower_bound_),
+            "lower_bounds": [float(v) for v in model.lower_bounds_],
+            "n_nonfinite_rows_skipped": int(getattr(model, "n_nonfinite_", 0)),
+            "weights": params.weights.tolist(),
+            "means": params.means.tolist(),
+            "covariances": params.covariances.tolist(),
+        },
+        "score": score,
+        "plots": plots if have_plots else "skipped: matplotlib is not installed "
+                                           "(pip install 'dgmm[plots]')",
+    }
+    path = os.path.join(directory, "report.json")
+    atomic_write_json(path, payload)
+    written.append(path)
+    written.extend(os.path.join(directory, p) for p in plots.values())
+    if not have_plots:
+        log.warning("report: matplotlib is not installed; plots skipped (pip install "
+                    "'dgmm[plots]')")
+    return written

@@ -1,0 +1,314 @@
+"""Run a workflow's steps: fit, predict, score, report; resumable and idempotent.
+
+``run_workflow(workflow)`` connects to the cluster of the workflow, opens (or first
+generates) the data, and runs the steps in order:
+
+- ``fit``: EM with a checkpoint after every ``checkpoint.every`` iterations (under the
+  checkpoint directory's lock); a run that finds a checkpoint of the same settings and
+  data resumes from the newest valid one and ends with exactly the parameters of an
+  uninterrupted run. The fitted model is written to ``outputs.model``.
+- ``predict``: per-row labels, probabilities and log-likelihood to ``outputs.predictions``.
+- ``score``: mean log-likelihood, BIC and AIC of the data under the model.
+- ``report``: ``report.json`` and plots in ``outputs.report``.
+
+Idempotence: every output carries a stamp (the settings hash, the data fingerprint and
+the model's checksum). A step whose output exists with a matching stamp is skipped; when
+every step is skipped the run did nothing, and says so. ``force=True`` reruns every step.
+
+When ``model.random_state`` is not set, the seed is derived from the settings hash, so a
+workflow run twice (or resumed) gives the same model.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import cluster as cluster_mod
+from ._files import atomic_write_json, read_json
+from . import io as data_io
+from .checkpoint import CheckpointStore
+from .config import Workflow
+from .em import EMState, IterationInfo
+from .errors import CheckpointError, DataError, NotConvergedError
+from .model_io import load_model, read_model_meta, save_model
+
+log = logging.getLogger(__name__)
+
+STAMP_FILE = "_dgmm_stamp.json"
+
+
+@dataclass
+class RunSummary:
+    """What a run did: the steps run and skipped, and the figures worth printing."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    resumed_from: int | None = None
+    n_iter: int | None = None
+    converged: bool | None = None
+    lower_bound: float | None = None
+    score: dict | None = None
+    outputs: dict = field(default_factory=dict)
+
+    @property
+    def did_nothing(self) -> bool:
+        return not self.ran
+
+
+def _params_checksum(params) -> str:
+    digest = hashlib.sha256()
+    for name, arr in params.to_arrays().items():
+        digest.update(name.encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def _seed(workflow: Workflow) -> int:
+    if workflow.model.random_state is not None:
+        return int(workflow.model.random_state)
+    return int(workflow.settings_hash()[:8], 16)
+
+
+class _Progress:
+    """Turns iteration callbacks into progress lines, metrics and checkpoints."""
+
+    def __init__(self, emit, store: CheckpointStore | None, every: int, stamp: dict):
+        self.emit = emit
+        self.store = store
+        self.every = every
+        self.stamp = stamp
+        self.started = time.perf_counter()
+
+    def __call__(self, info: IterationInfo) -> None:
+        st = info.state
+        if info.phase == "init":
+            self.emit(f"init {st.init_index + 1}: initial parameters ready "
+                      f"({info.seconds:.2f} s)")
+        else:
+            self.emit(
+                f"init {st.init_index + 1} iter {st.iteration:4d}  "
+                f"mean log-lik {st.lower_bound: .8f}  change {info.change: .3e}  "
+                f"{info.seconds:6.2f} s  {info.rows_per_second:,.0f} rows/s"
+                + (f"  empty components {list(info.empty)}" if info.empty else "")
+            )
+        if self.store is None:
+            return
+        if info.phase == "iteration":
+            self.store.append_metrics({
+                "init": st.init_index, "iteration": st.iteration,
+                "lower_bound": st.lower_bound,
+                "change": info.change, "seconds": info.seconds,
+                "rows_per_second": info.rows_per_second, "n_rows": st.n_rows,
+                "converged": st.converged, "time": time.time(),
+            })
+        last = st.converged or info.phase == "init"
+        if last or st.iteration % self.every == 0:
+            arrays, meta = st.to_record()
+            meta.update(self.stamp)
+            self.store.save(self._step(st), arrays, meta)
+
+    @staticmethod
+    def _step(state: EMState) -> int:
+        # one increasing number across restarts: (init, iteration)
+        return state.init_index * 1_000_000 + state.iteration
+
+
+def _open_data(workflow: Workflow, client, emit):
+    cfg = workflow.data
+    if cfg.source == "synthetic":
+        from .datasets import make_gmm_data
+
+        from .config import is_url
+
+        exists = os.path.exists(cfg.path) if not is_url(cfg.path) else None
+        if exists is False:
+            s = cfg.synthetic
+            emit(f"generating {s.rows:,} rows x {s.features} features ({s.components} "
+                 f"components) at {cfg.path}")
+            make_gmm_data(
+                cfg.path, s.rows, s.features, s.components, covariance_type=s.covariance_type,
+                chunk_rows=s.chunk_rows, seed=s.seed, dtype=cfg.dtype,
+                separation=s.separation, fmt="zarr", client=client,
+            )
+    return data_io.open_source(cfg.reader_kind, cfg.path, **cfg.open_kwargs())
+
+
+def _stamp_matches(path: str | None, expected: dict) -> bool:
+    if path is None or not os.path.exists(path):
+        return False
+    stamp = read_json(os.path.join(path, STAMP_FILE))
+    return stamp is not None and all(stamp.get(k) == v for k, v in expected.items())
+
+
+def _model_matches(path: str | None, expected: dict) -> bool:
+    if path is None or not os.path.isdir(path):
+        return False
+    try:
+        meta = read_model_meta(path)
+    except DataError:
+        return False
+    return (meta.get("settings_hash") == expected["settings_hash"]
+            and meta.get("data_fingerprint") == expected["data_fingerprint"])
+
+
+def run_workflow(
+    workflow: Workflow,
+    *,
+    restart: bool = False,
+    force: bool = False,
+    emit: Callable[[str], None] = lambda line: None,
+) -> RunSummary:
+    """Run ``workflow.steps`` in order; see the module docstring. Returns a RunSummary."""
+    summary = RunSummary()
+    emit(f"cluster: {cluster_mod.describe(workflow.cluster)}")
+    with cluster_mod.connect(workflow.cluster) as client:
+        if getattr(client, "dashboard_link", None):
+            emit(f"dashboard: {client.dashboard_link}")
+        X, info = _open_data(workflow, client, emit)
+        emit(f"data: {info.describe()}")
+        data_io.validate_rows(info, workflow.model.n_components)
+        stamp = {"settings_hash": workflow.settings_hash(), "data_fingerprint": info.fingerprint}
+        outputs = workflow.outputs
+
+        model = None
+        if "fit" in workflow.steps:
+            if not force and not restart and _model_matches(outputs.model, stamp):
+                summary.skipped.append("fit")
+                emit(f"fit: up to date ({outputs.model})")
+            else:
+                if data_io.decide_persist(info.nbytes, workflow.data.persist, client):
+                    emit(f"data: keeping {info.nbytes / 2**20:,.0f} MiB in worker memory")
+                    X = client.persist(X)
+                model = _fit(workflow, X, client, stamp, restart, emit, summary)
+                summary.ran.append("fit")
+        if model is None:
+            if outputs.model is None or not os.path.isdir(outputs.model):
+                raise DataError(
+                    f"No fitted model at outputs.model={outputs.model!r}: add 'fit' to "
+                    "steps, or point outputs.model at a model written by a previous fit."
+                )
+            model = load_model(outputs.model, client=client)
+        summary.n_iter, summary.converged = model.n_iter_, model.converged_
+        summary.lower_bound = model.lower_bound_
+        expected = {**stamp, "model_checksum": _params_checksum(model.params_)}
+
+        if "predict" in workflow.steps:
+            path = outputs.predictions
+            if not force and _stamp_matches(path, expected):
+                summary.skipped.append("predict")
+                emit(f"predict: up to date ({path})")
+            else:
+                from .outputs import write_predictions
+
+                t0 = time.perf_counter()
+                write_predictions(X, model.params_, path, format=outputs.predictions_format,
+                                  client=client, storage_options=workflow.data.storage_options)
+                atomic_write_json(os.path.join(path, STAMP_FILE), expected)
+                emit(f"predict: wrote {path} ({time.perf_counter() - t0:.1f} s)")
+                summary.ran.append("predict")
+            summary.outputs["predictions"] = path
+
+        if "score" in workflow.steps:
+            score_path = (os.path.join(outputs.report, "score.json")
+                          if outputs.report else None)
+            previous = read_json(score_path) if score_path else None
+            if (not force and previous is not None
+                    and all(previous.get(k) == v for k, v in expected.items())):
+                summary.score = previous["score"]
+                summary.skipped.append("score")
+                emit("score: up to date")
+            else:
+                mean_ll = model.score(X)
+                n, k = info.n_samples - model.n_nonfinite_, model.params_.n_free_parameters()
+                summary.score = {
+                    "mean_log_likelihood": mean_ll,
+                    "bic": -2 * mean_ll * n + k * math.log(n),
+                    "aic": -2 * mean_ll * n + 2 * k,
+                    "n_rows": n,
+                }
+                if score_path:
+                    os.makedirs(outputs.report, exist_ok=True)
+                    atomic_write_json(score_path, {**expected, "score": summary.score})
+                emit(f"score: mean log-likelihood {mean_ll:.6f}, BIC {summary.score['bic']:.1f}")
+                summary.ran.append("score")
+
+        if "report" in workflow.steps:
+            if not force and _stamp_matches(outputs.report, expected) and "fit" not in summary.ran:
+                summary.skipped.append("report")
+                emit(f"report: up to date ({outputs.report})")
+            else:
+                from .report import write_report
+
+                written = write_report(
+                    outputs.report, model, X, info, workflow=workflow, score=summary.score,
+                    client=client,
+                )
+                atomic_write_json(os.path.join(outputs.report, STAMP_FILE), expected)
+                emit(f"report: wrote {', '.join(os.path.basename(p) for p in written)} "
+                     f"in {outputs.report}")
+                summary.ran.append("report")
+            summary.outputs["report"] = outputs.report
+
+    if workflow.model.require_convergence and not summary.converged:
+        raise NotConvergedError(
+            f"EM did not converge within max_iter={workflow.model.max_iter} iterations "
+            f"(last change above tol={workflow.model.tol}); the model was written to "
+            f"{outputs.model}. Raise model.max_iter or model.tol, or set "
+            "model.require_convergence: false to accept it."
+        )
+    return summary
+
+
+def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummary):
+    from .estimator import ConvergenceWarning, GaussianMixture
+
+    cfg = workflow.checkpoint
+    kwargs = workflow.estimator_kwargs()
+    kwargs["random_state"] = _seed(workflow)
+    kwargs["verbose"] = 0
+    estimator = GaussianMixture(**kwargs, client=client)
+    store = (CheckpointStore(cfg.dir, keep=cfg.keep,
+                             storage_options=workflow.data.storage_options)
+             if cfg.dir else None)
+
+    def fit(resume):
+        progress = _Progress(emit, store, cfg.every, stamp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator.fit(X, callback=progress, resume=resume)
+
+    if store is None:
+        fit(None)
+    else:
+        with store.lock():
+            if restart:
+                removed = store.clear()
+                if removed:
+                    emit(f"restart: removed {len(removed)} checkpoint file(s) in {cfg.dir}")
+            resume = None
+            found = store.load_latest(expect=stamp)
+            if found is not None:
+                arrays, meta = found
+                try:
+                    resume = EMState.from_record(arrays, meta)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise CheckpointError(
+                        f"The newest checkpoint in {cfg.dir} lacks what a fit needs ({exc}). "
+                        "Run again with --restart to start over."
+                    ) from None
+                summary.resumed_from = resume.iteration
+                emit(f"resuming from checkpoint: init {resume.init_index + 1}, "
+                     f"iteration {resume.iteration}")
+            fit(resume)
+    if workflow.outputs.model:
+        save_model(workflow.outputs.model, estimator, **stamp)
+        emit(f"fit: {estimator.n_iter_} iterations, converged={estimator.converged_}, "
+             f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
+             f"{workflow.outputs.model}")
+    return estimator
