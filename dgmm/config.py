@@ -717,7 +717,9 @@ class Workflow(BaseModel):
     cluster: ClusterConfig = Field(default_factory=LocalClusterConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
-    steps: list[Step] = Field(default_factory=lambda: ["fit", "predict", "report"])
+    steps: list[Step] = Field(
+        default_factory=lambda: ["fit", "predict", "report"], validate_default=True
+    )
 
     _source_file: str | None = PrivateAttr(default=None)
     _overrides: tuple[str, ...] = PrivateAttr(default=())
