@@ -120,7 +120,7 @@ def _process_start_time(pid: int) -> float | None:
         import psutil
 
         return psutil.Process(pid).create_time()
-    except Exception:  # noqa: BLE001 - psutil missing, no such process, no access
+    except Exception:
         return None
 
 
@@ -144,7 +144,7 @@ def _pid_alive(pid: int, start_time: float | None) -> bool:
             return False  # the pid was reused by another process
     except ImportError:  # pragma: no cover
         pass
-    except Exception:  # noqa: BLE001 - the process vanished meanwhile
+    except Exception:
         return False
     return True
 
@@ -377,7 +377,7 @@ class CheckpointStore:
                 arrays = {key: archive[key] for key in archive.files}
             document = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
             meta = document["meta"]
-        except Exception as exc:  # noqa: BLE001 - any unreadable content
+        except Exception as exc:
             raise ValueError(f"it cannot be read ({type(exc).__name__}: {exc})") from None
         return arrays, meta
 
@@ -492,7 +492,7 @@ class CheckpointStore:
         try:
             modified = self.fs.modified(self._path(name))
             return time.time() - modified.timestamp()
-        except Exception:  # noqa: BLE001 - unknown age: treat as fresh
+        except Exception:
             return 0.0
 
     def _holder_text(self, holder: dict) -> str:

@@ -109,7 +109,7 @@ def _start_local(config: LocalClusterConfig):
     kwargs = local_cluster_kwargs(config)
     try:
         cluster = LocalCluster(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - any start failure is reported the same way
+    except Exception as exc:  # any start failure is reported the same way
         raise ClusterError(
             f"Could not start a local Dask cluster ({_kwargs_text(kwargs)}): "
             f"{type(exc).__name__}: {exc}. Check the local profile (n_workers, "
@@ -260,7 +260,7 @@ def _start_jobqueue(config: SlurmClusterConfig | PBSClusterConfig):
         scheduler_options["dashboard_address"] = config.dashboard_address
     try:
         cluster = cluster_class(scheduler_options=scheduler_options, **jobqueue_kwargs(config))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ClusterError(
             f"Could not start the scheduler of the '{config.kind}' cluster: "
             f"{type(exc).__name__}: {exc}. Check interface (a network interface of this "
@@ -356,12 +356,12 @@ def _release(client, owned: bool) -> None:
             client.shutdown()
         else:
             client.close()
-    except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
+    except Exception as exc:  # closing must not hide the outcome of the run
         log.warning("closing the Dask client failed: %s", exc)
     cluster = getattr(client, "cluster", None)
     if owned and cluster is not None:  # closing twice is harmless
         try:
             cluster.close()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("closing the Dask cluster failed: %s", exc)
 

@@ -99,7 +99,7 @@ _BYTE_UNITS = {
 }  # fmt: skip
 
 
-def parse_bytes(value: int | float | str) -> int:
+def parse_bytes(value: float | str) -> int:
     """Bytes from an int or a text such as ``'64MiB'``, ``'16 GB'``, ``'1e6'``.
 
     Decimal units (kB, MB, GB, TB) are powers of 1000, binary units (KiB, MiB, GiB, TiB)
@@ -635,7 +635,7 @@ class PBSClusterConfig(_JobqueueConfig):
 
 
 ClusterConfig = Annotated[
-    Union[LocalClusterConfig, AddressClusterConfig, SlurmClusterConfig, PBSClusterConfig],
+    LocalClusterConfig | AddressClusterConfig | SlurmClusterConfig | PBSClusterConfig,
     Field(discriminator="kind"),
 ]
 """One of the cluster profile models, chosen by its ``kind``."""
@@ -799,6 +799,11 @@ class Workflow(BaseModel):
         text = json.dumps(self.settings_payload(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+    def to_yaml(self) -> str:
+        """The validated workflow as YAML: defaults filled in, paths absolute, the cluster
+        profile inlined (what ``dgmm validate`` can show; loading it gives this workflow)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
 
 # ------------------------------------------------------------------------ YAML reading
 
@@ -897,7 +902,7 @@ def _read_yaml(path: str | os.PathLike, what: str) -> _Document:
 def _profile_dirs(workflow_dir: str | os.PathLike | None) -> list[Path]:
     dirs = []
     if workflow_dir is not None:
-        dirs.append((Path(workflow_dir).resolve().parent / "configs"))
+        dirs.append(Path(workflow_dir).resolve().parent / "configs")
     cwd_configs = Path.cwd() / "configs"
     if cwd_configs.resolve() not in [d.resolve() for d in dirs]:
         dirs.append(cwd_configs)
@@ -1094,36 +1099,30 @@ def _short(value, limit: int = 80) -> str:
 
 
 def _display_path(loc: tuple, root_model) -> tuple[tuple, type[BaseModel] | None]:
-    """Key path without pydantic's union tags, and the model owning the last key."""
+    """A pydantic error location as the user's key path, and the model owning its last key.
+
+    Pydantic adds the tag of a discriminated union (``('cluster', 'slurm', 'cores')``) and
+    the branch of a plain union (``('memory_limit', 'str')``); neither is a key the user
+    wrote, so both are left out.
+    """
     shown: list = []
-    model = root_model
-    owner = root_model
-    index = 0
-    while index < len(loc):
-        part = loc[index]
+    model, owner = root_model, root_model
+    parts = iter(loc)
+    for part in parts:
+        if model is None:
+            if isinstance(part, int):
+                shown.append(part)  # a list index
+            continue  # a union branch label
         owner = model
-        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
-            shown.append(part)
-            annotation = model.model_fields[part].annotation
-            classes = _model_classes(annotation)
-            if len(classes) > 1:  # discriminated union: the next loc item is the tag
-                if index + 1 < len(loc) and loc[index + 1] in _CLUSTER_CLASSES:
-                    model = _CLUSTER_CLASSES[loc[index + 1]]
-                    index += 1
-                else:
-                    model = None
-            elif classes:
-                model = classes[0]
-            else:
-                model = None
-        elif isinstance(part, int):
-            shown.append(part)
-        elif model is None and root_model is not None and not shown:
-            shown.append(part)
-        elif isinstance(model, type) and issubclass(model, BaseModel):
-            shown.append(part)  # an unknown key (extra_forbidden)
-            model = None
-        index += 1
+        shown.append(part)
+        if isinstance(part, int) or part not in model.model_fields:
+            model = None  # an unknown key (extra_forbidden)
+            continue
+        classes = _model_classes(model.model_fields[part].annotation)
+        if len(classes) > 1:  # discriminated union: the next item is the tag
+            model = _CLUSTER_CLASSES.get(next(parts, None))
+        else:
+            model = classes[0] if classes else None
     return tuple(shown), owner
 
 
@@ -1193,11 +1192,12 @@ def _problems_from(
         text = _problem_text(error, full, owner)
         problems.setdefault(key, []).append(_Problem(where, key, text))
     merged: list[_Problem] = []
-    for items in problems.values():
-        if len(items) == 1:
-            merged.append(items[0])
-        else:
-            merged.append(_Problem(items[0].where, items[0].key, " or ".join(i.text for i in items)))
+    for items in problems.values():  # one problem per key: "found x; must be a or b"
+        text = items[0].text
+        for item in items[1:]:
+            alternative = item.text.partition("; ")[2] if item.text.startswith("found ") else item.text
+            text += " or " + alternative.removeprefix("must be ")
+        merged.append(_Problem(items[0].where, items[0].key, text))
     return merged
 
 

@@ -253,6 +253,7 @@ BAD_VALUES = [
     ("outputs: {predictions_format: hdf5}", r"outputs\.predictions_format: found 'hdf5'; must be 'zarr' or 'parquet'"),
     ("cluster: {kind: local, n_workers: 0}", r"cluster\.n_workers: found 0; must be greater than or equal to 1"),
     ("cluster: {kind: local, memory_limit: lots}", r"cluster\.memory_limit: found 'lots'; must be a positive size"),
+    ("cluster: {kind: local, memory_limit: [1]}", r"cluster\.memory_limit: found \[1\]; must be a valid string or a valid integer\."),
     ("cluster: {n_workers: 2}", r"w\.yaml:5: cluster\.kind: missing; must be one of 'local', 'address', 'slurm', 'pbs'"),
     ("cluster: {kind: kubernetes}", r"cluster\.kind: found 'kubernetes'; must be one of 'local', 'address', 'slurm', 'pbs'"),
     ("cluster: {kind: address}", r"cluster\.address_env: found null; a scheduler address is needed: set address"),
@@ -453,6 +454,15 @@ def test_urls_are_kept_as_written(project):
     workflow = load_workflow("workflows/w.yaml")
     assert workflow.data.path == "s3://bucket/x.zarr"
     assert workflow.checkpoint.dir == "memory://ck"
+
+
+def test_to_yaml_round_trips(project, monkeypatch):
+    monkeypatch.chdir(REPO)
+    workflow = load_workflow(REPO / "workflows" / "quickstart.yaml", ["cluster=slurm"])
+    (project / "resolved.yaml").write_text(workflow.to_yaml())
+    again = load_workflow(project / "resolved.yaml")
+    assert again.model_dump() == workflow.model_dump()  # (source_file differs)
+    assert again.settings_hash() == workflow.settings_hash()
 
 
 # ------------------------------------------------------------------- cluster profiles
