@@ -195,7 +195,10 @@ def test_slurm_job_script_from_the_shipped_profile():
     script = render_job_script(profile)
     lines = script.splitlines()
     assert f"#SBATCH --cpus-per-task={profile.cores}" in lines
-    assert "#SBATCH --mem=64G" in lines  # 64GiB
+    from dask.utils import parse_bytes
+    from dask_jobqueue.slurm import slurm_format_bytes_ceil
+
+    assert f"#SBATCH --mem={slurm_format_bytes_ceil(parse_bytes(profile.memory))}" in lines
     assert f"#SBATCH -t {profile.walltime}" in lines
     assert f"#SBATCH -p {profile.queue}" in lines
     assert f"#SBATCH -A {profile.account}" in lines
@@ -218,8 +221,11 @@ def test_pbs_job_script_from_the_shipped_profile():
     assert f"#PBS -A {profile.account}" in lines
     assert f"#PBS -l walltime={profile.walltime}" in lines
     assert f"#PBS -N {profile.job_name}" in lines
-    select = next(line for line in lines if line.startswith("#PBS -l select="))
-    assert f"ncpus={profile.cores}" in select and ":mem=" in select
+    from dask.utils import parse_bytes
+    from dask_jobqueue.pbs import pbs_format_bytes_ceil
+
+    memory = pbs_format_bytes_ceil(parse_bytes(profile.memory))
+    assert f"#PBS -l select=1:ncpus={profile.cores}:mem={memory}" in lines
     assert "--memory-limit" in script
 
 
