@@ -419,20 +419,23 @@ def test_only_one_of_many_processes_gets_the_lock(tmp_path):
         import sys, time
         from dgmm.checkpoint import CheckpointStore
         from dgmm.errors import LockError
-        start = float(sys.argv[2])
-        while time.time() < start:
-            pass
+        time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
         try:
             with CheckpointStore(sys.argv[1]).lock():
                 print("won", flush=True)
-                time.sleep(1.0)
+                sys.stdin.readline()  # hold the lock until every process has answered
         except LockError:
             print("lost", flush=True)
     """)
-    start = time.time() + 1.5
+    start = time.time() + 1.0
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(start)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
-    results = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]  # fmt: skip
+    try:
+        results = sorted(p.stdout.readline().strip() for p in procs)
+    finally:
+        for p in procs:
+            p.communicate("\n", timeout=60)
     assert results == ["lost", "lost", "lost", "won"]
 
 
