@@ -11,6 +11,9 @@ generates) the data, and runs the steps in order:
 - ``score``: mean log-likelihood, BIC and AIC of the data under the model.
 - ``report``: ``report.json`` and plots in ``outputs.report``.
 
+``restart=True`` deletes the checkpoints first; ``force=True`` reruns every step and
+refits from scratch (it implies ``restart``).
+
 Idempotence: every output carries a stamp (the settings hash, the data fingerprint and
 the model's checksum). A step whose output exists with a matching stamp is skipped; when
 every step is skipped the run did nothing, and says so. ``force=True`` reruns every step.
@@ -166,6 +169,7 @@ def run_workflow(
 ) -> RunSummary:
     """Run ``workflow.steps`` in order; see the module docstring. Returns a RunSummary."""
     summary = RunSummary()
+    restart = restart or force
     emit(f"cluster: {cluster_mod.describe(workflow.cluster)}")
     with cluster_mod.connect(workflow.cluster) as client:
         if getattr(client, "dashboard_link", None):

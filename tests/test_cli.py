@@ -1,0 +1,260 @@
+"""End to end: ``dgmm`` as a subprocess on real files, its exit codes, kill and resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from dgmm.checkpoint import CheckpointStore
+from dgmm.model_io import load_params
+
+INPROCESS_CLUSTER = {"kind": "local", "n_workers": 1, "threads_per_worker": 2,
+                     "processes": False, "dashboard_address": None}
+
+
+def dgmm(*args, cwd, timeout=300, check=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DGMM_")}
+    proc = subprocess.run([sys.executable, "-m", "dgmm.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, proc.stdout + proc.stderr
+    return proc
+
+
+def write_workflow(path, **sections):
+    doc = {
+        "name": "test",
+        "data": {"source": "zarr", "path": "data.zarr"},
+        "model": {"n_components": 3, "covariance_type": "full", "random_state": 0,
+                  "max_iter": 100, "tol": 1e-4},
+        "cluster": INPROCESS_CLUSTER,
+        "checkpoint": {"dir": "ckpt", "every": 1, "keep": 3},
+        "outputs": {"model": "model", "predictions": "pred.zarr", "report": "report"},
+        "steps": ["fit", "predict", "score", "report"],
+    }
+    for key, value in sections.items():
+        if key != "cluster" and isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A small real Zarr data set written by `dgmm make-data`."""
+    root = tmp_path_factory.mktemp("cli")
+    cluster = root / "inproc.yaml"
+    cluster.write_text(yaml.safe_dump(INPROCESS_CLUSTER))
+    dgmm("make-data", "--rows", "60000", "--features", "3", "--components", "3",
+         "--chunk-rows", "5000", "--out", "data.zarr", "--cluster", str(cluster),
+         cwd=root, check=0)
+    return root
+
+
+def test_run_writes_every_output_and_second_run_does_nothing(data_dir, tmp_path):
+    os.symlink(data_dir / "data.zarr", tmp_path / "data.zarr")
+    wf = write_workflow(tmp_path / "wf.yaml")
+    first = dgmm("run", str(wf), cwd=tmp_path, check=0)
+    out = first.stdout
+    assert "iter    1" in out and "rows/s" in out and "mean log-lik" in out
+    assert "done: ran fit, predict, score, report" in out
+    params, meta = load_params(tmp_path / "model")
+    assert meta["converged"] and meta["n_components"] == 3
+    import zarr
+
+    pred = zarr.open_group(str(tmp_path / "pred.zarr"), mode="r")
+    assert pred["labels"].shape == (60000,) and pred["probabilities"].shape == (60000, 3)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["model"]["n_iter"] == meta["n_iter"]
+    assert (tmp_path / "report" / "components.png").stat().st_size > 1000
+    metrics = (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == meta["n_iter"]
+    assert {"iteration", "lower_bound", "change", "seconds", "rows_per_second"} <= set(
+        json.loads(metrics[-1]))
+
+    second = dgmm("run", str(wf), cwd=tmp_path, check=0)
+    assert "nothing to do" in second.stdout
+    again, _ = load_params(tmp_path / "model")
+    np.testing.assert_array_equal(again.means, params.means)
+
+    # a changed setting is not "up to date": it refuses the old checkpoints
+    changed = dgmm("run", str(wf), "--set", "model.n_components=4", cwd=tmp_path, check=6)
+    assert "--restart" in changed.stderr and "Traceback" not in changed.stderr
+    dgmm("run", str(wf), "--set", "model.n_components=4", "--restart", cwd=tmp_path, check=0)
+    assert load_params(tmp_path / "model")[0].n_components == 4
+
+    forced = dgmm("run", str(wf), "--force", cwd=tmp_path, check=0)
+    assert "done: ran fit, predict, score, report" in forced.stdout
+    np.testing.assert_array_equal(load_params(tmp_path / "model")[0].means, params.means)
+
+
+def _kill_when(proc, ready, timeout=120):
+    start = time.time()
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before the kill: {proc.stdout.read()}")
+        if time.time() - start > timeout:
+            raise AssertionError("timed out waiting to kill")
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _metric_lines(path):
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_at_any_moment_then_rerun_is_bit_identical(data_dir, tmp_path):
+    model = {"tol": 0.0, "max_iter": 30, "n_init": 2, "covariance_type": "full"}
+    ref_dir = tmp_path / "reference"
+    run_dir = tmp_path / "killed"
+    for d in (ref_dir, run_dir):
+        d.mkdir()
+        os.symlink(data_dir / "data.zarr", d / "data.zarr")
+        write_workflow(d / "wf.yaml", model=model, steps=["fit"],
+                       outputs={"model": "model", "predictions": None, "report": None})
+    dgmm("run", "wf.yaml", cwd=ref_dir, check=0)
+    reference, ref_meta = load_params(ref_dir / "model")
+
+    metrics = run_dir / "ckpt" / "metrics.jsonl"
+    rng = np.random.default_rng(0)
+    # kill: during initialisation, right after a checkpoint, and at random moments
+    plans = [lambda: (run_dir / "ckpt").exists(),
+             lambda: _metric_lines(metrics) >= 5,
+             lambda: _metric_lines(metrics) >= 20,
+             lambda: _metric_lines(metrics) >= 40]
+    for ready in plans:
+        proc = subprocess.Popen([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"],
+                                cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        _kill_when(proc, ready)
+        time.sleep(rng.uniform(0, 0.05))
+    final = dgmm("run", "wf.yaml", cwd=run_dir, check=0)
+    assert "resuming from checkpoint" in final.stdout
+    got, meta = load_params(run_dir / "model")
+    for name, arr in reference.to_arrays().items():
+        np.testing.assert_array_equal(getattr(got, name), arr, err_msg=name)
+    assert meta["lower_bounds"] == ref_meta["lower_bounds"]
+    assert meta["n_iter"] == ref_meta["n_iter"]
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(data_dir, tmp_path):
+    os.symlink(data_dir / "data.zarr", tmp_path / "data.zarr")
+    wf = write_workflow(tmp_path / "wf.yaml", model={"tol": 0.0, "max_iter": 6},
+                        steps=["fit"], outputs={"model": "model", "predictions": None,
+                                                "report": None})
+    dgmm("run", str(wf), cwd=tmp_path, check=0)
+    reference, _ = load_params(tmp_path / "model")
+    newest = sorted((tmp_path / "ckpt").glob("ckpt-*.npz"))[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    import shutil
+
+    shutil.rmtree(tmp_path / "model")
+    rerun = dgmm("run", str(wf), cwd=tmp_path, check=0)
+    assert newest.name in rerun.stderr  # the warning names the skipped file
+    got, _ = load_params(tmp_path / "model")
+    np.testing.assert_array_equal(got.covariances, reference.covariances)
+
+
+def test_a_locked_checkpoint_directory_is_refused(data_dir, tmp_path):
+    os.symlink(data_dir / "data.zarr", tmp_path / "data.zarr")
+    wf = write_workflow(tmp_path / "wf.yaml", steps=["fit"],
+                        outputs={"model": "model", "predictions": None, "report": None})
+    store = CheckpointStore(tmp_path / "ckpt")
+    # the lock is held by another process: this one
+    with store.lock():
+        proc = dgmm("run", str(wf), cwd=tmp_path, check=7)
+    assert str(os.getpid()) in proc.stderr and "Traceback" not in proc.stderr
+    dgmm("run", str(wf), cwd=tmp_path, check=0)
+
+
+def _npy(tmp_path, X):
+    np.save(tmp_path / "x.npy", X)
+    return {"source": "npy", "path": "x.npy"}
+
+
+@pytest.mark.parametrize(
+    "case, code, message",
+    [
+        ("unknown_key", 2, "unknown key 'n_componets' in section 'model'"),
+        ("missing_data", 3, "does-not-exist.zarr"),
+        ("nan", 3, r"row\(s\) with NaN or inf values \(the first at row 7\)"),
+        ("too_few_rows", 3, "n_components=50"),
+        ("no_convergence", 5, "did not converge within max_iter=1"),
+        ("no_scheduler", 4, "Could not connect to the Dask scheduler"),
+        ("collapsed", 8, "increase reg_covar"),
+        ("bad_yaml", 2, "wf.yaml"),
+    ],
+)
+def test_exit_codes_and_messages(tmp_path, case, code, message):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 2))
+    sections = {"checkpoint": {"dir": None}, "steps": ["fit"],
+                "outputs": {"model": "model", "predictions": None, "report": None}}
+    if case == "unknown_key":
+        sections["model"] = {"n_componets": 3}
+        sections["data"] = _npy(tmp_path, X)
+    elif case == "missing_data":
+        sections["data"] = {"source": "zarr", "path": "does-not-exist.zarr"}
+    elif case == "nan":
+        X[[7, 9]] = np.nan
+        sections["data"] = _npy(tmp_path, X)
+    elif case == "too_few_rows":
+        sections["data"] = _npy(tmp_path, X[:20])
+        sections["model"] = {"n_components": 50}
+    elif case == "no_convergence":
+        sections["data"] = _npy(tmp_path, X)
+        sections["model"] = {"max_iter": 1, "tol": 0.0, "require_convergence": True}
+    elif case == "no_scheduler":
+        sections["data"] = _npy(tmp_path, X)
+        sections["cluster"] = {"kind": "address", "address": "tcp://127.0.0.1:9", "timeout": 2}
+    elif case == "collapsed":
+        X[:100] = 3.0  # half the rows on one point, and no regularisation
+        sections["data"] = _npy(tmp_path, X)
+        sections["model"] = {"n_components": 2, "reg_covar": 0.0}
+    wf = write_workflow(tmp_path / "wf.yaml", **sections)
+    if case == "bad_yaml":
+        wf.write_text("data: {source: npy\nmodel: [")
+    proc = dgmm("run", str(wf), cwd=tmp_path, check=code)
+    assert "Traceback" not in proc.stderr
+    import re
+
+    assert re.search(message, proc.stderr), proc.stderr
+    if case == "no_convergence":
+        assert (tmp_path / "model" / "model.json").exists()  # the model is kept
+
+
+def test_validate_inspect_predict_commands(data_dir, tmp_path):
+    os.symlink(data_dir / "data.zarr", tmp_path / "data.zarr")
+    wf = write_workflow(tmp_path / "wf.yaml", steps=["fit"],
+                        outputs={"model": "model", "predictions": None, "report": None})
+    valid = dgmm("validate", str(wf), cwd=tmp_path, check=0)
+    assert "valid" in valid.stdout and "3 components" in valid.stdout
+    dgmm("validate", str(wf), "--set", "steps=[dance]", cwd=tmp_path, check=2)
+    dgmm("run", str(wf), cwd=tmp_path, check=0)
+    shown = dgmm("inspect", "model", "--json", cwd=tmp_path, check=0)
+    assert json.loads(shown.stdout)["n_components"] == 3
+    ckpt = json.loads(dgmm("inspect", "ckpt", "--json", cwd=tmp_path, check=0).stdout)
+    assert ckpt["kind"] == "checkpoints" and ckpt["latest"]["converged"] is True
+    cluster = tmp_path / "inproc.yaml"
+    cluster.write_text(yaml.safe_dump(INPROCESS_CLUSTER))
+    dgmm("predict", "--model", "model", "--data", "data.zarr", "--out", "p.parquet",
+         "--cluster", str(cluster), cwd=tmp_path, check=0)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.num_rows == 60000 and "label" in table.column_names
+    dgmm("inspect", "nowhere", cwd=tmp_path, check=2)
+    dgmm("run", cwd=tmp_path, check=2)  # argparse: missing workflow
