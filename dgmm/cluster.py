@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -108,7 +109,8 @@ def _start_local(config: LocalClusterConfig):
 
     kwargs = local_cluster_kwargs(config)
     try:
-        cluster = LocalCluster(**kwargs)
+        with _busy_port_is_not_a_warning():
+            cluster = LocalCluster(**kwargs)
     except Exception as exc:  # any start failure is reported the same way
         raise ClusterError(
             f"Could not start a local Dask cluster ({_kwargs_text(kwargs)}): "
@@ -122,6 +124,21 @@ def _start_local(config: LocalClusterConfig):
         raise ClusterError(
             f"Started a local Dask cluster but could not connect a client to it: {exc}."
         ) from exc
+
+
+@contextmanager
+def _busy_port_is_not_a_warning() -> Iterator[None]:
+    """Distributed warns when the dashboard port is taken and uses another one; the link
+    the caller prints (``client.dashboard_link``) has the real port, so log it instead."""
+    with warnings.catch_warnings(record=True) as caught:  # other warnings keep their filters
+        warnings.filterwarnings("always", message=r"Port \d+ is already in use", category=UserWarning)
+        yield
+    for warning in caught:
+        if "already in use" in str(warning.message):
+            log.info("%s", " ".join(str(warning.message).split()))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)  # fmt: skip
 
 
 def _kwargs_text(kwargs: dict) -> str:
@@ -259,7 +276,8 @@ def _start_jobqueue(config: SlurmClusterConfig | PBSClusterConfig):
     else:
         scheduler_options["dashboard_address"] = config.dashboard_address
     try:
-        cluster = cluster_class(scheduler_options=scheduler_options, **jobqueue_kwargs(config))
+        with _busy_port_is_not_a_warning():
+            cluster = cluster_class(scheduler_options=scheduler_options, **jobqueue_kwargs(config))
     except Exception as exc:
         raise ClusterError(
             f"Could not start the scheduler of the '{config.kind}' cluster: "

@@ -107,6 +107,21 @@ def test_connect_local_profile_with_worker_processes(tmp_path):
         Client(scheduler, timeout=1)  # the scheduler it started is gone
 
 
+def test_a_busy_dashboard_port_is_logged_not_warned(caplog):
+    import warnings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = LocalClusterConfig(processes=False, dashboard_address=f"127.0.0.1:{port}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # a warning would fail the test
+            with caplog.at_level("INFO", logger="dgmm.cluster"), connect(config) as client:
+                assert f":{port}/" not in client.dashboard_link
+    assert f"Port {port} is already in use" in caplog.text
+
+
 def test_connect_accepts_a_profile_name_and_a_mapping():
     with connect({"kind": "local", "processes": False, "dashboard_address": None}) as client:
         assert client.submit(len, "abc").result() == 3
