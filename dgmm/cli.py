@@ -134,6 +134,10 @@ def cmd_validate(args) -> int:
     _emit(f"  cluster: {cluster.describe(workflow.cluster)}")
     _emit(f"  steps:   {', '.join(workflow.steps)}")
     _emit(f"  settings hash: {workflow.settings_hash()[:16]}")
+    if workflow.cluster.kind in ("slurm", "pbs"):
+        _emit(f"  job script ({workflow.cluster.kind}), as dask-jobqueue will submit it:")
+        for line in cluster.render_job_script(workflow.cluster).splitlines():
+            _emit(f"    {line}")
     return 0
 
 
