@@ -53,6 +53,25 @@ def _fsync_write(path: str, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def _finite_or_none(value) -> float | None:
+    """JSON has no infinities: the lower bound of a model never iterated is null."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _restore_interrupted_swap(path: str) -> None:
+    """Put back a model moved aside by a replacement that was killed half-way."""
+    if os.path.exists(path):
+        return
+    parent, name = os.path.split(path)
+    if not os.path.isdir(parent):
+        return
+    for entry in sorted(os.listdir(parent)):
+        if entry.startswith(f".{name}.tmp-") and entry.endswith("-old"):
+            os.replace(os.path.join(parent, entry), path)
+            return
+
+
 def save_model(path, model, *, data_fingerprint: str | None = None,
                settings_hash: str | None = None, extra: dict | None = None) -> str:
     """Write a fitted ``GaussianMixture`` to the directory ``path``; returns the path.
@@ -65,6 +84,8 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
     settings = {}
     for name in SETTINGS:
         value = getattr(model, name, None)
+        if isinstance(value, np.generic):
+            value = value.item()
         settings[name] = value if isinstance(value, (int, float, str, type(None))) else repr(value)
     meta = {
         "format": FORMAT,
@@ -77,7 +98,7 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
         "settings": settings,
         "n_iter": int(model.n_iter_),
         "converged": bool(model.converged_),
-        "lower_bound": float(model.lower_bound_),
+        "lower_bound": _finite_or_none(model.lower_bound_),
         "lower_bounds": [float(v) for v in model.lower_bounds_],
         "n_nonfinite": int(getattr(model, "n_nonfinite_", 0)),
         "data_fingerprint": data_fingerprint,
@@ -98,10 +119,17 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
             _fsync_write(os.path.join(tmp, f"{name}.npy"), blob)
         _fsync_write(os.path.join(tmp, "model.json"),
                      json.dumps(meta, indent=2, allow_nan=True).encode())
+        _restore_interrupted_swap(path)
         if os.path.isdir(path):
+            # two renames: a crash between them leaves the old model at ``old``, which
+            # the next save or load puts back (``_restore_interrupted_swap``)
             old = f"{tmp}-old"
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
@@ -113,6 +141,7 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
 
 def read_model_meta(path) -> dict:
     """The ``model.json`` manifest of a saved model (raises ``DataError`` if unreadable)."""
+    _restore_interrupted_swap(os.path.abspath(os.fspath(path)))
     manifest = os.path.join(os.fspath(path), "model.json")
     if not os.path.isfile(manifest):
         raise DataError(
@@ -125,7 +154,7 @@ def read_model_meta(path) -> dict:
     except (OSError, ValueError) as exc:
         raise DataError(f"The model manifest {manifest} cannot be read ({exc}). "
                         "Re-run the fit to write the model again.") from None
-    if meta.get("format") != FORMAT:
+    if meta.get("format") != FORMAT or not isinstance(meta.get("arrays"), dict):
         raise DataError(f"{manifest} is not a dgmm model manifest (format "
                         f"{meta.get('format')!r}).")
     if meta.get("format_version", 0) > FORMAT_VERSION:
@@ -139,7 +168,10 @@ def load_params(path) -> tuple[GMMParams, dict]:
     meta = read_model_meta(path)
     arrays = {}
     for name in ARRAYS:
-        entry = meta["arrays"][name]
+        entry = meta["arrays"].get(name)
+        if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
+            raise DataError(f"The model manifest in {path!s} has no valid entry for "
+                            f"{name!r}; re-run the fit to write the model again.")
         file = os.path.join(os.fspath(path), entry["file"])
         try:
             with open(file, "rb") as fh:
@@ -166,7 +198,8 @@ def load_model(path, **kwargs):
     model = GaussianMixture.from_params(params, **{**settings, **kwargs})
     model.n_iter_ = meta["n_iter"]
     model.converged_ = meta["converged"]
-    model.lower_bound_ = meta["lower_bound"]
+    lower_bound = meta["lower_bound"]
+    model.lower_bound_ = -float("inf") if lower_bound is None else float(lower_bound)
     model.lower_bounds_ = list(meta["lower_bounds"])
     model.n_nonfinite_ = meta.get("n_nonfinite", 0)
     model.data_fingerprint_ = meta.get("data_fingerprint")

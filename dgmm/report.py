@@ -61,7 +61,8 @@ def sample_rows(X, client=None, max_rows: int = SAMPLE_ROWS) -> np.ndarray:
     if not isinstance(X, da.Array):
         X = np.asarray(X)
         step = max(1, X.shape[0] // max_rows)
-        return X[::step][:max_rows]
+        sample = np.asarray(X[::step][:max_rows], dtype=np.float64)
+        return sample[np.isfinite(sample).all(axis=1)]
     starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]])
     picks = np.unique(np.linspace(0, len(starts) - 1, min(SAMPLE_CHUNKS, len(starts))).astype(int))
     per_chunk = max(1, max_rows // len(picks))
@@ -83,9 +84,11 @@ def plot_loglik(history, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(np.arange(1, len(history) + 1), history, marker="o", ms=3)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("mean log-likelihood per row")
     ax.set_title("Convergence")

@@ -290,3 +290,25 @@ def test_save_creates_missing_parent_directories(tmp_path):
     model_io.save_model(path, model)
 
     assert np.array_equal(dgmm.load_model(path).means_, model.means_)
+
+
+def test_a_replacement_killed_between_its_renames_is_undone(tmp_path):
+    """A crash after the old model was moved aside and before the new one moved in."""
+    model, _ = _fitted("diag")
+    path = tmp_path / "model"
+    model_io.save_model(path, model)
+    os.replace(path, tmp_path / ".model.tmp-deadbeef-old")  # the state such a crash leaves
+    loaded = dgmm.load_model(path)
+    np.testing.assert_array_equal(loaded.means_, model.means_)
+    assert not _leftovers(tmp_path)
+    model_io.save_model(path, model)  # and a later save replaces it as usual
+    assert dgmm.load_model(path).n_iter_ == model.n_iter_
+
+
+def test_numpy_integer_random_state_is_kept(tmp_path):
+    model, _ = _fitted("spherical")
+    model.random_state = np.int64(5)
+    model_io.save_model(tmp_path / "m", model)
+    assert dgmm.load_model(tmp_path / "m").random_state == 5
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["settings"]["random_state"] == 5

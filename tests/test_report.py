@@ -319,8 +319,6 @@ def test_sample_rows_takes_finite_rows_from_a_few_chunks():
     assert rows.min() < 1_000 and rows.max() >= 99_000
 
 
-@pytest.mark.xfail(strict=True, reason="dgmm.report.sample_rows drops non-finite rows of a "
-                   "Dask array but not of a NumPy array")
 def test_sample_rows_of_numpy_array_drops_non_finite_rows():
     X = np.arange(2_000, dtype=np.float64).reshape(1_000, 2)
     X[::7, 1] = np.inf
