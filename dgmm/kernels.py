@@ -1,24 +1,44 @@
-"""Per-chunk kernels: pure NumPy, no Dask, no files.
+"""Per-chunk kernels: pure NumPy/SciPy, no Dask, no files.
 
 Every function here takes one chunk of rows ``X`` of shape (n_samples, n_features) and
-returns arrays or a small value. Work is done in row blocks of a few MiB so that the
-(block, n_components * n_features) temporaries stay in cache, and the flops go to BLAS-3
-calls (one GEMM for all components at once), never to Python loops over rows.
+returns arrays or a small value. The E-step and the scatter are fused and run over row
+blocks of a few MiB; the flops go to BLAS-3 calls covering all components at once, never to
+Python loops over rows.
+
+Layout and memory. All work arrays of a chunk are allocated once (``_Workspace``) and every
+step writes into them (``out=``, in-place operators): no temporary is allocated per block.
+This matters on Dask workers, whose nanny sets ``MALLOC_TRIM_THRESHOLD_``: there every large
+temporary is a fresh ``mmap`` whose pages fault in again, which made the kernels 2-3x
+slower than in a plain process. Per-component values (log-probabilities, responsibilities)
+are kept as (K, rows) arrays, so that the reductions over the components (max, sum of the
+log-sum-exp) run along contiguous rows.
+
+Per covariance type, with Xc the block's rows centred on ``ref``:
+
+- full: Y = Xc @ [U_1 | ... | U_K] - [b_1 | ... | b_K] (one GEMM, b_k = (mu_k - ref) U_k),
+  squared norms per component; scatter sum_i r_ik x_i x_i^T for all k as one GEMM
+  (B @ Xc with B[k, :, i] = r_ik x_i, a (K d, rows) matrix).
+- tied: Y = Xc @ U, log-probabilities as one (K, d) @ (d, rows) product; scatter
+  Xc^T diag(w) Xc (responsibilities do not enter).
+- diag, spherical: Z = [Xc | Xc^2 | 1]; log-probabilities as one (K, 2d+1) @ (2d+1, rows)
+  product and all moments (first, squares, N_k) as one (K, rows) @ (rows, 2d+1) product.
 
 Numerics: inside a chunk the rows are centred on the chunk's mean ``ref`` before any
 expansion, so data far from the origin (|mean| >> std) lose no digits; the statistics are
-returned relative to the per-component shift ``c_k`` (see ``stats.SuffStats``).
+accumulated about ``ref`` and moved to the per-component shift ``c_k`` once per chunk (see
+``stats.SuffStats``).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from scipy.linalg import blas as _blas
 
 from .params import GMMParams, log_det_cholesky
 from .stats import SuffStats, s2_shape
 
-#: target size in bytes of the largest (block rows x K x d) temporary
+#: target size in bytes of the largest per-block work array (rows x K x d doubles)
 BLOCK_BYTES = 1 << 21
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -29,12 +49,25 @@ def block_rows(n_components: int, n_features: int) -> int:
     return int(min(16384, max(256, rows)))
 
 
+def _all_finite(a: np.ndarray) -> bool:
+    """True when no entry is NaN or inf (one fast pass; exact, never a false 'True')."""
+    if a.size == 0 or a.dtype.kind not in "fc":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(a, axis=None)
+    # NaN and inf propagate through the sum; a finite sum proves every entry finite.
+    # An overflowing sum of finite entries only sends the caller to the exact check.
+    return bool(np.isfinite(total))
+
+
 def split_finite(X: np.ndarray, sample_weight: np.ndarray | None, row_offset: int = 0):
     """Drop rows holding NaN or inf.
 
     Returns ``(X, sample_weight, n_nonfinite, first_nonfinite)`` where the last is the
     global index (``row_offset`` + local index) of the first dropped row, or -1.
     """
+    if _all_finite(X) and (sample_weight is None or _all_finite(sample_weight)):
+        return X, sample_weight, 0, -1
     finite = np.isfinite(X).all(axis=1)
     if sample_weight is not None:
         finite &= np.isfinite(sample_weight)
@@ -47,105 +80,230 @@ def split_finite(X: np.ndarray, sample_weight: np.ndarray | None, row_offset: in
     return X, sample_weight, int(bad.size), int(row_offset + bad[0])
 
 
-class _Plan:
-    """Per-chunk constants of the E-step: the parameters re-expressed around ``ref``."""
+def _acc_gemm(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """acc += a @ b in place with one BLAS dgemm (beta=1); acc C-contiguous float64.
 
-    def __init__(self, params: GMMParams, ref: np.ndarray):
-        self.covariance_type = params.covariance_type
+    Computed as acc.T += b.T @ a.T on the Fortran-ordered view acc.T, so that no operand
+    that is C- or F-contiguous is copied.
+    """
+
+    def fortran(m):  # (array handed to BLAS, transpose flag) for the operand m.T
+        return (m.T, 0) if m.T.flags.f_contiguous else (m, 1)
+
+    bt, trans_b = fortran(b)
+    at, trans_a = fortran(a)
+    out = _blas.dgemm(1.0, bt, at, beta=1.0, c=acc.T, trans_a=trans_b, trans_b=trans_a,
+                      overwrite_c=1)
+    if not np.may_share_memory(out, acc):  # pragma: no cover - f2py copied acc
+        acc[...] = out.T
+
+
+class _Workspace:
+    """Work arrays of one chunk, sized for ``rows`` rows per block; views per block.
+
+    Every per-block array is a view of a flat buffer reshaped to exactly (K, m) or (m, ...)
+    so that it is C-contiguous whatever the block's row count m.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple, fill: float | None = None) -> np.ndarray:
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            buf = np.empty(size)
+            self._buffers[name] = buf
+        view = buf[:size].reshape(shape)
+        if fill is not None:
+            view.fill(fill)
+        return view
+
+
+class _Design:
+    """Builds, per block, the centred rows in the layout the covariance type needs.
+
+    full, tied: Xc (m, d). diag, spherical: Z = [Xc | Xc^2 | 1] (m, 2d+1).
+    """
+
+    def __init__(self, covariance_type: str, ref: np.ndarray, rows: int, ws: _Workspace):
+        self.covariance_type = covariance_type
+        self.ref = ref
+        d = ref.shape[0]
+        self.n_features = d
+        self.width = 2 * d + 1 if covariance_type in ("diag", "spherical") else d
+        self._full = ws.get("design", (rows, self.width))
+        if self.width != d:
+            self._full[:, 2 * d] = 1.0
+
+    def build(self, block: np.ndarray) -> np.ndarray:
+        m, d = block.shape[0], self.n_features
+        Z = self._full[:m]
+        np.subtract(block, self.ref, out=Z[:, :d])
+        if self.width != d:
+            np.square(Z[:, :d], out=Z[:, d : 2 * d])
+        return Z
+
+
+class _LogProb:
+    """Per-chunk constants of the E-step: the parameters re-expressed around ``ref``.
+
+    ``__call__(Z, out)`` writes log pi_k + log N(x_i | mu_k, Sigma_k) as a (K, m) array.
+    """
+
+    def __init__(self, params: GMMParams, ref: np.ndarray, rows: int, ws: _Workspace):
+        cov = params.covariance_type
+        self.covariance_type = cov
         k, d = params.means.shape
         self.n_components, self.n_features = k, d
         means_c = params.means - ref  # (K, d), means relative to the chunk's centre
         prec_chol = params.precisions_cholesky
         with np.errstate(divide="ignore"):
             log_weights = np.log(params.weights)
-        self.const = (
-            -0.5 * d * LOG_2PI
-            + log_det_cholesky(prec_chol, self.covariance_type, d)
-            + log_weights
-        )
-        if self.covariance_type == "full":
-            # y_k = (x - mu_k) @ U_k for all k in one GEMM: X @ [U_1 | ... | U_K] - b
+        const = -0.5 * d * LOG_2PI + log_det_cholesky(prec_chol, cov, d) + log_weights
+        self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
+        self.ws = ws
+        if cov == "full":
+            # y_k = (x - mu_k) @ U_k for all k in one GEMM: Xc @ [U_1 | ... | U_K] - b
             self.W = np.ascontiguousarray(prec_chol.transpose(1, 0, 2).reshape(d, k * d))
             self.b = np.einsum("ki,kij->kj", means_c, prec_chol).reshape(k * d)
-        elif self.covariance_type == "tied":
-            self.W = prec_chol
-            self.b = means_c @ prec_chol  # (K, d)
-            self.b_sq = (self.b**2).sum(axis=1)
-        elif self.covariance_type == "diag":
-            prec = prec_chol**2  # (K, d)
-            self.P_T = np.ascontiguousarray(prec.T)
-            self.MP_T = np.ascontiguousarray((-2.0 * means_c * prec).T)
-            self.m_sq = (means_c**2 * prec).sum(axis=1)
+            self.Y = ws.get("Y", (rows, k * d))
+        elif cov == "tied":
+            # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U
+            self.U = prec_chol
+            b = means_c @ prec_chol  # (K, d)
+            self.B = b
+            self.const = self.const - 0.5 * (b**2).sum(axis=1)[:, None]
+            self.Y = ws.get("Y", (rows, d))
         else:
-            prec = prec_chol**2  # (K,)
-            self.prec = prec
-            self.M_T = np.ascontiguousarray((-2.0 * means_c).T)
-            self.m_sq = (means_c**2).sum(axis=1)
+            # log p_k = c_k - 1/2 sum_j P_kj (x_j - m_kj)^2, expanded in x_j and x_j^2
+            prec = prec_chol**2 if cov == "diag" else np.repeat((prec_chol**2)[:, None], d, 1)
+            W = np.empty((k, 2 * d + 1))
+            W[:, :d] = means_c * prec
+            W[:, d : 2 * d] = -0.5 * prec
+            W[:, 2 * d] = const - 0.5 * (means_c**2 * prec).sum(axis=1)
+            self.W = W
 
-    def weighted_log_prob(self, Xc: np.ndarray) -> np.ndarray:
-        """log pi_k + log N(x | mu_k, Sigma_k) for centred rows Xc, shape (rows, K)."""
+    def __call__(self, Z: np.ndarray) -> np.ndarray:
+        """Weighted log-probabilities of the block's rows, a (K, m) view of the workspace."""
         k, d = self.n_components, self.n_features
+        m = Z.shape[0]
+        L = self.ws.get("L", (k, m))
         if self.covariance_type == "full":
-            Y = Xc @ self.W
+            Y = self.Y[:m]
+            np.matmul(Z, self.W, out=Y)
             Y -= self.b
-            np.square(Y, out=Y)
-            maha = Y.reshape(Xc.shape[0], k, d).sum(axis=2)
+            maha = self.ws.get("maha", (m, k))
+            Y3 = Y.reshape(m, k, d)
+            np.einsum("rkd,rkd->rk", Y3, Y3, out=maha)
+            np.copyto(L, maha.T)
+            L *= -0.5
+            L += self.const
         elif self.covariance_type == "tied":
-            Y = Xc @ self.W
-            maha = (Y**2).sum(axis=1)[:, None] - 2.0 * (Y @ self.b.T) + self.b_sq
-        elif self.covariance_type == "diag":
-            maha = (Xc * Xc) @ self.P_T + Xc @ self.MP_T + self.m_sq
+            Y = self.Y[:m]
+            np.matmul(Z, self.U, out=Y)
+            y_sq = self.ws.get("y_sq", (m,))
+            np.einsum("rd,rd->r", Y, Y, out=y_sq)
+            y_sq *= -0.5
+            np.matmul(self.B, Y.T, out=L)
+            L += self.const
+            L += y_sq
         else:
-            x_sq = (Xc * Xc).sum(axis=1)[:, None]
-            maha = (x_sq + Xc @ self.M_T + self.m_sq) * self.prec
-        # the expansions above can round a tiny distance to a tiny negative number
-        np.maximum(maha, 0.0, out=maha)
-        maha *= -0.5
-        maha += self.const
-        return maha
+            np.matmul(self.W, Z.T, out=L)
+        return L
 
 
-def _log_resp(weighted_log_prob: np.ndarray):
-    """(log p(x_i), responsibilities r_ik) from log pi_k + log p(x_i | k), in place."""
-    top = weighted_log_prob.max(axis=1)
-    top[~np.isfinite(top)] = 0.0
-    weighted_log_prob -= top[:, None]
-    np.exp(weighted_log_prob, out=weighted_log_prob)
-    total = weighted_log_prob.sum(axis=1)
-    weighted_log_prob /= total[:, None]
-    with np.errstate(divide="ignore"):
-        return top + np.log(total), weighted_log_prob
+def _log_resp_inplace(L: np.ndarray, ws: _Workspace) -> np.ndarray:
+    """Turn (K, m) weighted log-probabilities into responsibilities in place.
 
-
-def _scatter(Xc, resp_w, shift_c, covariance_type, s2_out, nk_out, s1_out, row_weight):
-    """Add the block's weighted moments about ``shift_c`` to the output accumulators.
-
-    Xc: (rows, d) rows centred on ``ref``; resp_w: (rows, K) responsibilities times row
-    weights; shift_c: (K, d) the shift c_k minus ``ref``; row_weight: (rows,) or None.
-    Moments are formed about ``ref`` with BLAS-3 and moved to c_k exactly:
-    sum r (x - c)(x - c)^T = A - c s^T - s c^T + N c c^T with s = sum r x, A = sum r x x^T.
+    Returns log p(x_i) (m,), a workspace view. Rows where every component has probability
+    zero give log p = -inf (and NaN responsibilities), as before any max is subtracted.
     """
-    rows, d = Xc.shape
-    k = resp_w.shape[1]
-    nk = resp_w.sum(axis=0)
-    s = resp_w.T @ Xc  # (K, d) = sum_i r_ik (x_i - ref)
-    nk_out += nk
-    s1_out += s - nk[:, None] * shift_c
-    if covariance_type == "full":
-        RX = (resp_w[:, :, None] * Xc[:, None, :]).reshape(rows, k * d)
-        A = (Xc.T @ RX).reshape(d, k, d).transpose(1, 0, 2)
-        cs = shift_c[:, :, None] * s[:, None, :]
-        s2_out += A - cs - cs.transpose(0, 2, 1) + nk[:, None, None] * (
-            shift_c[:, :, None] * shift_c[:, None, :]
-        )
-    elif covariance_type == "tied":
-        WX = Xc if row_weight is None else Xc * row_weight[:, None]
-        A = Xc.T @ WX
-        cs = shift_c.T @ s
-        s2_out += A - cs - cs.T + (shift_c.T * nk) @ shift_c
-    else:
-        A = resp_w.T @ (Xc * Xc)  # (K, d)
-        s2_out += A - 2.0 * shift_c * s + nk[:, None] * shift_c**2
+    m = L.shape[1]
+    top = np.max(L, axis=0, out=ws.get("top", (m,)))
+    if not _all_finite(top):
+        top[~np.isfinite(top)] = 0.0
+    L -= top
+    np.exp(L, out=L)
+    total = np.sum(L, axis=0, out=ws.get("total", (m,)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        L /= total
+        np.log(total, out=total)
+    total += top
+    return total
+
+
+class _Moments:
+    """Accumulates a chunk's weighted moments about ``ref``; ``finish`` moves them to c_k.
+
+    full: G (K d, d) = stacked sum_i r_ik x_i x_i^T, S (K, d), N (K);
+    tied: G (d, d) = sum_i w_i x_i x_i^T, S (K, d), N (K);
+    diag, spherical: M (K, 2d+1) = [sum r x | sum r x^2 | sum r].
+    """
+
+    def __init__(self, covariance_type: str, n_components: int, n_features: int,
+                 ws: _Workspace):
+        self.covariance_type = covariance_type
+        k, d = n_components, n_features
+        self.n_components, self.n_features = k, d
+        self.ws = ws
+        if covariance_type == "full":
+            self.G = np.zeros((k * d, d))
+        elif covariance_type == "tied":
+            self.G = np.zeros((d, d))
+        if covariance_type in ("full", "tied"):
+            self.S = np.zeros((k, d))
+            self.N = np.zeros(k)
+        else:
+            self.M = np.zeros((k, 2 * d + 1))
+
+    def add(self, Z: np.ndarray, R: np.ndarray, w: np.ndarray | None) -> None:
+        """Add a block: Z from ``_Design``, R (K, m) responsibilities times row weights."""
+        k, d = self.n_components, self.n_features
+        m = Z.shape[0]
+        if self.covariance_type == "full":
+            # B[k, :, i] = r_ik x_i: the scatter of every component in one GEMM
+            Xt = self.ws.get("Xt", (d, m))
+            np.copyto(Xt, Z.T)
+            B = self.ws.get("Y", (k, d, m))
+            np.multiply(R[:, None, :], Xt[None, :, :], out=B)
+            _acc_gemm(self.G, B.reshape(k * d, m), Z)
+            _acc_gemm(self.S, R, Z)
+            self.N += R.sum(axis=1)
+        elif self.covariance_type == "tied":
+            if w is None:
+                _acc_gemm(self.G, Z.T, Z)
+            else:
+                WZ = self.ws.get("WZ", (m, d))
+                np.multiply(Z, w[:, None], out=WZ)
+                _acc_gemm(self.G, Z.T, WZ)
+            _acc_gemm(self.S, R, Z)
+            self.N += R.sum(axis=1)
+        else:
+            _acc_gemm(self.M, R, Z)
+
+    def finish(self, shift_c: np.ndarray):
+        """(N_k, S1, S2) about the shift; ``shift_c`` (K, d) is the shift minus ``ref``."""
+        k, d = self.n_components, self.n_features
+        cov = self.covariance_type
+        if cov in ("diag", "spherical"):
+            s, sq, nk = self.M[:, :d], self.M[:, d : 2 * d], self.M[:, 2 * d].copy()
+            s1 = s - nk[:, None] * shift_c
+            s2 = sq - 2.0 * shift_c * s + nk[:, None] * shift_c**2
+            return nk, s1, s2
+        nk, s = self.N, self.S
+        s1 = s - nk[:, None] * shift_c
+        # sum r (x - c)(x - c)^T = A - c s^T - s c^T + N c c^T, with A, s about ref
+        if cov == "full":
+            A = self.G.reshape(k, d, d)
+            cs = shift_c[:, :, None] * s[:, None, :]
+            s2 = A - cs - cs.transpose(0, 2, 1) + nk[:, None, None] * (
+                shift_c[:, :, None] * shift_c[:, None, :]
+            )
+        else:
+            cs = shift_c.T @ s
+            s2 = self.G - cs - cs.T + (shift_c.T * nk) @ shift_c
+        return nk, s1, s2
 
 
 def _as_float(X) -> np.ndarray:
@@ -156,7 +314,11 @@ def _as_float(X) -> np.ndarray:
 
 def _chunk_ref(X: np.ndarray) -> np.ndarray:
     """The chunk's column means in float64: the centre every block is expanded about."""
-    return X.mean(axis=0, dtype=np.float64) if X.shape[0] else np.zeros(X.shape[1])
+    if not X.shape[0]:
+        return np.zeros(X.shape[1])
+    if X.dtype == np.float64:
+        return (np.ones(X.shape[0]) @ X) / X.shape[0]
+    return X.mean(axis=0, dtype=np.float64)
 
 
 def chunk_stats(
@@ -175,24 +337,25 @@ def chunk_stats(
     X, sample_weight, n_bad, first_bad = split_finite(X, sample_weight, row_offset)
     k, d = params.means.shape
     cov = params.covariance_type
-    nk = np.zeros(k)
-    s1 = np.zeros((k, d))
-    s2 = np.zeros(s2_shape(cov, k, d))
     ref = _chunk_ref(X)
-    plan = _Plan(params, ref)
-    shift_c = params.means - ref
+    step = min(block_rows(k, d), max(1, X.shape[0]))
+    ws = _Workspace()
+    design = _Design(cov, ref, step, ws)
+    log_prob = _LogProb(params, ref, step, ws)
+    moments = _Moments(cov, k, d, ws)
     loglik = 0.0
-    step = block_rows(k, d)
     for start in range(0, X.shape[0], step):
-        Xc = X[start : start + step] - ref
+        Z = design.build(X[start : start + step])
         w = None if sample_weight is None else sample_weight[start : start + step]
-        log_norm, resp = _log_resp(plan.weighted_log_prob(Xc))
+        R = log_prob(Z)
+        log_norm = _log_resp_inplace(R, ws)
         if w is None:
             loglik += float(log_norm.sum())
         else:
             loglik += float(w @ log_norm)
-            resp *= w[:, None]
-        _scatter(Xc, resp, shift_c, cov, s2, nk, s1, w)
+            R *= w
+        moments.add(Z, R, w)
+    nk, s1, s2 = moments.finish(params.means - ref)
     n = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
     return SuffStats(
         covariance_type=cov,
@@ -208,6 +371,29 @@ def chunk_stats(
     )
 
 
+def _stats_from_blocks(X, resp_block, shift, covariance_type, sample_weight):
+    """Statistics about ``shift`` for responsibilities given per block by
+    ``resp_block(start, stop, out)``, which fills ``out`` (K, m) and returns it."""
+    X = _as_float(X)
+    k, d = shift.shape
+    ref = _chunk_ref(X)
+    step = min(block_rows(k, d), max(1, X.shape[0]))
+    ws = _Workspace()
+    design = _Design(covariance_type, ref, step, ws)
+    moments = _Moments(covariance_type, k, d, ws)
+    for start in range(0, X.shape[0], step):
+        stop = min(start + step, X.shape[0])
+        Z = design.build(X[start:stop])
+        R = resp_block(start, stop, ws.get("L", (k, stop - start)))
+        w = None if sample_weight is None else sample_weight[start:stop]
+        if w is not None:
+            R *= w
+        moments.add(Z, R, w)
+    nk, s1, s2 = moments.finish(np.asarray(shift, dtype=np.float64) - ref)
+    n = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
+    return SuffStats(covariance_type, shift, n, 0.0, nk, s1, s2, n_rows=int(X.shape[0]))
+
+
 def chunk_stats_from_labels(
     X: np.ndarray,
     labels: np.ndarray,
@@ -220,22 +406,14 @@ def chunk_stats_from_labels(
     ``X`` must hold finite rows only; ``labels`` (n_samples,) int in [0, K).
     ``loglik`` is 0: no likelihood is defined before the first parameters exist.
     """
-    k, d = shift.shape
-    nk = np.zeros(k)
-    s1 = np.zeros((k, d))
-    s2 = np.zeros(s2_shape(covariance_type, k, d))
-    ref = _chunk_ref(X)
-    shift_c = shift - ref
-    step = block_rows(k, d)
-    for start in range(0, X.shape[0], step):
-        Xc = X[start : start + step] - ref
-        lab = labels[start : start + step]
-        resp = np.zeros((Xc.shape[0], k))
-        w = None if sample_weight is None else sample_weight[start : start + step]
-        resp[np.arange(Xc.shape[0]), lab] = 1.0 if w is None else w
-        _scatter(Xc, resp, shift_c, covariance_type, s2, nk, s1, w)
-    n = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
-    return SuffStats(covariance_type, shift, n, 0.0, nk, s1, s2, n_rows=int(X.shape[0]))
+    labels = np.asarray(labels)
+
+    def one_hot(start, stop, out):
+        out.fill(0.0)
+        out[labels[start:stop], np.arange(stop - start)] = 1.0
+        return out
+
+    return _stats_from_blocks(X, one_hot, shift, covariance_type, sample_weight)
 
 
 def chunk_stats_from_resp(
@@ -246,37 +424,62 @@ def chunk_stats_from_resp(
     sample_weight: np.ndarray | None = None,
 ) -> SuffStats:
     """Statistics for given soft responsibilities ``resp`` (n_samples, K), about ``shift``."""
-    k, d = shift.shape
-    nk = np.zeros(k)
-    s1 = np.zeros((k, d))
-    s2 = np.zeros(s2_shape(covariance_type, k, d))
+
+    def given(start, stop, out):
+        np.copyto(out, resp[start:stop].T)
+        return out
+
+    return _stats_from_blocks(X, given, shift, covariance_type, sample_weight)
+
+
+def _per_block(X: np.ndarray, params: GMMParams, fill) -> None:
+    """Run the E-step block by block; ``fill(start, stop, L, ws)`` consumes each (K, m)."""
+    X = _as_float(X)
     ref = _chunk_ref(X)
-    resp_w = resp if sample_weight is None else resp * sample_weight[:, None]
-    _scatter(X - ref, resp_w, shift - ref, covariance_type, s2, nk, s1, sample_weight)
-    n = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
-    return SuffStats(covariance_type, shift, n, 0.0, nk, s1, s2, n_rows=int(X.shape[0]))
+    step = min(block_rows(params.n_components, params.n_features), max(1, X.shape[0]))
+    ws = _Workspace()
+    design = _Design(params.covariance_type, ref, step, ws)
+    log_prob = _LogProb(params, ref, step, ws)
+    for start in range(0, X.shape[0], step):
+        block = X[start : start + step]
+        fill(start, start + block.shape[0], log_prob(design.build(block)), ws)
 
 
 def estimate_weighted_log_prob(X: np.ndarray, params: GMMParams) -> np.ndarray:
     """log pi_k + log N(x_i | mu_k, Sigma_k), shape (n_samples, K). Rows must be finite."""
-    X = _as_float(X)
-    ref = _chunk_ref(X)
-    plan = _Plan(params, ref)
-    step = block_rows(params.n_components, params.n_features)
-    out = np.empty((X.shape[0], params.n_components))
-    for start in range(0, X.shape[0], step):
-        out[start : start + step] = plan.weighted_log_prob(X[start : start + step] - ref)
+    out = np.empty((np.shape(X)[0], params.n_components))
+
+    def fill(start, stop, L, ws):
+        out[start:stop] = L.T
+
+    _per_block(X, params, fill)
     return out
 
 
 def log_prob_resp(X: np.ndarray, params: GMMParams):
     """(log p(x_i) of shape (n_samples,), responsibilities of shape (n_samples, K))."""
-    return _log_resp(estimate_weighted_log_prob(X, params))
+    n = np.shape(X)[0]
+    log_norm = np.empty(n)
+    resp = np.empty((n, params.n_components))
+
+    def fill(start, stop, L, ws):
+        log_norm[start:stop] = _log_resp_inplace(L, ws)
+        resp[start:stop] = L.T
+
+    _per_block(X, params, fill)
+    return log_norm, resp
 
 
 def score_samples(X: np.ndarray, params: GMMParams) -> np.ndarray:
     """Per-row log-likelihood log p(x_i), shape (n_samples,)."""
-    return log_prob_resp(X, params)[0]
+    n = np.shape(X)[0]
+    log_norm = np.empty(n)
+
+    def fill(start, stop, L, ws):
+        log_norm[start:stop] = _log_resp_inplace(L, ws)
+
+    _per_block(X, params, fill)
+    return log_norm
 
 
 def predict_proba(X: np.ndarray, params: GMMParams) -> np.ndarray:
@@ -286,4 +489,10 @@ def predict_proba(X: np.ndarray, params: GMMParams) -> np.ndarray:
 
 def predict(X: np.ndarray, params: GMMParams) -> np.ndarray:
     """Most probable component per row, shape (n_samples,), int64."""
-    return estimate_weighted_log_prob(X, params).argmax(axis=1)
+    out = np.empty(np.shape(X)[0], dtype=np.int64)
+
+    def fill(start, stop, L, ws):
+        np.argmax(L, axis=0, out=out[start:stop])
+
+    _per_block(X, params, fill)
+    return out

@@ -1,0 +1,346 @@
+"""Seconds per EM iteration: dgmm on a distributed LocalCluster against scikit-learn.
+
+Both fit the same in-memory data from the same initial parameters (weights_init,
+means_init, precisions_init) for the same number of iterations (tol=0, max_iter=n), and
+the table shows the wall time per EM iteration, initialisation excluded:
+
+- dgmm: a ``LocalCluster`` of ``--workers`` worker processes x 1 thread; the data are
+  persisted on the workers first as a Dask array of row chunks (about ``--chunk-mib``
+  each, a multiple of the worker count), so the transfer is not timed. One untimed warm-up
+  iteration, then the time between the fit callback's successive iteration reports (the
+  pass over the data plus the M-step on the driver).
+- kernel: the same chunks through ``dgmm.kernels.chunk_stats`` in this process with one
+  BLAS thread, summed and divided by the worker count: the time the Dask layer would take
+  if it cost nothing (dgmm minus kernel is the Dask overhead).
+- scikit-learn: ``sklearn.mixture.GaussianMixture`` in this process once the cluster is
+  shut down (BLAS threads on every core), per iteration (E-step, M-step, lower bound) from
+  timestamps taken after each M-step.
+
+GFLOP/s are nominal: 4 N K d^2 per iteration for 'full' (2 N K d^2 for the Mahalanobis
+products, 2 N K d^2 for the weighted scatter), 8 N K d for 'diag' (4 N K d for the E-step's
+two (N x d) @ (d x K) products, 4 N K d for the first and second moments). They are set
+against a float64 GEMM (a square ``--gemm-size`` matmul with NumPy on every core) measured
+in the same run.
+
+Targets (issue 2): dgmm at most 0.5x scikit-learn's time per iteration in every case, and
+at least half of the GEMM rate on the d=64 case.
+
+Usage::
+
+    python benchmarks/bench_vs_sklearn.py                 # the three cases, 5 iterations
+    python benchmarks/bench_vs_sklearn.py --quick         # small sizes, a smoke run
+    python benchmarks/bench_vs_sklearn.py --cases full64 --iters 8
+
+On processors where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set in the environment, they
+slow a current NumPy: unset both for the benchmark command alone
+(``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/...``); the script prints
+which BLAS kernel the driver and the workers run.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    n_samples: int
+    n_features: int
+    n_components: int
+    covariance_type: str
+
+    def nominal_flops(self) -> float:
+        """Nominal flops of one EM iteration (see the module docstring)."""
+        n, d, k = self.n_samples, self.n_features, self.n_components
+        if self.covariance_type == "full":
+            return 4.0 * n * k * d * d
+        if self.covariance_type == "diag":
+            return 8.0 * n * k * d
+        raise ValueError(f"no flop count for covariance_type={self.covariance_type!r}")
+
+
+CASES = {
+    "full16": Case("full16", 1_000_000, 16, 8, "full"),
+    "diag16": Case("diag16", 1_000_000, 16, 8, "diag"),
+    "full64": Case("full64", 200_000, 64, 16, "full"),
+}
+QUICK_CASES = {
+    "full16": Case("full16", 40_000, 16, 8, "full"),
+    "diag16": Case("diag16", 40_000, 16, 8, "diag"),
+    "full64": Case("full64", 8_000, 64, 16, "full"),
+}
+
+
+def make_data(case: Case, seed: int = 0) -> np.ndarray:
+    """Rows from a mixture of K anisotropic Gaussians, shape (N, d), float64."""
+    rng = np.random.default_rng(seed)
+    n, d, k = case.n_samples, case.n_features, case.n_components
+    centers = rng.normal(scale=4.0, size=(k, d))
+    mixing = np.eye(d) + 0.3 * rng.normal(size=(k, d, d)) / math.sqrt(d)
+    labels = rng.integers(k, size=n)
+    X = rng.standard_normal(size=(n, d))
+    for j in range(k):
+        rows = labels == j
+        X[rows] = X[rows] @ mixing[j].T + centers[j]
+    return X
+
+
+def initial_parameters(X: np.ndarray, case: Case, seed: int = 1) -> dict:
+    """weights_init, means_init and precisions_init shared by both implementations.
+
+    Means are K distinct rows of X; every component starts with the precision of the whole
+    data set (full) or its per-feature inverse variances (diag); weights are equal.
+    """
+    rng = np.random.default_rng(seed)
+    k = case.n_components
+    sample = X[rng.choice(X.shape[0], size=min(X.shape[0], 20_000), replace=False)]
+    means = X[rng.choice(X.shape[0], size=k, replace=False)]
+    if case.covariance_type == "full":
+        precision = np.linalg.inv(np.cov(sample, rowvar=False))
+        precisions = np.repeat(precision[None], k, axis=0)
+    else:
+        precisions = np.repeat((1.0 / sample.var(axis=0))[None], k, axis=0)
+    return dict(weights_init=np.full(k, 1.0 / k), means_init=means, precisions_init=precisions)
+
+
+def gemm_gflops(size: int, repeats: int = 3) -> float:
+    """Best float64 GEMM rate of NumPy on every core of this process, in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size))
+    b = rng.standard_normal((size, size))
+    out = np.empty((size, size))
+    np.matmul(a, b, out=out)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best / 1e9
+
+
+def blas_description() -> str:
+    """The BLAS this process runs: library, kernel (architecture) and thread count."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return "unknown (threadpoolctl missing)"
+    parts = [
+        f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} "
+        f"threads={i.get('num_threads')}"
+        for i in threadpool_info() if i.get("user_api") == "blas"
+    ]
+    return "; ".join(parts) or "none found"
+
+
+def chunk_rows_for(case: Case, n_workers: int, chunk_mib: float) -> int:
+    """Rows per chunk: about ``chunk_mib`` MiB, with a chunk count that is a multiple of
+    the worker count so that every worker gets the same share."""
+    row_bytes = case.n_features * 8
+    total = case.n_samples * row_bytes
+    per_worker = math.ceil(total / (n_workers * chunk_mib * 2**20))
+    n_chunks = max(1, per_worker) * n_workers
+    return math.ceil(case.n_samples / n_chunks)
+
+
+def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int):
+    """(seconds per iteration, per-pass seconds, fitted model) of dgmm on the cluster."""
+    import dask.array as da
+    from distributed import wait
+
+    import dgmm
+
+    Xd = client.persist(da.from_array(X, chunks=(chunk_rows, X.shape[1])))
+    wait(Xd)
+    held = {w: len(keys) for w, keys in client.has_what().items()}
+    if len(set(held.values())) > 1:
+        client.rebalance()
+        held = {w: len(keys) for w, keys in client.has_what().items()}
+
+    def fit(max_iter):
+        stamps, passes = [], []
+
+        def callback(info):
+            stamps.append(time.perf_counter())
+            if info.phase == "iteration":
+                passes.append(info.seconds)
+
+        model = dgmm.GaussianMixture(
+            case.n_components, covariance_type=case.covariance_type, tol=0.0,
+            max_iter=max_iter, client=client, **init,
+        )
+        model.fit(Xd, callback=callback)
+        return np.diff(stamps), np.array(passes), model
+
+    fit(1)  # warm-up: imports and code on the workers, first graph
+    per_iter, passes, model = fit(n_iter)
+    del Xd
+    return per_iter, passes, model, held
+
+
+def time_kernel(X, case: Case, model_init, chunk_rows: int, n_workers: int) -> float:
+    """Seconds of one pass of ``kernels.chunk_stats`` over the chunks in this process,
+    with one BLAS thread, divided by the worker count (a Dask layer costing nothing)."""
+    from threadpoolctl import threadpool_limits
+
+    from dgmm import kernels
+
+    total = 0.0
+    with threadpool_limits(1, user_api="blas"):
+        kernels.chunk_stats(X[:chunk_rows], model_init)
+        for start in range(0, X.shape[0], chunk_rows):
+            block = X[start : start + chunk_rows]
+            t0 = time.perf_counter()
+            kernels.chunk_stats(block, model_init)
+            total += time.perf_counter() - t0
+    return total / n_workers
+
+
+def time_sklearn(X, case: Case, init: dict, n_iter: int):
+    """(seconds per iteration, fitted model) of scikit-learn in this process."""
+    from sklearn.mixture import GaussianMixture
+
+    class StampedGaussianMixture(GaussianMixture):
+        """scikit-learn's estimator with a timestamp after init and after each M-step."""
+
+        def _initialize_parameters(self, *args, **kwargs):
+            super()._initialize_parameters(*args, **kwargs)
+            self.stamps_ = [time.perf_counter()]
+
+        def _m_step(self, *args, **kwargs):
+            super()._m_step(*args, **kwargs)
+            self.stamps_.append(time.perf_counter())
+
+    model = StampedGaussianMixture(
+        case.n_components, covariance_type=case.covariance_type, tol=0.0, max_iter=n_iter,
+        init_params="random_from_data", random_state=0, **init,
+    )
+    t0 = time.perf_counter()
+    model.fit(X)
+    total = time.perf_counter() - t0
+    stamps = getattr(model, "stamps_", [])
+    if len(stamps) != n_iter + 1:  # private hooks changed: fall back to the whole fit
+        return np.full(n_iter, total / n_iter), model
+    return np.diff(stamps), model
+
+
+def max_rel_diff(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES),
+                        help="cases to run (default: all three)")
+    parser.add_argument("--iters", type=int, default=5, help="EM iterations per fit")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread)")
+    parser.add_argument("--chunk-mib", type=float, default=16.0, help="target MiB per chunk")
+    parser.add_argument("--gemm-size", type=int, default=None,
+                        help="side of the square GEMM (default 4096, 1024 with --quick)")
+    parser.add_argument("--no-sklearn", action="store_true", help="time dgmm only")
+    args = parser.parse_args(argv)
+    if args.iters < 2:
+        parser.error("--iters must be at least 2")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from distributed import Client, LocalCluster
+    from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+
+    from dgmm.estimator import ConvergenceWarning
+    from dgmm.params import GMMParams, precision_cholesky_from_precisions
+
+    warnings.simplefilter("ignore", SkConvergenceWarning)
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    cases = [(QUICK_CASES if args.quick else CASES)[name] for name in args.cases]
+    gemm_size = args.gemm_size or (1024 if args.quick else 4096)
+
+    openblas_env = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cores {os.cpu_count()}")
+    print(f"driver BLAS: {blas_description()}")
+    if {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} & openblas_env.keys():
+        print(f"WARNING: {openblas_env} is set and slows OpenBLAS; rerun with "
+              "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE")
+    gemm = gemm_gflops(gemm_size)
+    print(f"float64 GEMM {gemm_size}x{gemm_size}, all cores: {gemm:.1f} GFLOP/s")
+
+    data = {}
+    for case in cases:
+        X = make_data(case)
+        data[case.name] = (X, initial_parameters(X, case))
+
+    rows = {}
+    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    client = Client(cluster)
+    try:
+        worker_blas = client.run(blas_description)
+        print(f"worker BLAS: {sorted(set(worker_blas.values()))}")
+        for case in cases:
+            X, init = data[case.name]
+            chunk_rows = chunk_rows_for(case, args.workers, args.chunk_mib)
+            per_iter, passes, model, held = time_dgmm(client, X, case, init, args.iters,
+                                                      chunk_rows)
+            print(f"{case.name}: {math.ceil(case.n_samples / chunk_rows)} chunks of "
+                  f"{chunk_rows} rows, chunks per worker {sorted(held.values())}; dgmm "
+                  f"s/iter {np.round(per_iter, 3).tolist()}, pass only "
+                  f"{np.round(passes, 3).tolist()}")
+            rows[case.name] = dict(dgmm=float(per_iter.mean()), model=model,
+                                   chunk_rows=chunk_rows)
+    finally:
+        client.close()
+        cluster.close()
+
+    for case in cases:
+        X, init = data[case.name]
+        prec_chol = precision_cholesky_from_precisions(init["precisions_init"],
+                                                       case.covariance_type)
+        theta0 = GMMParams.from_precisions_cholesky(init["weights_init"], init["means_init"],
+                                                   prec_chol, case.covariance_type)
+        rows[case.name]["kernel"] = time_kernel(X, case, theta0, rows[case.name]["chunk_rows"],
+                                                args.workers)
+        if not args.no_sklearn:
+            per_iter, sk = time_sklearn(X, case, init, args.iters)
+            print(f"{case.name}: scikit-learn s/iter {np.round(per_iter, 3).tolist()}")
+            rows[case.name]["sklearn"] = float(per_iter.mean())
+            ours = rows[case.name]["model"]
+            rows[case.name]["diff"] = max(
+                max_rel_diff(ours.means_, sk.means_),
+                max_rel_diff(ours.covariances_, sk.covariances_),
+                abs(ours.lower_bound_ - sk.lower_bound_) / abs(sk.lower_bound_),
+            )
+
+    print()
+    header = (f"{'case':8} {'N':>9} {'d':>3} {'K':>3} {'type':5} | {'dgmm s/it':>9} "
+              f"{'kernel':>7} {'sklearn':>8} {'ratio':>6} | {'dgmm GF/s':>9} {'sk GF/s':>8} "
+              f"{'vs GEMM':>7} | {'max rel diff':>12}")
+    print(header)
+    print("-" * len(header))
+    for case in cases:
+        r = rows[case.name]
+        flops = case.nominal_flops()
+        sk = r.get("sklearn", math.nan)
+        print(f"{case.name:8} {case.n_samples:9d} {case.n_features:3d} {case.n_components:3d} "
+              f"{case.covariance_type:5} | {r['dgmm']:9.3f} {r['kernel']:7.3f} {sk:8.3f} "
+              f"{r['dgmm'] / sk:6.2f} | {flops / r['dgmm'] / 1e9:9.1f} {flops / sk / 1e9:8.1f} "
+              f"{flops / r['dgmm'] / 1e9 / gemm:7.2f} | {r.get('diff', math.nan):12.1e}")
+    print(f"\nGEMM {gemm:.1f} GFLOP/s on {os.cpu_count()} cores; ratio = dgmm / sklearn "
+          "seconds per iteration (target <= 0.5); vs GEMM = dgmm GFLOP/s / GEMM rate "
+          "(target >= 0.5 on full64); kernel = chunk_stats alone, ideal split over the "
+          "workers; flops: full 4NKd^2, diag 8NKd per iteration.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
