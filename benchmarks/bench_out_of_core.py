@@ -86,6 +86,12 @@ def _compute(client, obj):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    def quiet_distributed():
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("distributed"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+
     from distributed import Client, LocalCluster
 
     from dgmm import GaussianMixture, datasets, io
@@ -95,6 +101,7 @@ def main(argv=None) -> int:
         memory_limit=args.memory_limit, processes=True, dashboard_address=":0",
     )
     client = Client(cluster)
+    quiet_distributed()
     figures: dict = {"settings": vars(args)}
     try:
         existing = _matching_store(args)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -71,6 +72,9 @@ class DataInfo:
     row_chunks: tuple
     columns: list | None
     fingerprint: str
+
+    def __hash__(self) -> int:  # ``columns`` is a list: hash by what identifies the data
+        return hash((self.kind, self.fingerprint))
 
     @property
     def n_samples(self) -> int:
@@ -394,13 +398,14 @@ def _parquet_files(path: str, fs, fs_path: str) -> list[str]:
 
 
 def _file_metadata(fs, file: str):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     info = fs.info(file)
     try:
         with fs.open(file, "rb") as handle:
             meta = pq.read_metadata(handle)
-    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError on a non-Parquet file
+    except (OSError, ValueError, pa.ArrowException) as exc:  # not a Parquet file
         raise DataError(
             f"Cannot read the Parquet footer of {fs.unstrip_protocol(file)!r}: {exc}. "
             "Check that every file in the dataset is a complete Parquet file."
@@ -673,7 +678,7 @@ def open_npy(
         raise _missing("npy", path, " (or is not a file)")
     try:
         mm = np.load(path, mmap_mode="r")
-    except Exception as exc:  # ValueError / UnpicklingError for a non-.npy file
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:  # not a .npy
         raise DataError(
             f"Cannot read {path!r} as a .npy array: {exc}. Save the data with numpy.save "
             "(object arrays and .npz archives are not supported)."

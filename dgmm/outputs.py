@@ -7,7 +7,8 @@ For every input row the outputs are
 - ``log_likelihood`` (float64): log p(x), NaN for such a row.
 
 All three come from one evaluation of the kernels per input chunk (one read of the data),
-chunk by chunk, in parallel; the driver never holds more than the task graph.
+written by the same task, chunk by chunk, in parallel; the driver never holds more than the
+task graph.
 
 Layout on disk:
 
@@ -153,10 +154,43 @@ def infer_format(out_path: str, format: str | None = None) -> str:
 # ------------------------------------------------------------------- atomic directory
 
 
-def _compute(obj, client=None):
+def _distributed_client(client):
+    """``client``, or the distributed Client Dask would use by default, or None."""
     if client is not None:
-        return client.compute(obj, sync=True)
-    return dask.compute(obj)[0]
+        return client
+    get = dask.base.get_scheduler()
+    owner = getattr(get, "__self__", None)
+    if owner is not None and "Client" in type(owner).__name__ and hasattr(owner, "compute"):
+        return owner
+    return None
+
+
+def compute_all(parts: list, client=None) -> list:
+    """Compute a list of Delayed tasks that write; return their values in order.
+
+    Unlike ``dask.compute``, a failure is raised only once no task of ``parts`` is still
+    running, so that the caller may delete what they wrote without racing a late writer:
+    on a distributed cluster every future is awaited (finished or failed) before the first
+    error is raised; with the local threaded scheduler a private thread pool is drained
+    (tasks not started are cancelled, running ones finish). The synchronous scheduler runs
+    one task at a time anyway.
+    """
+    client = _distributed_client(client)
+    if client is not None:
+        futures = client.compute(parts)
+        client.gather(futures, errors="skip")  # returns once every future is done or failed
+        return client.gather(futures)  # raises the first error, if any
+    from dask.local import get_sync
+
+    if dask.base.get_scheduler() is get_sync:
+        return list(dask.compute(*parts))
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    try:
+        return list(dask.compute(*parts, scheduler=pool))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -180,10 +214,19 @@ def atomic_directory(out_path: str | os.PathLike, storage_options: dict | None =
     try:
         yield tmp if local else fs.unstrip_protocol(tmp)
     except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp, recursive=True)
+        _remove_quietly(fs, tmp)
         raise
     _commit(fs, tmp, final, old, local)
+
+
+def _remove_quietly(fs, path: str) -> None:
+    """Delete a temporary directory; a failure is logged, never raised (it would hide
+    the error that made us clean up)."""
+    try:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except OSError as exc:
+        log.warning("could not remove the temporary output %s: %s", path, exc)
 
 
 def _commit(fs, tmp: str, final: str, old: str, local: bool) -> None:
@@ -213,10 +256,26 @@ def _regular_rows(row_chunks: tuple) -> int | None:
     return None
 
 
+def _row_starts(row_chunks) -> list[int]:
+    return np.concatenate([[0], np.cumsum(row_chunks)[:-1]]).astype(int).tolist()
+
+
+def _write_zarr_block(block: np.ndarray, targets: dict, start: int) -> int:
+    """Write one chunk of predictions (see ``predict_block``) into the Zarr arrays."""
+    stop = start + block.shape[0]
+    if "labels" in targets:
+        targets["labels"][start:stop] = block[:, 0].astype(np.int64)
+    if "probabilities" in targets:
+        targets["probabilities"][start:stop] = block[:, 2:]
+    if "log_likelihood" in targets:
+        targets["log_likelihood"][start:stop] = block[:, 1]
+    return int(block.shape[0])
+
+
 def _write_zarr(combined, outputs, tmp, params, storage_options, client) -> None:
     import zarr
 
-    n_rows = combined.shape[0]
+    n_rows, n_components = combined.shape[0], params.n_components
     rows = _regular_rows(combined.chunks[0])
     if rows is None:
         rows = max(combined.chunks[0])
@@ -227,25 +286,34 @@ def _write_zarr(combined, outputs, tmp, params, storage_options, client) -> None
     group.attrs.update(
         {
             "dgmm_outputs": list(outputs),
-            "n_components": params.n_components,
+            "n_components": n_components,
             "covariance_type": params.covariance_type,
             "n_samples": int(n_rows),
         }
     )
-    arrays = _split(combined, outputs)
-    targets = []
-    for name, array in arrays.items():
-        targets.append(
-            group.create_array(
-                name,
-                shape=array.shape,
-                chunks=(rows,) + array.shape[1:],
-                dtype=array.dtype,
-                fill_value=-1 if name == "labels" else np.nan,
-            )
+    shapes = {
+        "labels": ((n_rows,), (rows,), np.int64, -1),
+        "probabilities": ((n_rows, n_components), (rows, n_components), np.float64, np.nan),
+        "log_likelihood": ((n_rows,), (rows,), np.float64, np.nan),
+    }
+    targets = {}
+    for name in outputs:
+        shape, chunks, dtype, fill = shapes[name]
+        targets[name] = group.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill
         )
-    stored = da.store(list(arrays.values()), targets, lock=False, compute=False)
-    _compute(stored, client)
+    write = dask.delayed(_write_zarr_block, pure=False)
+    blocks = combined.to_delayed().ravel()
+    parts = [
+        write(block, targets, start)
+        for block, start in zip(blocks, _row_starts(combined.chunks[0]))
+    ]
+    _check_written(compute_all(parts, client), n_rows)
+
+
+def _check_written(counts, n_rows) -> None:
+    if sum(counts) != n_rows:  # pragma: no cover - a broken writer
+        raise DataError(f"wrote {sum(counts)} rows instead of {n_rows}")
 
 
 def _write_part(block: np.ndarray, fs, path: str, outputs, n_components: int) -> int:
@@ -275,9 +343,7 @@ def _write_parquet(combined, outputs, tmp, params, storage_options, client) -> N
         write(block, fs, f"{root}/part-{i:0{width}d}.parquet", outputs, params.n_components)
         for i, block in enumerate(blocks)
     ]
-    written = _compute(parts, client)
-    if sum(written) != combined.shape[0]:  # pragma: no cover - a broken writer
-        raise DataError(f"wrote {sum(written)} rows instead of {combined.shape[0]}")
+    _check_written(compute_all(parts, client), combined.shape[0])
 
 
 def write_predictions(

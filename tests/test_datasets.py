@@ -118,15 +118,16 @@ def test_same_seed_same_data_on_any_scheduler(tmp_path, cluster_client):
 
 
 def test_default_chunking_and_attributes(tmp_path):
-    info, params = datasets.make_gmm_data(tmp_path / "d.zarr", 1_000, 4, 2,
-                                          covariance_type="diag")
+    info, _ = datasets.make_gmm_data(tmp_path / "d.zarr", 1_000, 4, 2,
+                                     covariance_type="diag")
+    assert info.row_chunks == (1_000,)
     z = zarr.open_array(str(tmp_path / "d.zarr"), mode="r")
     assert z.chunks == (1_000, 4)  # 16 MiB chunks, capped at n_samples
     doc = z.attrs[datasets.TRUE_PARAMS_KEY]
     assert doc["format"] == datasets.DOCUMENT_FORMAT
     assert doc["settings"]["seed"] == 0 and doc["settings"]["n_samples"] == 1_000
     assert np.asarray(doc["means"]).shape == (2, 4)
-    info, _ = datasets.make_gmm_data(tmp_path / "big.parquet", 10, 1_000, 1,
+    _info, _ = datasets.make_gmm_data(tmp_path / "big.parquet", 10, 1_000, 1,
                                      covariance_type="diag")
     sidecar = json.loads((tmp_path / "big.parquet" / "_true_params.json").read_text())
     assert sidecar["settings"]["chunk_rows"] == 10

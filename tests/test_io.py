@@ -15,7 +15,6 @@ import zarr
 from dgmm import io
 from dgmm.errors import ConfigError, DataError
 
-
 # ------------------------------------------------------------------------- helpers
 
 
@@ -87,7 +86,7 @@ def test_open_zarr_values_dtype_and_whole_stored_chunks(
 
 def test_open_zarr_target_below_one_stored_chunk_keeps_whole_chunks(tmp_path):
     _write_zarr(tmp_path / "x.zarr", _data(), 25)
-    X, info = io.open_zarr(tmp_path / "x.zarr", target_chunk_bytes=1)
+    _X, info = io.open_zarr(tmp_path / "x.zarr", target_chunk_bytes=1)
     assert info.row_chunks == (25, 25, 25, 25, 3)
 
 
@@ -102,7 +101,7 @@ def test_open_zarr_sharded_tasks_cover_whole_shards(tmp_path):
 def test_open_zarr_integer_store_converted_to_float(tmp_path):
     data = np.arange(60, dtype="int32").reshape(20, 3)
     _write_zarr(tmp_path / "i.zarr", data, 8)
-    X, info = io.open_zarr(tmp_path / "i.zarr", dtype="float32")
+    X, _info = io.open_zarr(tmp_path / "i.zarr", dtype="float32")
     assert X.dtype == np.float32
     np.testing.assert_array_equal(X.compute(), data.astype("float32"))
 
@@ -114,7 +113,7 @@ def test_open_zarr_array_inside_group(tmp_path):
                                              dtype="f8")[...] = data
     group.create_array("other", shape=(5, 2), dtype="f8")
     group.create_array("more", shape=(5, 2), dtype="f8")
-    X, info = io.open_zarr(tmp_path / "g.zarr", array_path="inner/X")
+    X, _info = io.open_zarr(tmp_path / "g.zarr", array_path="inner/X")
     np.testing.assert_array_equal(X.compute(), data)
     with pytest.raises(DataError, match=r"is a group, not an array; its arrays are "
                        r"\['more', 'other'\].*Pass array_path"):
@@ -134,7 +133,7 @@ def test_open_zarr_group_with_one_array_uses_it(tmp_path):
 def test_open_zarr_file_url_gives_same_data_and_fingerprint(tmp_path):
     data = _data()
     _write_zarr(tmp_path / "x.zarr", data, 30)
-    X_local, info_local = io.open_zarr(tmp_path / "x.zarr")
+    _X_local, info_local = io.open_zarr(tmp_path / "x.zarr")
     X_url, info_url = io.open_zarr(f"file://{tmp_path}/x.zarr", storage_options={})
     np.testing.assert_array_equal(X_url.compute(), data)
     assert info_url.fingerprint == info_local.fingerprint
@@ -253,7 +252,7 @@ def test_open_parquet_natural_file_order_and_hidden_files(tmp_path):
     (directory / "_SUCCESS").write_text("")
     (directory / ".part.0.parquet.crc").write_bytes(b"\x00\x01")
     pq.write_metadata(pa.schema([("a", pa.float64())]), directory / "_common_metadata")
-    X, info = io.open_parquet(directory)
+    X, _info = io.open_parquet(directory)
     np.testing.assert_array_equal(X.compute()[:, 0], data[:, 0])
 
 
@@ -446,7 +445,7 @@ def test_open_source_dispatch(tmp_path):
     pq.write_table(pa.table({"a": data[:, 0]}), tmp_path / "x.parquet")
     assert io.open_source("zarr", tmp_path / "x.zarr")[1].kind == "zarr"
     assert io.open_source("npy", tmp_path / "x.npy", dtype="float32")[1].dtype == "float32"
-    X, info = io.open_source("parquet", tmp_path / "x.parquet", columns=["a"])
+    X, _info = io.open_source("parquet", tmp_path / "x.parquet", columns=["a"])
     np.testing.assert_array_equal(X.compute()[:, 0], data[:, 0])
     with pytest.raises(ConfigError, match=r"Unknown data kind 'csv' .* use one of "
                        r"\('zarr', 'parquet', 'npy'\)"):
@@ -473,6 +472,7 @@ def test_data_info_to_dict_is_json_ready(tmp_path):
 
     _write_zarr(tmp_path / "x.zarr", _data(), 10)
     _, info = io.open_zarr(tmp_path / "x.zarr")
+    assert {info} == {io.open_zarr(tmp_path / "x.zarr")[1]}  # hashable, equal when reopened
     doc = json.loads(json.dumps(info.to_dict()))
     assert doc["shape"] == [103, 4] and sum(doc["row_chunks"]) == 103
     assert "103 rows x 4 features" in info.describe()
@@ -548,7 +548,7 @@ def test_nonfinite_rows_raise_or_drop_on_real_files(tmp_path, kind):
         _write_parquet_files(tmp_path / "ds", data, [150, 250], 60)
         X, _ = io.open_parquet(tmp_path / "ds", target_chunk_bytes=1)
     assert X.npartitions > 3
-    settings = dict(n_components=2, covariance_type="diag", random_state=0, max_iter=20)
+    settings = {"n_components": 2, "covariance_type": "diag", "random_state": 0, "max_iter": 20}
     with pytest.raises(DataError, match=r"The data hold 4 row\(s\) with NaN or inf values "
                        r"\(the first at row 57\)"):
         GaussianMixture(**settings).fit(X)

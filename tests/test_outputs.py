@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import dask.array as da
@@ -126,7 +127,7 @@ def test_parquet_output_one_part_per_input_chunk(tmp_path, params, kind):
 def test_output_subsets(tmp_path, params):
     data = _data(params)
     X, _ = _open("zarr", tmp_path, data)
-    labels, proba, loglik = _expected(data, params)
+    labels, _proba, _loglik = _expected(data, params)
     z = outputs.write_predictions(X, params, tmp_path / "l.zarr", outputs=["labels"])
     assert list(zarr.open_group(z, mode="r").array_keys()) == ["labels"]
     p = outputs.write_predictions(X, params, tmp_path / "p.parquet",
@@ -146,7 +147,7 @@ def test_prediction_arrays_are_lazy_and_aligned(params):
     arrays = outputs.prediction_arrays(X, params)
     assert arrays["labels"].chunks == ((50, 50, 50, 50, 3),)
     assert arrays["probabilities"].chunks == ((50, 50, 50, 50, 3), (params.n_components,))
-    labels, proba, loglik = _expected(data, params)
+    labels, _proba, loglik = _expected(data, params)
     np.testing.assert_array_equal(arrays["labels"].compute(), labels)
     np.testing.assert_allclose(arrays["log_likelihood"].compute(), loglik, rtol=1e-12)
 
@@ -161,7 +162,7 @@ def test_predict_block_all_rows_bad(params):
 
 def test_write_predictions_with_a_distributed_client(tmp_path, params, cluster_client):
     data = _data(params)
-    X, info = _open("npy", tmp_path, data)
+    X, _info = _open("npy", tmp_path, data)
     labels, _, loglik = _expected(data, params)
     z = outputs.write_predictions(X, params, tmp_path / "c.zarr", client=cluster_client)
     np.testing.assert_array_equal(zarr.open_group(z, mode="r")["labels"][:], labels)
@@ -188,9 +189,14 @@ def test_fsspec_urls(tmp_path, params):
     mem = f"memory://dgmm-{uuid.uuid4().hex}/m.parquet"
     with dask.config.set(scheduler="sync"):
         outputs.write_predictions(X, params, mem)
+    mem_zarr = mem.replace(".parquet", ".zarr")
+    with dask.config.set(scheduler="sync"):
+        outputs.write_predictions(X, params, mem_zarr, outputs=["labels"])
+    np.testing.assert_array_equal(zarr.open_group(mem_zarr, mode="r")["labels"][:], labels)
     fs = fsspec.filesystem("memory")
     assert len(fs.ls(mem)) == 4
-    assert not [p for p in fs.ls(mem.rsplit("/", 1)[0]) if ".tmp-" in p]
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(mem.rsplit("/", 1)[0], detail=False)) == [
+        "m.parquet", "m.zarr"]
 
 
 # ------------------------------------------------------------------------- errors
@@ -217,27 +223,35 @@ def test_errors(tmp_path, params):
 # ---------------------------------------------------------------------- atomicity
 
 
-def _fail_on_chunk(block, bad_chunk, block_info=None):
+def _fail_on_chunk(block, bad_chunk, delay=0.0, block_info=None):
+    """A real failing read: chunk ``bad_chunk`` raises, the others take ``delay`` s."""
     if block_info[0]["chunk-location"][0] == bad_chunk:
-        raise OSError("read error in chunk %d" % bad_chunk)
+        raise OSError(f"read error in chunk {bad_chunk}")
+    time.sleep(delay)
     return block
 
 
-def _failing(X, bad_chunk=3):
-    return X.map_blocks(_fail_on_chunk, bad_chunk, dtype=X.dtype)
+def _failing(X, bad_chunk=3, delay=0.0):
+    return X.map_blocks(_fail_on_chunk, bad_chunk, delay, dtype=X.dtype)
 
 
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "distributed"])
 @pytest.mark.parametrize("suffix", [".zarr", ".parquet"])
-def test_failed_write_leaves_no_output(tmp_path, params, suffix):
-    X = da.from_array(_data(params), chunks=(20, 3))
-    out = tmp_path / f"pred{suffix}"
+def test_failed_write_leaves_no_output(tmp_path, params, suffix, scheduler, request):
+    """The error raised is the chunk's; the partial temporary output is removed, also
+    when other chunks are still being written as the failure happens."""
     import dask
 
-    with dask.config.set(scheduler="sync"), \
-            pytest.raises(OSError, match=r"read error in chunk 3"):
-        outputs.write_predictions(_failing(X), params, out)
+    X = da.from_array(_data(params), chunks=(20, 3))
+    out = tmp_path / f"pred{suffix}"
+    client = request.getfixturevalue("cluster_client") if scheduler == "distributed" else None
+    config = {"scheduler": scheduler} if client is None else {}
+    with dask.config.set(config), pytest.raises(OSError, match=r"read error in chunk 3"):
+        outputs.write_predictions(_failing(X, 3, delay=0.05), params, out, client=client)
     assert not os.path.exists(out)
-    assert _siblings(out) == []  # the partial temporary output was removed
+    assert _siblings(out) == []
+    time.sleep(0.3)  # no late writer brings the temporary output back
+    assert _siblings(out) == []
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".parquet"])
@@ -299,7 +313,7 @@ def test_process_killed_mid_write_leaves_old_output_whole(tmp_path, params, suff
                                       {str(out)!r})
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, check=False)
     assert result.returncode == 17, result.stderr
     assert sorted(os.listdir(out)) == before
     leftovers = _siblings(out)
