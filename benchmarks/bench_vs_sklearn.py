@@ -9,9 +9,9 @@ the table shows the wall time per EM iteration, initialisation excluded:
   each, a multiple of the worker count), so the transfer is not timed. One untimed warm-up
   iteration, then the time between the fit callback's successive iteration reports (the
   pass over the data plus the M-step on the driver).
-- kernel: the same chunks through ``dgmm.kernels.chunk_stats`` in this process with one
-  BLAS thread, summed and divided by the worker count: the time the Dask layer would take
-  if it cost nothing (dgmm minus kernel is the Dask overhead).
+- kernel: ``dgmm.kernels.chunk_stats`` alone on the same chunks, run on the workers that
+  hold them with no EM graph around it; the slowest worker's total: the time of a pass if
+  the Dask layer cost nothing (dgmm minus kernel is the Dask overhead plus the M-step).
 - scikit-learn: ``sklearn.mixture.GaussianMixture`` in this process once the cluster is
   shut down (BLAS threads on every core), per iteration (E-step, M-step, lower bound) from
   timestamps taken after each M-step.
@@ -140,6 +140,45 @@ def blas_description() -> str:
     return "; ".join(parts) or "none found"
 
 
+class OtherLoad:
+    """Share of the machine's CPU time that other processes used during a ``with`` block.
+
+    Busy time of all CPUs minus the CPU time of this process and its children (the
+    cluster's workers), over wall time x cores. Benchmarks are only meaningful near 0.
+    """
+
+    def __init__(self):
+        import psutil
+
+        self._psutil = psutil
+        self.share = math.nan
+
+    def _ours(self) -> float:
+        me = self._psutil.Process()
+        total = 0.0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except self._psutil.Error:
+                pass
+        return total
+
+    def _busy(self) -> float:
+        t = self._psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def __enter__(self):
+        self._t0, self._busy0, self._ours0 = time.perf_counter(), self._busy(), self._ours()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self._t0
+        others = (self._busy() - self._busy0) - (self._ours() - self._ours0)
+        self.share = max(0.0, others) / (wall * (os.cpu_count() or 1))
+        return False
+
+
 def chunk_rows_for(case: Case, n_workers: int, chunk_mib: float) -> int:
     """Rows per chunk: about ``chunk_mib`` MiB, with a chunk count that is a multiple of
     the worker count so that every worker gets the same share."""
@@ -150,8 +189,18 @@ def chunk_rows_for(case: Case, n_workers: int, chunk_mib: float) -> int:
     return math.ceil(case.n_samples / n_chunks)
 
 
-def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int):
-    """(seconds per iteration, per-pass seconds, fitted model) of dgmm on the cluster."""
+def initial_gmm_params(init: dict, covariance_type: str):
+    """The ``GMMParams`` that dgmm builds from weights_init/means_init/precisions_init."""
+    from dgmm.params import GMMParams, precision_cholesky_from_precisions
+
+    prec_chol = precision_cholesky_from_precisions(init["precisions_init"], covariance_type)
+    return GMMParams.from_precisions_cholesky(init["weights_init"], init["means_init"],
+                                              prec_chol, covariance_type)
+
+
+def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int) -> dict:
+    """dgmm on the cluster: seconds per iteration and per pass, kernel-only seconds per
+    pass on the workers, the fitted model and the chunks each worker holds."""
     import dask.array as da
     from distributed import wait
 
@@ -180,31 +229,45 @@ def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int):
         return np.diff(stamps), np.array(passes), model
 
     fit(1)  # warm-up: imports and code on the workers, first graph
-    per_iter, passes, model = fit(n_iter)
+    with OtherLoad() as load:
+        per_iter, passes, model = fit(n_iter)
+    kernel = time_kernel(client, Xd, initial_gmm_params(init, case.covariance_type))
     del Xd
-    return per_iter, passes, model, held
+    return dict(per_iter=per_iter, passes=passes, model=model, held=held, kernel=kernel,
+                load=load.share)
 
 
-def time_kernel(X, case: Case, model_init, chunk_rows: int, n_workers: int) -> float:
-    """Seconds of one pass of ``kernels.chunk_stats`` over the chunks in this process,
-    with one BLAS thread, divided by the worker count (a Dask layer costing nothing)."""
-    from threadpoolctl import threadpool_limits
+def _timed_chunk_stats(block, params):
+    """(worker address, seconds) of ``kernels.chunk_stats`` on one chunk, on a worker."""
+    from distributed import get_worker
 
     from dgmm import kernels
 
-    total = 0.0
-    with threadpool_limits(1, user_api="blas"):
-        kernels.chunk_stats(X[:chunk_rows], model_init)
-        for start in range(0, X.shape[0], chunk_rows):
-            block = X[start : start + chunk_rows]
-            t0 = time.perf_counter()
-            kernels.chunk_stats(block, model_init)
-            total += time.perf_counter() - t0
-    return total / n_workers
+    t0 = time.perf_counter()
+    kernels.chunk_stats(block, params)
+    return get_worker().address, time.perf_counter() - t0
+
+
+def time_kernel(client, Xd, params) -> float:
+    """Seconds of one pass of ``kernels.chunk_stats`` run on the workers over the chunks
+    each holds, with no EM graph around it: the slowest worker's sum over its chunks (the
+    time of a pass if the Dask layer cost nothing)."""
+    chunks = client.futures_of(Xd)
+    best = math.inf
+    for _ in range(2):  # the first round warms up
+        timings = client.gather([
+            client.submit(_timed_chunk_stats, chunk, params, pure=False) for chunk in chunks
+        ])
+        per_worker: dict[str, float] = {}
+        for address, seconds in timings:
+            per_worker[address] = per_worker.get(address, 0.0) + seconds
+        best = min(best, max(per_worker.values()))
+    return best
 
 
 def time_sklearn(X, case: Case, init: dict, n_iter: int):
-    """(seconds per iteration, fitted model) of scikit-learn in this process."""
+    """(seconds per iteration, fitted model, other processes' CPU share) of scikit-learn
+    in this process."""
     from sklearn.mixture import GaussianMixture
 
     class StampedGaussianMixture(GaussianMixture):
@@ -222,13 +285,14 @@ def time_sklearn(X, case: Case, init: dict, n_iter: int):
         case.n_components, covariance_type=case.covariance_type, tol=0.0, max_iter=n_iter,
         init_params="random_from_data", random_state=0, **init,
     )
-    t0 = time.perf_counter()
-    model.fit(X)
-    total = time.perf_counter() - t0
+    with OtherLoad() as load:
+        t0 = time.perf_counter()
+        model.fit(X)
+        total = time.perf_counter() - t0
     stamps = getattr(model, "stamps_", [])
     if len(stamps) != n_iter + 1:  # private hooks changed: fall back to the whole fit
-        return np.full(n_iter, total / n_iter), model
-    return np.diff(stamps), model
+        return np.full(n_iter, total / n_iter), model, load.share
+    return np.diff(stamps), model, load.share
 
 
 def max_rel_diff(a, b) -> float:
@@ -259,7 +323,6 @@ def main(argv=None) -> int:
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 
     from dgmm.estimator import ConvergenceWarning
-    from dgmm.params import GMMParams, precision_cholesky_from_precisions
 
     warnings.simplefilter("ignore", SkConvergenceWarning)
     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -272,8 +335,10 @@ def main(argv=None) -> int:
     if {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} & openblas_env.keys():
         print(f"WARNING: {openblas_env} is set and slows OpenBLAS; rerun with "
               "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE")
-    gemm = gemm_gflops(gemm_size)
-    print(f"float64 GEMM {gemm_size}x{gemm_size}, all cores: {gemm:.1f} GFLOP/s")
+    with OtherLoad() as load:
+        gemm = gemm_gflops(gemm_size)
+    print(f"float64 GEMM {gemm_size}x{gemm_size}, all cores: {gemm:.1f} GFLOP/s "
+          f"(other load {load.share:.0%})")
 
     data = {}
     for case in cases:
@@ -290,30 +355,24 @@ def main(argv=None) -> int:
         for case in cases:
             X, init = data[case.name]
             chunk_rows = chunk_rows_for(case, args.workers, args.chunk_mib)
-            per_iter, passes, model, held = time_dgmm(client, X, case, init, args.iters,
-                                                      chunk_rows)
+            r = time_dgmm(client, X, case, init, args.iters, chunk_rows)
             print(f"{case.name}: {math.ceil(case.n_samples / chunk_rows)} chunks of "
-                  f"{chunk_rows} rows, chunks per worker {sorted(held.values())}; dgmm "
-                  f"s/iter {np.round(per_iter, 3).tolist()}, pass only "
-                  f"{np.round(passes, 3).tolist()}")
-            rows[case.name] = dict(dgmm=float(per_iter.mean()), model=model,
-                                   chunk_rows=chunk_rows)
+                  f"{chunk_rows} rows, chunks per worker {sorted(r['held'].values())}; dgmm "
+                  f"s/iter {np.round(r['per_iter'], 3).tolist()}, pass only "
+                  f"{np.round(r['passes'], 3).tolist()}, kernel only {r['kernel']:.3f}")
+            rows[case.name] = dict(dgmm=float(r["per_iter"].mean()), model=r["model"],
+                                   kernel=r["kernel"], load=r["load"])
     finally:
         client.close()
         cluster.close()
 
     for case in cases:
         X, init = data[case.name]
-        prec_chol = precision_cholesky_from_precisions(init["precisions_init"],
-                                                       case.covariance_type)
-        theta0 = GMMParams.from_precisions_cholesky(init["weights_init"], init["means_init"],
-                                                   prec_chol, case.covariance_type)
-        rows[case.name]["kernel"] = time_kernel(X, case, theta0, rows[case.name]["chunk_rows"],
-                                                args.workers)
         if not args.no_sklearn:
-            per_iter, sk = time_sklearn(X, case, init, args.iters)
+            per_iter, sk, load = time_sklearn(X, case, init, args.iters)
             print(f"{case.name}: scikit-learn s/iter {np.round(per_iter, 3).tolist()}")
             rows[case.name]["sklearn"] = float(per_iter.mean())
+            rows[case.name]["load"] = max(rows[case.name]["load"], load)
             ours = rows[case.name]["model"]
             rows[case.name]["diff"] = max(
                 max_rel_diff(ours.means_, sk.means_),
@@ -324,7 +383,7 @@ def main(argv=None) -> int:
     print()
     header = (f"{'case':8} {'N':>9} {'d':>3} {'K':>3} {'type':5} | {'dgmm s/it':>9} "
               f"{'kernel':>7} {'sklearn':>8} {'ratio':>6} | {'dgmm GF/s':>9} {'sk GF/s':>8} "
-              f"{'vs GEMM':>7} | {'max rel diff':>12}")
+              f"{'vs GEMM':>7} | {'max rel diff':>12} {'other load':>10}")
     print(header)
     print("-" * len(header))
     for case in cases:
@@ -334,11 +393,14 @@ def main(argv=None) -> int:
         print(f"{case.name:8} {case.n_samples:9d} {case.n_features:3d} {case.n_components:3d} "
               f"{case.covariance_type:5} | {r['dgmm']:9.3f} {r['kernel']:7.3f} {sk:8.3f} "
               f"{r['dgmm'] / sk:6.2f} | {flops / r['dgmm'] / 1e9:9.1f} {flops / sk / 1e9:8.1f} "
-              f"{flops / r['dgmm'] / 1e9 / gemm:7.2f} | {r.get('diff', math.nan):12.1e}")
+              f"{flops / r['dgmm'] / 1e9 / gemm:7.2f} | {r.get('diff', math.nan):12.1e} "
+              f"{r['load']:10.0%}")
     print(f"\nGEMM {gemm:.1f} GFLOP/s on {os.cpu_count()} cores; ratio = dgmm / sklearn "
           "seconds per iteration (target <= 0.5); vs GEMM = dgmm GFLOP/s / GEMM rate "
-          "(target >= 0.5 on full64); kernel = chunk_stats alone, ideal split over the "
-          "workers; flops: full 4NKd^2, diag 8NKd per iteration.")
+          "(target >= 0.5 on full64); kernel = chunk_stats alone on the workers, "
+          "seconds per pass; flops: full 4NKd^2, diag 8NKd per iteration; max rel diff = "
+          "dgmm vs scikit-learn (means, covariances, lower bound); other load = CPU share "
+          "used by other processes while timing (figures are valid only near 0%).")
     return 0
 
 

@@ -15,9 +15,10 @@ log-sum-exp) run along contiguous rows.
 
 Per covariance type, with Xc the block's rows centred on ``ref``:
 
-- full: Y = Xc @ [U_1 | ... | U_K] - [b_1 | ... | b_K] (one GEMM, b_k = (mu_k - ref) U_k),
-  squared norms per component; scatter sum_i r_ik x_i x_i^T for all k as one GEMM
-  (B @ Xc with B[k, :, i] = r_ik x_i, a (K d, rows) matrix).
+- full: Y = [Xc | 1] @ [[U_1 | ... | U_K], [-b_1 | ... | -b_K]] (one GEMM,
+  b_k = (mu_k - ref) U_k), squared norms per component; scatter and first moments
+  sum_i r_ik x_i [x_i^T | 1] for all k as one GEMM (B @ [Xc | 1] with B[k, :, i] = r_ik x_i,
+  a (K d, rows) matrix).
 - tied: Y = Xc @ U, log-probabilities as one (K, d) @ (d, rows) product; scatter
   Xc^T diag(w) Xc (responsibilities do not enter).
 - diag, spherical: Z = [Xc | Xc^2 | 1]; log-probabilities as one (K, 2d+1) @ (2d+1, rows)
@@ -123,7 +124,8 @@ class _Workspace:
 class _Design:
     """Builds, per block, the centred rows in the layout the covariance type needs.
 
-    full, tied: Xc (m, d). diag, spherical: Z = [Xc | Xc^2 | 1] (m, 2d+1).
+    full: Z = [Xc | 1] (m, d+1); tied: Xc (m, d); diag, spherical: Z = [Xc | Xc^2 | 1]
+    (m, 2d+1). The column of ones folds the means into the GEMMs.
     """
 
     def __init__(self, covariance_type: str, ref: np.ndarray, rows: int, ws: _Workspace):
@@ -131,16 +133,16 @@ class _Design:
         self.ref = ref
         d = ref.shape[0]
         self.n_features = d
-        self.width = 2 * d + 1 if covariance_type in ("diag", "spherical") else d
+        self.width = {"full": d + 1, "tied": d}.get(covariance_type, 2 * d + 1)
         self._full = ws.get("design", (rows, self.width))
-        if self.width != d:
-            self._full[:, 2 * d] = 1.0
+        if self.width > d:
+            self._full[:, -1] = 1.0
 
     def build(self, block: np.ndarray) -> np.ndarray:
         m, d = block.shape[0], self.n_features
         Z = self._full[:m]
         np.subtract(block, self.ref, out=Z[:, :d])
-        if self.width != d:
+        if self.width == 2 * d + 1:
             np.square(Z[:, :d], out=Z[:, d : 2 * d])
         return Z
 
@@ -164,9 +166,11 @@ class _LogProb:
         self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
         self.ws = ws
         if cov == "full":
-            # y_k = (x - mu_k) @ U_k for all k in one GEMM: Xc @ [U_1 | ... | U_K] - b
-            self.W = np.ascontiguousarray(prec_chol.transpose(1, 0, 2).reshape(d, k * d))
-            self.b = np.einsum("ki,kij->kj", means_c, prec_chol).reshape(k * d)
+            # y_k = (x - mu_k) @ U_k for all k in one GEMM: [Xc | 1] @ [[U_1 ... U_K], [-b]]
+            W = np.empty((d + 1, k * d))
+            W[:d] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
+            W[d] = -np.einsum("ki,kij->kj", means_c, prec_chol).reshape(k * d)
+            self.W = W
             self.Y = ws.get("Y", (rows, k * d))
         elif cov == "tied":
             # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U
@@ -192,7 +196,6 @@ class _LogProb:
         if self.covariance_type == "full":
             Y = self.Y[:m]
             np.matmul(Z, self.W, out=Y)
-            Y -= self.b
             maha = self.ws.get("maha", (m, k))
             Y3 = Y.reshape(m, k, d)
             np.einsum("rkd,rkd->rk", Y3, Y3, out=maha)
@@ -236,7 +239,7 @@ def _log_resp_inplace(L: np.ndarray, ws: _Workspace) -> np.ndarray:
 class _Moments:
     """Accumulates a chunk's weighted moments about ``ref``; ``finish`` moves them to c_k.
 
-    full: G (K d, d) = stacked sum_i r_ik x_i x_i^T, S (K, d), N (K);
+    full: G (K d, d+1) = stacked [sum_i r_ik x_i x_i^T | sum_i r_ik x_i], N (K);
     tied: G (d, d) = sum_i w_i x_i x_i^T, S (K, d), N (K);
     diag, spherical: M (K, 2d+1) = [sum r x | sum r x^2 | sum r].
     """
@@ -248,10 +251,10 @@ class _Moments:
         self.n_components, self.n_features = k, d
         self.ws = ws
         if covariance_type == "full":
-            self.G = np.zeros((k * d, d))
+            self.G = np.zeros((k * d, d + 1))
+            self.N = np.zeros(k)
         elif covariance_type == "tied":
             self.G = np.zeros((d, d))
-        if covariance_type in ("full", "tied"):
             self.S = np.zeros((k, d))
             self.N = np.zeros(k)
         else:
@@ -262,13 +265,13 @@ class _Moments:
         k, d = self.n_components, self.n_features
         m = Z.shape[0]
         if self.covariance_type == "full":
-            # B[k, :, i] = r_ik x_i: the scatter of every component in one GEMM
+            # B[k, :, i] = r_ik x_i: the scatter of every component (and, through the
+            # column of ones in Z, its first moment) in one GEMM
             Xt = self.ws.get("Xt", (d, m))
-            np.copyto(Xt, Z.T)
+            np.copyto(Xt, Z[:, :d].T)
             B = self.ws.get("Y", (k, d, m))
             np.multiply(R[:, None, :], Xt[None, :, :], out=B)
             _acc_gemm(self.G, B.reshape(k * d, m), Z)
-            _acc_gemm(self.S, R, Z)
             self.N += R.sum(axis=1)
         elif self.covariance_type == "tied":
             if w is None:
@@ -291,11 +294,12 @@ class _Moments:
             s1 = s - nk[:, None] * shift_c
             s2 = sq - 2.0 * shift_c * s + nk[:, None] * shift_c**2
             return nk, s1, s2
-        nk, s = self.N, self.S
+        nk = self.N
+        s = self.G[:, d].reshape(k, d) if cov == "full" else self.S
         s1 = s - nk[:, None] * shift_c
         # sum r (x - c)(x - c)^T = A - c s^T - s c^T + N c c^T, with A, s about ref
         if cov == "full":
-            A = self.G.reshape(k, d, d)
+            A = self.G[:, :d].reshape(k, d, d)
             cs = shift_c[:, :, None] * s[:, None, :]
             s2 = A - cs - cs.transpose(0, 2, 1) + nk[:, None, None] * (
                 shift_c[:, :, None] * shift_c[:, None, :]
