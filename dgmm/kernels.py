@@ -41,6 +41,9 @@ from .stats import SuffStats, s2_shape
 
 #: target size in bytes of the largest per-block work array (rows x K x d doubles)
 BLOCK_BYTES = 1 << 21
+#: from this many features on, the full-covariance scatter uses one SYRK per component
+#: (half the flops of the stacked GEMM, worth its K calls per block)
+SYRK_MIN_FEATURES = 32
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -239,7 +242,10 @@ def _log_resp_inplace(L: np.ndarray, ws: _Workspace) -> np.ndarray:
 class _Moments:
     """Accumulates a chunk's weighted moments about ``ref``; ``finish`` moves them to c_k.
 
-    full: G (K d, d+1) = stacked [sum_i r_ik x_i x_i^T | sum_i r_ik x_i], N (K);
+    full: G (K d, d+1) = stacked [sum_i r_ik x_i x_i^T | sum_i r_ik x_i], N (K); or, from
+    ``SYRK_MIN_FEATURES`` features on, C (K, d, d) with the lower triangles of
+    sum_i r_ik x_i x_i^T (one SYRK per component on sqrt(r_ik) x_i) and SN (K, d+1) =
+    [sum_i r_ik x_i | sum_i r_ik];
     tied: G (d, d) = sum_i w_i x_i x_i^T, S (K, d), N (K);
     diag, spherical: M (K, 2d+1) = [sum r x | sum r x^2 | sum r].
     """
@@ -250,7 +256,11 @@ class _Moments:
         k, d = n_components, n_features
         self.n_components, self.n_features = k, d
         self.ws = ws
-        if covariance_type == "full":
+        self.syrk = covariance_type == "full" and d >= SYRK_MIN_FEATURES
+        if self.syrk:
+            self.C = np.zeros((k, d, d))
+            self.SN = np.zeros((k, d + 1))
+        elif covariance_type == "full":
             self.G = np.zeros((k * d, d + 1))
             self.N = np.zeros(k)
         elif covariance_type == "tied":
@@ -264,7 +274,18 @@ class _Moments:
         """Add a block: Z from ``_Design``, R (K, m) responsibilities times row weights."""
         k, d = self.n_components, self.n_features
         m = Z.shape[0]
-        if self.covariance_type == "full":
+        if self.syrk:
+            Xt = self.ws.get("Xt", (d, m))
+            np.copyto(Xt, Z[:, :d].T)
+            root_r = self.ws.get("root_r", (k, m))
+            np.sqrt(R, out=root_r)
+            B = self.ws.get("Y", (k, d, m))
+            np.multiply(root_r[:, None, :], Xt[None, :, :], out=B)
+            for j in range(k):
+                # C[j].T (Fortran order) += B[j] @ B[j].T, upper triangle = lower of C[j]
+                _blas.dsyrk(1.0, B[j].T, beta=1.0, c=self.C[j].T, trans=1, overwrite_c=1)
+            _acc_gemm(self.SN, R, Z)
+        elif self.covariance_type == "full":
             # B[k, :, i] = r_ik x_i: the scatter of every component (and, through the
             # column of ones in Z, its first moment) in one GEMM
             Xt = self.ws.get("Xt", (d, m))
@@ -294,12 +315,18 @@ class _Moments:
             s1 = s - nk[:, None] * shift_c
             s2 = sq - 2.0 * shift_c * s + nk[:, None] * shift_c**2
             return nk, s1, s2
-        nk = self.N
-        s = self.G[:, d].reshape(k, d) if cov == "full" else self.S
+        if self.syrk:
+            nk, s = self.SN[:, d].copy(), self.SN[:, :d]
+            lower = np.tril(self.C)
+            A = lower + np.tril(self.C, -1).transpose(0, 2, 1)
+        elif cov == "full":
+            nk, s = self.N, self.G[:, d].reshape(k, d)
+            A = self.G[:, :d].reshape(k, d, d)
+        else:
+            nk, s = self.N, self.S
         s1 = s - nk[:, None] * shift_c
         # sum r (x - c)(x - c)^T = A - c s^T - s c^T + N c c^T, with A, s about ref
         if cov == "full":
-            A = self.G[:, :d].reshape(k, d, d)
             cs = shift_c[:, :, None] * s[:, None, :]
             s2 = A - cs - cs.transpose(0, 2, 1) + nk[:, None, None] * (
                 shift_c[:, :, None] * shift_c[:, None, :]
