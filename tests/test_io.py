@@ -242,6 +242,33 @@ def test_open_parquet_groups_row_groups_and_small_files_to_target(parquet_datase
     np.testing.assert_array_equal(X[[5, 40, 99], 1:3].compute(), data[[5, 40, 99], 1:3])
 
 
+def _bytes_read_by_this_process() -> int:
+    with open("/proc/self/io") as handle:
+        return int(next(line for line in handle if line.startswith("rchar:")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc/self/io")
+def test_open_parquet_reads_footers_only(tmp_path):
+    """Opening a 32 MB dataset reads its footers, not its pages: the row chunks are known
+    from the metadata alone."""
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        pq.write_table(pa.table({"a": rng.standard_normal(1_000_000)}),
+                       tmp_path / f"part.{i}.parquet", row_group_size=250_000,
+                       compression="none")
+    size = sum(f.stat().st_size for f in tmp_path.glob("*.parquet"))
+    io.open_parquet(tmp_path / "part.0.parquet")  # warm up imports and caches
+    before = _bytes_read_by_this_process()
+    X, info = io.open_parquet(tmp_path, target_chunk_bytes=1)
+    opened = _bytes_read_by_this_process() - before
+    assert info.row_chunks == (250_000,) * 16
+    # pyarrow reads the last 64 KiB of each file to find its footer
+    assert opened < 4 * 128 * 2**10 and opened < 0.05 * size, (opened, size)
+    before = _bytes_read_by_this_process()
+    X.sum().compute(scheduler="sync")
+    assert _bytes_read_by_this_process() - before > size
+
+
 def test_open_parquet_natural_file_order_and_hidden_files(tmp_path):
     data = _data(n_rows=30)
     directory = tmp_path / "ds"
