@@ -36,6 +36,27 @@ def _is_dask(X) -> bool:
     return isinstance(X, da.Array)
 
 
+def _masked(row_fn, fill):
+    """``row_fn`` on the finite rows of a block; rows with NaN or inf get ``fill``."""
+
+    def apply(X: np.ndarray, params: GMMParams) -> np.ndarray:
+        finite = np.isfinite(X).all(axis=1)
+        if finite.all():
+            return row_fn(X, params)
+        result = row_fn(X[finite], params)
+        out = np.full((X.shape[0],) + result.shape[1:], fill, dtype=result.dtype)
+        out[finite] = result
+        return out
+
+    apply.__name__ = row_fn.__name__
+    return apply
+
+
+_predict_rows = _masked(kernels.predict, -1)
+_predict_proba_rows = _masked(kernels.predict_proba, np.nan)
+_score_samples_rows = _masked(kernels.score_samples, np.nan)
+
+
 class GaussianMixture:
     """Gaussian mixture fitted by out-of-core EM on a Dask cluster.
 
@@ -359,22 +380,31 @@ class GaussianMixture:
 
     # -- inference -------------------------------------------------------------------
     def _apply(self, X, row_fn, n_columns, dtype):
+        """Rows with NaN or inf: a DataError for NumPy input when ``nonfinite='raise'``;
+        otherwise (and always for lazy Dask input) label -1 and NaN values."""
         X = self._check_X(X, fitting=False)
         if _is_dask(X):
             return engine.map_rows(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
+        if self.nonfinite == "raise" and not np.isfinite(X).all():
+            bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+            raise DataError(
+                f"X holds {bad.size} row(s) with NaN or inf values (the first at row "
+                f"{bad[0]}). Clean them, or set nonfinite='drop' to get label -1 and NaN "
+                "for those rows."
+            )
         return row_fn(X, self.params_)
 
     def predict(self, X):
-        """Most probable component per row, shape (n_samples,)."""
-        return self._apply(X, kernels.predict, None, np.int64)
+        """Most probable component per row, shape (n_samples,); -1 for non-finite rows."""
+        return self._apply(X, _predict_rows, None, np.int64)
 
     def predict_proba(self, X):
-        """Responsibilities, shape (n_samples, n_components)."""
-        return self._apply(X, kernels.predict_proba, self.n_components, np.float64)
+        """Responsibilities, shape (n_samples, n_components); NaN for non-finite rows."""
+        return self._apply(X, _predict_proba_rows, self.n_components, np.float64)
 
     def score_samples(self, X):
-        """Log-likelihood log p(x_i) per row, shape (n_samples,)."""
-        return self._apply(X, kernels.score_samples, None, np.float64)
+        """Log-likelihood log p(x_i) per row, shape (n_samples,); NaN for non-finite rows."""
+        return self._apply(X, _score_samples_rows, None, np.float64)
 
     def score(self, X, y=None):
         """Mean log-likelihood per row (a float)."""

@@ -311,6 +311,21 @@ def test_nonfinite_rows_raise_or_drop(bad):
     np.testing.assert_allclose(np.sort(dropped.means_, 0), np.sort(clean.means_, 0), rtol=1e-6)
 
 
+def test_nonfinite_rows_at_predict_time():
+    X = make_blobs(200, 2, 2, seed=34)
+    model = GaussianMixture(2, random_state=0).fit(X)
+    X[[3, 50]] = np.nan
+    with pytest.raises(DataError, match=r"2 row\(s\) with NaN or inf values \(the first at row 3\)"):
+        model.predict(X)
+    lazy = model.predict(da.from_array(X, chunks=(64, -1))).compute()
+    proba = model.predict_proba(da.from_array(X, chunks=(64, -1))).compute()
+    assert lazy[3] == -1 and lazy[50] == -1 and np.isnan(proba[[3, 50]]).all()
+    clean = np.delete(np.arange(200), [3, 50])
+    np.testing.assert_array_equal(lazy[clean], model.predict(X[clean]))
+    model.set_params(nonfinite="drop")
+    assert np.isnan(model.score_samples(X)[50])
+
+
 def test_predict_before_fit_is_an_error():
     with pytest.raises(AttributeError, match="not fitted"):
         GaussianMixture().predict(np.zeros((3, 2)))
