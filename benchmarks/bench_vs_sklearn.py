@@ -5,7 +5,7 @@ means_init, precisions_init) for the same number of iterations (tol=0, max_iter=
 the table shows the wall time per EM iteration, initialisation excluded:
 
 - dgmm: a ``LocalCluster`` of ``--workers`` worker processes x 1 thread; the data are
-  persisted on the workers first as a Dask array of row chunks (about ``--chunk-mib``
+  placed on the workers first as a Dask array of row chunks (about ``--chunk-mib``
   each, a multiple of the worker count), so the transfer is not timed. One untimed warm-up
   iteration, then the time between the fit callback's successive iteration reports (the
   pass over the data plus the M-step on the driver).
@@ -179,6 +179,19 @@ class OtherLoad:
         return False
 
 
+def wait_for_idle(max_seconds: float, busy_share: float = 0.1) -> bool:
+    """Wait (up to ``max_seconds``) until other processes use under ``busy_share`` of the
+    CPUs over 2 s, so that timings are not shared with them. True when idle."""
+    import psutil
+
+    deadline = time.monotonic() + max_seconds
+    while True:
+        if psutil.cpu_percent(interval=2.0) / 100.0 < busy_share:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
 def chunk_rows_for(case: Case, n_workers: int, chunk_mib: float) -> int:
     """Rows per chunk: about ``chunk_mib`` MiB, with a chunk count that is a multiple of
     the worker count so that every worker gets the same share."""
@@ -198,20 +211,36 @@ def initial_gmm_params(init: dict, covariance_type: str):
                                               prec_chol, covariance_type)
 
 
+def place_chunks(client, X: np.ndarray, chunk_rows: int):
+    """A Dask array of X's row chunks held by the workers, dealt round-robin so that each
+    holds the same number (the scheduler's own placement can leave 3 and 5).
+
+    Returns the array, the chunks' futures and {worker: chunks held}.
+    """
+    import dask.array as da
+    from dask.tokenize import tokenize
+
+    workers = sorted(client.scheduler_info()["workers"])
+    starts = range(0, X.shape[0], chunk_rows)
+    futures = [
+        client.scatter(X[start : start + chunk_rows], workers=[workers[i % len(workers)]])
+        for i, start in enumerate(starts)
+    ]
+    name = "bench-data-" + tokenize(X.shape, chunk_rows, [f.key for f in futures])
+    graph = {(name, i, 0): future for i, future in enumerate(futures)}
+    sizes = tuple(min(chunk_rows, X.shape[0] - start) for start in starts)
+    Xd = da.Array(graph, name, chunks=(sizes, (X.shape[1],)), dtype=X.dtype)
+    held = {w: sum(1 for i in range(len(futures)) if i % len(workers) == j)
+            for j, w in enumerate(workers)}
+    return Xd, futures, held
+
+
 def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int) -> dict:
     """dgmm on the cluster: seconds per iteration and per pass, kernel-only seconds per
     pass on the workers, the fitted model and the chunks each worker holds."""
-    import dask.array as da
-    from distributed import wait
-
     import dgmm
 
-    Xd = client.persist(da.from_array(X, chunks=(chunk_rows, X.shape[1])))
-    wait(Xd)
-    held = {w: len(keys) for w, keys in client.has_what().items()}
-    if len(set(held.values())) > 1:
-        client.rebalance()
-        held = {w: len(keys) for w, keys in client.has_what().items()}
+    Xd, chunks, held = place_chunks(client, X, chunk_rows)
 
     def fit(max_iter):
         stamps, passes = [], []
@@ -231,8 +260,8 @@ def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int) -
     fit(1)  # warm-up: imports and code on the workers, first graph
     with OtherLoad() as load:
         per_iter, passes, model = fit(n_iter)
-    kernel = time_kernel(client, Xd, initial_gmm_params(init, case.covariance_type))
-    del Xd
+    kernel = time_kernel(client, chunks, initial_gmm_params(init, case.covariance_type))
+    del Xd, chunks
     return dict(per_iter=per_iter, passes=passes, model=model, held=held, kernel=kernel,
                 load=load.share)
 
@@ -248,11 +277,10 @@ def _timed_chunk_stats(block, params):
     return get_worker().address, time.perf_counter() - t0
 
 
-def time_kernel(client, Xd, params) -> float:
+def time_kernel(client, chunks, params) -> float:
     """Seconds of one pass of ``kernels.chunk_stats`` run on the workers over the chunks
     each holds, with no EM graph around it: the slowest worker's sum over its chunks (the
     time of a pass if the Dask layer cost nothing)."""
-    chunks = client.futures_of(Xd)
     best = math.inf
     for _ in range(2):  # the first round warms up
         timings = client.gather([
@@ -311,6 +339,9 @@ def parse_args(argv=None):
     parser.add_argument("--gemm-size", type=int, default=None,
                         help="side of the square GEMM (default 4096, 1024 with --quick)")
     parser.add_argument("--no-sklearn", action="store_true", help="time dgmm only")
+    parser.add_argument("--wait-idle", type=float, default=300.0, metavar="SECONDS",
+                        help="before each timed part, wait up to this long for the other "
+                        "processes on the machine to go idle (0: do not wait)")
     args = parser.parse_args(argv)
     if args.iters < 2:
         parser.error("--iters must be at least 2")
@@ -326,6 +357,11 @@ def main(argv=None) -> int:
 
     warnings.simplefilter("ignore", SkConvergenceWarning)
     warnings.simplefilter("ignore", ConvergenceWarning)
+
+    def settle():
+        if args.wait_idle > 0 and not wait_for_idle(args.wait_idle):
+            print(f"note: the machine stayed busy for {args.wait_idle:.0f} s; timing anyway")
+
     cases = [(QUICK_CASES if args.quick else CASES)[name] for name in args.cases]
     gemm_size = args.gemm_size or (1024 if args.quick else 4096)
 
@@ -335,6 +371,7 @@ def main(argv=None) -> int:
     if {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} & openblas_env.keys():
         print(f"WARNING: {openblas_env} is set and slows OpenBLAS; rerun with "
               "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE")
+    settle()
     with OtherLoad() as load:
         gemm = gemm_gflops(gemm_size)
     print(f"float64 GEMM {gemm_size}x{gemm_size}, all cores: {gemm:.1f} GFLOP/s "
@@ -355,6 +392,7 @@ def main(argv=None) -> int:
         for case in cases:
             X, init = data[case.name]
             chunk_rows = chunk_rows_for(case, args.workers, args.chunk_mib)
+            settle()
             r = time_dgmm(client, X, case, init, args.iters, chunk_rows)
             print(f"{case.name}: {math.ceil(case.n_samples / chunk_rows)} chunks of "
                   f"{chunk_rows} rows, chunks per worker {sorted(r['held'].values())}; dgmm "
@@ -369,6 +407,7 @@ def main(argv=None) -> int:
     for case in cases:
         X, init = data[case.name]
         if not args.no_sklearn:
+            settle()
             per_iter, sk, load = time_sklearn(X, case, init, args.iters)
             print(f"{case.name}: scikit-learn s/iter {np.round(per_iter, 3).tolist()}")
             rows[case.name]["sklearn"] = float(per_iter.mean())
