@@ -9,9 +9,10 @@ the table shows the wall time per EM iteration, initialisation excluded:
   each, a multiple of the worker count), so the transfer is not timed. One untimed warm-up
   iteration, then the time between the fit callback's successive iteration reports (the
   pass over the data plus the M-step on the driver).
-- kernel: ``dgmm.kernels.chunk_stats`` alone on the same chunks, run on the workers that
-  hold them with no EM graph around it; the slowest worker's total: the time of a pass if
-  the Dask layer cost nothing (dgmm minus kernel is the Dask overhead plus the M-step).
+- kernel: the seconds per pass that the busiest worker spent inside the chunk tasks
+  (``kernels.chunk_stats``), from the cluster's task stream during the timed fit: the
+  time of a pass if the Dask layer cost nothing (dgmm minus kernel is the Dask overhead
+  plus the M-step on the driver).
 - scikit-learn: ``sklearn.mixture.GaussianMixture`` in this process once the cluster is
   shut down (BLAS threads on every core), per iteration (E-step, M-step, lower bound) from
   timestamps taken after each M-step.
@@ -202,15 +203,6 @@ def chunk_rows_for(case: Case, n_workers: int, chunk_mib: float) -> int:
     return math.ceil(case.n_samples / n_chunks)
 
 
-def initial_gmm_params(init: dict, covariance_type: str):
-    """The ``GMMParams`` that dgmm builds from weights_init/means_init/precisions_init."""
-    from dgmm.params import GMMParams, precision_cholesky_from_precisions
-
-    prec_chol = precision_cholesky_from_precisions(init["precisions_init"], covariance_type)
-    return GMMParams.from_precisions_cholesky(init["weights_init"], init["means_init"],
-                                              prec_chol, covariance_type)
-
-
 def place_chunks(client, X: np.ndarray, chunk_rows: int):
     """A Dask array of X's row chunks held by the workers, dealt round-robin so that each
     holds the same number (the scheduler's own placement can leave 3 and 5).
@@ -258,39 +250,29 @@ def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int) -
         return np.diff(stamps), np.array(passes), model
 
     fit(1)  # warm-up: imports and code on the workers, first graph
-    with OtherLoad() as load:
+    from distributed import get_task_stream
+
+    with OtherLoad() as load, get_task_stream(client) as stream:
         per_iter, passes, model = fit(n_iter)
-    kernel = time_kernel(client, chunks, initial_gmm_params(init, case.covariance_type))
+    kernel = chunk_task_seconds(stream.data, n_iter)
     del Xd, chunks
     return dict(per_iter=per_iter, passes=passes, model=model, held=held, kernel=kernel,
                 load=load.share)
 
 
-def _timed_chunk_stats(block, params):
-    """(worker address, seconds) of ``kernels.chunk_stats`` on one chunk, on a worker."""
-    from distributed import get_worker
-
-    from dgmm import kernels
-
-    t0 = time.perf_counter()
-    kernels.chunk_stats(block, params)
-    return get_worker().address, time.perf_counter() - t0
-
-
-def time_kernel(client, chunks, params) -> float:
-    """Seconds of one pass of ``kernels.chunk_stats`` run on the workers over the chunks
-    each holds, with no EM graph around it: the slowest worker's sum over its chunks (the
-    time of a pass if the Dask layer cost nothing)."""
-    best = math.inf
-    for _ in range(2):  # the first round warms up
-        timings = client.gather([
-            client.submit(_timed_chunk_stats, chunk, params, pure=False) for chunk in chunks
-        ])
-        per_worker: dict[str, float] = {}
-        for address, seconds in timings:
-            per_worker[address] = per_worker.get(address, 0.0) + seconds
-        best = min(best, max(per_worker.values()))
-    return best
+def chunk_task_seconds(task_stream: list, n_passes: int) -> float:
+    """Seconds per pass the slowest worker spent computing chunk tasks (the E-step
+    kernel), from a ``distributed.get_task_stream`` record; nan when none is found."""
+    per_worker: dict[str, float] = {}
+    for record in task_stream:
+        key = record["key"]
+        name = key[0] if isinstance(key, tuple) else key
+        if "estep" not in str(name):
+            continue
+        busy = sum(s["stop"] - s["start"] for s in record["startstops"]
+                   if s["action"] == "compute")
+        per_worker[record["worker"]] = per_worker.get(record["worker"], 0.0) + busy
+    return max(per_worker.values()) / n_passes if per_worker else math.nan
 
 
 def time_sklearn(X, case: Case, init: dict, n_iter: int):
@@ -436,8 +418,8 @@ def main(argv=None) -> int:
               f"{r['load']:10.0%}")
     print(f"\nGEMM {gemm:.1f} GFLOP/s on {os.cpu_count()} cores; ratio = dgmm / sklearn "
           "seconds per iteration (target <= 0.5); vs GEMM = dgmm GFLOP/s / GEMM rate "
-          "(target >= 0.5 on full64); kernel = chunk_stats alone on the workers, "
-          "seconds per pass; flops: full 4NKd^2, diag 8NKd per iteration; max rel diff = "
+          "(target >= 0.5 on full64); kernel = seconds per pass the busiest worker spent "
+          "in chunk tasks; flops: full 4NKd^2, diag 8NKd per iteration; max rel diff = "
           "dgmm vs scikit-learn (means, covariances, lower bound); other load = CPU share "
           "used by other processes while timing (figures are valid only near 0%).")
     return 0

@@ -15,10 +15,12 @@ log-sum-exp) run along contiguous rows.
 
 Per covariance type, with Xc the block's rows centred on ``ref``:
 
-- full: Y = [Xc | 1] @ [[U_1 | ... | U_K], [-b_1 | ... | -b_K]] (one GEMM,
+- full: Y = [1 | Xc] @ [[-b_1 | ... | -b_K], [U_1 | ... | U_K]] (one GEMM,
   b_k = (mu_k - ref) U_k), squared norms per component; scatter and first moments
-  sum_i r_ik x_i [x_i^T | 1] for all k as one GEMM (B @ [Xc | 1] with B[k, :, i] = r_ik x_i,
-  a (K d, rows) matrix).
+  sum_i r_ik x_i [1 | x_i^T] for all k as one GEMM (B @ [1 | Xc] with B[k, :, i] = r_ik x_i,
+  a (K d, rows) matrix). From ``TRIANGULAR_MIN_FEATURES`` features on, the E-step GEMM
+  skips the zero lower-left block of the triangular U_k and the scatter is one SYRK per
+  component.
 - tied: Y = Xc @ U, log-probabilities as one (K, d) @ (d, rows) product; scatter
   Xc^T diag(w) Xc (responsibilities do not enter).
 - diag, spherical: Z = [Xc | Xc^2 | 1]; log-probabilities as one (K, 2d+1) @ (2d+1, rows)
@@ -41,9 +43,11 @@ from .stats import SuffStats, s2_shape
 
 #: target size in bytes of the largest per-block work array (rows x K x d doubles)
 BLOCK_BYTES = 1 << 21
-#: from this many features on, the full-covariance scatter uses one SYRK per component
-#: (half the flops of the stacked GEMM, worth its K calls per block)
-SYRK_MIN_FEATURES = 32
+#: from this many features on, the full-covariance kernels use the triangular structure:
+#: the E-step GEMM is split in two (the zero lower-left block of every U_k is skipped,
+#: 3/4 of the flops) and the scatter is one SYRK per component (half the flops of the
+#: stacked GEMM); below it the extra calls per block cost more than they save
+TRIANGULAR_MIN_FEATURES = 32
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -127,7 +131,7 @@ class _Workspace:
 class _Design:
     """Builds, per block, the centred rows in the layout the covariance type needs.
 
-    full: Z = [Xc | 1] (m, d+1); tied: Xc (m, d); diag, spherical: Z = [Xc | Xc^2 | 1]
+    full: Z = [1 | Xc] (m, d+1); tied: Xc (m, d); diag, spherical: Z = [Xc | Xc^2 | 1]
     (m, 2d+1). The column of ones folds the means into the GEMMs.
     """
 
@@ -138,13 +142,16 @@ class _Design:
         self.n_features = d
         self.width = {"full": d + 1, "tied": d}.get(covariance_type, 2 * d + 1)
         self._full = ws.get("design", (rows, self.width))
-        if self.width > d:
+        self._x = slice(1, d + 1) if covariance_type == "full" else slice(0, d)
+        if covariance_type == "full":
+            self._full[:, 0] = 1.0
+        elif self.width > d:
             self._full[:, -1] = 1.0
 
     def build(self, block: np.ndarray) -> np.ndarray:
         m, d = block.shape[0], self.n_features
         Z = self._full[:m]
-        np.subtract(block, self.ref, out=Z[:, :d])
+        np.subtract(block, self.ref, out=Z[:, self._x])
         if self.width == 2 * d + 1:
             np.square(Z[:, :d], out=Z[:, d : 2 * d])
         return Z
@@ -169,12 +176,24 @@ class _LogProb:
         self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
         self.ws = ws
         if cov == "full":
-            # y_k = (x - mu_k) @ U_k for all k in one GEMM: [Xc | 1] @ [[U_1 ... U_K], [-b]]
-            W = np.empty((d + 1, k * d))
-            W[:d] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
-            W[d] = -np.einsum("ki,kij->kj", means_c, prec_chol).reshape(k * d)
-            self.W = W
-            self.Y = ws.get("Y", (rows, k * d))
+            # y_k = (x - mu_k) @ U_k for all k in one GEMM: [1 | Xc] @ [[-b], [U_1 ... U_K]]
+            b = np.einsum("ki,kij->kj", means_c, prec_chol)  # (K, d)
+            h = d // 2
+            triangular = not np.any(prec_chol[:, h:, :h])
+            self.split = d >= max(2, TRIANGULAR_MIN_FEATURES) and triangular
+            if self.split:
+                # U_k = [[A, B], [0, C]]: the first h outputs need only [1 | x_1..x_h]
+                self.h = h
+                self.W1 = np.empty((h + 1, k * h))
+                self.W1[0] = -b[:, :h].reshape(-1)
+                self.W1[1:] = prec_chol[:, :h, :h].transpose(1, 0, 2).reshape(h, k * h)
+                self.W2 = np.empty((d + 1, k * (d - h)))
+                self.W2[0] = -b[:, h:].reshape(-1)
+                self.W2[1:] = prec_chol[:, :, h:].transpose(1, 0, 2).reshape(d, k * (d - h))
+            else:
+                self.W = np.empty((d + 1, k * d))
+                self.W[0] = -b.reshape(-1)
+                self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
         elif cov == "tied":
             # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U
             self.U = prec_chol
@@ -197,11 +216,24 @@ class _LogProb:
         m = Z.shape[0]
         L = self.ws.get("L", (k, m))
         if self.covariance_type == "full":
-            Y = self.Y[:m]
-            np.matmul(Z, self.W, out=Y)
             maha = self.ws.get("maha", (m, k))
-            Y3 = Y.reshape(m, k, d)
-            np.einsum("rkd,rkd->rk", Y3, Y3, out=maha)
+            Y = self.ws.get("Y", (m * k * d,))
+            if self.split:
+                h = self.h
+                Y1 = Y[: m * k * h].reshape(m, k * h)
+                Y2 = Y[m * k * h :].reshape(m, k * (d - h))
+                np.matmul(Z[:, : h + 1], self.W1, out=Y1)
+                np.matmul(Z, self.W2, out=Y2)
+                maha2 = self.ws.get("maha2", (m, k))
+                Y1, Y2 = Y1.reshape(m, k, h), Y2.reshape(m, k, d - h)
+                np.einsum("rkd,rkd->rk", Y1, Y1, out=maha)
+                np.einsum("rkd,rkd->rk", Y2, Y2, out=maha2)
+                maha += maha2
+            else:
+                Y = Y.reshape(m, k * d)
+                np.matmul(Z, self.W, out=Y)
+                Y3 = Y.reshape(m, k, d)
+                np.einsum("rkd,rkd->rk", Y3, Y3, out=maha)
             np.copyto(L, maha.T)
             L *= -0.5
             L += self.const
@@ -242,10 +274,10 @@ def _log_resp_inplace(L: np.ndarray, ws: _Workspace) -> np.ndarray:
 class _Moments:
     """Accumulates a chunk's weighted moments about ``ref``; ``finish`` moves them to c_k.
 
-    full: G (K d, d+1) = stacked [sum_i r_ik x_i x_i^T | sum_i r_ik x_i], N (K); or, from
-    ``SYRK_MIN_FEATURES`` features on, C (K, d, d) with the lower triangles of
+    full: G (K d, d+1) = stacked [sum_i r_ik x_i | sum_i r_ik x_i x_i^T], N (K); or, from
+    ``TRIANGULAR_MIN_FEATURES`` features on, C (K, d, d) with the lower triangles of
     sum_i r_ik x_i x_i^T (one SYRK per component on sqrt(r_ik) x_i) and SN (K, d+1) =
-    [sum_i r_ik x_i | sum_i r_ik];
+    [sum_i r_ik | sum_i r_ik x_i];
     tied: G (d, d) = sum_i w_i x_i x_i^T, S (K, d), N (K);
     diag, spherical: M (K, 2d+1) = [sum r x | sum r x^2 | sum r].
     """
@@ -256,7 +288,7 @@ class _Moments:
         k, d = n_components, n_features
         self.n_components, self.n_features = k, d
         self.ws = ws
-        self.syrk = covariance_type == "full" and d >= SYRK_MIN_FEATURES
+        self.syrk = covariance_type == "full" and d >= TRIANGULAR_MIN_FEATURES
         if self.syrk:
             self.C = np.zeros((k, d, d))
             self.SN = np.zeros((k, d + 1))
@@ -276,7 +308,7 @@ class _Moments:
         m = Z.shape[0]
         if self.syrk:
             Xt = self.ws.get("Xt", (d, m))
-            np.copyto(Xt, Z[:, :d].T)
+            np.copyto(Xt, Z[:, 1:].T)
             root_r = self.ws.get("root_r", (k, m))
             np.sqrt(R, out=root_r)
             B = self.ws.get("Y", (k, d, m))
@@ -289,7 +321,7 @@ class _Moments:
             # B[k, :, i] = r_ik x_i: the scatter of every component (and, through the
             # column of ones in Z, its first moment) in one GEMM
             Xt = self.ws.get("Xt", (d, m))
-            np.copyto(Xt, Z[:, :d].T)
+            np.copyto(Xt, Z[:, 1:].T)
             B = self.ws.get("Y", (k, d, m))
             np.multiply(R[:, None, :], Xt[None, :, :], out=B)
             _acc_gemm(self.G, B.reshape(k * d, m), Z)
@@ -316,12 +348,12 @@ class _Moments:
             s2 = sq - 2.0 * shift_c * s + nk[:, None] * shift_c**2
             return nk, s1, s2
         if self.syrk:
-            nk, s = self.SN[:, d].copy(), self.SN[:, :d]
+            nk, s = self.SN[:, 0].copy(), self.SN[:, 1:]
             lower = np.tril(self.C)
             A = lower + np.tril(self.C, -1).transpose(0, 2, 1)
         elif cov == "full":
-            nk, s = self.N, self.G[:, d].reshape(k, d)
-            A = self.G[:, :d].reshape(k, d, d)
+            nk, s = self.N, self.G[:, 0].reshape(k, d)
+            A = self.G[:, 1:].reshape(k, d, d)
         else:
             nk, s = self.N, self.S
         s1 = s - nk[:, None] * shift_c
