@@ -39,7 +39,7 @@ import numpy as np
 from scipy.linalg import blas as _blas
 
 from .params import GMMParams, log_det_cholesky
-from .stats import SuffStats, s2_shape
+from .stats import SuffStats
 
 #: target size in bytes of the largest per-block work array (rows x K x d doubles)
 BLOCK_BYTES = 1 << 21
