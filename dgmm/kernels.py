@@ -49,6 +49,11 @@ BLOCK_BYTES = 1 << 21
 #: stacked GEMM); below it the extra calls per block cost more than they save
 TRIANGULAR_MIN_FEATURES = 32
 LOG_2PI = math.log(2.0 * math.pi)
+#: in the statistics (not in predict_proba), a responsibility below exp(-640) ~ 3e-278
+#: times the row's largest is set to exactly 0: it changes no sum by more than 1e-260 of
+#: its value, while letting it through puts subnormal numbers (from exp, then from its
+#: products with the data) into the GEMMs, where each costs 10-100x a normal one
+FLUSH_LOG_RATIO = -640.0
 
 
 def block_rows(n_components: int, n_features: int) -> int:
@@ -116,11 +121,12 @@ class _Workspace:
     def __init__(self):
         self._buffers: dict[str, np.ndarray] = {}
 
-    def get(self, name: str, shape: tuple, fill: float | None = None) -> np.ndarray:
+    def get(self, name: str, shape: tuple, fill: float | None = None,
+            dtype=np.float64) -> np.ndarray:
         size = math.prod(shape)
         buf = self._buffers.get(name)
         if buf is None or buf.size < size:
-            buf = np.empty(size)
+            buf = np.empty(size, dtype=dtype)
             self._buffers[name] = buf
         view = buf[:size].reshape(shape)
         if fill is not None:
@@ -251,17 +257,23 @@ class _LogProb:
         return L
 
 
-def _log_resp_inplace(L: np.ndarray, ws: _Workspace) -> np.ndarray:
+def _log_resp_inplace(L: np.ndarray, ws: _Workspace, flush: bool = False) -> np.ndarray:
     """Turn (K, m) weighted log-probabilities into responsibilities in place.
 
     Returns log p(x_i) (m,), a workspace view. Rows where every component has probability
     zero give log p = -inf (and NaN responsibilities), as before any max is subtracted.
+    ``flush``: responsibilities below exp(FLUSH_LOG_RATIO) times the row's largest become
+    exactly 0 (for the statistics only, see ``FLUSH_LOG_RATIO``).
     """
     m = L.shape[1]
     top = np.max(L, axis=0, out=ws.get("top", (m,)))
     if not _all_finite(top):
         top[~np.isfinite(top)] = 0.0
     L -= top
+    if flush:
+        tiny = ws.get("tiny", L.shape, dtype=np.bool_)
+        np.less(L, FLUSH_LOG_RATIO, out=tiny)
+        np.copyto(L, -np.inf, where=tiny)
     np.exp(L, out=L)
     total = np.sum(L, axis=0, out=ws.get("total", (m,)))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -411,7 +423,7 @@ def chunk_stats(
         Z = design.build(X[start : start + step])
         w = None if sample_weight is None else sample_weight[start : start + step]
         R = log_prob(Z)
-        log_norm = _log_resp_inplace(R, ws)
+        log_norm = _log_resp_inplace(R, ws, flush=True)
         if w is None:
             loglik += float(log_norm.sum())
         else:
