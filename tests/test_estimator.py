@@ -127,7 +127,7 @@ def test_result_does_not_depend_on_the_number_of_workers(cluster_client):
     X = da.from_array(make_blobs(3000, 3, 3, seed=24), chunks=(100, -1))
     two = fit_fixed(X, "full", client=cluster_client)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as one_worker, Client(one_worker) as client:
+                      dashboard_address=":0") as one_worker, Client(one_worker) as client:
         one = fit_fixed(X, "full", client=client)
     local = fit_fixed(X, "full")
     assert_params_close(one, two, rtol=1e-10)
