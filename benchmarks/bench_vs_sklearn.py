@@ -215,12 +215,16 @@ def place_chunks(client, X: np.ndarray, chunk_rows: int):
 
     workers = sorted(client.scheduler_info()["workers"])
     starts = range(0, X.shape[0], chunk_rows)
-    futures = [
-        client.scatter(X[start : start + chunk_rows], workers=[workers[i % len(workers)]])
-        for i, start in enumerate(starts)
-    ]
-    name = "bench-data-" + tokenize(X.shape, chunk_rows, [f.key for f in futures])
-    graph = {(name, i, 0): future for i, future in enumerate(futures)}
+    name = "bench-data-" + tokenize(X.shape, chunk_rows, time.time())
+    futures = []
+    for i, start in enumerate(starts):
+        # the chunk is stored under the array's own key: no alias task that the scheduler
+        # could run (and copy the chunk to) on another worker during the passes
+        key = (name, i, 0)
+        scattered = client.scatter({key: X[start : start + chunk_rows]},
+                                   workers=[workers[i % len(workers)]])
+        futures.append(scattered[key])
+    graph = {future.key: future for future in futures}
     sizes = tuple(min(chunk_rows, X.shape[0] - start) for start in starts)
     Xd = da.Array(graph, name, chunks=(sizes, (X.shape[1],)), dtype=X.dtype)
     held = {w: sum(1 for i in range(len(futures)) if i % len(workers) == j)
