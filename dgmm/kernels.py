@@ -42,7 +42,7 @@ from .params import GMMParams, log_det_cholesky
 from .stats import SuffStats
 
 #: target size in bytes of the largest per-block work array (rows x K x d doubles)
-BLOCK_BYTES = 1 << 21
+BLOCK_BYTES = 1 << 22
 #: from this many features on, the full-covariance kernels use the triangular structure:
 #: the E-step GEMM is split in two (the zero lower-left block of every U_k is skipped,
 #: 3/4 of the flops) and the scatter is one SYRK per component (half the flops of the
