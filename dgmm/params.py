@@ -219,7 +219,12 @@ class GMMParams:
         }
 
     def __dask_tokenize__(self):
-        return (type(self).__name__, self.covariance_type, *self.to_arrays().values())
+        # normalise each array by its bytes: a tuple of raw arrays would be tokenized by
+        # their printed form, which NumPy elides ("...") past 1000 entries
+        from dask.tokenize import normalize_token
+
+        return (type(self).__name__, self.covariance_type,
+                *(normalize_token(v) for v in self.to_arrays().values()))
 
     def allclose(self, other: "GMMParams", rtol: float = 0.0, atol: float = 0.0) -> bool:
         """True when every array matches ``other`` within the tolerances."""

@@ -329,3 +329,19 @@ def test_nonfinite_rows_at_predict_time():
 def test_predict_before_fit_is_an_error():
     with pytest.raises(AttributeError, match="not fitted"):
         GaussianMixture().predict(np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_same_answer_as_sklearn_with_many_features(covariance_type, offset):
+    """d = 36 takes the triangular E-step GEMM and the SYRK scatter (d >= 32)."""
+    X = make_blobs(3000, 36, 3, seed=35, spread=2.0)
+    init = initial_params(X, 3, covariance_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=200,
+                               **init).fit(X)
+        far_init = dict(init, means_init=init["means_init"] + offset)
+        dg = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=200,
+                             **far_init).fit(da.from_array(X + offset, chunks=(700, -1)))
+    assert_same_fit(sk, dg, shift=offset)

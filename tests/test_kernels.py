@@ -118,3 +118,54 @@ def test_the_numpy_core_does_not_import_dask():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(params=["default", "triangular"])
+def kernel_path(request, monkeypatch):
+    """Run with the default paths, and with the d >= 32 paths (triangular E-step GEMM,
+    SYRK scatter) forced on for small d."""
+    if request.param == "triangular":
+        monkeypatch.setattr(kernels, "TRIANGULAR_MIN_FEATURES", 2)
+    return request.param
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("n_features", [3, 40])
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_chunk_stats_on_every_kernel_path(kernel_path, covariance_type, n_features, offset):
+    X = make_blobs(700, n_features, 3, seed=12) + offset
+    params = params_for(covariance_type, X)
+    w = np.random.default_rng(2).uniform(0.5, 2.0, 700)
+    stats = kernels.chunk_stats(X, params, w)
+    loglik, nk, s1, s2_full = reference_stats(X, params, w)
+    assert stats.loglik == pytest.approx(loglik, rel=1e-10)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-9, atol=1e-9)
+    scale = np.abs(s2_full).max()
+    np.testing.assert_allclose(stats.s1, s1, rtol=1e-7, atol=1e-9 * scale)
+    expected_s2 = {
+        "full": s2_full,
+        "tied": s2_full.sum(0),
+        "diag": np.diagonal(s2_full, axis1=1, axis2=2),
+        "spherical": np.diagonal(s2_full, axis1=1, axis2=2),
+    }[covariance_type]
+    np.testing.assert_allclose(stats.s2, expected_s2, rtol=1e-7, atol=1e-9 * scale)
+    np.testing.assert_allclose(kernels.score_samples(X, params),
+                               logsumexp(reference_log_prob(X, params), axis=1), rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_far_apart_components_flush_tiny_responsibilities_exactly(covariance_type):
+    """Clusters 1e3 standard deviations apart: cross responsibilities below exp(-640)."""
+    rng = np.random.default_rng(3)
+    centers = np.array([[0.0, 0.0], [1e3, 0.0], [0.0, 1e3]])
+    labels = rng.integers(3, size=600)
+    X = centers[labels] + rng.normal(size=(600, 2))
+    cov = {"full": np.stack([np.eye(2)] * 3), "tied": np.eye(2),
+           "diag": np.ones((3, 2)), "spherical": np.ones(3)}[covariance_type]
+    params = GMMParams.from_covariances(np.ones(3) / 3, centers, cov, covariance_type)
+    stats = kernels.chunk_stats(X, params)
+    loglik, nk, s1, s2_full = reference_stats(X, params, np.ones(600))
+    np.testing.assert_array_equal(stats.nk, np.bincount(labels, minlength=3).astype(float))
+    np.testing.assert_allclose(stats.s1, s1, rtol=1e-10, atol=1e-10)
+    assert stats.loglik == pytest.approx(loglik, rel=1e-12)
+    assert (kernels.predict(X, params) == labels).all()

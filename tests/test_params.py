@@ -59,3 +59,16 @@ def test_params_are_read_only():
     p = GMMParams.from_covariances(np.ones(2) / 2, np.zeros((2, 2)), np.ones(2), "spherical")
     with pytest.raises(ValueError):
         p.means[0, 0] = 1.0
+
+
+def test_dask_token_sees_every_entry():
+    from dask.base import tokenize
+
+    rng = np.random.default_rng(0)
+    cov = np.stack([np.eye(64)] * 16)
+    a = GMMParams.from_covariances(np.full(16, 1 / 16), rng.normal(size=(16, 64)), cov, "full")
+    means = np.array(a.means)
+    means[8, 30] += 1e-9  # deep inside the array: elided when printed
+    b = GMMParams(a.weights, means, a.covariances, a.precisions_cholesky, "full")
+    assert tokenize(a) != tokenize(b)
+    assert tokenize(a) == tokenize(GMMParams(**a.to_arrays(), covariance_type="full"))
