@@ -94,9 +94,10 @@ class _Progress:
             self.emit(f"init {st.init_index + 1}: initial parameters ready "
                       f"({info.seconds:.2f} s)")
         else:
+            change = f"{info.change: .3e}" if math.isfinite(info.change) else "     n/a  "
             self.emit(
                 f"init {st.init_index + 1} iter {st.iteration:4d}  "
-                f"mean log-lik {st.lower_bound: .8f}  change {info.change: .3e}  "
+                f"mean log-lik {st.lower_bound: .8f}  change {change}  "
                 f"{info.seconds:6.2f} s  {info.rows_per_second:,.0f} rows/s"
                 + (f"  empty components {list(info.empty)}" if info.empty else "")
             )
