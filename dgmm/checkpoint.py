@@ -321,6 +321,16 @@ class CheckpointStore:
         except OSError as exc:
             raise CheckpointError(f"Cannot append to {self._display(METRICS_NAME)}: {exc}.") from None
 
+    def truncate_metrics(self, keep) -> int:
+        """Keep only the ``metrics.jsonl`` records for which ``keep(record)`` is true
+        (rewritten atomically); returns how many were dropped. Used on resume, so that
+        iterations computed again are not listed twice."""
+        records = self.read_metrics()
+        kept = [r for r in records if keep(r)]
+        if len(kept) != len(records):
+            self._atomic_write(METRICS_NAME, "".join(_dumps(r) + "\n" for r in kept).encode())
+        return len(records) - len(kept)
+
     def read_metrics(self) -> list[dict]:
         """The records of ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
         try:

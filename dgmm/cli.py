@@ -153,7 +153,7 @@ def cmd_make_data(args) -> int:
             overwrite=args.overwrite,
         )
     _emit(f"wrote {info.describe()}")
-    _emit(f"true parameters stored beside the data (dgmm.datasets.load_true_params)")
+    _emit("true parameters stored beside the data (dgmm.datasets.load_true_params)")
     return 0
 
 
@@ -172,7 +172,6 @@ def cmd_predict(args) -> int:
     model = load_model(args.model)
     X, info = open_source(kind, args.data, **options)
     with cluster.connect(args.cluster) as client:
-        model.client = client
         write_predictions(X, model.params_, args.out, client=client)
     _emit(f"wrote predictions for {info.n_samples:,} rows to {args.out}")
     return 0

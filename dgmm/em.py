@@ -176,6 +176,11 @@ def resolve_seed(random_state) -> int:
     raise ValueError(f"random_state must be None, an int or a numpy generator, got {random_state!r}")
 
 
+def restart_seed(seed: int, init_index: int) -> int:
+    """The seed of restart ``init_index`` of a fit whose root seed is ``seed``."""
+    return seed + 7919 * init_index
+
+
 def _check_rows(n_rows: int, n_nonfinite: int, first_nonfinite: int, settings: EMSettings):
     if n_nonfinite and settings.nonfinite == "raise":
         raise DataError(
@@ -196,7 +201,7 @@ def fit_em(
     settings: EMSettings,
     *,
     seed: int,
-    fixed_init: Callable[[engine.ChunkedData], GMMParams] | None = None,
+    fixed_init: Callable[[engine.ChunkedData, int], GMMParams] | None = None,
     warm_start: tuple[GMMParams, float] | None = None,
     callback: Callable[[IterationInfo], None] | None = None,
     resume: EMState | None = None,
@@ -204,8 +209,8 @@ def fit_em(
 ) -> FitResult:
     """Fit by EM; the best of ``settings.n_init`` restarts by final lower bound.
 
-    fixed_init: returns theta_0 for a restart (user-given initial parameters) instead of
-    ``settings.init_params``; warm_start: (params, lower_bound) to continue from, one
+    fixed_init: ``fixed_init(data, init_index)`` returns theta_0 for a restart (user-given
+    initial parameters) instead of ``settings.init_params``; warm_start: (params, lower_bound) to continue from, one
     restart only; resume: a state from a callback, to continue an interrupted fit.
     """
     n_init = 1 if warm_start is not None else settings.n_init
@@ -221,11 +226,11 @@ def fit_em(
             if warm_start is not None:
                 params, lower_bound = warm_start
             elif fixed_init is not None:
-                params, lower_bound = fixed_init(data), -math.inf
+                params, lower_bound = fixed_init(data, init_index), -math.inf
             else:
                 init = initial_params(
                     data, settings.n_components, settings.covariance_type,
-                    settings.init_params, settings.reg_covar, seed + 7919 * init_index,
+                    settings.init_params, settings.reg_covar, restart_seed(seed, init_index),
                     on_first_pass=lambda *counts: _check_rows(*counts, settings),
                     **split,
                 )

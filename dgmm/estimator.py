@@ -16,6 +16,7 @@ chunks, so predictions on larger-than-memory data stream.
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 import math
 import warnings
 
@@ -26,6 +27,12 @@ from . import em, engine, kernels
 from ._types import COVARIANCE_TYPES, INIT_PARAMS
 from .errors import ConfigError, DataError
 from .params import GMMParams, precision_cholesky_from_precisions
+
+
+def information_criteria(mean_log_likelihood: float, n_rows: int, n_parameters: int):
+    """(BIC, AIC) of a model with ``n_parameters`` free parameters on ``n_rows`` rows."""
+    total = -2.0 * mean_log_likelihood * n_rows
+    return total + n_parameters * math.log(n_rows), total + 2.0 * n_parameters
 
 
 class ConvergenceWarning(UserWarning):
@@ -239,7 +246,7 @@ class GaussianMixture:
         params = GMMParams.from_precisions_cholesky(
             self.weights_init, self.means_init, prec_chol, self.covariance_type
         )
-        return lambda data: params
+        return lambda data, init_index: params
 
     def _partial_init(self, init_params: GMMParams) -> GMMParams:
         """Override parts of an init by the user-given weights / means / precisions."""
@@ -314,11 +321,12 @@ class GaussianMixture:
         partial = (fixed_init is None and any(
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init)))
         if partial:
-            # initialise by init_params, then override the parts the user gave
-            init_only = em.EMSettings(**{**settings.__dict__, "max_iter": 0, "n_init": 1})
+            # initialise each restart by init_params, then override what the user gave
+            init_only = replace(settings, max_iter=0, n_init=1)
 
-            def fixed_init(data):
-                first = em.fit_em(data, init_only, seed=seed, client=self.client)
+            def fixed_init(data, init_index):
+                first = em.fit_em(data, init_only, seed=em.restart_seed(seed, init_index),
+                                  client=self.client)
                 return self._partial_init(first.params)
 
         result = em.fit_em(
@@ -406,23 +414,37 @@ class GaussianMixture:
         """Log-likelihood log p(x_i) per row, shape (n_samples,); NaN for non-finite rows."""
         return self._apply(X, _score_samples_rows, None, np.float64)
 
-    def score(self, X, y=None):
-        """Mean log-likelihood per row (a float)."""
+    def score_and_count(self, X) -> tuple[float, int]:
+        """(mean log-likelihood per row, rows counted): rows with NaN or inf are left out
+        when ``nonfinite='drop'`` and are an error otherwise (one pass for Dask input)."""
         scores = self.score_samples(X)
         if _is_dask(scores):
-            result = scores.mean()
-            return float(result.compute() if self.client is None
-                         else self.client.compute(result, sync=True))
-        return float(scores.mean())
+            parts = (da.nansum(scores), da.isfinite(scores).sum())
+            total, count = (da.compute(*parts) if self.client is None
+                            else self.client.compute(list(parts), sync=True))
+        else:
+            total, count = np.nansum(scores), np.isfinite(scores).sum()
+        count = int(count)
+        if count < scores.shape[0] and self.nonfinite == "raise":
+            raise DataError(
+                f"X holds {scores.shape[0] - count} row(s) with NaN or inf values. Clean "
+                "them, or set nonfinite='drop' to leave them out of the score."
+            )
+        return (float(total) / count if count else float("nan")), count
+
+    def score(self, X, y=None):
+        """Mean log-likelihood per row (a float)."""
+        return self.score_and_count(X)[0]
 
     def bic(self, X):
         """Bayesian information criterion on X (lower is better)."""
-        n = X.shape[0]
-        return -2 * self.score(X) * n + self.params_.n_free_parameters() * math.log(n)
+        mean, n = self.score_and_count(X)
+        return information_criteria(mean, n, self.params_.n_free_parameters())[0]
 
     def aic(self, X):
         """Akaike information criterion on X (lower is better)."""
-        return -2 * self.score(X) * X.shape[0] + 2 * self.params_.n_free_parameters()
+        mean, n = self.score_and_count(X)
+        return information_criteria(mean, n, self.params_.n_free_parameters())[1]
 
     def sample(self, n_samples=1):
         """Draw (X, y) from the fitted mixture, as scikit-learn does with ``random_state``."""

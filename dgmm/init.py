@@ -13,7 +13,9 @@ Methods (``init_params``):
   w * D^2 (each chunk proposes one row and its total, the tree keeps one of the two in
   proportion to their totals). Each component starts as that row with covariance
   ``reg_covar * I``, as in scikit-learn (without scikit-learn's extra local trials).
-- ``random_from_data``: K distinct rows drawn uniformly; covariance ``reg_covar * I``.
+- ``random_from_data``: K distinct finite rows drawn uniformly in one pass (each chunk
+  keeps its rows with the K smallest random keys, the merge keeps the K smallest);
+  covariance ``reg_covar * I``.
 - ``random``: uniform random responsibilities normalised per row, then one M-step.
 
 Unlike scikit-learn, the initial weights always sum to 1 (scikit-learn leaves them at 1/n
@@ -28,9 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import engine, kernels
+from .errors import DataError
 from .mstep import m_step
 from .params import GMMParams
-from .stats import SuffStats
+from .stats import SuffStats, _min_index
 
 KMEANS_PARALLEL_ROUNDS = 2
 KMEANS_MAX_ITER = 20
@@ -62,14 +65,43 @@ class CostSample:
     first_nonfinite: int = -1
 
     def merge(self, other: "CostSample") -> "CostSample":
-        firsts = [i for i in (self.first_nonfinite, other.first_nonfinite) if i >= 0]
         return CostSample(
             self.cost + other.cost,
             np.concatenate([self.rows, other.rows]),
             self.n_rows + other.n_rows,
             self.n_nonfinite + other.n_nonfinite,
-            min(firsts) if firsts else -1,
+            _min_index(self.first_nonfinite, other.first_nonfinite),
         )
+
+
+@dataclass(frozen=True, eq=False)
+class RowDraw:
+    """``k`` finite rows drawn uniformly without replacement: the rows with the ``k``
+    smallest uniform keys, kept through the merges (so any chunking draws uniformly)."""
+
+    k: int
+    keys: np.ndarray
+    rows: np.ndarray
+    n_rows: int = 0
+    n_nonfinite: int = 0
+    first_nonfinite: int = -1
+
+    def merge(self, other: "RowDraw") -> "RowDraw":
+        keys = np.concatenate([self.keys, other.keys])
+        order = np.argsort(keys, kind="stable")[: self.k]
+        return RowDraw(
+            self.k, keys[order], np.concatenate([self.rows, other.rows])[order],
+            self.n_rows + other.n_rows, self.n_nonfinite + other.n_nonfinite,
+            _min_index(self.first_nonfinite, other.first_nonfinite),
+        )
+
+
+def _draw_chunk(block, weights, row_offset, k, seed) -> RowDraw:
+    X, _, n_bad, first_bad = kernels.split_finite(block, weights, row_offset)
+    keys = chunk_rng(seed, 0, row_offset).random(X.shape[0])
+    order = np.argsort(keys, kind="stable")[:k]
+    return RowDraw(k, keys[order], np.asarray(X[order], dtype=np.float64), int(X.shape[0]),
+                   n_bad, first_bad)
 
 
 def _cost_chunk(block, weights, row_offset, centers, draw) -> CostSample:
@@ -146,6 +178,9 @@ class WeightedPick:
     total: float
     row: np.ndarray | None
     coin: float  # a uniform draw owned by this value, used when merging
+    n_rows: int = 0
+    n_nonfinite: int = 0
+    first_nonfinite: int = -1
 
     def merge(self, other: "WeightedPick") -> "WeightedPick":
         total = self.total + other.total
@@ -157,14 +192,17 @@ class WeightedPick:
             keep = other if self.coin * total < other.total else self
         # the merged coin is derived from both so the tree stays deterministic
         coin = (self.coin + other.coin) % 1.0
-        return WeightedPick(total, keep.row, coin)
+        return WeightedPick(total, keep.row, coin, self.n_rows + other.n_rows,
+                            self.n_nonfinite + other.n_nonfinite,
+                            _min_index(self.first_nonfinite, other.first_nonfinite))
 
 
 def _plusplus_chunk(block, weights, row_offset, centers, seed, pass_id) -> WeightedPick:
-    X, w, _, _ = kernels.split_finite(block, weights, row_offset)
+    X, w, n_bad, first_bad = kernels.split_finite(block, weights, row_offset)
     rng = chunk_rng(seed, pass_id, row_offset)
+    counts = (int(X.shape[0]), n_bad, first_bad)
     if not X.shape[0]:
-        return WeightedPick(0.0, None, rng.random())
+        return WeightedPick(0.0, None, rng.random(), *counts)
     if centers.shape[0]:
         score = _sq_distances(X, centers).min(axis=1)
     else:
@@ -173,9 +211,10 @@ def _plusplus_chunk(block, weights, row_offset, centers, seed, pass_id) -> Weigh
         score = score * w
     total = float(score.sum())
     if total <= 0:
-        return WeightedPick(0.0, None, rng.random())
+        return WeightedPick(0.0, None, rng.random(), *counts)
     idx = int(np.searchsorted(np.cumsum(score), rng.random() * total, side="right"))
-    return WeightedPick(total, np.asarray(X[min(idx, X.shape[0] - 1)], np.float64), rng.random())
+    row = np.asarray(X[min(idx, X.shape[0] - 1)], np.float64)
+    return WeightedPick(total, row, rng.random(), *counts)
 
 
 def _weighted_kmeans_plusplus(points, weights, k, rng) -> np.ndarray:
@@ -225,12 +264,19 @@ def _fetch_rows(data: engine.ChunkedData, indices, client=None) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def _uniform_row(data, rng, client, attempts=20) -> np.ndarray:
+def _uniform_row(data, rng, seed, client, split_every, on_first_pass, attempts=3):
+    """One finite row drawn uniformly: a few direct reads, else one pass over the rows."""
     for _ in range(attempts):
         row = _fetch_rows(data, [int(rng.integers(data.n_samples))], client)[0]
         if np.isfinite(row).all():
             return row
-    raise ValueError("could not draw a finite row: are most rows NaN or inf?")
+    draw = engine.map_reduce(data, _draw_chunk, 1, seed, split_every=split_every,
+                             client=client)
+    if on_first_pass is not None:
+        on_first_pass(draw.n_rows, draw.n_nonfinite, draw.first_nonfinite)
+    if not draw.n_rows:
+        raise DataError("Every row of the data holds NaN or inf: there is nothing to fit.")
+    return draw.rows[0]
 
 
 def _point_params(points, n_components, covariance_type, reg_covar) -> GMMParams:
@@ -253,7 +299,7 @@ def kmeans_centers(data, n_components, seed, *, split_every, client, on_first_pa
     first pass over the data (it may raise, e.g. on non-finite rows).
     """
     rng = np.random.default_rng([seed, 1])
-    centers = _uniform_row(data, rng, client)[None, :]
+    centers = _uniform_row(data, rng, seed, client, split_every, on_first_pass)[None, :]
     oversampling = 2.0 * n_components
     reduce = lambda fn, *args: engine.map_reduce(  # noqa: E731
         data, fn, *args, split_every=split_every, client=client
@@ -306,7 +352,6 @@ def initial_params(
     ``on_first_pass(n_rows, n_nonfinite, first_nonfinite)`` is called as soon as the
     first pass over the data has counted its rows (for methods that read all rows).
     """
-    rng = np.random.default_rng([seed, 0])
     d = data.n_features
     if init_params == "kmeans":
         centers, first = kmeans_centers(
@@ -330,15 +375,16 @@ def initial_params(
         params = m_step(stats, reg_covar).params
         return InitResult(params, stats.n_rows, stats.n_nonfinite, stats.first_nonfinite)
     if init_params == "random_from_data":
-        for _ in range(20):
-            idx = rng.choice(data.n_samples, size=n_components, replace=False)
-            points = _fetch_rows(data, idx, client)
-            if np.isfinite(points).all():
-                break
-        points = points[rng.permutation(n_components)]
-        return InitResult(
-            _point_params(points, n_components, covariance_type, reg_covar), 0, 0, -1
-        )
+        draw = engine.map_reduce(data, _draw_chunk, n_components, seed,
+                                 split_every=split_every, client=client)
+        counts = (draw.n_rows, draw.n_nonfinite, draw.first_nonfinite)
+        if on_first_pass is not None:
+            on_first_pass(*counts)
+        if draw.n_rows < n_components:
+            raise DataError(f"Only {draw.n_rows} finite row(s) for n_components="
+                            f"{n_components}. Use fewer components or more data.")
+        params = _point_params(draw.rows, n_components, covariance_type, reg_covar)
+        return InitResult(params, *counts)
     if init_params == "k-means++":
         centers = np.empty((0, d))
         for pass_id in range(n_components):
@@ -346,9 +392,16 @@ def initial_params(
                 data, _plusplus_chunk, centers, seed, pass_id + 1,
                 split_every=split_every, client=client,
             )
+            if pass_id == 0:
+                counts = (pick.n_rows, pick.n_nonfinite, pick.first_nonfinite)
+                if on_first_pass is not None:
+                    on_first_pass(*counts)
+                if pick.row is None:
+                    raise DataError("No finite row to start k-means++ from: every row "
+                                    "holds NaN or inf.")
+            # every row already a center (duplicates): repeat the last one
             row = pick.row if pick.row is not None else centers[-1]
             centers = np.concatenate([centers, row[None, :]])
-        return InitResult(
-            _point_params(centers, n_components, covariance_type, reg_covar), 0, 0, -1
-        )
+        params = _point_params(centers, n_components, covariance_type, reg_covar)
+        return InitResult(params, *counts)
     raise ValueError(f"unknown init_params {init_params!r}")

@@ -24,6 +24,7 @@ workflow run twice (or resumed) gives the same model.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -36,9 +37,9 @@ from . import cluster as cluster_mod
 from ._files import atomic_write_json, read_json
 from . import io as data_io
 from .checkpoint import CheckpointStore
-from .config import Workflow
+from .config import Workflow, is_url
 from .em import EMState, IterationInfo
-from .errors import CheckpointError, DataError, NotConvergedError
+from .errors import CheckpointError, ConfigError, DataError, NotConvergedError
 from .model_io import load_model, read_model_meta, save_model
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,12 @@ def _seed(workflow: Workflow) -> int:
 class _Progress:
     """Turns iteration callbacks into progress lines, metrics and checkpoints."""
 
-    def __init__(self, emit, store: CheckpointStore | None, every: int, stamp: dict):
+    def __init__(self, emit, store: CheckpointStore | None, every: int, stamp: dict,
+                 max_iter: int):
         self.emit = emit
         self.store = store
         self.every = every
+        self.max_iter = max_iter
         self.stamp = stamp
         self.started = time.perf_counter()
 
@@ -107,11 +110,13 @@ class _Progress:
             self.store.append_metrics({
                 "init": st.init_index, "iteration": st.iteration,
                 "lower_bound": st.lower_bound,
-                "change": info.change, "seconds": info.seconds,
+                # strict JSON: the first iteration's change (from -inf) is null
+                "change": info.change if math.isfinite(info.change) else None,
+                "seconds": info.seconds,
                 "rows_per_second": info.rows_per_second, "n_rows": st.n_rows,
                 "converged": st.converged, "time": time.time(),
             })
-        last = st.converged or info.phase == "init"
+        last = st.converged or info.phase == "init" or st.iteration >= self.max_iter
         if last or st.iteration % self.every == 0:
             arrays, meta = st.to_record()
             meta.update(self.stamp)
@@ -128,8 +133,6 @@ def _open_data(workflow: Workflow, client, emit):
     if cfg.source == "synthetic":
         from .datasets import make_gmm_data
 
-        from .config import is_url
-
         exists = os.path.exists(cfg.path) if not is_url(cfg.path) else None
         if exists is False:
             s = cfg.synthetic
@@ -143,11 +146,31 @@ def _open_data(workflow: Workflow, client, emit):
     return data_io.open_source(cfg.reader_kind, cfg.path, **cfg.open_kwargs())
 
 
-def _stamp_matches(path: str | None, expected: dict) -> bool:
-    if path is None or not os.path.exists(path):
+def _write_stamp(path: str, stamp: dict, storage_options: dict) -> None:
+    """The stamp of a finished output directory (local path or fsspec URL)."""
+    if not is_url(path):
+        atomic_write_json(os.path.join(path, STAMP_FILE), stamp)
+        return
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(path, **storage_options)
+    fs.pipe_file(f"{root.rstrip('/')}/{STAMP_FILE}", json.dumps(stamp).encode())
+
+
+def _stamp_matches(path: str | None, expected: dict, storage_options: dict) -> bool:
+    if path is None:
         return False
-    stamp = read_json(os.path.join(path, STAMP_FILE))
-    return stamp is not None and all(stamp.get(k) == v for k, v in expected.items())
+    if is_url(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(path, **storage_options)
+        try:
+            stamp = json.loads(fs.cat_file(f"{root.rstrip('/')}/{STAMP_FILE}"))
+        except (OSError, ValueError):
+            return False
+    else:
+        stamp = read_json(os.path.join(path, STAMP_FILE))
+    return isinstance(stamp, dict) and all(stamp.get(k) == v for k, v in expected.items())
 
 
 def _model_matches(path: str | None, expected: dict) -> bool:
@@ -171,6 +194,13 @@ def run_workflow(
     """Run ``workflow.steps`` in order; see the module docstring. Returns a RunSummary."""
     summary = RunSummary()
     restart = restart or force
+    for key in ("model", "report"):
+        value = getattr(workflow.outputs, key)
+        if value is not None and is_url(value):
+            raise ConfigError(
+                f"outputs.{key}={value!r}: the {key} is written to a local directory; give "
+                "a local path (the data, the predictions and the checkpoints may be URLs)."
+            )
     emit(f"cluster: {cluster_mod.describe(workflow.cluster)}")
     with cluster_mod.connect(workflow.cluster) as client:
         if getattr(client, "dashboard_link", None):
@@ -205,7 +235,7 @@ def run_workflow(
 
         if "predict" in workflow.steps:
             path = outputs.predictions
-            if not force and _stamp_matches(path, expected):
+            if not force and _stamp_matches(path, expected, workflow.data.storage_options):
                 summary.skipped.append("predict")
                 emit(f"predict: up to date ({path})")
             else:
@@ -214,7 +244,7 @@ def run_workflow(
                 t0 = time.perf_counter()
                 write_predictions(X, model.params_, path, format=outputs.predictions_format,
                                   client=client, storage_options=workflow.data.storage_options)
-                atomic_write_json(os.path.join(path, STAMP_FILE), expected)
+                _write_stamp(path, expected, workflow.data.storage_options)
                 emit(f"predict: wrote {path} ({time.perf_counter() - t0:.1f} s)")
                 summary.ran.append("predict")
             summary.outputs["predictions"] = path
@@ -229,14 +259,12 @@ def run_workflow(
                 summary.skipped.append("score")
                 emit("score: up to date")
             else:
-                mean_ll = model.score(X)
-                n, k = info.n_samples - model.n_nonfinite_, model.params_.n_free_parameters()
-                summary.score = {
-                    "mean_log_likelihood": mean_ll,
-                    "bic": -2 * mean_ll * n + k * math.log(n),
-                    "aic": -2 * mean_ll * n + 2 * k,
-                    "n_rows": n,
-                }
+                from .estimator import information_criteria
+
+                mean_ll, n = model.score_and_count(X)
+                bic, aic = information_criteria(mean_ll, n, model.params_.n_free_parameters())
+                summary.score = {"mean_log_likelihood": mean_ll, "bic": bic, "aic": aic,
+                                 "n_rows": n}
                 if score_path:
                     os.makedirs(outputs.report, exist_ok=True)
                     atomic_write_json(score_path, {**expected, "score": summary.score})
@@ -244,7 +272,8 @@ def run_workflow(
                 summary.ran.append("score")
 
         if "report" in workflow.steps:
-            if not force and _stamp_matches(outputs.report, expected) and "fit" not in summary.ran:
+            if (not force and "fit" not in summary.ran
+                    and _stamp_matches(outputs.report, expected, {})):
                 summary.skipped.append("report")
                 emit(f"report: up to date ({outputs.report})")
             else:
@@ -254,7 +283,7 @@ def run_workflow(
                     outputs.report, model, X, info, workflow=workflow, score=summary.score,
                     client=client,
                 )
-                atomic_write_json(os.path.join(outputs.report, STAMP_FILE), expected)
+                _write_stamp(outputs.report, expected, {})
                 emit(f"report: wrote {', '.join(os.path.basename(p) for p in written)} "
                      f"in {outputs.report}")
                 summary.ran.append("report")
@@ -283,7 +312,7 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
              if cfg.dir else None)
 
     def fit(resume):
-        progress = _Progress(emit, store, cfg.every, stamp)
+        progress = _Progress(emit, store, cfg.every, stamp, workflow.model.max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             estimator.fit(X, callback=progress, resume=resume)
@@ -308,6 +337,8 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
                         "Run again with --restart to start over."
                     ) from None
                 summary.resumed_from = resume.iteration
+                done = (resume.init_index, resume.iteration)
+                store.truncate_metrics(lambda r: (r.get("init"), r.get("iteration")) <= done)
                 emit(f"resuming from checkpoint: init {resume.init_index + 1}, "
                      f"iteration {resume.iteration}")
             fit(resume)

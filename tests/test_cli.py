@@ -148,6 +148,14 @@ def test_sigkill_at_any_moment_then_rerun_is_bit_identical(data_dir, tmp_path):
         np.testing.assert_array_equal(getattr(got, name), arr, err_msg=name)
     assert meta["lower_bounds"] == ref_meta["lower_bounds"]
     assert meta["n_iter"] == ref_meta["n_iter"]
+    # metrics.jsonl: strict JSON, one line per iteration though iterations were redone
+    def no_constants(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    records = [json.loads(line, parse_constant=no_constants)
+               for line in (run_dir / "ckpt" / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["init"], r["iteration"]) for r in records]
+    assert keys == [(i, t) for i in range(2) for t in range(1, 31)]
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(data_dir, tmp_path):
@@ -196,6 +204,7 @@ def _npy(tmp_path, X):
         ("no_scheduler", 4, "Could not connect to the Dask scheduler"),
         ("collapsed", 8, "increase reg_covar"),
         ("bad_yaml", 2, "wf.yaml"),
+        ("url_model", 2, "outputs.model='memory://m'"),
     ],
 )
 def test_exit_codes_and_messages(tmp_path, case, code, message):
@@ -224,6 +233,9 @@ def test_exit_codes_and_messages(tmp_path, case, code, message):
         X[:100] = 3.0  # half the rows on one point, and no regularisation
         sections["data"] = _npy(tmp_path, X)
         sections["model"] = {"n_components": 2, "reg_covar": 0.0}
+    elif case == "url_model":
+        sections["data"] = _npy(tmp_path, X)
+        sections["outputs"] = {"model": "memory://m", "predictions": None, "report": None}
     wf = write_workflow(tmp_path / "wf.yaml", **sections)
     if case == "bad_yaml":
         wf.write_text("data: {source: npy\nmodel: [")

@@ -76,7 +76,7 @@ def test_max_iter_zero_keeps_the_initial_parameters():
     X = make_blobs(300, 2, 2, seed=43)
     init = params_for("full", X, k=2)
     result = em.fit_em(engine.prepare(X), em.EMSettings(2, max_iter=0), seed=0,
-                       fixed_init=lambda data: init)
+                       fixed_init=lambda data, init_index: init)
     assert result.n_iter == 0 and result.lower_bound == -math.inf
     assert result.params is init
 

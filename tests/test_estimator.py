@@ -161,6 +161,9 @@ def test_collapsed_and_empty_components_never_give_nan(covariance_type):
         assert np.isfinite(arr).all()
     assert np.isfinite(model.lower_bound_)
     np.testing.assert_allclose(model.means_[2], [25.0, 25.0], atol=1e-9)
+    # component 3 never got any responsibility: treated as empty, kept where it was
+    assert model.weights_[3] < 1e-12
+    np.testing.assert_array_equal(model.means_[3], means[3])
     assert np.isfinite(model.predict_proba(X)).all()
 
 
@@ -191,15 +194,40 @@ def test_every_init_method_is_as_good_as_sklearns(init_params):
 
 def test_n_init_keeps_the_best_and_random_state_reproduces():
     X = make_blobs(600, 2, 5, seed=28)
+    finals, starts = {}, {}
+
+    def record(info):
+        if info.phase == "init":
+            starts[info.state.init_index] = np.array(info.state.params.means)
+        finals[info.state.init_index] = info.state.lower_bound
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        singles = [GaussianMixture(5, init_params="random", random_state=s, max_iter=20).fit(X)
-                   for s in range(3)]
-        a = GaussianMixture(5, init_params="random", n_init=4, random_state=7, max_iter=20).fit(X)
+        a = GaussianMixture(5, init_params="random", n_init=4, random_state=7,
+                            max_iter=20).fit(X, callback=record)
         b = GaussianMixture(5, init_params="random", n_init=4, random_state=7, max_iter=20).fit(X)
     np.testing.assert_array_equal(a.means_, b.means_)
     assert a.lower_bound_ == b.lower_bound_
-    assert a.lower_bound_ >= min(s.lower_bound_ for s in singles)
+    assert len(set(finals.values())) > 1  # the restarts really differ
+    assert a.lower_bound_ == max(finals.values())
+
+
+def test_restarts_with_partial_initial_parameters_start_differently():
+    X = make_blobs(600, 2, 3, seed=36)
+    starts = {}
+
+    def record(info):
+        if info.phase == "init":
+            starts[info.state.init_index] = np.array(info.state.params.covariances)
+
+    means = X[:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GaussianMixture(3, means_init=means, n_init=3, init_params="random",
+                                random_state=0, max_iter=5).fit(X, callback=record)
+    assert len(starts) == 3
+    assert not np.array_equal(starts[0], starts[1]) and not np.array_equal(starts[1], starts[2])
+    assert model.n_iter_ == 5
 
 
 def test_sample_weight_equals_repeated_rows():
@@ -298,17 +326,37 @@ def test_bad_arguments_give_clear_errors(kwargs, X, error, match):
         GaussianMixture(**kwargs).fit(X)
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nonfinite_rows_raise_or_drop(bad):
+def test_nonfinite_rows_raise_in_the_first_pass_or_drop(bad, init_params):
+    from test_em import ComputeCounter
+
     X = make_blobs(300, 2, 2, seed=33)
     X[[17, 200]] = bad
     Xd = da.from_array(X, chunks=(50, -1))
-    with pytest.raises(DataError, match=r"2 row\(s\) with NaN or inf values \(the first at row 17\)"):
-        GaussianMixture(2, random_state=0).fit(Xd)
-    dropped = GaussianMixture(2, random_state=0, nonfinite="drop").fit(Xd)
-    clean = GaussianMixture(2, random_state=0).fit(np.delete(X, [17, 200], axis=0))
+    with ComputeCounter() as counter, pytest.raises(
+            DataError, match=r"2 row\(s\) with NaN or inf values \(the first at row 17\)"):
+        GaussianMixture(2, random_state=0, init_params=init_params).fit(Xd)
+    assert len([n for n in counter.sizes if n >= 6]) == 1  # found by the first full pass
+    tight = dict(tol=1e-9, max_iter=1000)
+    dropped = GaussianMixture(2, random_state=0, nonfinite="drop", init_params=init_params,
+                              n_init=2, **tight).fit(Xd)
+    clean = GaussianMixture(2, random_state=0, n_init=2, **tight).fit(np.delete(X, [17, 200], 0))
     assert dropped.n_nonfinite_ == 2
-    np.testing.assert_allclose(np.sort(dropped.means_, 0), np.sort(clean.means_, 0), rtol=1e-6)
+    # the same optimum as a fit on the clean rows (starting points differ by method)
+    assert dropped.lower_bound_ == pytest.approx(clean.lower_bound_, abs=1e-7)
+    # the score leaves the dropped rows out (and counts only the others)
+    mean, n = dropped.score_and_count(Xd)
+    assert n == 298 and mean == pytest.approx(dropped.score(np.delete(X, [17, 200], 0)))
+    with pytest.raises(DataError, match="2 row"):
+        GaussianMixture.from_params(dropped.params_).score(Xd)
+
+
+def test_all_rows_nonfinite_is_a_data_error():
+    X = np.full((50, 2), np.nan)
+    for init_params in ("kmeans", "k-means++", "random_from_data", "random"):
+        with pytest.raises(DataError, match="usable row|NaN or inf"):
+            GaussianMixture(2, nonfinite="drop", init_params=init_params).fit(X)
 
 
 def test_nonfinite_rows_at_predict_time():
