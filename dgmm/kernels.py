@@ -323,11 +323,13 @@ class _Moments:
             np.copyto(Xt, Z[:, 1:].T)
             root_r = self.ws.get("root_r", (k, m))
             np.sqrt(R, out=root_r)
-            B = self.ws.get("Y", (k, d, m))
-            np.multiply(root_r[:, None, :], Xt[None, :, :], out=B)
+            # one (d, m) buffer of weighted rows per component, reused: it stays in the
+            # core's cache between the product that writes it and the SYRK that reads it
+            B = self.ws.get("B", (d, m))
             for j in range(k):
-                # C[j].T (Fortran order) += B[j] @ B[j].T, upper triangle = lower of C[j]
-                _blas.dsyrk(1.0, B[j].T, beta=1.0, c=self.C[j].T, trans=1, overwrite_c=1)
+                np.multiply(root_r[j], Xt, out=B)
+                # C[j].T (Fortran order) += B @ B.T, upper triangle = lower of C[j]
+                _blas.dsyrk(1.0, B.T, beta=1.0, c=self.C[j].T, trans=1, overwrite_c=1)
             _acc_gemm(self.SN, R, Z)
         elif self.covariance_type == "full":
             # B[k, :, i] = r_ik x_i: the scatter of every component (and, through the
