@@ -262,13 +262,22 @@ def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int) -
         per_iter, passes, model = fit(n_iter)
     client.cancel(chunks)
     return {"per_iter": per_iter, "passes": passes, "model": model, "held": held,
-            "kernel": chunk_task_seconds(stream.data, n_iter), "load": load.share}
+            "kernel": chunk_task_seconds(stream.data, n_iter), "load": load.share,
+            "shares": chunk_task_seconds_per_worker(stream.data, n_iter)}
 
 
 def chunk_task_seconds(task_stream: list, n_passes: int) -> float:
     """Seconds per pass the slowest worker spent computing chunk tasks (the E-step
     kernel), from a ``distributed.get_task_stream`` record; nan when none is found."""
+    per_worker = chunk_task_seconds_per_worker(task_stream, n_passes)[0]
+    return max(per_worker.values()) if per_worker else math.nan
+
+
+def chunk_task_seconds_per_worker(task_stream: list, n_passes: int) -> dict:
+    """({worker: seconds per pass in chunk tasks}, {worker: chunk tasks per pass}), from a
+    ``distributed.get_task_stream`` record: shows how evenly the passes are shared."""
     per_worker: dict[str, float] = {}
+    tasks: dict[str, int] = {}
     for record in task_stream:
         key = record["key"]
         name = key[0] if isinstance(key, tuple) else key
@@ -277,7 +286,9 @@ def chunk_task_seconds(task_stream: list, n_passes: int) -> float:
         busy = sum(s["stop"] - s["start"] for s in record["startstops"]
                    if s["action"] == "compute")
         per_worker[record["worker"]] = per_worker.get(record["worker"], 0.0) + busy
-    return max(per_worker.values()) / n_passes if per_worker else math.nan
+        tasks[record["worker"]] = tasks.get(record["worker"], 0) + 1
+    return {w: busy / n_passes for w, busy in per_worker.items()}, {
+        w: n / n_passes for w, n in tasks.items()}
 
 
 def time_sklearn(X, case: Case, init: dict, n_iter: int):
@@ -326,6 +337,8 @@ def parse_args(argv=None):
     parser.add_argument("--gemm-size", type=int, default=None,
                         help="side of the square GEMM (default 4096, 1024 with --quick)")
     parser.add_argument("--no-sklearn", action="store_true", help="time dgmm only")
+    parser.add_argument("--stealing", action=argparse.BooleanOptionalAction, default=True,
+                        help="the scheduler's work stealing (default on)")
     parser.add_argument("--wait-idle", type=float, default=300.0, metavar="SECONDS",
                         help="before each timed part, wait up to this long for the other "
                         "processes on the machine to go idle (0: do not wait)")
@@ -370,8 +383,11 @@ def main(argv=None) -> int:
         data[case.name] = (X, initial_parameters(X, case))
 
     rows = {}
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+    import dask
+
+    with dask.config.set({"distributed.scheduler.work-stealing": args.stealing}):
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
     client = Client(cluster)
     try:
         worker_blas = client.run(blas_description)
@@ -388,6 +404,9 @@ def main(argv=None) -> int:
                   f"s/iter {np.round(r['per_iter'], 3).tolist()}, pass only "
                   f"{np.round(r['passes'], 3).tolist()}, chunk tasks {r['kernel']:.3f} s/pass; "
                   f"GEMM before/after {gemm_before:.1f}/{gemm_after:.1f} GFLOP/s")
+            seconds, tasks = r["shares"]
+            print("  chunk tasks per worker and pass: " + ", ".join(
+                f"{seconds[w]:.3f} s in {tasks[w]:.1f} tasks" for w in sorted(seconds)))
             rows[case.name] = {"dgmm": float(r["per_iter"].mean()), "model": r["model"],
                                "kernel": r["kernel"], "load": r["load"],
                                "gemm": 0.5 * (gemm_before + gemm_after)}
