@@ -9,8 +9,8 @@ key that every chunk task depends on, not copied into each task.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dask
