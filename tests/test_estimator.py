@@ -85,16 +85,20 @@ def test_same_answer_as_sklearn_on_a_cluster(cluster_client, covariance_type):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_far_from_the_origin(covariance_type):
     """Means near 1e6, unit spread: exact to 1e-6 (sklearn itself is off by ~4e-3 here)."""
-    offset = 1e6
     X = make_blobs(1200, 3, 3, seed=22, spread=3.0)
+    assert_same_fit_when_shifted(X, covariance_type, offset=1e6, chunk_rows=200)
+
+
+def assert_same_fit_when_shifted(X, covariance_type, offset, chunk_rows, max_iter=300):
+    """dgmm on X + offset (Dask, row chunks) against scikit-learn on X, shifted back."""
     init = initial_params(X, 3, covariance_type)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sk = SkGaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=300,
-                               **init).fit(X)
+        sk = SkGaussianMixture(3, covariance_type=covariance_type, tol=1e-6,
+                               max_iter=max_iter, **init).fit(X)
         far_init = dict(init, means_init=init["means_init"] + offset)
-        dg = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=300,
-                             **far_init).fit(da.from_array(X + offset, chunks=(200, -1)))
+        dg = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=max_iter,
+                             **far_init).fit(da.from_array(X + offset, chunks=(chunk_rows, -1)))
     assert_same_fit(sk, dg, shift=offset)
 
 
@@ -384,12 +388,4 @@ def test_predict_before_fit_is_an_error():
 def test_same_answer_as_sklearn_with_many_features(covariance_type, offset):
     """d = 36 takes the triangular E-step GEMM and the SYRK scatter (d >= 32)."""
     X = make_blobs(3000, 36, 3, seed=35, spread=2.0)
-    init = initial_params(X, 3, covariance_type)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sk = SkGaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=200,
-                               **init).fit(X)
-        far_init = dict(init, means_init=init["means_init"] + offset)
-        dg = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=200,
-                             **far_init).fit(da.from_array(X + offset, chunks=(700, -1)))
-    assert_same_fit(sk, dg, shift=offset)
+    assert_same_fit_when_shifted(X, covariance_type, offset, chunk_rows=700, max_iter=200)

@@ -40,6 +40,15 @@ def reference_stats(X, params, w):
     return w @ log_norm, nk, s1, s2_full
 
 
+def s2_for_type(s2_full, covariance_type):
+    """SuffStats.s2 as stored for a covariance type, from the (K, d, d) scatter."""
+    if covariance_type == "full":
+        return s2_full
+    if covariance_type == "tied":
+        return s2_full.sum(0)
+    return np.diagonal(s2_full, axis1=1, axis2=2)
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("offset", [0.0, 1e6])
 def test_weighted_log_prob_matches_scipy(covariance_type, offset):
@@ -65,12 +74,7 @@ def test_chunk_stats_match_closed_form(covariance_type, weighted):
     assert stats.loglik == pytest.approx(loglik, rel=1e-12)
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-11)
     np.testing.assert_allclose(stats.s1, s1, rtol=1e-9, atol=1e-9)
-    expected_s2 = {
-        "full": s2_full,
-        "tied": s2_full.sum(0),
-        "diag": np.diagonal(s2_full, axis1=1, axis2=2),
-        "spherical": np.diagonal(s2_full, axis1=1, axis2=2),
-    }[covariance_type]
+    expected_s2 = s2_for_type(s2_full, covariance_type)
     np.testing.assert_allclose(stats.s2, expected_s2, rtol=1e-9, atol=1e-9)
 
 
@@ -142,12 +146,7 @@ def test_chunk_stats_on_every_kernel_path(kernel_path, covariance_type, n_featur
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-9, atol=1e-9)
     scale = np.abs(s2_full).max()
     np.testing.assert_allclose(stats.s1, s1, rtol=1e-7, atol=1e-9 * scale)
-    expected_s2 = {
-        "full": s2_full,
-        "tied": s2_full.sum(0),
-        "diag": np.diagonal(s2_full, axis1=1, axis2=2),
-        "spherical": np.diagonal(s2_full, axis1=1, axis2=2),
-    }[covariance_type]
+    expected_s2 = s2_for_type(s2_full, covariance_type)
     np.testing.assert_allclose(stats.s2, expected_s2, rtol=1e-7, atol=1e-9 * scale)
     np.testing.assert_allclose(kernels.score_samples(X, params),
                                logsumexp(reference_log_prob(X, params), axis=1), rtol=1e-10)
