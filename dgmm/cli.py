@@ -96,11 +96,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _guess_source(path: str) -> str:
-    lower = path.rstrip("/").lower()
-    for suffix, kind in ((".zarr", "zarr"), (".parquet", "parquet"), (".pq", "parquet"),
-                         (".npy", "npy")):
-        if lower.endswith(suffix):
-            return kind
+    from ._types import format_from_suffix
+
+    kind = format_from_suffix(path)
+    if kind is None and path.rstrip("/").lower().endswith(".npy"):
+        kind = "npy"
+    if kind is not None:
+        return kind
     raise ConfigError(f"Cannot tell the kind of data at {path!r} from its name; pass "
                       "--source zarr, parquet or npy.")
 

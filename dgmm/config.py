@@ -49,7 +49,7 @@ from pydantic import (
     field_validator,
 )
 
-from ._types import CovarianceType, InitParams, NonFinitePolicy
+from ._types import CovarianceType, InitParams, NonFinitePolicy, format_from_suffix
 from .errors import ConfigError
 
 __all__ = [
@@ -84,7 +84,6 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 Step = Literal["fit", "predict", "score", "report"]
 STEPS: tuple[str, ...] = get_args(Step)
 PredictionsFormat = Literal["zarr", "parquet"]
-PREDICTION_SUFFIXES = {".zarr": "zarr", ".parquet": "parquet", ".pq": "parquet"}
 
 _FORBID = ConfigDict(extra="forbid")
 
@@ -693,14 +692,14 @@ class OutputsConfig(BaseModel):
         predictions = info.data.get("predictions")
         if value is not None or predictions is None:
             return value
-        suffix = os.path.splitext(predictions.rstrip("/"))[1].lower()
-        if suffix not in PREDICTION_SUFFIXES:
+        fmt = format_from_suffix(predictions)
+        if fmt is None:
             raise ValueError(
                 f"cannot tell the format of outputs.predictions {predictions!r} from its "
                 "suffix; name it *.zarr or *.parquet, or set predictions_format: zarr | "
                 "parquet"
             )
-        return PREDICTION_SUFFIXES[suffix]
+        return fmt
 
 
 # -------------------------------------------------------------------------- workflow

@@ -32,6 +32,7 @@ import os
 import dask
 import numpy as np
 
+from ._types import format_from_suffix
 from .errors import ConfigError, DataError
 from .io import (
     DataInfo,
@@ -180,8 +181,7 @@ def infer_data_format(path: str, fmt: str | None) -> str:
         if fmt not in ("zarr", "parquet"):
             raise ConfigError(f"fmt must be 'zarr' or 'parquet', got {fmt!r}.")
         return fmt
-    suffix = os.path.splitext(path.rstrip("/"))[1].lower()
-    return "parquet" if suffix in (".parquet", ".pq") else "zarr"
+    return "parquet" if format_from_suffix(path) == "parquet" else "zarr"
 
 
 def make_gmm_data(

@@ -40,6 +40,7 @@ import dask.array as da
 import numpy as np
 
 from . import engine, kernels
+from ._types import format_from_suffix
 from .errors import ConfigError, DataError
 from .io import _url_to_fs, _zarr_target
 from .params import GMMParams
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("labels", "probabilities", "log_likelihood")
 FORMATS = ("zarr", "parquet")
-_SUFFIXES = {".zarr": "zarr", ".parquet": "parquet", ".pq": "parquet"}
 
 
 # --------------------------------------------------------------------------- kernels
@@ -142,13 +142,13 @@ def infer_format(out_path: str, format: str | None = None) -> str:
         if format not in FORMATS:
             raise ConfigError(f"format must be one of {FORMATS}, got {format!r}.")
         return format
-    suffix = os.path.splitext(out_path.rstrip("/"))[1].lower()
-    if suffix not in _SUFFIXES:
+    fmt = format_from_suffix(out_path)
+    if fmt is None:
         raise ConfigError(
             f"Cannot tell the output format of {out_path!r} from its suffix; name it "
             "*.zarr or *.parquet, or pass format='zarr' or format='parquet'."
         )
-    return _SUFFIXES[suffix]
+    return fmt
 
 
 # ------------------------------------------------------------------- atomic directory
