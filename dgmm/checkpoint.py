@@ -20,7 +20,8 @@ must keep their dtype in ``arrays``. Floats in ``meta`` round-trip exactly (JSON
 shortest repr; inf and nan are written as ``Infinity`` / ``NaN``).
 
 Writers should hold :meth:`CheckpointStore.lock` (one run per directory). Exclusive
-creation is atomic on local disks (``O_CREAT | O_EXCL``); through fsspec it relies on the
+creation is atomic on local disks (the lock is written under a temporary name and
+hard-linked into place, so it is never seen empty); through fsspec it relies on the
 filesystem's ``'xb'`` mode where it exists and is best effort otherwise.
 """
 from __future__ import annotations
@@ -470,14 +471,20 @@ class CheckpointStore:
         """Create ``name`` holding ``content`` if it does not exist; False if it does."""
         path = self._path(name)
         if self.is_local:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as stream:
+            # written in full under a temporary name, then hard-linked into place: link()
+            # fails if the name exists, and a run killed at any moment never leaves an
+            # empty or half-written lock file behind
+            tmp = self._path(f".{name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            with open(tmp, "wb") as stream:
                 stream.write(content)
                 stream.flush()
                 os.fsync(stream.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
             _fsync_dir(self.root)
             return True
         try:
