@@ -49,11 +49,18 @@ BLOCK_BYTES = 1 << 22
 #: stacked GEMM); below it the extra calls per block cost more than they save
 TRIANGULAR_MIN_FEATURES = 32
 LOG_2PI = math.log(2.0 * math.pi)
-#: in the statistics (not in predict_proba), a responsibility below exp(-640) ~ 3e-278
-#: times the row's largest is set to exactly 0: it changes no sum by more than 1e-260 of
-#: its value, while letting it through puts subnormal numbers (from exp, then from its
-#: products with the data) into the GEMMs, where each costs 10-100x a normal one
-FLUSH_LOG_RATIO = -640.0
+#: in the statistics (not in predict_proba), a responsibility below exp(-50) ~ 2e-22
+#: times the row's largest (which is at least 1/K) is set to exactly 0. A row's share of
+#: N_k then moves by under 2e-22, so N_k moves by under 2e-22 N: below float64 rounding
+#: (1.1e-16 N_k) for every component holding more than 2e-6 of the data, and under 1e-12
+#: of N_k for any weight above 2e-10. Two things are gained: no subnormal numbers (from
+#: exp, then from their products with the data) reach the GEMMs, where each costs 10-100x
+#: a normal one; and the full-covariance scatter skips the rows that do not belong to a
+#: component (see ``_Moments.add``): with separated components, most of them
+FLUSH_LOG_RATIO = -50.0
+#: the scatter of one component gathers its rows with a nonzero responsibility when they
+#: are at most this share of the block, and weights the whole block otherwise
+GATHER_MAX_SHARE = 0.75
 
 
 def block_rows(n_components: int, n_features: int) -> int:
@@ -323,13 +330,26 @@ class _Moments:
             np.copyto(Xt, Z[:, 1:].T)
             root_r = self.ws.get("root_r", (k, m))
             np.sqrt(R, out=root_r)
-            # one (d, m) buffer of weighted rows per component, reused: it stays in the
-            # core's cache between the product that writes it and the SYRK that reads it
-            B = self.ws.get("B", (d, m))
+            active = np.count_nonzero(R, axis=1)  # (K,) rows each component holds
+            # one buffer of weighted rows per component, reused: it stays in the core's
+            # cache between the product that writes it and the SYRK that reads it
             for j in range(k):
-                np.multiply(root_r[j], Xt, out=B)
-                # C[j].T (Fortran order) += B @ B.T, upper triangle = lower of C[j]
-                _blas.dsyrk(1.0, B.T, beta=1.0, c=self.C[j].T, trans=1, overwrite_c=1)
+                n_active = int(active[j])
+                if n_active == 0:
+                    continue
+                if n_active <= GATHER_MAX_SHARE * m:
+                    # only the rows this component holds (responsibilities flushed to 0
+                    # elsewhere): (n, d) rows, C[j].T += rows.T @ rows
+                    rows = np.flatnonzero(R[j])
+                    G = self.ws.get("B", (n_active, d))
+                    np.take(Z[:, 1:], rows, axis=0, out=G)
+                    G *= root_r[j, rows][:, None]
+                    _blas.dsyrk(1.0, G.T, beta=1.0, c=self.C[j].T, trans=0, overwrite_c=1)
+                else:
+                    B = self.ws.get("B", (d, m))
+                    np.multiply(root_r[j], Xt, out=B)
+                    # C[j].T (Fortran order) += B @ B.T, upper triangle = lower of C[j]
+                    _blas.dsyrk(1.0, B.T, beta=1.0, c=self.C[j].T, trans=1, overwrite_c=1)
             _acc_gemm(self.SN, R, Z)
         elif self.covariance_type == "full":
             # B[k, :, i] = r_ik x_i: the scatter of every component (and, through the

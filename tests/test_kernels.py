@@ -168,3 +168,51 @@ def test_far_apart_components_flush_tiny_responsibilities_exactly(covariance_typ
     np.testing.assert_allclose(stats.s1, s1, rtol=1e-10, atol=1e-10)
     assert stats.loglik == pytest.approx(loglik, rel=1e-12)
     assert (kernels.predict(X, params) == labels).all()
+
+
+@pytest.mark.parametrize("gather_max_share", [0.0, 1.0])
+@pytest.mark.parametrize("separation", [1.0, 30.0])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_full_scatter_gathers_or_weights_every_row_to_the_same_statistics(
+        monkeypatch, gather_max_share, separation, weighted):
+    """The d >= TRIANGULAR_MIN_FEATURES scatter, with every component's rows gathered
+    (share 1.0) or the whole block weighted (share 0.0), on overlapping clusters (every
+    responsibility nonzero) and on separated ones (most flushed to exactly 0)."""
+    monkeypatch.setattr(kernels, "GATHER_MAX_SHARE", gather_max_share)
+    d, k, n = 40, 4, 900
+    rng = np.random.default_rng(21)
+    centers = rng.normal(scale=separation, size=(k, d))
+    labels = rng.integers(k, size=n)
+    X = centers[labels] + rng.normal(size=(n, d)) + 50.0
+    covs = np.stack([np.eye(d) * s for s in (0.8, 1.0, 1.3, 2.0)])
+    params = GMMParams.from_covariances(np.array([0.1, 0.2, 0.3, 0.4]), centers + 50.0,
+                                        covs, "full")
+    w = rng.uniform(0.5, 2.0, n) if weighted else np.ones(n)
+    stats = kernels.chunk_stats(X, params, w if weighted else None)
+    loglik, nk, s1, s2 = reference_stats(X, params, w)
+    assert stats.loglik == pytest.approx(loglik, rel=1e-12)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stats.s1, s1, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.s2, s2, rtol=1e-10, atol=1e-10 * np.abs(s2).max())
+    if separation > 1.0:  # the separated clusters really leave zeros to skip
+        resp = kernels.predict_proba(X, params)
+        assert (resp < np.exp(kernels.FLUSH_LOG_RATIO)).mean() > 0.5
+
+
+def test_flushing_moves_each_n_k_by_under_2e_22_per_row():
+    """The bound stated at FLUSH_LOG_RATIO, on rows of which most sit beyond it for the
+    second component (log-ratio -60 +- 11) and a tail within it."""
+    rng = np.random.default_rng(22)
+    n, d = 2000, 40
+    X = rng.normal(size=(n, d))
+    means = np.zeros((2, d))
+    means[1, 0] = 11.0
+    params = GMMParams.from_covariances(np.array([0.5, 0.5]), means,
+                                        np.stack([np.eye(d)] * 2), "full")
+    resp = kernels.predict_proba(X, params)
+    assert 0.5 < (resp[:, 1] < np.exp(kernels.FLUSH_LOG_RATIO)).mean() < 0.95
+    stats = kernels.chunk_stats(X, params)
+    _, nk, s1, s2 = reference_stats(X, params, np.ones(n))
+    assert np.all(np.abs(stats.nk - nk) <= 2e-22 * n + 1e-15 * nk)
+    np.testing.assert_allclose(stats.s1, s1, rtol=1e-9, atol=1e-18)
+    np.testing.assert_allclose(stats.s2, s2, rtol=1e-9, atol=1e-18)
