@@ -26,6 +26,18 @@ Per covariance type, with Xc the block's rows centred on ``ref``:
 - diag, spherical: Z = [Xc | Xc^2 | 1]; log-probabilities as one (K, 2d+1) @ (2d+1, rows)
   product and all moments (first, squares, N_k) as one (K, rows) @ (rows, 2d+1) product.
 
+Skipping what cannot count (statistics only; ``predict_proba`` and ``score_samples``
+compute every pair). Responsibilities below exp(FLUSH_LOG_RATIO) of their row's largest
+are set to exactly 0 (the bound this puts on N_k is at ``FLUSH_LOG_RATIO``). For 'full'
+from ``PRUNE_MIN_FEATURES`` features on, a block first bounds every log-probability from
+above (Euclidean distance plus the few softest eigen-directions of each precision, one
+small GEMM), computes each row's most promising component exactly, and computes exactly
+only the pairs whose bound comes within -FLUSH_LOG_RATIO (+ slack) of it: the others would
+have been flushed. When more than ``PRUNE_MAX_SHARE`` of the pairs remain (overlapping
+components) the block runs the dense GEMM instead. The scatter then gathers each
+component's rows with nonzero responsibility. With separated components most pairs are
+skipped; with overlapping ones nothing is, and the bounds cost a few per cent.
+
 Numerics: inside a chunk the rows are centred on the chunk's mean ``ref`` before any
 expansion, so data far from the origin (|mean| >> std) lose no digits; the statistics are
 accumulated about ``ref`` and moved to the per-component shift ``c_k`` once per chunk (see
@@ -61,6 +73,20 @@ FLUSH_LOG_RATIO = -50.0
 #: the scatter of one component gathers its rows with a nonzero responsibility when they
 #: are at most this share of the block, and weights the whole block otherwise
 GATHER_MAX_SHARE = 0.75
+#: from this many features on, the full-covariance E-step of the statistics skips the
+#: (row, component) pairs that provably fall under FLUSH_LOG_RATIO (see ``_LogProb``)
+PRUNE_MIN_FEATURES = 32
+#: a block is pruned only when at most this share of its (row, component) pairs remain
+#: (otherwise the dense GEMM over all components is cheaper)
+PRUNE_MAX_SHARE = 0.5
+#: nats of slack on the pruning bounds (their rounding is many orders below it)
+PRUNE_SLACK_NATS = 1.0
+#: eigen-directions per component kept exactly in the pruning bound: covers components
+#: stretched along a few axes (e.g. one spanning two clusters early in a fit)
+PRUNE_DIRECTIONS = 4
+#: when pruning is possible, rows per block are this multiple of ``block_rows``: the
+#: per-component products on gathered rows need a few hundred rows each to run well
+PRUNE_BLOCK_FACTOR = 4
 
 
 def block_rows(n_components: int, n_features: int) -> int:
@@ -188,6 +214,7 @@ class _LogProb:
         const = -0.5 * d * LOG_2PI + log_det_cholesky(prec_chol, cov, d) + log_weights
         self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
         self.ws = ws
+        self.prunable = False
         if cov == "full":
             # y_k = (x - mu_k) @ U_k for all k in one GEMM: [1 | Xc] @ [[-b], [U_1 ... U_K]]
             b = np.einsum("ki,kij->kj", means_c, prec_chol)  # (K, d)
@@ -207,6 +234,28 @@ class _LogProb:
                 self.W = np.empty((d + 1, k * d))
                 self.W[0] = -b.reshape(-1)
                 self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
+            self.dense_rows = rows
+            self.prunable = d >= PRUNE_MIN_FEATURES and k > 1
+            if self.prunable:
+                # per component: [-b_k; U_k] (d+1, d); the precision's PRUNE_DIRECTIONS
+                # smallest eigenvalues lam_1..lam_r with their eigenvectors V_k, which
+                # bound the Mahalanobis distance from below (see _prune)
+                self.W_k = np.empty((k, d + 1, d))
+                self.W_k[:, 0] = -b
+                self.W_k[:, 1:] = prec_chol
+                r = min(PRUNE_DIRECTIONS, d - 1)
+                lam, vec = np.linalg.eigh(prec_chol @ prec_chol.transpose(0, 2, 1))
+                lam = np.maximum(lam, 0.0)
+                self.lam_r = np.ascontiguousarray(lam[:, r])[None, :]  # (1, K)
+                self.lam_gap = lam[:, r, None] - lam[:, :r]  # (K, r), >= 0
+                # [1 | Xc] @ V_aug gives the projections of x - mu_k on V_k: (m, K r)
+                V = vec[:, :, :r]  # (K, d, r)
+                self.V_aug = np.empty((d + 1, k * r))
+                self.V_aug[0] = -np.einsum("kd,kdr->kr", means_c, V).reshape(-1)
+                self.V_aug[1:] = V.transpose(1, 0, 2).reshape(d, k * r)
+                self.n_directions = r
+                self.means_c_t = np.ascontiguousarray(means_c.T)  # (d, K)
+                self.means_sq = (means_c**2).sum(axis=1)  # (K,)
         elif cov == "tied":
             # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U
             self.U = prec_chol
@@ -223,11 +272,104 @@ class _LogProb:
             W[:, 2 * d] = const - 0.5 * (means_c**2 * prec).sum(axis=1)
             self.W = W
 
-    def __call__(self, Z: np.ndarray) -> np.ndarray:
-        """Weighted log-probabilities of the block's rows, a (K, m) view of the workspace."""
+    def __call__(self, Z: np.ndarray, prune: bool = False) -> np.ndarray:
+        """Weighted log-probabilities of the block's rows, a (K, m) view of the workspace.
+
+        ``prune`` (statistics only): pairs that ``_prune`` proves to lie below
+        FLUSH_LOG_RATIO of their row's largest are -inf instead of their value.
+        """
+        k, m = self.n_components, Z.shape[0]
+        if prune and self.prunable:
+            L = self.ws.get("L", (k, m))
+            if self._prune(Z, L):
+                return L
+        if self.covariance_type == "full" and m > self.dense_rows:
+            out = self.ws.get("L_out", (k, m))
+            for start in range(0, m, self.dense_rows):
+                part = self._dense(Z[start : start + self.dense_rows])
+                out[:, start : start + part.shape[1]] = part
+            return out
+        return self._dense(Z)
+
+    def _prune(self, Z: np.ndarray, L: np.ndarray) -> bool:
+        """Fill L (K, m) for a 'full' block computing only the pairs that may matter.
+
+        With delta = x_i - mu_k, p_j its projections on the r eigenvectors of the
+        precision with the smallest eigenvalues lam_1 <= ... <= lam_r (all others are
+        >= lam_r):  maha_ik >= lam_r |delta|^2 - sum_j (lam_r - lam_j) p_j^2, so
+        log p_ik <= c_k - that / 2. Each row's most promising component (largest upper
+        bound) is computed exactly first; every other pair whose upper bound lies more
+        than -FLUSH_LOG_RATIO (+ slack) below that exact value is set to -inf (the flush
+        would have zeroed it anyway) and the rest are computed exactly, per component on
+        its gathered rows. Returns False (L untouched) when more than PRUNE_MAX_SHARE of
+        the pairs remain.
+        """
+        k, m = self.n_components, Z.shape[0]
+        r = self.n_directions
+        ws = self.ws
+        Xc = Z[:, 1:]
+        # |delta|^2 (m, K) by expansion, and the projections (m, K, r)
+        dist = ws.get("dist", (m, k))
+        np.matmul(Xc, self.means_c_t, out=dist)
+        x_sq = ws.get("x_sq", (m, 1))
+        np.einsum("rd,rd->r", Xc, Xc, out=x_sq[:, 0])
+        dist *= -2.0
+        dist += x_sq
+        dist += self.means_sq
+        proj = ws.get("proj", (m, k * r))
+        np.matmul(Z, self.V_aug, out=proj)
+        np.square(proj, out=proj)
+        lower = ws.get("lower", (m, k))
+        np.einsum("mkr,kr->mk", proj.reshape(m, k, r), self.lam_gap, out=lower)
+        # maha >= lam_r dist - sum_j gap_j p_j^2, less a rounding slack of 1e-10 of the
+        # terms' size (the expansion and projections lose a few ulps of |x|^2 + |mu|^2)
+        slack = ws.get("slack", (m, k))
+        np.add(x_sq, self.means_sq, out=slack)
+        slack *= 1e-10
+        dist -= slack
+        dist *= self.lam_r
+        dist -= lower
+        np.maximum(dist, 0.0, out=dist)
+        upper = dist  # upper bounds of log p, (m, K)
+        upper *= -0.5
+        upper += self.const[:, 0]
+        best = np.argmax(upper, axis=1)
+        L.fill(-np.inf)
+        for j in range(k):
+            self._exact(Z, L, j, np.flatnonzero(best == j))
+        floor = L[best, np.arange(m)]
+        floor += FLUSH_LOG_RATIO - PRUNE_SLACK_NATS
+        keep = ws.get("keep", (m, k), dtype=np.bool_)
+        np.greater_equal(upper, floor[:, None], out=keep)
+        keep[np.arange(m), best] = False
+        kept = np.count_nonzero(keep, axis=0)
+        if kept.sum() + m > PRUNE_MAX_SHARE * k * m:
+            return False
+        for j in range(k):
+            if kept[j]:
+                self._exact(Z, L, j, np.flatnonzero(keep[:, j]))
+        return True
+
+    def _exact(self, Z: np.ndarray, L: np.ndarray, j: int, rows: np.ndarray) -> None:
+        """L[j, rows] = log pi_j + log N(x_rows | mu_j, Sigma_j), on the gathered rows."""
+        if not rows.size:
+            return
+        ws = self.ws
+        Zg = ws.get("Z_gathered", (rows.size, Z.shape[1]))
+        np.take(Z, rows, axis=0, out=Zg)
+        Y = ws.get("Y_gathered", (rows.size, self.n_features))
+        np.matmul(Zg, self.W_k[j], out=Y)
+        maha = ws.get("maha_gathered", (rows.size,))
+        np.einsum("rd,rd->r", Y, Y, out=maha)
+        maha *= -0.5
+        maha += self.const[j, 0]
+        L[j, rows] = maha
+
+    def _dense(self, Z: np.ndarray) -> np.ndarray:
+        """Every (component, row) pair of a block of at most ``dense_rows`` rows."""
         k, d = self.n_components, self.n_features
         m = Z.shape[0]
-        L = self.ws.get("L", (k, m))
+        L = self.ws.get("L_dense", (k, m))
         if self.covariance_type == "full":
             maha = self.ws.get("maha", (m, k))
             Y = self.ws.get("Y", (m * k * d,))
@@ -341,9 +483,10 @@ class _Moments:
                     # only the rows this component holds (responsibilities flushed to 0
                     # elsewhere): (n, d) rows, C[j].T += rows.T @ rows
                     rows = np.flatnonzero(R[j])
+                    Zg = self.ws.get("Z_gathered", (n_active, d + 1))
+                    np.take(Z, rows, axis=0, out=Zg)  # whole rows: the fast take
                     G = self.ws.get("B", (n_active, d))
-                    np.take(Z[:, 1:], rows, axis=0, out=G)
-                    G *= root_r[j, rows][:, None]
+                    np.multiply(Zg[:, 1:], root_r[j, rows][:, None], out=G)
                     _blas.dsyrk(1.0, G.T, beta=1.0, c=self.C[j].T, trans=0, overwrite_c=1)
                 else:
                     B = self.ws.get("B", (d, m))
@@ -435,16 +578,18 @@ def chunk_stats(
     k, d = params.means.shape
     cov = params.covariance_type
     ref = _chunk_ref(X)
-    step = min(block_rows(k, d), max(1, X.shape[0]))
+    dense_step = min(block_rows(k, d), max(1, X.shape[0]))
     ws = _Workspace()
+    log_prob = _LogProb(params, ref, dense_step, ws)
+    prune = cov == "full" and log_prob.prunable
+    step = min(dense_step * PRUNE_BLOCK_FACTOR, max(1, X.shape[0])) if prune else dense_step
     design = _Design(cov, ref, step, ws)
-    log_prob = _LogProb(params, ref, step, ws)
     moments = _Moments(cov, k, d, ws)
     loglik = 0.0
     for start in range(0, X.shape[0], step):
         Z = design.build(X[start : start + step])
         w = None if sample_weight is None else sample_weight[start : start + step]
-        R = log_prob(Z)
+        R = log_prob(Z, prune=prune)
         log_norm = _log_resp_inplace(R, ws, flush=True)
         if w is None:
             loglik += float(log_norm.sum())

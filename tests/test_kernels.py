@@ -216,3 +216,59 @@ def test_flushing_moves_each_n_k_by_under_2e_22_per_row():
     assert np.all(np.abs(stats.nk - nk) <= 2e-22 * n + 1e-15 * nk)
     np.testing.assert_allclose(stats.s1, s1, rtol=1e-9, atol=1e-18)
     np.testing.assert_allclose(stats.s2, s2, rtol=1e-9, atol=1e-18)
+
+
+FLUSH = kernels.FLUSH_LOG_RATIO
+
+
+@pytest.mark.parametrize("layout", ["separated", "boundary", "overlapping", "elongated"])
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_pruned_full_e_step_gives_the_unpruned_statistics(monkeypatch, layout, offset):
+    """The pruned E-step of the d >= PRUNE_MIN_FEATURES statistics against the dense one
+    and against the closed form. 'boundary': rotated covariances (eigenvalues over
+    [0.5, 2]) and centres about 18 apart, so that some pairs sit on either side of
+    FLUSH_LOG_RATIO; 'elongated': a component stretched across two clusters (a
+    Euclidean bound would be useless there, the few-direction bound is not)."""
+    d, k, n = 40, 5, 3000
+    rng = np.random.default_rng(31)
+    scale = {"separated": 12.0, "boundary": 2.0, "overlapping": 0.5,
+             "elongated": 12.0}[layout]
+    centers = rng.normal(scale=scale, size=(k + 1, d))
+    labels = rng.integers(k + 1, size=n)
+    X = centers[labels] + rng.normal(size=(n, d))
+    means = centers[:k].copy()
+    covs = np.stack([np.eye(d) * s for s in (0.7, 1.0, 1.2, 1.5, 2.0)])
+    if layout == "boundary":  # rotated, eigenvalues spread over [0.5, 2]
+        for j in range(k):
+            q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+            covs[j] = (q * np.geomspace(0.5, 2.0, d)) @ q.T
+    if layout == "elongated":  # component 0 also covers cluster k, along one axis
+        axis = centers[k] - centers[0]
+        means[0] = 0.5 * (centers[0] + centers[k])
+        covs[0] = np.eye(d) + np.outer(axis, axis) / 4.0
+    params = GMMParams.from_covariances(np.full(k, 1.0 / k), means + offset, covs, "full")
+    X = X + offset
+    calls = []
+    original = kernels._LogProb._prune
+    monkeypatch.setattr(kernels._LogProb, "_prune",
+                        lambda self, Z, L: calls.append(original(self, Z, L)) or calls[-1])
+    pruned = kernels.chunk_stats(X, params)
+    monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 0.0)  # never prune
+    dense = kernels.chunk_stats(X, params)
+    if layout == "overlapping":
+        assert not any(calls)  # nothing to skip: the dense path ran
+    else:
+        assert all(calls[: len(calls) // 2])  # every block of the first fit was pruned
+    if layout == "boundary":  # pairs on both sides of the flush threshold
+        ratio = np.log(kernels.predict_proba(X, params))
+        near = (ratio > FLUSH - 10) & (ratio < FLUSH + 10)
+        assert near.sum() > 200
+    assert pruned.loglik == pytest.approx(dense.loglik, rel=1e-13)
+    np.testing.assert_allclose(pruned.nk, dense.nk, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(pruned.s1, dense.s1, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(pruned.s2, dense.s2, rtol=1e-10,
+                               atol=1e-12 * np.abs(dense.s2).max())
+    loglik, nk, s1, s2 = reference_stats(X, params, np.ones(n))
+    assert pruned.loglik == pytest.approx(loglik, rel=1e-10)
+    np.testing.assert_allclose(pruned.nk, nk, rtol=1e-9, atol=2e-22 * n)
+    np.testing.assert_allclose(pruned.s2, s2, rtol=1e-7, atol=1e-9 * np.abs(s2).max())
