@@ -247,15 +247,20 @@ class _LogProb:
                 lam, vec = np.linalg.eigh(prec_chol @ prec_chol.transpose(0, 2, 1))
                 lam = np.maximum(lam, 0.0)
                 self.lam_r = np.ascontiguousarray(lam[:, r])[None, :]  # (1, K)
-                self.lam_gap = lam[:, r, None] - lam[:, :r]  # (K, r), >= 0
-                # [1 | Xc] @ V_aug gives the projections of x - mu_k on V_k: (m, K r)
+                # [1 | Xc] @ bounds_w = [projections of x - mu_k on V_k (K r columns) |
+                # |mu_k|^2 - 2 x.mu_k (K columns)]; the rounding slack of 1e-10 of
+                # |x|^2 + |mu|^2 (see _prune) is folded in as the factor 1 - 1e-10
                 V = vec[:, :, :r]  # (K, d, r)
-                self.V_aug = np.empty((d + 1, k * r))
-                self.V_aug[0] = -np.einsum("kd,kdr->kr", means_c, V).reshape(-1)
-                self.V_aug[1:] = V.transpose(1, 0, 2).reshape(d, k * r)
+                self.bounds_w = np.empty((d + 1, k * r + k))
+                self.bounds_w[0, : k * r] = -np.einsum("kd,kdr->kr", means_c, V).reshape(-1)
+                self.bounds_w[1:, : k * r] = V.transpose(1, 0, 2).reshape(d, k * r)
+                self.bounds_w[0, k * r :] = (means_c**2).sum(axis=1) * (1.0 - 1e-10)
+                self.bounds_w[1:, k * r :] = -2.0 * means_c.T
+                # sum_j (lam_r - lam_j) p_j^2 for all k as one product with the squares
+                self.gap_w = np.zeros((k * r, k))
+                for j in range(k):
+                    self.gap_w[j * r : (j + 1) * r, j] = lam[j, r] - lam[j, :r]
                 self.n_directions = r
-                self.means_c_t = np.ascontiguousarray(means_c.T)  # (d, K)
-                self.means_sq = (means_c**2).sum(axis=1)  # (K,)
         elif cov == "tied":
             # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U
             self.U = prec_chol
@@ -279,9 +284,11 @@ class _LogProb:
         FLUSH_LOG_RATIO of their row's largest are -inf instead of their value.
         """
         k, m = self.n_components, Z.shape[0]
+        self.pruned = False
         if prune and self.prunable:
             L = self.ws.get("L", (k, m))
             if self._prune(Z, L):
+                self.pruned = True
                 return L
         if self.covariance_type == "full" and m > self.dense_rows:
             out = self.ws.get("L_out", (k, m))
@@ -307,39 +314,37 @@ class _LogProb:
         k, m = self.n_components, Z.shape[0]
         r = self.n_directions
         ws = self.ws
-        Xc = Z[:, 1:]
-        # |delta|^2 (m, K) by expansion, and the projections (m, K, r)
-        dist = ws.get("dist", (m, k))
-        np.matmul(Xc, self.means_c_t, out=dist)
-        x_sq = ws.get("x_sq", (m, 1))
-        np.einsum("rd,rd->r", Xc, Xc, out=x_sq[:, 0])
-        dist *= -2.0
-        dist += x_sq
-        dist += self.means_sq
-        proj = ws.get("proj", (m, k * r))
-        np.matmul(Z, self.V_aug, out=proj)
+        both = ws.get("bounds", (m, k * r + k))
+        np.matmul(Z, self.bounds_w, out=both)
+        proj, dist = both[:, : k * r], both[:, k * r :]
         np.square(proj, out=proj)
-        lower = ws.get("lower", (m, k))
-        np.einsum("mkr,kr->mk", proj.reshape(m, k, r), self.lam_gap, out=lower)
-        # maha >= lam_r dist - sum_j gap_j p_j^2, less a rounding slack of 1e-10 of the
-        # terms' size (the expansion and projections lose a few ulps of |x|^2 + |mu|^2)
-        slack = ws.get("slack", (m, k))
-        np.add(x_sq, self.means_sq, out=slack)
-        slack *= 1e-10
-        dist -= slack
+        upper = ws.get("upper", (m, k))
+        np.matmul(proj, self.gap_w, out=upper)  # sum_j (lam_r - lam_j) p_j^2
+        x_sq = ws.get("x_sq", (m, 1))
+        np.einsum("rd,rd->r", Z[:, 1:], Z[:, 1:], out=x_sq[:, 0])
+        x_sq *= 1.0 - 1e-10
+        dist += x_sq  # |x - mu_k|^2 less the slack, (m, K)
+        # maha >= lam_r (|delta|^2 - slack) - sum_j gap_j p_j^2; the slack (1e-10 of
+        # |x|^2 + |mu|^2) is orders above what the expansion and projections lose
         dist *= self.lam_r
-        dist -= lower
-        np.maximum(dist, 0.0, out=dist)
-        upper = dist  # upper bounds of log p, (m, K)
+        np.subtract(dist, upper, out=upper)
+        np.maximum(upper, 0.0, out=upper)
         upper *= -0.5
-        upper += self.const[:, 0]
+        upper += self.const[:, 0]  # upper bounds of log p, (m, K)
         best = np.argmax(upper, axis=1)
+        # a first count against the largest upper bound (above the exact best, so fewer
+        # pairs pass than will): when even these are too many, go dense at once
+        keep = ws.get("keep", (m, k), dtype=np.bool_)
+        optimistic = np.take_along_axis(upper, best[:, None], axis=1)
+        optimistic += FLUSH_LOG_RATIO - PRUNE_SLACK_NATS
+        np.greater_equal(upper, optimistic, out=keep)
+        if np.count_nonzero(keep) > PRUNE_MAX_SHARE * k * m:
+            return False
         L.fill(-np.inf)
         for j in range(k):
             self._exact(Z, L, j, np.flatnonzero(best == j))
         floor = L[best, np.arange(m)]
         floor += FLUSH_LOG_RATIO - PRUNE_SLACK_NATS
-        keep = ws.get("keep", (m, k), dtype=np.bool_)
         np.greater_equal(upper, floor[:, None], out=keep)
         keep[np.arange(m), best] = False
         kept = np.count_nonzero(keep, axis=0)
@@ -444,8 +449,10 @@ class _Moments:
     """
 
     def __init__(self, covariance_type: str, n_components: int, n_features: int,
-                 ws: _Workspace):
+                 ws: _Workspace, dense_rows: int | None = None):
         self.covariance_type = covariance_type
+        #: rows per sub-block of the dense per-component scatter
+        self.dense_rows = dense_rows or block_rows(n_components, n_features)
         k, d = n_components, n_features
         self.n_components, self.n_features = k, d
         self.ws = ws
@@ -489,10 +496,14 @@ class _Moments:
                     np.multiply(Zg[:, 1:], root_r[j, rows][:, None], out=G)
                     _blas.dsyrk(1.0, G.T, beta=1.0, c=self.C[j].T, trans=0, overwrite_c=1)
                 else:
-                    B = self.ws.get("B", (d, m))
-                    np.multiply(root_r[j], Xt, out=B)
-                    # C[j].T (Fortran order) += B @ B.T, upper triangle = lower of C[j]
-                    _blas.dsyrk(1.0, B.T, beta=1.0, c=self.C[j].T, trans=1, overwrite_c=1)
+                    # in sub-blocks of the cache size (the blocks are larger when pruning)
+                    for start in range(0, m, self.dense_rows):
+                        stop = min(start + self.dense_rows, m)
+                        B = self.ws.get("B", (d, stop - start))
+                        np.multiply(root_r[j, start:stop], Xt[:, start:stop], out=B)
+                        # C[j].T (Fortran order) += B @ B.T: upper triangle = lower of C[j]
+                        _blas.dsyrk(1.0, B.T, beta=1.0, c=self.C[j].T, trans=1,
+                                    overwrite_c=1)
             _acc_gemm(self.SN, R, Z)
         elif self.covariance_type == "full":
             # B[k, :, i] = r_ik x_i: the scatter of every component (and, through the
@@ -584,12 +595,25 @@ def chunk_stats(
     prune = cov == "full" and log_prob.prunable
     step = min(dense_step * PRUNE_BLOCK_FACTOR, max(1, X.shape[0])) if prune else dense_step
     design = _Design(cov, ref, step, ws)
-    moments = _Moments(cov, k, d, ws)
+    moments = _Moments(cov, k, d, ws, dense_step)
     loglik = 0.0
-    for start in range(0, X.shape[0], step):
-        Z = design.build(X[start : start + step])
-        w = None if sample_weight is None else sample_weight[start : start + step]
-        R = log_prob(Z, prune=prune)
+    # a block that could not be pruned makes the next ones dense without trying (their
+    # bounds would be wasted): 1, 2, 4, ... up to 32 pruning blocks' worth, reset on success
+    start, backoff, dense_left = 0, 1, 0
+    while start < X.shape[0]:
+        attempt = prune and dense_left == 0
+        stop = start + (step if attempt else dense_step)
+        Z = design.build(X[start:stop])
+        w = None if sample_weight is None else sample_weight[start:stop]
+        start = stop
+        R = log_prob(Z, prune=attempt)
+        if attempt and log_prob.pruned:
+            backoff = 1
+        elif attempt:
+            dense_left = backoff * PRUNE_BLOCK_FACTOR
+            backoff = min(2 * backoff, 32)
+        elif prune:
+            dense_left -= 1
         log_norm = _log_resp_inplace(R, ws, flush=True)
         if w is None:
             loglik += float(log_norm.sum())
