@@ -72,7 +72,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 FLUSH_LOG_RATIO = -50.0
 #: the scatter of one component gathers its rows with a nonzero responsibility when they
 #: are at most this share of the block, and weights the whole block otherwise
-GATHER_MAX_SHARE = 0.75
+GATHER_MAX_SHARE = 0.5
 #: from this many features on, the full-covariance E-step of the statistics skips the
 #: (row, component) pairs that provably fall under FLUSH_LOG_RATIO (see ``_LogProb``)
 PRUNE_MIN_FEATURES = 32
