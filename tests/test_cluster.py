@@ -244,15 +244,16 @@ def test_pbs_job_script_from_the_shipped_profile():
     assert "--memory-limit" in script
 
 
-def test_job_script_options_reach_the_script():
+def test_job_script_options_reach_the_script(tmp_path):
+    logs = tmp_path / "logs" / "pbs"  # dask-jobqueue creates it: keep it out of the cwd
     config = PBSClusterConfig(
         cores=8, memory="16GB", walltime="00:30:00", queue="debug", account="abc123",
         resource_spec="select=1:ncpus=8:mem=16GB:ngpus=1", job_extra_directives=["-V"],
-        interface="lo", python="/opt/env/bin/python", log_directory="logs/pbs",
+        interface="lo", python="/opt/env/bin/python", log_directory=str(logs),
     )  # fmt: skip
     script = render_job_script(config)
     assert "#PBS -l select=1:ncpus=8:mem=16GB:ngpus=1" in script
-    assert "#PBS -V" in script and "#PBS -e logs/pbs/" in script
+    assert "#PBS -V" in script and f"#PBS -e {logs}/" in script
     assert "/opt/env/bin/python -m distributed.cli.dask_worker" in script
     assert "--interface lo" in script
     assert "resource_spec" in jobqueue_kwargs(config)
