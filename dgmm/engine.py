@@ -18,6 +18,7 @@ import dask.array as da
 import numpy as np
 
 from . import kernels
+from .errors import DataError
 from .params import GMMParams
 from .stats import SuffStats, merge_all
 
@@ -63,6 +64,23 @@ class ChunkedData:
         return len(self.blocks)
 
 
+def _checked_weights(w: np.ndarray, block_info=None) -> np.ndarray:
+    """One chunk of sample weights (n,) as float64; DataError naming the first negative
+    one by its global row (NaN/inf are left to the non-finite row handling)."""
+    w = np.asarray(w, dtype=np.float64)
+    negative = np.flatnonzero(w < 0)
+    if negative.size:
+        start = block_info[0]["array-location"][0][0] if block_info else 0
+        first = int(start + negative[0])
+        raise DataError(
+            f"sample_weight holds {negative.size} negative value(s) in rows {start}.."
+            f"{start + w.shape[0] - 1}, the first at row {first} "
+            f"({float(w[negative[0]])!r}). Weights must be finite and non-negative: fix or "
+            "drop those rows (a weight of 0 leaves a row out)."
+        )
+    return w
+
+
 def prepare(X, sample_weight=None, chunk_rows: int | None = None) -> ChunkedData:
     """Row-chunk ``X`` (and align ``sample_weight`` to its chunks) for repeated passes."""
     array = as_row_chunked(X, chunk_rows)
@@ -70,7 +88,9 @@ def prepare(X, sample_weight=None, chunk_rows: int | None = None) -> ChunkedData
     weights = None
     if sample_weight is not None:
         if isinstance(sample_weight, da.Array):
-            w = sample_weight.rechunk((array.chunks[0],))
+            # a NumPy array is checked up front; a lazy one by the pass reading each chunk
+            w = sample_weight.rechunk((array.chunks[0],)).map_blocks(
+                _checked_weights, dtype=np.float64, meta=np.empty((0,), np.float64))
         else:
             w = da.from_array(np.asarray(sample_weight, dtype=np.float64), chunks=(array.chunks[0],))
         weights = list(w.to_delayed(optimize_graph=True).ravel())

@@ -246,6 +246,24 @@ def test_sample_weight_equals_repeated_rows():
     assert_params_close(weighted, repeated, rtol=1e-9)
 
 
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_lazy_sample_weight_matches_numpy_and_negative_ones_are_named(request, on_cluster):
+    client = request.getfixturevalue("cluster_client") if on_cluster else None
+    X = make_blobs(300, 2, 2, seed=31)
+    w = np.random.default_rng(1).uniform(0.5, 2.0, 300)
+    init = initial_params(X, 2, "diag")
+    Xd = da.from_array(X, chunks=(70, -1))
+    kwargs = dict(covariance_type="diag", tol=0, max_iter=5, client=client, **init)
+    lazy = GaussianMixture(2, **kwargs).fit(Xd, sample_weight=da.from_array(w, chunks=50))
+    eager = GaussianMixture(2, **kwargs).fit(Xd, sample_weight=w)
+    assert_params_close(lazy, eager, rtol=1e-12)
+    w[[150, 222]] = -1.0
+    # the chunk whose task fails first is reported: either one
+    with pytest.raises(DataError, match=r"1 negative value\(s\) in rows (140..209, the first "
+                       r"at row 150|210..279, the first at row 222) \(-1.0\)"):
+        GaussianMixture(2, **kwargs).fit(Xd, sample_weight=da.from_array(w, chunks=50))
+
+
 def test_dask_input_gives_lazy_outputs_with_input_chunks():
     X = make_blobs(500, 3, 3, seed=30)
     Xd = da.from_array(X, chunks=(120, -1))
