@@ -10,7 +10,9 @@ Relative local paths in ``data``, ``model.*_init``, ``checkpoint`` and ``outputs
 resolved against the **current working directory** when the workflow is validated (run
 ``dgmm`` from the project root, as the shipped workflows assume) and stored as absolute
 paths. URLs with a scheme (``s3://``, ``gs://``, ``memory://``, ``file://`` ...) are kept
-as written and opened through fsspec with ``data.storage_options``.
+as written and opened through fsspec with ``data.storage_options`` (checkpoints and
+predictions with ``checkpoint.storage_options`` / ``outputs.storage_options`` when given,
+for when they live on another store than the data).
 
 Cluster profiles
 ----------------
@@ -657,13 +659,15 @@ def cluster_config_from_mapping(mapping: dict) -> ClusterConfig:
 
 
 class CheckpointConfig(BaseModel):
-    """Section ``checkpoint``: ``dir`` (None disables), save ``every`` N iterations, ``keep``."""
+    """Section ``checkpoint``: ``dir`` (None disables), save ``every`` N iterations, ``keep``;
+    ``storage_options`` for a URL ``dir`` (None: those of the data section)."""
 
     model_config = _FORBID
 
     dir: str | None = None
     every: int = Field(1, ge=1)
     keep: int = Field(3, ge=1)
+    storage_options: dict[str, Any] | None = None
 
     _dir = field_validator("dir")(classmethod(lambda cls, v: _resolve_path(v)))
 
@@ -681,6 +685,8 @@ class OutputsConfig(BaseModel):
     predictions: str | None = None
     predictions_format: PredictionsFormat | None = Field(default=None, validate_default=True)
     report: str | None = None
+    #: fsspec options for a URL ``predictions`` (None: those of the data section)
+    storage_options: dict[str, Any] | None = None
 
     _paths = field_validator("model", "predictions", "report")(
         classmethod(lambda cls, v: _resolve_path(v))

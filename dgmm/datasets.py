@@ -328,9 +328,9 @@ def load_true_params(path: str | os.PathLike, storage_options: dict | None = Non
             return _params_from_document(json.load(handle), sidecar)
     import zarr
 
-    kwargs = {"storage_options": storage_options} if storage_options and "://" in path else {}
+    store, kwargs = _zarr_target(path, storage_options, read_only=True)
     try:
-        attrs = dict(zarr.open(path, mode="r", **kwargs).attrs)
+        attrs = dict(zarr.open(store, mode="r", **kwargs).attrs)
     except FileNotFoundError:
         attrs = {}
     if TRUE_PARAMS_KEY not in attrs:

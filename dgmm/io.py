@@ -194,18 +194,31 @@ def _url_to_fs(path: str, storage_options: dict | None):
         ) from exc
 
 
-def _zarr_target(path: str, storage_options: dict | None):
-    """(store argument, keyword arguments) to write a Zarr node at ``path`` with zarr.
+def _zarr_target(path: str, storage_options: dict | None, read_only: bool = False):
+    """(store argument, keyword arguments) to open or write a Zarr node at ``path``.
 
     Local paths and ``file://`` URLs become plain paths (zarr's LocalStore creates the
-    directories it needs); other URLs go through fsspec with ``storage_options``.
+    directories it needs). Other URLs become a zarr ``FsspecStore``: an asynchronous
+    instance of the filesystem (s3, gcs, http ...) or, for one that has none (memory, or
+    dir:// over a local target, which refuses to be made asynchronous), the synchronous
+    one wrapped for zarr's asynchronous store API.
     """
     from fsspec.implementations.local import LocalFileSystem
 
     fs, fs_path = _url_to_fs(path, storage_options)
     if isinstance(fs, LocalFileSystem):
         return fs_path, {}
-    return path, ({"storage_options": storage_options} if storage_options else {})
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+    from zarr.storage import FsspecStore
+
+    if fs.async_impl:
+        try:
+            fs = _url_to_fs(path, {"asynchronous": True, **(storage_options or {})})[0]
+        except DataError:  # e.g. dir:// over a synchronous target
+            fs = AsyncFileSystemWrapper(fs, asynchronous=True)
+    else:
+        fs = AsyncFileSystemWrapper(fs, asynchronous=True)
+    return FsspecStore(fs=fs, path=fs_path, read_only=read_only), {}
 
 
 def _missing(kind: str, path: str, what: str = "") -> DataError:
@@ -260,13 +273,13 @@ class _RowSource:
 def _open_zarr_node(path: str, array_path: str | None, storage_options: dict | None):
     import zarr
 
-    kwargs: dict[str, Any] = {"mode": "r"}
-    if _is_url(path) and storage_options:
-        kwargs["storage_options"] = storage_options
+    store, kwargs = (_zarr_target(path, storage_options, read_only=True) if _is_url(path)
+                     else (path, {}))
+    kwargs["mode"] = "r"
     if array_path:
         kwargs["path"] = array_path
     try:
-        node = zarr.open(path, **kwargs)
+        node = zarr.open(store, **kwargs)
     except FileNotFoundError as exc:
         inside = f" (array_path={array_path!r})" if array_path else ""
         raise DataError(

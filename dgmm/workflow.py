@@ -235,7 +235,9 @@ def run_workflow(
 
         if "predict" in workflow.steps:
             path = outputs.predictions
-            if not force and _stamp_matches(path, expected, workflow.data.storage_options):
+            options = (workflow.data.storage_options if outputs.storage_options is None
+                       else outputs.storage_options)
+            if not force and _stamp_matches(path, expected, options):
                 summary.skipped.append("predict")
                 emit(f"predict: up to date ({path})")
             else:
@@ -243,8 +245,8 @@ def run_workflow(
 
                 t0 = time.perf_counter()
                 write_predictions(X, model.params_, path, format=outputs.predictions_format,
-                                  client=client, storage_options=workflow.data.storage_options)
-                _write_stamp(path, expected, workflow.data.storage_options)
+                                  client=client, storage_options=options)
+                _write_stamp(path, expected, options)
                 emit(f"predict: wrote {path} ({time.perf_counter() - t0:.1f} s)")
                 summary.ran.append("predict")
             summary.outputs["predictions"] = path
@@ -307,9 +309,9 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
     kwargs["random_state"] = _seed(workflow)
     kwargs["verbose"] = 0
     estimator = GaussianMixture(**kwargs, client=client)
-    store = (CheckpointStore(cfg.dir, keep=cfg.keep,
-                             storage_options=workflow.data.storage_options)
-             if cfg.dir else None)
+    options = (workflow.data.storage_options if cfg.storage_options is None
+               else cfg.storage_options)
+    store = CheckpointStore(cfg.dir, keep=cfg.keep, storage_options=options) if cfg.dir else None
 
     def fit(resume):
         progress = _Progress(emit, store, cfg.every, stamp, workflow.model.max_iter)

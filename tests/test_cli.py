@@ -60,6 +60,37 @@ def data_dir(tmp_path_factory):
     return root
 
 
+@pytest.mark.parametrize("fmt", ["zarr", "parquet"])
+def test_checkpoints_and_predictions_use_their_own_storage_options(data_dir, tmp_path, fmt):
+    """dir:// URLs resolve only with their 'path' option: checkpoints and predictions land
+    under the roots their own sections give (the data section has no options)."""
+    os.symlink(data_dir / "data.zarr", tmp_path / "data.zarr")
+    (tmp_path / "ck_root").mkdir()
+    (tmp_path / "out_root").mkdir()
+    wf = write_workflow(
+        tmp_path / "wf.yaml",
+        checkpoint={"dir": "dir://ck", "storage_options": {"path": str(tmp_path / "ck_root")}},
+        outputs={"predictions": f"dir://pred.{fmt}",
+                 # a local target makes no parent directories unless asked (zarr needs them)
+                 "storage_options": {"path": str(tmp_path / "out_root"),
+                                     "target_options": {"auto_mkdir": True}}},
+        model={"max_iter": 4, "tol": 0.0, "require_convergence": False},
+        steps=["fit", "predict"],
+    )
+    dgmm("run", str(wf), cwd=tmp_path, check=0)
+    assert len(CheckpointStore(tmp_path / "ck_root" / "ck").list()) >= 1
+    if fmt == "zarr":
+        import zarr
+
+        pred = zarr.open_group(str(tmp_path / "out_root" / "pred.zarr"), mode="r")
+        assert pred["labels"].shape == (60000,)
+    else:
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(tmp_path / "out_root" / "pred.parquet").num_rows == 60000
+    assert "nothing to do" in dgmm("run", str(wf), cwd=tmp_path, check=0).stdout
+
+
 def test_run_writes_every_output_and_second_run_does_nothing(data_dir, tmp_path):
     os.symlink(data_dir / "data.zarr", tmp_path / "data.zarr")
     wf = write_workflow(tmp_path / "wf.yaml")

@@ -149,6 +149,16 @@ def test_open_zarr_memory_url(tmp_path):
     np.testing.assert_array_equal(X.compute(scheduler="sync"), data)
 
 
+def test_open_zarr_through_a_synchronous_only_filesystem(tmp_path):
+    """dir:// over the local disk refuses an asynchronous instance, which zarr asks for:
+    the store is the synchronous filesystem, wrapped."""
+    data = _data()
+    _write_zarr(tmp_path / "x.zarr", data, 30)
+    X, info = io.open_zarr("dir://x.zarr", storage_options={"path": str(tmp_path)})
+    assert info.row_chunks == (103,)
+    np.testing.assert_array_equal(X.compute(scheduler="sync"), data)
+
+
 def test_zarr_fingerprint_stable_and_sensitive(tmp_path):
     _write_zarr(tmp_path / "x.zarr", _data(), 10)
     _, a = io.open_zarr(tmp_path / "x.zarr")
