@@ -246,6 +246,7 @@ def test_sample_weight_equals_repeated_rows():
     assert_params_close(weighted, repeated, rtol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
 @pytest.mark.parametrize("on_cluster", [False, True])
 def test_lazy_sample_weight_matches_numpy_and_negative_ones_are_named(request, on_cluster):
     client = request.getfixturevalue("cluster_client") if on_cluster else None
