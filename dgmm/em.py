@@ -181,12 +181,14 @@ def restart_seed(seed: int, init_index: int) -> int:
     return seed + 7919 * init_index
 
 
-def _check_rows(n_rows: int, n_nonfinite: int, first_nonfinite: int, settings: EMSettings):
+def _check_rows(n_rows: int, n_nonfinite: int, first_nonfinite: int, settings: EMSettings,
+                weighted: bool = False):
     if n_nonfinite and settings.nonfinite == "raise":
+        where = "the data or their sample_weight" if weighted else "the data"
         raise DataError(
-            f"The data hold {n_nonfinite} row(s) with NaN or inf values (the first at row "
-            f"{first_nonfinite}). Clean the data, or skip those rows with nonfinite='drop' "
-            "(in a workflow: data.nonfinite: drop)."
+            f"{where[0].upper()}{where[1:]} hold {n_nonfinite} row(s) with NaN or inf values "
+            f"(the first at row {first_nonfinite}). Clean them, or skip those rows with "
+            "nonfinite='drop' (in a workflow: data.nonfinite: drop)."
         )
     if n_rows < settings.n_components:
         raise DataError(
@@ -219,6 +221,7 @@ def fit_em(
     best = state.best if state else None
     first_index = state.init_index if state else 0
     split = dict(split_every=settings.split_every, client=client)
+    weighted = data.weights is not None
 
     for init_index in range(first_index, n_init):
         if state is None or state.init_index != init_index:
@@ -231,7 +234,7 @@ def fit_em(
                 init = initial_params(
                     data, settings.n_components, settings.covariance_type,
                     settings.init_params, settings.reg_covar, restart_seed(seed, init_index),
-                    on_first_pass=lambda *counts: _check_rows(*counts, settings),
+                    on_first_pass=lambda *counts: _check_rows(*counts, settings, weighted),
                     **split,
                 )
                 if init.n_rows:
@@ -247,7 +250,13 @@ def fit_em(
             t0 = time.perf_counter()
             stats = engine.estep_pass(data, state.params, **split)
             seconds = time.perf_counter() - t0
-            _check_rows(stats.n_rows, stats.n_nonfinite, stats.first_nonfinite, settings)
+            _check_rows(stats.n_rows, stats.n_nonfinite, stats.first_nonfinite, settings,
+                        weighted)
+            if weighted and not stats.n > 0:  # a lazy sample_weight, seen only now
+                raise DataError(
+                    "sample_weight sums to 0 over the usable rows: at least one row needs a "
+                    "positive weight."
+                )
             step = m_step(stats, settings.reg_covar, previous=state.params)
             if step.empty:
                 log.warning("components %s are empty; they keep their previous mean and "

@@ -397,8 +397,11 @@ def initial_params(
                 if on_first_pass is not None:
                     on_first_pass(*counts)
                 if pick.row is None:
-                    raise DataError("No finite row to start k-means++ from: every row "
-                                    "holds NaN or inf.")
+                    raise DataError(
+                        "No row to start k-means++ from: every row holds NaN or inf"
+                        + (" or has sample_weight 0." if data.weights is not None else ".")
+                        + " Clean the data or give some rows a positive weight."
+                    )
             # every row already a center (duplicates): repeat the last one
             row = pick.row if pick.row is not None else centers[-1]
             centers = np.concatenate([centers, row[None, :]])

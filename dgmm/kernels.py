@@ -202,7 +202,9 @@ class _LogProb:
     ``__call__(Z, out)`` writes log pi_k + log N(x_i | mu_k, Sigma_k) as a (K, m) array.
     """
 
-    def __init__(self, params: GMMParams, ref: np.ndarray, rows: int, ws: _Workspace):
+    def __init__(self, params: GMMParams, ref: np.ndarray, rows: int, ws: _Workspace,
+                 prune: bool = False):
+        """``prune``: prepare the bounds of ``_prune`` (for the statistics only)."""
         cov = params.covariance_type
         self.covariance_type = cov
         k, d = params.means.shape
@@ -235,7 +237,7 @@ class _LogProb:
                 self.W[0] = -b.reshape(-1)
                 self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
             self.dense_rows = rows
-            self.prunable = d >= PRUNE_MIN_FEATURES and k > 1
+            self.prunable = prune and d >= PRUNE_MIN_FEATURES and k > 1
             if self.prunable:
                 # per component: [-b_k; U_k] (d+1, d); the precision's PRUNE_DIRECTIONS
                 # smallest eigenvalues lam_1..lam_r with their eigenvectors V_k, which
@@ -246,7 +248,12 @@ class _LogProb:
                 r = min(PRUNE_DIRECTIONS, d - 1)
                 lam, vec = np.linalg.eigh(prec_chol @ prec_chol.transpose(0, 2, 1))
                 lam = np.maximum(lam, 0.0)
-                self.lam_r = np.ascontiguousarray(lam[:, r])[None, :]  # (1, K)
+                # the computed eigenpairs are exact for a matrix within tau of the
+                # precision (forming U U^T and eigh each lose a few ulps of lam_max):
+                # maha >= (bound with lam_r - tau), which matters when the precision is
+                # ill-conditioned (tiny reg_covar, collinear or badly scaled features)
+                tau = 8 * d * np.finfo(np.float64).eps * lam[:, -1]
+                self.lam_r = np.maximum(lam[:, r] - tau, 0.0)[None, :]  # (1, K)
                 # [1 | Xc] @ bounds_w = [projections of x - mu_k on V_k (K r columns) |
                 # |mu_k|^2 - 2 x.mu_k (K columns)]; the rounding slack of 1e-10 of
                 # |x|^2 + |mu|^2 (see _prune) is folded in as the factor 1 - 1e-10
@@ -308,8 +315,8 @@ class _LogProb:
         bound) is computed exactly first; every other pair whose upper bound lies more
         than -FLUSH_LOG_RATIO (+ slack) below that exact value is set to -inf (the flush
         would have zeroed it anyway) and the rest are computed exactly, per component on
-        its gathered rows. Returns False (L untouched) when more than PRUNE_MAX_SHARE of
-        the pairs remain.
+        its gathered rows. Returns False when more than PRUNE_MAX_SHARE of the pairs
+        remain (L then holds nothing usable; the caller computes the block densely).
         """
         k, m = self.n_components, Z.shape[0]
         r = self.n_directions
@@ -591,8 +598,8 @@ def chunk_stats(
     ref = _chunk_ref(X)
     dense_step = min(block_rows(k, d), max(1, X.shape[0]))
     ws = _Workspace()
-    log_prob = _LogProb(params, ref, dense_step, ws)
-    prune = cov == "full" and log_prob.prunable
+    log_prob = _LogProb(params, ref, dense_step, ws, prune=True)
+    prune = log_prob.prunable
     step = min(dense_step * PRUNE_BLOCK_FACTOR, max(1, X.shape[0])) if prune else dense_step
     design = _Design(cov, ref, step, ws)
     moments = _Moments(cov, k, d, ws, dense_step)

@@ -263,6 +263,17 @@ def test_lazy_sample_weight_matches_numpy_and_negative_ones_are_named(request, o
     with pytest.raises(DataError, match=r"1 negative value\(s\) in rows (140..209, the first "
                        r"at row 150|210..279, the first at row 222) \(-1.0\)"):
         GaussianMixture(2, **kwargs).fit(Xd, sample_weight=da.from_array(w, chunks=50))
+    with pytest.raises(DataError, match="sample_weight sums to 0"):
+        GaussianMixture(2, **kwargs).fit(Xd, sample_weight=da.zeros(300, chunks=50))
+    for init_params in ("kmeans", "k-means++", "random_from_data", "random"):
+        with pytest.raises(DataError, match="sample_weight sums to 0|has sample_weight 0"):
+            GaussianMixture(2, init_params=init_params, random_state=0, client=client).fit(
+                Xd, sample_weight=da.zeros(300, chunks=50))
+    w[:] = 1.0
+    w[77] = np.nan
+    with pytest.raises(DataError, match=r"The data or their sample_weight hold 1 row\(s\) "
+                       r"with NaN or inf values \(the first at row 77\)"):
+        GaussianMixture(2, **kwargs).fit(Xd, sample_weight=da.from_array(w, chunks=50))
 
 
 def test_dask_input_gives_lazy_outputs_with_input_chunks():

@@ -272,3 +272,45 @@ def test_pruned_full_e_step_gives_the_unpruned_statistics(monkeypatch, layout, o
     assert pruned.loglik == pytest.approx(loglik, rel=1e-10)
     np.testing.assert_allclose(pruned.nk, nk, rtol=1e-9, atol=2e-22 * n)
     np.testing.assert_allclose(pruned.s2, s2, rtol=1e-7, atol=1e-9 * np.abs(s2).max())
+
+
+def test_pruning_bounds_hold_for_an_ill_conditioned_precision(monkeypatch):
+    """A covariance with condition number ~1e14 (five eigenvalues 1e-6, the rest 1e6-1e8)
+    and rows far out along its wide directions: every upper bound of ``_prune`` lies
+    above the exact log-probability, and a row whose best component is that one keeps it
+    (the computed eigenpairs are only exact to a few ulps of the largest eigenvalue)."""
+    rng = np.random.default_rng(4)
+    d = 32
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    ev = 10 ** rng.uniform(6, 8, d)
+    ev[:5] = 1e-6
+    cov = (q * ev) @ q.T
+    cov = (cov + cov.T) / 2
+    probe = GMMParams.from_covariances(np.r_[0.5, 0.5], np.stack([np.ones(d), np.zeros(d)]),
+                                       np.stack([np.eye(d), cov]), "full")
+    U = probe.precisions_cholesky[1]
+    lam, V = np.linalg.eigh(U @ U.T)
+    directions = rng.normal(size=(2000, 5)) @ V[:, :5].T
+    rows = directions / np.linalg.norm(directions, axis=1)[:, None] * 600 / np.sqrt(lam[4])
+    ws = kernels._Workspace()
+    ref = rows.mean(axis=0)
+    log_prob = kernels._LogProb(probe, ref, len(rows), ws, prune=True)
+    Z = kernels._Design("full", ref, len(rows), ws).build(rows)
+    monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 1e9)  # run the bounds to the end
+    log_prob(Z, prune=True)
+    upper = ws._buffers["upper"][: 2 * len(rows)].reshape(-1, 2)[:, 1]
+    exact = log_prob._dense(Z)[1]
+    assert np.all(upper >= exact - 1e-9 * np.abs(exact))
+    # end to end: component A placed 10 nats below that component at its tightest row
+    i = int(np.argmin(upper - exact))
+    t = np.sqrt(2 * (np.log(0.5) - d / 2 * np.log(2 * np.pi) - (exact[i] - 10)))
+    mean_a = rows[i] + t * V[:, 0]
+    params = GMMParams.from_covariances(np.r_[0.5, 0.5], np.stack([mean_a, np.zeros(d)]),
+                                        np.stack([np.eye(d), cov]), "full")
+    X = np.vstack([mean_a + rng.normal(size=(300, d)), rows[i]])
+    monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 0.5)
+    pruned = kernels.chunk_stats(X, params)
+    monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 0.0)
+    dense = kernels.chunk_stats(X, params)
+    assert pruned.loglik == pytest.approx(dense.loglik, rel=1e-12)
+    np.testing.assert_allclose(pruned.nk, dense.nk, rtol=1e-12)
