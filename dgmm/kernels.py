@@ -46,6 +46,7 @@ accumulated about ``ref`` and moved to the per-component shift ``c_k`` once per 
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 from scipy.linalg import blas as _blas
@@ -196,6 +197,36 @@ class _Design:
         return Z
 
 
+#: the pruning bounds' eigen-data per parameter object: every chunk task of a pass on a
+#: worker receives the same deserialized parameters, so the K eigen-decompositions
+#: (about the cost of 1000 rows' E-step) run once per worker and pass, not per chunk
+_SOFTEST_DIRECTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _softest_directions(params: GMMParams, r: int):
+    """(lam_r (K,), gaps (K, r), V (K, d, r)) for the pruning bound of 'full' parameters.
+
+    V holds the eigenvectors of each precision U_k U_k^T for its r smallest eigenvalues
+    lam_1..lam_r, gaps = lam_{r+1} - lam_j, and lam_r is lam_{r+1} less tau = 8 d eps
+    lam_max: the computed eigenpairs are exact for a matrix within tau of the precision
+    (forming U U^T and eigh each lose a few ulps of lam_max), so with lam_r - tau the bound
+    holds for the precision itself, which matters when it is ill-conditioned (a tiny
+    reg_covar with collinear or badly scaled features).
+    """
+    cached = _SOFTEST_DIRECTIONS.get(params)
+    if cached is not None and cached[0] == r:
+        return cached[1]
+    prec_chol = params.precisions_cholesky
+    d = prec_chol.shape[1]
+    lam, vec = np.linalg.eigh(prec_chol @ prec_chol.transpose(0, 2, 1))
+    lam = np.maximum(lam, 0.0)
+    tau = 8 * d * np.finfo(np.float64).eps * lam[:, -1]
+    value = (np.maximum(lam[:, r] - tau, 0.0), lam[:, r, None] - lam[:, :r],
+             np.ascontiguousarray(vec[:, :, :r]))
+    _SOFTEST_DIRECTIONS[params] = (r, value)
+    return value
+
+
 class _LogProb:
     """Per-chunk constants of the E-step: the parameters re-expressed around ``ref``.
 
@@ -246,18 +277,11 @@ class _LogProb:
                 self.W_k[:, 0] = -b
                 self.W_k[:, 1:] = prec_chol
                 r = min(PRUNE_DIRECTIONS, d - 1)
-                lam, vec = np.linalg.eigh(prec_chol @ prec_chol.transpose(0, 2, 1))
-                lam = np.maximum(lam, 0.0)
-                # the computed eigenpairs are exact for a matrix within tau of the
-                # precision (forming U U^T and eigh each lose a few ulps of lam_max):
-                # maha >= (bound with lam_r - tau), which matters when the precision is
-                # ill-conditioned (tiny reg_covar, collinear or badly scaled features)
-                tau = 8 * d * np.finfo(np.float64).eps * lam[:, -1]
-                self.lam_r = np.maximum(lam[:, r] - tau, 0.0)[None, :]  # (1, K)
+                lam_r, gaps, V = _softest_directions(params, r)
+                self.lam_r = lam_r[None, :]  # (1, K)
                 # [1 | Xc] @ bounds_w = [projections of x - mu_k on V_k (K r columns) |
                 # |mu_k|^2 - 2 x.mu_k (K columns)]; the rounding slack of 1e-10 of
                 # |x|^2 + |mu|^2 (see _prune) is folded in as the factor 1 - 1e-10
-                V = vec[:, :, :r]  # (K, d, r)
                 self.bounds_w = np.empty((d + 1, k * r + k))
                 self.bounds_w[0, : k * r] = -np.einsum("kd,kdr->kr", means_c, V).reshape(-1)
                 self.bounds_w[1:, : k * r] = V.transpose(1, 0, 2).reshape(d, k * r)
@@ -266,7 +290,7 @@ class _LogProb:
                 # sum_j (lam_r - lam_j) p_j^2 for all k as one product with the squares
                 self.gap_w = np.zeros((k * r, k))
                 for j in range(k):
-                    self.gap_w[j * r : (j + 1) * r, j] = lam[j, r] - lam[j, :r]
+                    self.gap_w[j * r : (j + 1) * r, j] = gaps[j]
                 self.n_directions = r
         elif cov == "tied":
             # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U

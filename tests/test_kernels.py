@@ -314,3 +314,20 @@ def test_pruning_bounds_hold_for_an_ill_conditioned_precision(monkeypatch):
     dense = kernels.chunk_stats(X, params)
     assert pruned.loglik == pytest.approx(dense.loglik, rel=1e-12)
     np.testing.assert_allclose(pruned.nk, dense.nk, rtol=1e-12)
+
+
+def test_pruning_eigen_data_computed_once_per_parameter_object(monkeypatch):
+    """Chunks of one pass share the parameters: the K eigen-decompositions run once."""
+    X = make_blobs(500, 40, 3, seed=41)
+    params = params_for("full", X)
+    calls = []
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a: calls.append(a.shape) or eigh(a))
+    first = kernels.chunk_stats(X[:250], params)
+    kernels.chunk_stats(X[250:], params)
+    assert len(calls) == 1
+    copy = GMMParams(params.weights, params.means, params.covariances,
+                     params.precisions_cholesky, "full")
+    again = kernels.chunk_stats(X[:250], copy)
+    assert len(calls) == 2  # another object: computed afresh, same result
+    np.testing.assert_array_equal(again.s2, first.s2)
