@@ -230,109 +230,43 @@ def _softest_directions(params: GMMParams, r: int):
     return value
 
 
-class _LogProb:
-    """Per-chunk constants of the E-step: the parameters re-expressed around ``ref``.
+class _PrunedLogProb:
+    """The 'full' E-step of the statistics, skipping pairs the flush would zero.
 
-    ``__call__(Z, out)`` writes log pi_k + log N(x_i | mu_k, Sigma_k) as a (K, m) array.
+    Per component: W_k = [-b_k; U_k] (d+1, d) for the exact values on gathered rows, and
+    the bound data: the precision's PRUNE_DIRECTIONS smallest eigenvalues and their
+    eigenvectors V_k (see ``_softest_directions``), which bound the Mahalanobis distance
+    from below (see ``fill``).
     """
 
-    def __init__(self, params: GMMParams, ref: np.ndarray, rows: int, ws: _Workspace,
-                 prune: bool = False):
-        """``prune``: prepare the bounds of ``_prune`` (for the statistics only)."""
-        cov = params.covariance_type
-        self.covariance_type = cov
-        k, d = params.means.shape
-        self.n_components, self.n_features = k, d
-        means_c = params.means - ref  # (K, d), means relative to the chunk's centre
+    def __init__(self, params: GMMParams, means_c: np.ndarray, b: np.ndarray,
+                 const: np.ndarray, ws: _Workspace):
         prec_chol = params.precisions_cholesky
-        with np.errstate(divide="ignore"):
-            log_weights = np.log(params.weights)
-        const = -0.5 * d * LOG_2PI + log_det_cholesky(prec_chol, cov, d) + log_weights
-        self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
+        k, d = means_c.shape
+        self.n_components, self.n_features = k, d
+        self.const = const  # (K, 1)
         self.ws = ws
-        self.prunable = False
-        if cov == "full":
-            # y_k = (x - mu_k) @ U_k for all k in one GEMM: [1 | Xc] @ [[-b], [U_1 ... U_K]]
-            b = np.einsum("ki,kij->kj", means_c, prec_chol)  # (K, d)
-            h = d // 2
-            triangular = not np.any(prec_chol[:, h:, :h])
-            self.split = d >= max(2, TRIANGULAR_MIN_FEATURES) and triangular
-            if self.split:
-                # U_k = [[A, B], [0, C]]: the first h outputs need only [1 | x_1..x_h]
-                self.h = h
-                self.W1 = np.empty((h + 1, k * h))
-                self.W1[0] = -b[:, :h].reshape(-1)
-                self.W1[1:] = prec_chol[:, :h, :h].transpose(1, 0, 2).reshape(h, k * h)
-                self.W2 = np.empty((d + 1, k * (d - h)))
-                self.W2[0] = -b[:, h:].reshape(-1)
-                self.W2[1:] = prec_chol[:, :, h:].transpose(1, 0, 2).reshape(d, k * (d - h))
-            else:
-                self.W = np.empty((d + 1, k * d))
-                self.W[0] = -b.reshape(-1)
-                self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
-            self.dense_rows = rows
-            self.prunable = prune and d >= PRUNE_MIN_FEATURES and k > 1
-            if self.prunable:
-                # per component: [-b_k; U_k] (d+1, d); the precision's PRUNE_DIRECTIONS
-                # smallest eigenvalues lam_1..lam_r with their eigenvectors V_k, which
-                # bound the Mahalanobis distance from below (see _prune)
-                self.W_k = np.empty((k, d + 1, d))
-                self.W_k[:, 0] = -b
-                self.W_k[:, 1:] = prec_chol
-                r = min(PRUNE_DIRECTIONS, d - 1)
-                lam_r, gaps, V = _softest_directions(params, r)
-                self.lam_r = lam_r[None, :]  # (1, K)
-                # [1 | Xc] @ bounds_w = [projections of x - mu_k on V_k (K r columns) |
-                # |mu_k|^2 - 2 x.mu_k (K columns)]; the rounding slack of 1e-10 of
-                # |x|^2 + |mu|^2 (see _prune) is folded in as the factor 1 - 1e-10
-                self.bounds_w = np.empty((d + 1, k * r + k))
-                self.bounds_w[0, : k * r] = -np.einsum("kd,kdr->kr", means_c, V).reshape(-1)
-                self.bounds_w[1:, : k * r] = V.transpose(1, 0, 2).reshape(d, k * r)
-                self.bounds_w[0, k * r :] = (means_c**2).sum(axis=1) * (1.0 - 1e-10)
-                self.bounds_w[1:, k * r :] = -2.0 * means_c.T
-                # sum_j (lam_r - lam_j) p_j^2 for all k as one product with the squares
-                self.gap_w = np.zeros((k * r, k))
-                for j in range(k):
-                    self.gap_w[j * r : (j + 1) * r, j] = gaps[j]
-                self.n_directions = r
-        elif cov == "tied":
-            # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U
-            self.U = prec_chol
-            b = means_c @ prec_chol  # (K, d)
-            self.B = b
-            self.const = self.const - 0.5 * (b**2).sum(axis=1)[:, None]
-            self.Y = ws.get("Y", (rows, d))
-        else:
-            # log p_k = c_k - 1/2 sum_j P_kj (x_j - m_kj)^2, expanded in x_j and x_j^2
-            prec = prec_chol**2 if cov == "diag" else np.repeat((prec_chol**2)[:, None], d, 1)
-            W = np.empty((k, 2 * d + 1))
-            W[:, :d] = means_c * prec
-            W[:, d : 2 * d] = -0.5 * prec
-            W[:, 2 * d] = const - 0.5 * (means_c**2 * prec).sum(axis=1)
-            self.W = W
+        self.W_k = np.empty((k, d + 1, d))
+        self.W_k[:, 0] = -b
+        self.W_k[:, 1:] = prec_chol
+        r = min(PRUNE_DIRECTIONS, d - 1)
+        lam_r, gaps, V = _softest_directions(params, r)
+        self.lam_r = lam_r[None, :]  # (1, K)
+        # [1 | Xc] @ bounds_w = [projections of x - mu_k on V_k (K r columns) |
+        # |mu_k|^2 - 2 x.mu_k (K columns)]; the rounding slack of 1e-10 of
+        # |x|^2 + |mu|^2 (see fill) is folded in as the factor 1 - 1e-10
+        self.bounds_w = np.empty((d + 1, k * r + k))
+        self.bounds_w[0, : k * r] = -np.einsum("kd,kdr->kr", means_c, V).reshape(-1)
+        self.bounds_w[1:, : k * r] = V.transpose(1, 0, 2).reshape(d, k * r)
+        self.bounds_w[0, k * r :] = (means_c**2).sum(axis=1) * (1.0 - 1e-10)
+        self.bounds_w[1:, k * r :] = -2.0 * means_c.T
+        # sum_j (lam_r - lam_j) p_j^2 for all k as one product with the squares
+        self.gap_w = np.zeros((k * r, k))
+        for j in range(k):
+            self.gap_w[j * r : (j + 1) * r, j] = gaps[j]
+        self.n_directions = r
 
-    def __call__(self, Z: np.ndarray, prune: bool = False) -> np.ndarray:
-        """Weighted log-probabilities of the block's rows, a (K, m) view of the workspace.
-
-        ``prune`` (statistics only): pairs that ``_prune`` proves to lie below
-        FLUSH_LOG_RATIO of their row's largest are -inf instead of their value.
-        """
-        k, m = self.n_components, Z.shape[0]
-        self.pruned = False
-        if prune and self.prunable:
-            L = self.ws.get("L", (k, m))
-            if self._prune(Z, L):
-                self.pruned = True
-                return L
-        if self.covariance_type == "full" and m > self.dense_rows:
-            out = self.ws.get("L_out", (k, m))
-            for start in range(0, m, self.dense_rows):
-                part = self._dense(Z[start : start + self.dense_rows])
-                out[:, start : start + part.shape[1]] = part
-            return out
-        return self._dense(Z)
-
-    def _prune(self, Z: np.ndarray, L: np.ndarray) -> bool:
+    def fill(self, Z: np.ndarray, L: np.ndarray) -> bool:
         """Fill L (K, m) for a 'full' block computing only the pairs that may matter.
 
         With delta = x_i - mu_k, p_j its projections on the r eigenvectors of the
@@ -376,7 +310,7 @@ class _LogProb:
             return False
         L.fill(-np.inf)
         for j in range(k):
-            self._exact(Z, L, j, np.flatnonzero(best == j))
+            self.exact(Z, L, j, np.flatnonzero(best == j))
         floor = L[best, np.arange(m)]
         floor += FLUSH_LOG_RATIO - PRUNE_SLACK_NATS
         np.greater_equal(upper, floor[:, None], out=keep)
@@ -386,10 +320,10 @@ class _LogProb:
             return False
         for j in range(k):
             if kept[j]:
-                self._exact(Z, L, j, np.flatnonzero(keep[:, j]))
+                self.exact(Z, L, j, np.flatnonzero(keep[:, j]))
         return True
 
-    def _exact(self, Z: np.ndarray, L: np.ndarray, j: int, rows: np.ndarray) -> None:
+    def exact(self, Z: np.ndarray, L: np.ndarray, j: int, rows: np.ndarray) -> None:
         """L[j, rows] = log pi_j + log N(x_rows | mu_j, Sigma_j), on the gathered rows."""
         if not rows.size:
             return
@@ -403,6 +337,88 @@ class _LogProb:
         maha *= -0.5
         maha += self.const[j, 0]
         L[j, rows] = maha
+
+
+class _LogProb:
+    """Per-chunk constants of the E-step: the parameters re-expressed around ``ref``.
+
+    ``__call__(Z, out)`` writes log pi_k + log N(x_i | mu_k, Sigma_k) as a (K, m) array.
+    """
+
+    def __init__(self, params: GMMParams, ref: np.ndarray, rows: int, ws: _Workspace,
+                 prune: bool = False):
+        """``prune``: prepare a ``_PrunedLogProb`` (for the statistics only)."""
+        cov = params.covariance_type
+        self.covariance_type = cov
+        k, d = params.means.shape
+        self.n_components, self.n_features = k, d
+        means_c = params.means - ref  # (K, d), means relative to the chunk's centre
+        prec_chol = params.precisions_cholesky
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params.weights)
+        const = -0.5 * d * LOG_2PI + log_det_cholesky(prec_chol, cov, d) + log_weights
+        self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
+        self.ws = ws
+        self.pruner: _PrunedLogProb | None = None
+        if cov == "full":
+            # y_k = (x - mu_k) @ U_k for all k in one GEMM: [1 | Xc] @ [[-b], [U_1 ... U_K]]
+            b = np.einsum("ki,kij->kj", means_c, prec_chol)  # (K, d)
+            h = d // 2
+            triangular = not np.any(prec_chol[:, h:, :h])
+            self.split = d >= max(2, TRIANGULAR_MIN_FEATURES) and triangular
+            if self.split:
+                # U_k = [[A, B], [0, C]]: the first h outputs need only [1 | x_1..x_h]
+                self.h = h
+                self.W1 = np.empty((h + 1, k * h))
+                self.W1[0] = -b[:, :h].reshape(-1)
+                self.W1[1:] = prec_chol[:, :h, :h].transpose(1, 0, 2).reshape(h, k * h)
+                self.W2 = np.empty((d + 1, k * (d - h)))
+                self.W2[0] = -b[:, h:].reshape(-1)
+                self.W2[1:] = prec_chol[:, :, h:].transpose(1, 0, 2).reshape(d, k * (d - h))
+            else:
+                self.W = np.empty((d + 1, k * d))
+                self.W[0] = -b.reshape(-1)
+                self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
+            self.dense_rows = rows
+            if prune and d >= PRUNE_MIN_FEATURES and k > 1:
+                self.pruner = _PrunedLogProb(params, means_c, b, self.const, ws)
+        elif cov == "tied":
+            # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U
+            self.U = prec_chol
+            b = means_c @ prec_chol  # (K, d)
+            self.B = b
+            self.const = self.const - 0.5 * (b**2).sum(axis=1)[:, None]
+            self.Y = ws.get("Y", (rows, d))
+        else:
+            # log p_k = c_k - 1/2 sum_j P_kj (x_j - m_kj)^2, expanded in x_j and x_j^2
+            prec = prec_chol**2 if cov == "diag" else np.repeat((prec_chol**2)[:, None], d, 1)
+            W = np.empty((k, 2 * d + 1))
+            W[:, :d] = means_c * prec
+            W[:, d : 2 * d] = -0.5 * prec
+            W[:, 2 * d] = const - 0.5 * (means_c**2 * prec).sum(axis=1)
+            self.W = W
+
+    def __call__(self, Z: np.ndarray, prune: bool = False) -> np.ndarray:
+        """Weighted log-probabilities of the block's rows, a (K, m) view of the workspace.
+
+        ``prune`` (statistics only): pairs that the pruner proves to lie below
+        FLUSH_LOG_RATIO of their row's largest are -inf instead of their value;
+        ``self.pruned`` says whether this block was pruned.
+        """
+        k, m = self.n_components, Z.shape[0]
+        self.pruned = False
+        if prune and self.pruner is not None:
+            L = self.ws.get("L", (k, m))
+            if self.pruner.fill(Z, L):
+                self.pruned = True
+                return L
+        if self.covariance_type == "full" and m > self.dense_rows:
+            out = self.ws.get("L_out", (k, m))
+            for start in range(0, m, self.dense_rows):
+                part = self._dense(Z[start : start + self.dense_rows])
+                out[:, start : start + part.shape[1]] = part
+            return out
+        return self._dense(Z)
 
     def _dense(self, Z: np.ndarray) -> np.ndarray:
         """Every (component, row) pair of a block of at most ``dense_rows`` rows."""
@@ -626,7 +642,7 @@ def chunk_stats(
     dense_step = min(block_rows(k, d), max(1, X.shape[0]))
     ws = _Workspace()
     log_prob = _LogProb(params, ref, dense_step, ws, prune=True)
-    prune = log_prob.prunable
+    prune = log_prob.pruner is not None
     step = min(dense_step * PRUNE_BLOCK_FACTOR, max(1, X.shape[0])) if prune else dense_step
     design = _Design(cov, ref, step, ws)
     moments = _Moments(cov, k, d, ws, dense_step)

@@ -249,8 +249,8 @@ def test_pruned_full_e_step_gives_the_unpruned_statistics(monkeypatch, layout, o
     params = GMMParams.from_covariances(np.full(k, 1.0 / k), means + offset, covs, "full")
     X = X + offset
     calls = []
-    original = kernels._LogProb._prune
-    monkeypatch.setattr(kernels._LogProb, "_prune",
+    original = kernels._PrunedLogProb.fill
+    monkeypatch.setattr(kernels._PrunedLogProb, "fill",
                         lambda self, Z, L: calls.append(original(self, Z, L)) or calls[-1])
     pruned = kernels.chunk_stats(X, params)
     monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 0.0)  # never prune
@@ -276,7 +276,7 @@ def test_pruned_full_e_step_gives_the_unpruned_statistics(monkeypatch, layout, o
 
 def test_pruning_bounds_hold_for_an_ill_conditioned_precision(monkeypatch):
     """A covariance with condition number ~1e14 (five eigenvalues 1e-6, the rest 1e6-1e8)
-    and rows far out along its wide directions: every upper bound of ``_prune`` lies
+    and rows far out along its wide directions: every upper bound of the pruner lies
     above the exact log-probability, and a row whose best component is that one keeps it
     (the computed eigenpairs are only exact to a few ulps of the largest eigenvalue)."""
     rng = np.random.default_rng(4)
