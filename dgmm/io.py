@@ -26,7 +26,6 @@ import pickle
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import dask.array as da
 import numpy as np
