@@ -773,6 +773,12 @@ class Workflow(BaseModel):
         """The ``key=value`` overrides applied on top of the file."""
         return self._overrides
 
+    def storage_options_for(self, section: str) -> dict[str, Any]:
+        """fsspec options for the checkpoints (``"checkpoint"``) or the predictions
+        (``"outputs"``): the section's own ``storage_options``, else the data section's."""
+        own = getattr(self, section).storage_options
+        return dict(self.data.storage_options if own is None else own)
+
     def estimator_kwargs(self) -> dict[str, Any]:
         """``ModelConfig.estimator_kwargs()`` plus ``nonfinite`` from the data section."""
         kwargs = self.model.estimator_kwargs()

@@ -171,6 +171,14 @@ class _Workspace:
         return view
 
 
+def _gather_rows(Z: np.ndarray, rows: np.ndarray, ws: _Workspace) -> np.ndarray:
+    """Z[rows] (n, Z's width) in a workspace buffer; whole rows, since ``np.take`` into
+    ``out=`` is several times slower on a column slice of Z."""
+    Zg = ws.get("Z_gathered", (rows.size, Z.shape[1]))
+    np.take(Z, rows, axis=0, out=Zg)
+    return Zg
+
+
 class _Design:
     """Builds, per block, the centred rows in the layout the covariance type needs.
 
@@ -328,8 +336,7 @@ class _PrunedLogProb:
         if not rows.size:
             return
         ws = self.ws
-        Zg = ws.get("Z_gathered", (rows.size, Z.shape[1]))
-        np.take(Z, rows, axis=0, out=Zg)
+        Zg = _gather_rows(Z, rows, ws)
         Y = ws.get("Y_gathered", (rows.size, self.n_features))
         np.matmul(Zg, self.W_k[j], out=Y)
         maha = ws.get("maha_gathered", (rows.size,))
@@ -540,8 +547,7 @@ class _Moments:
                     # only the rows this component holds (responsibilities flushed to 0
                     # elsewhere): (n, d) rows, C[j].T += rows.T @ rows
                     rows = np.flatnonzero(R[j])
-                    Zg = self.ws.get("Z_gathered", (n_active, d + 1))
-                    np.take(Z, rows, axis=0, out=Zg)  # whole rows: the fast take
+                    Zg = _gather_rows(Z, rows, self.ws)
                     G = self.ws.get("B", (n_active, d))
                     np.multiply(Zg[:, 1:], root_r[j, rows][:, None], out=G)
                     _blas.dsyrk(1.0, G.T, beta=1.0, c=self.C[j].T, trans=0, overwrite_c=1)

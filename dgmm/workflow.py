@@ -235,8 +235,7 @@ def run_workflow(
 
         if "predict" in workflow.steps:
             path = outputs.predictions
-            options = (workflow.data.storage_options if outputs.storage_options is None
-                       else outputs.storage_options)
+            options = workflow.storage_options_for("outputs")
             if not force and _stamp_matches(path, expected, options):
                 summary.skipped.append("predict")
                 emit(f"predict: up to date ({path})")
@@ -309,9 +308,9 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
     kwargs["random_state"] = _seed(workflow)
     kwargs["verbose"] = 0
     estimator = GaussianMixture(**kwargs, client=client)
-    options = (workflow.data.storage_options if cfg.storage_options is None
-               else cfg.storage_options)
-    store = CheckpointStore(cfg.dir, keep=cfg.keep, storage_options=options) if cfg.dir else None
+    store = (CheckpointStore(cfg.dir, keep=cfg.keep,
+                             storage_options=workflow.storage_options_for("checkpoint"))
+             if cfg.dir else None)
 
     def fit(resume):
         progress = _Progress(emit, store, cfg.every, stamp, workflow.model.max_iter)

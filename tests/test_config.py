@@ -389,6 +389,18 @@ def test_overrides_apply_in_order(project):
     assert workflow.overrides[0] == "model.n_components=12"
 
 
+def test_checkpoint_and_outputs_storage_options_default_to_the_data_section(project):
+    write(project, MINIMAL)
+    inherited = load_workflow("workflows/w.yaml", ["data.storage_options.anon=true"])
+    assert inherited.storage_options_for("checkpoint") == {"anon": True}
+    assert inherited.storage_options_for("outputs") == {"anon": True}
+    own = load_workflow("workflows/w.yaml", [
+        "data.storage_options.anon=true", "checkpoint.storage_options={}",
+        "outputs.storage_options={key: abc}"])
+    assert own.storage_options_for("checkpoint") == {}
+    assert own.storage_options_for("outputs") == {"key": "abc"}
+
+
 def test_override_on_an_unknown_path(project):
     write(project, MINIMAL)
     with pytest.raises(ConfigError, match=r"override 'model\.n_compnents=3': unknown key "
