@@ -21,8 +21,10 @@ GFLOP/s are nominal: 4 N K d^2 per iteration for 'full' (2 N K d^2 for the Mahal
 products, 2 N K d^2 for the weighted scatter), 8 N K d for 'diag' (4 N K d for the E-step's
 two (N x d) @ (d x K) products, 4 N K d for the first and second moments). They are set
 against a float64 GEMM (a square ``--gemm-size`` matmul with NumPy on every core) measured
-in the same run, just before and just after each case's dgmm fit (the machine's speed
-drifts; a rate from minutes earlier can be 30% off).
+in the same run around every timed dgmm iteration: just before and just after it, by the
+driver while the workers idle (the machine's speed drifts, by 10-20% from one iteration to
+the next on a shared virtual machine; a rate from minutes earlier can be 30% off). The
+case's reference is the mean of the per-iteration ones weighted by the iterations' times.
 
 The kernels skip work that cannot change the result (see ``dgmm/kernels.py``): with
 separated components, most (row, component) pairs of the full-covariance E-step and
@@ -120,19 +122,25 @@ def initial_parameters(X: np.ndarray, case: Case, seed: int = 1) -> dict:
             "precisions_init": precisions}
 
 
-def gemm_gflops(size: int, repeats: int = 3) -> float:
-    """Best float64 GEMM rate of NumPy on every core of this process, in GFLOP/s."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size))
-    b = rng.standard_normal((size, size))
-    out = np.empty((size, size))
-    np.matmul(a, b, out=out)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * size**3 / best / 1e9
+class GemmProbe:
+    """Float64 GEMM rate of NumPy on every core of this process, in GFLOP/s: a square
+    ``size`` x ``size`` matmul on operands allocated once, best of ``repeats``."""
+
+    def __init__(self, size: int):
+        rng = np.random.default_rng(0)
+        self.size = size
+        self.a = rng.standard_normal((size, size))
+        self.b = rng.standard_normal((size, size))
+        self.out = np.empty((size, size))
+        np.matmul(self.a, self.b, out=self.out)
+
+    def __call__(self, repeats: int = 2) -> float:
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            np.matmul(self.a, self.b, out=self.out)
+            best = min(best, time.perf_counter() - t0)
+        return 2.0 * self.size**3 / best / 1e9
 
 
 def compute_every_pair() -> None:
@@ -249,37 +257,52 @@ def place_chunks(client, X: np.ndarray, chunk_rows: int):
     return Xd, futures, held
 
 
-def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int) -> dict:
-    """dgmm on the cluster: seconds per iteration and per pass, kernel-only seconds per
-    pass on the workers, the fitted model and the chunks each worker holds."""
+def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int,
+              gemm: GemmProbe) -> dict:
+    """dgmm on the cluster: seconds per iteration and per pass, the GEMM rate around each
+    iteration, kernel-only seconds per pass on the workers, the fitted model and the
+    chunks each worker holds.
+
+    After initialisation and after every iteration, the fit callback measures ``gemm``
+    on the driver while the workers idle (the next pass starts when the callback
+    returns); an iteration's time runs from the end of one callback to the start of the
+    next, so the probes are not timed, and its GEMM reference is the mean of the probes
+    just before and just after it.
+    """
     from distributed import get_task_stream
 
     import dgmm
 
     Xd, chunks, held = place_chunks(client, X, chunk_rows)
 
-    def fit(max_iter):
-        stamps, passes = [], []
+    def fit(max_iter, probe):
+        begins, ends, passes, rates = [], [], [], []
 
         def callback(info):
-            stamps.append(time.perf_counter())
+            begins.append(time.perf_counter())
             if info.phase == "iteration":
                 passes.append(info.seconds)
+            if probe:
+                rates.append(gemm())
+            ends.append(time.perf_counter())
 
         model = dgmm.GaussianMixture(
             case.n_components, covariance_type=case.covariance_type, tol=0.0,
             max_iter=max_iter, client=client, **init,
         )
         model.fit(Xd, callback=callback)
-        return np.diff(stamps), np.array(passes), model
+        per_iter = np.array(begins[1:]) - np.array(ends[:-1])
+        rates = np.array(rates)
+        gemm_per_iter = 0.5 * (rates[1:] + rates[:-1]) if probe else None
+        return per_iter, np.array(passes), gemm_per_iter, model
 
-    fit(1)  # warm-up: imports and code on the workers, first graph
+    fit(1, probe=False)  # warm-up: imports and code on the workers, first graph
     with OtherLoad() as load, get_task_stream(client) as stream:
-        per_iter, passes, model = fit(n_iter)
+        per_iter, passes, gemm_per_iter, model = fit(n_iter, probe=True)
     client.cancel(chunks)
-    return {"per_iter": per_iter, "passes": passes, "model": model, "held": held,
-            "kernel": chunk_task_seconds(stream.data, n_iter), "load": load.share,
-            "shares": chunk_task_seconds_per_worker(stream.data, n_iter)}
+    return {"per_iter": per_iter, "passes": passes, "gemm": gemm_per_iter, "model": model,
+            "held": held, "kernel": chunk_task_seconds(stream.data, n_iter),
+            "load": load.share, "shares": chunk_task_seconds_per_worker(stream.data, n_iter)}
 
 
 def chunk_task_seconds(task_stream: list, n_passes: int) -> float:
@@ -391,9 +414,10 @@ def main(argv=None) -> int:
         print(f"WARNING: {openblas_env} is set and slows OpenBLAS; rerun with "
               "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE")
     settle()
+    gemm = GemmProbe(gemm_size)
     with OtherLoad() as load:
-        gemm = gemm_gflops(gemm_size)
-    print(f"float64 GEMM {gemm_size}x{gemm_size}, all cores: {gemm:.1f} GFLOP/s "
+        rate = gemm(3)
+    print(f"float64 GEMM {gemm_size}x{gemm_size}, all cores: {rate:.1f} GFLOP/s "
           f"(other load {load.share:.0%})")
 
     data = {}
@@ -418,20 +442,22 @@ def main(argv=None) -> int:
             X, init = data[case.name]
             chunk_rows = chunk_rows_for(case, args.workers, args.chunk_mib)
             settle()
-            gemm_before = gemm_gflops(gemm_size)  # the workers idle meanwhile
-            r = time_dgmm(client, X, case, init, args.iters, chunk_rows)
-            gemm_after = gemm_gflops(gemm_size)
+            r = time_dgmm(client, X, case, init, args.iters, chunk_rows, gemm)
             print(f"{case.name}: {math.ceil(case.n_samples / chunk_rows)} chunks of "
                   f"{chunk_rows} rows, chunks per worker {sorted(r['held'].values())}; dgmm "
                   f"s/iter {np.round(r['per_iter'], 3).tolist()}, pass only "
-                  f"{np.round(r['passes'], 3).tolist()}, chunk tasks {r['kernel']:.3f} s/pass; "
-                  f"GEMM before/after {gemm_before:.1f}/{gemm_after:.1f} GFLOP/s")
+                  f"{np.round(r['passes'], 3).tolist()}, chunk tasks {r['kernel']:.3f} s/pass")
+            flops = case.nominal_flops()
+            print(f"  GEMM GFLOP/s around each iteration {np.round(r['gemm'], 1).tolist()}; "
+                  "dgmm GFLOP/s / GEMM per iteration "
+                  f"{np.round(flops / r['per_iter'] / 1e9 / r['gemm'], 2).tolist()}")
             seconds, tasks = r["shares"]
             print("  chunk tasks per worker and pass: " + ", ".join(
                 f"{seconds[w]:.3f} s in {tasks[w]:.1f} tasks" for w in sorted(seconds)))
             rows[case.name] = {"dgmm": float(r["per_iter"].mean()), "model": r["model"],
                                "kernel": r["kernel"], "load": r["load"],
-                               "gemm": 0.5 * (gemm_before + gemm_after)}
+                               # the reference rate over the fit, time-weighted
+                               "gemm": float(np.average(r["gemm"], weights=r["per_iter"]))}
     finally:
         client.close()
         cluster.close()
@@ -468,8 +494,8 @@ def main(argv=None) -> int:
               f"{r.get('diff', math.nan):12.1e} "
               f"{r['load']:10.0%}")
     print(f"\nratio = dgmm / sklearn seconds per iteration (target <= 0.5); GEMM = float64 "
-          f"GEMM GFLOP/s on {os.cpu_count()} cores, mean of the runs just before and just "
-          "after the case's dgmm fit; vs GEMM = dgmm GFLOP/s / GEMM (target >= 0.5 on "
+          f"GEMM GFLOP/s on {os.cpu_count()} cores, measured around each dgmm iteration, "
+          "mean weighted by the iterations' times; vs GEMM = dgmm GFLOP/s / GEMM (target >= 0.5 on "
           "full64); kernel = seconds per pass the busiest worker spent "
           "in chunk tasks; flops: full 4NKd^2, diag 8NKd per iteration; max rel diff = "
           "dgmm vs scikit-learn (means, covariances, lower bound); other load = CPU share "
