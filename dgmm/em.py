@@ -24,6 +24,7 @@ from .errors import DataError
 from .init import initial_params
 from .mstep import m_step
 from .params import GMMParams
+from .threads import caller_blas_threads, single_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ def _check_rows(n_rows: int, n_nonfinite: int, first_nonfinite: int, settings: E
         )
 
 
+@single_blas_thread()
 def fit_em(
     data: engine.ChunkedData,
     settings: EMSettings,
@@ -244,7 +246,8 @@ def fit_em(
                             n_rows, n_nonfinite)
             if callback:
                 seconds = time.perf_counter() - t0
-                callback(IterationInfo(state, "init", math.nan, seconds, math.nan))
+                with caller_blas_threads():
+                    callback(IterationInfo(state, "init", math.nan, seconds, math.nan))
 
         while state.iteration < settings.max_iter and not state.converged:
             t0 = time.perf_counter()
@@ -274,7 +277,8 @@ def fit_em(
             )
             if callback:
                 rate = stats.n_rows / seconds if seconds > 0 else math.inf
-                callback(IterationInfo(state, "iteration", change, seconds, rate, step.empty))
+                with caller_blas_threads():
+                    callback(IterationInfo(state, "iteration", change, seconds, rate, step.empty))
 
         run = RunResult(state.params, state.lower_bound, state.iteration, state.converged,
                         state.history)

@@ -34,6 +34,7 @@ from .errors import DataError
 from .mstep import m_step
 from .params import GMMParams
 from .stats import SuffStats, _min_index
+from .threads import single_blas_thread
 
 KMEANS_PARALLEL_ROUNDS = 2
 KMEANS_MAX_ITER = 20
@@ -45,6 +46,7 @@ def chunk_rng(seed: int, pass_id: int, row_offset: int) -> np.random.Generator:
     return np.random.default_rng([seed, pass_id, row_offset])
 
 
+@single_blas_thread()
 def _sq_distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances (n_samples, n_centers), rows centred first for accuracy."""
     ref = X.mean(axis=0, dtype=np.float64) if X.shape[0] else np.zeros(X.shape[1])

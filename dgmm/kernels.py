@@ -56,6 +56,7 @@ from scipy.linalg import blas as _blas
 
 from .params import GMMParams, log_det_cholesky
 from .stats import SuffStats
+from .threads import single_blas_thread
 
 #: target size in bytes of the largest per-block work array (rows x K x d doubles)
 BLOCK_BYTES = 1 << 22
@@ -628,6 +629,7 @@ def _chunk_ref(X: np.ndarray) -> np.ndarray:
     return X.mean(axis=0, dtype=np.float64)
 
 
+@single_blas_thread()
 def chunk_stats(
     X: np.ndarray,
     params: GMMParams,
@@ -716,6 +718,7 @@ def _stats_from_blocks(X, resp_block, shift, covariance_type, sample_weight):
     return SuffStats(covariance_type, shift, n, 0.0, nk, s1, s2, n_rows=int(X.shape[0]))
 
 
+@single_blas_thread()
 def chunk_stats_from_labels(
     X: np.ndarray,
     labels: np.ndarray,
@@ -738,6 +741,7 @@ def chunk_stats_from_labels(
     return _stats_from_blocks(X, one_hot, shift, covariance_type, sample_weight)
 
 
+@single_blas_thread()
 def chunk_stats_from_resp(
     X: np.ndarray,
     resp: np.ndarray,
@@ -767,6 +771,7 @@ def _per_block(X: np.ndarray, params: GMMParams, fill) -> None:
         fill(start, start + block.shape[0], log_prob(design.build(block)), ws)
 
 
+@single_blas_thread()
 def estimate_weighted_log_prob(X: np.ndarray, params: GMMParams) -> np.ndarray:
     """log pi_k + log N(x_i | mu_k, Sigma_k), shape (n_samples, K). Rows must be finite."""
     out = np.empty((np.shape(X)[0], params.n_components))
@@ -778,6 +783,7 @@ def estimate_weighted_log_prob(X: np.ndarray, params: GMMParams) -> np.ndarray:
     return out
 
 
+@single_blas_thread()
 def log_prob_resp(X: np.ndarray, params: GMMParams):
     """(log p(x_i) of shape (n_samples,), responsibilities of shape (n_samples, K))."""
     n = np.shape(X)[0]
@@ -792,6 +798,7 @@ def log_prob_resp(X: np.ndarray, params: GMMParams):
     return log_norm, resp
 
 
+@single_blas_thread()
 def score_samples(X: np.ndarray, params: GMMParams) -> np.ndarray:
     """Per-row log-likelihood log p(x_i), shape (n_samples,)."""
     n = np.shape(X)[0]
@@ -804,11 +811,13 @@ def score_samples(X: np.ndarray, params: GMMParams) -> np.ndarray:
     return log_norm
 
 
+@single_blas_thread()
 def predict_proba(X: np.ndarray, params: GMMParams) -> np.ndarray:
     """Responsibilities, shape (n_samples, K); rows sum to 1."""
     return log_prob_resp(X, params)[1]
 
 
+@single_blas_thread()
 def predict(X: np.ndarray, params: GMMParams) -> np.ndarray:
     """Most probable component per row, shape (n_samples,), int64."""
     out = np.empty(np.shape(X)[0], dtype=np.int64)

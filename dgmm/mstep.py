@@ -23,6 +23,7 @@ import numpy as np
 
 from .params import GMMParams
 from .stats import SuffStats
+from .threads import single_blas_thread
 
 EMPTY_FRACTION = 1e-12
 
@@ -56,6 +57,7 @@ def estimate_covariances(stats: SuffStats, nk: np.ndarray, reg_covar: float) -> 
     return diag if cov == "diag" else diag.mean(axis=1)
 
 
+@single_blas_thread()
 def m_step(stats: SuffStats, reg_covar: float, previous: GMMParams | None = None) -> MStepResult:
     """New parameters from merged statistics; ``previous`` supplies empty components.
 

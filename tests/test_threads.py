@@ -1,0 +1,153 @@
+"""BLAS threads: one inside the kernels and a fit's driver loop, the caller's elsewhere."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import OpenBLASController, get_cached_controller, threadpool_info
+
+from conftest import COVARIANCE_TYPES, make_blobs
+from dgmm import GaussianMixture, kernels
+from dgmm.params import GMMParams
+from dgmm.threads import active_calls, caller_blas_threads, single_blas_thread
+
+
+def blas_threads() -> list[int]:
+    """Threads of every BLAS pool loaded in this process (NumPy's and SciPy's)."""
+    counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert counts, "no BLAS library found in the process"
+    return counts
+
+
+@pytest.fixture
+def two_blas_threads():
+    """Every BLAS pool at 2 threads for the test: the caller's setting to restore. Set
+    without holding threadpoolctl's claim on OpenBLAS (a ``threadpool_limits`` block
+    keeps it, and then the caller's setting stands over dgmm's, by design)."""
+    limiter = get_cached_controller().limit(limits=2, user_api="blas")
+    OpenBLASController.clear_controlling_thread()
+    assert set(blas_threads()) == {2}
+    yield
+    assert active_calls() == 0
+    limiter.restore_original_limits()
+    OpenBLASController.clear_controlling_thread()
+
+
+def test_region_limits_to_one_thread_and_restores(two_blas_threads):
+    with single_blas_thread():
+        assert set(blas_threads()) == {1}
+        with single_blas_thread():  # nested
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}
+    assert set(blas_threads()) == {2}
+
+
+def test_exception_inside_a_region_still_restores(two_blas_threads):
+    with pytest.raises(RuntimeError):
+        with single_blas_thread():
+            raise RuntimeError("boom")
+    assert set(blas_threads()) == {2}
+
+
+def test_overlapping_regions_in_threads_restore_only_when_the_last_closes(two_blas_threads):
+    entered, release_first, first_done = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with single_blas_thread():
+            entered.set()
+            release_first.wait(10)
+        first_done.set()
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert entered.wait(10)
+    with single_blas_thread():
+        release_first.set()
+        assert first_done.wait(10)
+        # the other thread's region closed first: this one must still run on one thread
+        seen["after_first_closed"] = blas_threads()
+    worker.join(10)
+    assert set(seen["after_first_closed"]) == {1}
+    assert set(blas_threads()) == {2}
+
+
+def test_caller_threads_inside_a_region(two_blas_threads):
+    with single_blas_thread():
+        with caller_blas_threads():
+            assert set(blas_threads()) == {2}
+        assert set(blas_threads()) == {1}
+    assert set(blas_threads()) == {2}
+
+
+class ThreadRecorder:
+    """An array-like that records the BLAS threads at the moment a kernel converts it."""
+
+    def __init__(self, X):
+        self.X = X
+        self.seen = None
+
+    def __array__(self, dtype=None, copy=None):
+        self.seen = blas_threads()
+        return self.X if dtype is None else self.X.astype(dtype)
+
+    @property
+    def shape(self):
+        return self.X.shape
+
+
+def _params(covariance_type, X, k=3):
+    model = GaussianMixture(k, covariance_type=covariance_type, max_iter=2, random_state=0)
+    model.fit(X)
+    return model.params_
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("kernel", ["chunk_stats", "estimate_weighted_log_prob", "log_prob_resp",
+                                    "score_samples", "predict_proba", "predict"])
+def test_kernels_run_on_one_blas_thread(two_blas_threads, covariance_type, kernel):
+    X = make_blobs(n_samples=300)
+    params: GMMParams = _params(covariance_type, X)
+    recorder = ThreadRecorder(X)
+    getattr(kernels, kernel)(recorder, params)
+    assert recorder.seen is not None and set(recorder.seen) == {1}
+    assert set(blas_threads()) == {2}
+
+
+@pytest.mark.parametrize("kernel", ["chunk_stats_from_labels", "chunk_stats_from_resp"])
+def test_statistics_from_given_assignments_run_on_one_blas_thread(two_blas_threads, kernel):
+    X = make_blobs(n_samples=300)
+    labels = np.arange(X.shape[0]) % 3
+    given = labels if kernel.endswith("labels") else np.eye(3)[labels]
+    recorder = ThreadRecorder(X)
+    getattr(kernels, kernel)(recorder, given, np.zeros((3, X.shape[1])), "full")
+    assert set(recorder.seen) == {1}
+    assert set(blas_threads()) == {2}
+
+
+def test_fit_callback_sees_the_callers_threads_and_fit_restores_them(two_blas_threads):
+    X = make_blobs(n_samples=400)
+    seen = []
+    GaussianMixture(3, max_iter=3, random_state=0).fit(
+        X, callback=lambda info: seen.append(blas_threads()))
+    assert len(seen) == 4  # init + 3 iterations
+    assert all(set(counts) == {2} for counts in seen)
+    assert set(blas_threads()) == {2}
+
+
+def test_a_callers_own_limit_block_stands(two_blas_threads):
+    """A ``threadpool_limits`` block of the caller keeps its setting through dgmm's work
+    in other threads (threadpoolctl gives the pool to the thread that claimed it)."""
+    from threadpoolctl import threadpool_limits
+
+    X = make_blobs(n_samples=300)
+    params = _params("full", X)
+    with threadpool_limits(2, user_api="blas"):
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(kernels.predict(X, params)))
+        worker.start()
+        worker.join(30)
+        assert len(seen) == 1 and seen[0].shape == (X.shape[0],)
+        assert set(blas_threads()) == {2}
+    assert set(blas_threads()) == {2}
