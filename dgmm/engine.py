@@ -9,6 +9,7 @@ key that every chunk task depends on, not copied into each task.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ from .stats import SuffStats, merge_all
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_EVERY = 8
+#: fewest rows per task when an in-memory array is processed in this process
+#: (``map_rows_local``)
+LOCAL_TASK_ROWS = 32768
 
 
 def as_row_chunked(X, chunk_rows: int | None = None) -> da.Array:
@@ -212,3 +216,20 @@ def map_rows(X: da.Array, row_fn: Callable, params: GMMParams, *, n_columns: int
         row_fn, shared, chunks=(X.chunks[0], (n_columns,)), dtype=dtype,
         meta=np.empty((0, 0), dtype),
     )
+
+
+def map_rows_local(X: np.ndarray, row_fn: Callable, params: GMMParams, *,
+                   n_columns: int | None, dtype) -> np.ndarray:
+    """``row_fn(block, params)`` over an in-memory array, in this process, as a NumPy array.
+
+    Two blocks per core (at least ``LOCAL_TASK_ROWS`` rows each) run on Dask's threaded
+    scheduler: every core works, each kernel on one BLAS thread (see ``dgmm.threads``); a
+    smaller array is one call.
+    """
+    rows = max(LOCAL_TASK_ROWS, -(-X.shape[0] // (2 * (os.cpu_count() or 1))))
+    if X.shape[0] <= rows:
+        return row_fn(X, params)
+    # name=False: a random name instead of hashing the whole array
+    blocks = da.from_array(X, chunks=(rows, X.shape[1]), name=False)
+    lazy = map_rows(blocks, row_fn, params, n_columns=n_columns, dtype=dtype)
+    return lazy.compute(scheduler="threads")

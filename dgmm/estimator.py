@@ -400,7 +400,7 @@ class GaussianMixture:
                 f"{bad[0]}). Clean them, or set nonfinite='drop' to get label -1 and NaN "
                 "for those rows."
             )
-        return row_fn(X, self.params_)
+        return engine.map_rows_local(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
 
     def predict(self, X):
         """Most probable component per row, shape (n_samples,); -1 for non-finite rows."""

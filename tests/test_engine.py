@@ -81,3 +81,21 @@ def test_map_rows_keeps_row_chunks():
 def test_columns_are_merged_into_one_chunk():
     X = da.from_array(make_blobs(100, 4, 2), chunks=(30, 2))
     assert engine.as_row_chunked(X).chunks[1] == (4,)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("n_samples", [50, 1000, 1003])
+def test_map_rows_local_equals_one_call(monkeypatch, covariance_type, n_samples):
+    """An in-memory array in blocks on the threaded scheduler gives the one-call result,
+    row for row (each block is centred on its own mean: equal to rounding)."""
+    monkeypatch.setattr(engine, "LOCAL_TASK_ROWS", 100)
+    X = make_blobs(n_samples, 3, 3, seed=13)
+    params = params_for(covariance_type, X)
+    proba = engine.map_rows_local(X, kernels.predict_proba, params, n_columns=3,
+                                  dtype=np.float64)
+    assert isinstance(proba, np.ndarray) and proba.shape == (n_samples, 3)
+    np.testing.assert_allclose(proba, kernels.predict_proba(X, params), rtol=1e-10,
+                               atol=1e-14)
+    labels = engine.map_rows_local(X, kernels.predict, params, n_columns=None,
+                                   dtype=np.int64)
+    np.testing.assert_array_equal(labels, kernels.predict(X, params))
