@@ -56,6 +56,11 @@ META_KEY = "__meta__"
 _CKPT_RE = re.compile(r"^ckpt-(\d{8,})\.npz$")
 _SUM_RE = re.compile(r"^ckpt-(\d{8,})\.sha256$")
 _TMP_MARK = ".tmp-"
+#: a would-be lock holder's candidate lock file (written, then linked into place): it
+#: belongs to a process that does not hold the lock, so the holder's clean-up leaves it
+#: alone unless it is older than ``_CANDIDATE_GRACE_S`` (its writer was killed)
+_CANDIDATE_MARK = ".candidate-"
+_CANDIDATE_GRACE_S = 600.0
 #: a lock file that is still empty after this many seconds was left by a crashed creator
 _EMPTY_LOCK_GRACE_S = 10.0
 #: a takeover marker older than this was left by a crashed process
@@ -474,7 +479,7 @@ class CheckpointStore:
             # written in full under a temporary name, then hard-linked into place: link()
             # fails if the name exists, and a run killed at any moment never leaves an
             # empty or half-written lock file behind
-            tmp = self._path(f".{name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            tmp = self._path(f".{name}{_CANDIDATE_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
             with open(tmp, "wb") as stream:
                 stream.write(content)
                 stream.flush()
@@ -612,7 +617,15 @@ class CheckpointStore:
             self.release()
 
     def _clean_temporaries(self) -> None:
-        """Remove temporary files left by killed writers (we hold the lock)."""
+        """Remove temporary files left by killed writers (we hold the lock). Candidate
+        lock files are other processes' work in progress, unless long abandoned."""
         for name in self._names():
             if _TMP_MARK in name:
                 self._remove_quietly(self._path(name))
+            elif _CANDIDATE_MARK in name and self.is_local:
+                try:
+                    age = time.time() - os.path.getmtime(self._path(name))
+                except OSError:
+                    continue
+                if age > _CANDIDATE_GRACE_S:
+                    self._remove_quietly(self._path(name))

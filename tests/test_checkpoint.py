@@ -414,6 +414,21 @@ def test_an_empty_lock_file(tmp_path, caplog):
     assert "took over the stale lock" in caplog.text and "an empty lock file" in caplog.text
 
 
+def test_the_holder_leaves_other_processes_candidate_lock_files_alone(tmp_path):
+    """The holder's clean-up must not remove the candidate lock file another process is
+    about to link into place (that process then crashed instead of reporting the lock
+    as taken: the multi-process race below); abandoned ones (over ten minutes old) go."""
+    fresh = tmp_path / ".dgmm.lock.candidate-999-abcd"
+    old = tmp_path / ".dgmm.lock.candidate-998-abcd"
+    fresh.write_bytes(b"{}")
+    old.write_bytes(b"{}")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    with CheckpointStore(str(tmp_path)).lock():
+        assert fresh.exists()
+        assert not old.exists()
+
+
 def test_only_one_of_many_processes_gets_the_lock(tmp_path):
     code = textwrap.dedent("""
         import sys, time
