@@ -31,7 +31,7 @@ separated components, most (row, component) pairs of the full-covariance E-step 
 scatter. Nominal flops do not shrink with that, so GFLOP/s then exceed what BLAS does;
 ``--no-skip`` makes the workers compute every pair, for the kernels' dense rate.
 
-Targets (issue 2): dgmm at most 0.5x scikit-learn's time per iteration in every case, and
+Targets: dgmm at most 0.5x scikit-learn's time per iteration in every case, and
 at least half of the GEMM rate on the d=64 case.
 
 Usage::
