@@ -15,10 +15,10 @@ one BLAS thread; the driver process, Dask's threaded scheduler and direct NumPy 
 one region (a decorated kernel, a fit's driver loop) is open, and restores the caller's
 settings when the last one closes. The count is shared by all threads of the process (the
 pools' sizes are process-wide), so concurrent kernels on a threaded scheduler never restore
-the limits under each other. A fit holds the limit from start to end, not only inside the
-kernels: one BLAS call at the caller's threads between two passes wakes the pools, whose
-threads then spin into the next pass (the d=16 diag fit with no cluster varied between
-0.22 and 1.1 s per iteration with per-kernel limits only, 0.15 s with the whole fit held).
+the limits under each other. A fit holds the limit from start to end (its initialisation
+and M-steps on the driver included), so the pools change size twice per fit rather than
+around every chunk, and no driver-side BLAS call wakes a pool of spinning threads between
+two passes; the fit's callbacks run with the caller's threads (``caller_blas_threads``).
 """
 from __future__ import annotations
 
