@@ -11,7 +11,12 @@ Same constructor parameters, fitted attributes and methods as
 
 ``X`` may be a NumPy array or a Dask array. For a Dask array, ``predict``,
 ``predict_proba`` and ``score_samples`` return lazy Dask arrays with the input's row
-chunks, so predictions on larger-than-memory data stream.
+chunks, so predictions on larger-than-memory data stream. For a NumPy array they return
+NumPy arrays, computed in blocks on every core of this process.
+
+Threads: the kernels run on one BLAS thread each, and while ``fit`` runs every BLAS pool
+of the process is held at one thread (``dgmm.threads``), apart from the callback, which
+runs with the caller's setting; the setting is restored when ``fit`` returns.
 """
 from __future__ import annotations
 
