@@ -17,8 +17,18 @@ settings when the last one closes. The count is shared by all threads of the pro
 pools' sizes are process-wide), so concurrent kernels on a threaded scheduler never restore
 the limits under each other. A fit holds the limit from start to end (its initialisation
 and M-steps on the driver included), so the pools change size twice per fit rather than
-around every chunk, and no driver-side BLAS call wakes a pool of spinning threads between
-two passes; the fit's callbacks run with the caller's threads (``caller_blas_threads``).
+around every chunk (and twice around each callback, which runs with the caller's threads:
+``caller_blas_threads``), and no driver-side BLAS call wakes a pool of spinning threads
+between two passes.
+
+Other code that sets the pools with threadpoolctl from another thread while dgmm works
+takes precedence: a ``threadpool_limits`` block open in another thread when a region opens
+keeps its setting (threadpoolctl ignores changes from other threads meanwhile), and a
+setting changed during a region is not overwritten when it closes. One case is not
+covered: a ``threadpool_limits`` block opened in another thread during a region and closed
+after it restores the one-thread setting it found. And a region opened inside a
+``threadpool_limits`` block of the same thread ends that block's claim on OpenBLAS (so
+other threads may change the pools meanwhile); the block still restores its setting.
 """
 from __future__ import annotations
 
@@ -35,34 +45,44 @@ _limiter = None
 def _release_control() -> None:
     """Let any thread set OpenBLAS's (process-wide) pool size next.
 
-    threadpoolctl lets only the thread that last set it change an OpenBLAS pool, until
-    that thread clears its claim; the region is opened and closed by whichever threads
-    run the first and the last kernel, so every change here gives the claim back at once
-    (a user's own ``threadpool_limits`` block in another thread keeps its claim, and
-    then its setting stands).
+    threadpoolctl lets only the thread that last set an OpenBLAS pool change it again,
+    until that thread clears its claim; a region is opened and closed by whichever threads
+    run the first and the last kernel, so every change here gives the claim back at once.
     """
     OpenBLASController.clear_controlling_thread()
 
 
-def _enter() -> None:
-    global _active_calls, _limiter
-    with _lock:
-        if _active_calls == 0:
-            # the process's libraries are inspected once (about 1 ms); a limit then
-            # costs about 15 us
-            _limiter = get_cached_controller().limit(limits=1, user_api="blas")
-            _release_control()
-        _active_calls += 1
+def _blas_sizes() -> list[int]:
+    """Threads of every BLAS pool of the process now."""
+    blas = get_cached_controller().select(user_api="blas")
+    return [lib.num_threads for lib in blas.lib_controllers]
 
 
-def _exit() -> None:
+def _open() -> None:
+    """Count one more region (under ``_lock``); the first one limits the pools. The count
+    is raised before anything can fail, so that the caller's ``_close`` stays paired."""
     global _active_calls, _limiter
-    with _lock:
-        _active_calls -= 1
-        if _active_calls == 0:
+    _active_calls += 1
+    if _active_calls == 1:
+        # the process's libraries are inspected once (about 1 ms); a limit then costs
+        # about 15 us
+        limiter = get_cached_controller().limit(limits=1, user_api="blas")
+        _release_control()
+        if _limiter is None:  # else an interrupted restore left it: keep the first sizes
+            _limiter = limiter
+
+
+def _close() -> None:
+    """Count one region less (under ``_lock``); the last one restores the caller's sizes,
+    unless another thread changed them meanwhile (its ``threadpool_limits`` block, say):
+    then its setting is left as it stands rather than overwritten by an older one."""
+    global _active_calls, _limiter
+    _active_calls -= 1
+    if _active_calls == 0 and _limiter is not None:
+        if all(size == 1 for size in _blas_sizes()):
             _limiter.restore_original_limits()
             _release_control()
-            _limiter = None
+        _limiter = None
 
 
 class single_blas_thread(contextlib.ContextDecorator):
@@ -70,25 +90,43 @@ class single_blas_thread(contextlib.ContextDecorator):
     thread (``with single_blas_thread():`` or ``@single_blas_thread()``)."""
 
     def __enter__(self):
-        _enter()
+        with _lock:
+            try:
+                _open()
+            except BaseException:
+                _close()  # __exit__ will not run
+                raise
         return self
 
     def __exit__(self, *exc):
-        _exit()
+        with _lock:
+            _close()
         return False
 
 
 class caller_blas_threads(contextlib.ContextDecorator):
     """Inside a ``single_blas_thread`` region, give the caller's BLAS threads back for a
-    while (for user code such as a fit's callback): the limit is lifted when no other
-    kernel of the process holds it, and set again on the way out."""
+    while (for user code such as a fit's callback): the limit is lifted unless another
+    region of the process (a kernel in another thread) still holds it, and set again on
+    the way out. Outside any region it does nothing."""
 
     def __enter__(self):
-        _exit()
+        global _active_calls
+        with _lock:
+            self._lifted = _active_calls > 0
+            if self._lifted:
+                try:
+                    _close()
+                except BaseException:
+                    _active_calls += 1  # not lifted: the enclosing region's exit pairs it
+                    self._lifted = False
+                    raise
         return self
 
     def __exit__(self, *exc):
-        _enter()
+        if self._lifted:
+            with _lock:
+                _open()  # raises only after counting: the enclosing region's exit pairs it
         return False
 
 

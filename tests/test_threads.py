@@ -151,3 +151,137 @@ def test_a_callers_own_limit_block_stands(two_blas_threads):
         assert len(seen) == 1 and seen[0].shape == (X.shape[0],)
         assert set(blas_threads()) == {2}
     assert set(blas_threads()) == {2}
+
+
+def test_a_fit_holds_the_limit_between_its_kernels(two_blas_threads):
+    """Work of the fit outside the kernels (here: the task that produces the chunk, on
+    Dask's threaded scheduler) runs on one BLAS thread too: the fit's driver loop holds
+    the region from start to end."""
+    import dask.array as da
+
+    X = make_blobs(n_samples=400)
+    seen = []
+
+    def record(block):
+        seen.append((active_calls(), blas_threads()))
+        return block
+
+    lazy = da.from_array(X, chunks=(400, X.shape[1])).map_blocks(
+        record, dtype=X.dtype, meta=np.empty((0, X.shape[1])))
+    GaussianMixture(3, max_iter=2, random_state=0).fit(lazy)
+    assert seen and all(calls >= 1 and set(counts) == {1} for calls, counts in seen)
+    assert set(blas_threads()) == {2}
+
+
+def test_kernels_on_pool_threads_are_limited_while_another_thread_lives(two_blas_threads):
+    """threadpoolctl gives an OpenBLAS pool to the thread that last set it, while that
+    thread lives: a kernel run in another (still living) thread must not keep the pools
+    from the kernels that run later on Dask's threaded scheduler."""
+    from dgmm import engine
+
+    X = make_blobs(n_samples=2000)
+    params = _params("full", X)
+    ran, finish = threading.Event(), threading.Event()
+
+    def other_thread():
+        kernels.predict(X[:100], params)
+        ran.set()
+        finish.wait(30)
+
+    other = threading.Thread(target=other_thread)
+    other.start()
+    try:
+        assert ran.wait(30)
+        seen = []
+
+        def row_fn(block, p):
+            seen.append(tuple(blas_threads()))  # inside the block's task, before the kernel
+            return kernels.predict(ThreadRecorder(block), p)
+
+        engine.LOCAL_TASK_ROWS, saved = 100, engine.LOCAL_TASK_ROWS
+        try:
+            engine.map_rows_local(X, single_blas_thread()(row_fn), params, n_columns=None,
+                                  dtype=np.int64)
+        finally:
+            engine.LOCAL_TASK_ROWS = saved
+        assert len(seen) >= 2 and set(seen) == {(1, 1)}
+    finally:
+        finish.set()
+        other.join(30)
+    assert set(blas_threads()) == {2}
+
+
+class RecordingArray(np.ndarray):
+    """An ndarray that records the BLAS threads when its mean is taken."""
+
+    seen: list = []
+
+    def mean(self, *args, **kwargs):
+        RecordingArray.seen.append(blas_threads())
+        return np.asarray(self).mean(*args, **kwargs)
+
+
+def test_kmeans_distances_and_the_m_step_are_limited(two_blas_threads):
+    from dgmm import init, mstep
+
+    X = make_blobs(n_samples=200)
+    RecordingArray.seen = []
+    init._sq_distances(X.view(RecordingArray), X[:3])
+    assert RecordingArray.seen and set(RecordingArray.seen[0]) == {1}
+    # the M-step takes no array it converts; it is decorated like the kernels
+    assert mstep.m_step.__wrapped__ is not None
+
+
+def test_caller_threads_outside_any_region_do_nothing(two_blas_threads):
+    with caller_blas_threads():
+        assert active_calls() == 0
+        with single_blas_thread():
+            assert set(blas_threads()) == {1}
+    assert active_calls() == 0 and set(blas_threads()) == {2}
+
+
+def test_another_threads_limit_block_is_not_overwritten(two_blas_threads):
+    """A threadpool_limits block open in another thread when a region opens, and closed
+    during it: its restored setting stands when the region closes."""
+    from threadpoolctl import threadpool_limits
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def other():
+        with threadpool_limits(limits=1, user_api="blas"):
+            inside.set()
+            leave.wait(30)
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    assert inside.wait(30)
+    with single_blas_thread():
+        leave.set()
+        worker.join(30)
+    assert set(blas_threads()) == {2}
+
+
+def test_an_interrupted_change_keeps_the_count_paired(two_blas_threads, monkeypatch):
+    """An interrupt while the limit is set again after a callback must not leave the
+    count off by one (which would stop all later limiting)."""
+    from dgmm import threads
+
+    real = threads.get_cached_controller
+    calls = {"n": 0}
+
+    def interrupted_on_third_call():
+        calls["n"] += 1
+        if calls["n"] == 3:  # 1: open, 2: the callback's close, 3: opening again
+            raise KeyboardInterrupt
+        return real()
+
+    monkeypatch.setattr(threads, "get_cached_controller", interrupted_on_third_call)
+    with pytest.raises(KeyboardInterrupt):
+        with single_blas_thread():
+            with caller_blas_threads():
+                pass
+    monkeypatch.setattr(threads, "get_cached_controller", real)
+    assert active_calls() == 0
+    with single_blas_thread():
+        assert set(blas_threads()) == {1}
+    assert set(blas_threads()) == {2}
