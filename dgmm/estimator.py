@@ -16,7 +16,8 @@ NumPy arrays, computed in blocks on every core of this process.
 
 Threads: the kernels run on one BLAS thread each, and while ``fit`` runs every BLAS pool
 of the process is held at one thread (``dgmm.threads``), apart from the callback, which
-runs with the caller's setting; the setting is restored when ``fit`` returns.
+runs with the caller's setting (unless dgmm kernels still run in other threads of the
+process); the setting is restored when ``fit`` returns.
 """
 from __future__ import annotations
 

@@ -429,6 +429,28 @@ def test_the_holder_leaves_other_processes_candidate_lock_files_alone(tmp_path):
         assert not old.exists()
 
 
+def test_a_holders_clean_up_between_candidate_and_link_still_gives_a_lock_error(
+    tmp_path, monkeypatch
+):
+    """The interleaving of the multi-process race below, made certain: the holder cleans
+    up right between another process writing its candidate lock file and linking it."""
+    holder = CheckpointStore(tmp_path)
+    holder.acquire()
+    try:
+        real_link = os.link
+
+        def link_after_the_holders_clean_up(src, dst, *args, **kwargs):
+            holder._clean_temporaries()
+            return real_link(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "link", link_after_the_holders_clean_up)
+        with pytest.raises(LockError, match="is in use by another dgmm run"):
+            CheckpointStore(tmp_path).acquire()
+    finally:
+        monkeypatch.undo()
+        holder.release()
+
+
 def test_only_one_of_many_processes_gets_the_lock(tmp_path):
     code = textwrap.dedent("""
         import sys, time
