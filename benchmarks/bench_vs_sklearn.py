@@ -13,6 +13,8 @@ the table shows the wall time per EM iteration, initialisation excluded:
   (``kernels.chunk_stats``), from the cluster's task stream during the timed fit: the
   time of a pass if the Dask layer cost nothing (dgmm minus kernel is the Dask overhead
   plus the M-step on the driver).
+- in-proc (``--in-process``): dgmm with no cluster, the default when no client is given:
+  the same row chunks on Dask's threaded scheduler in this process, a thread per core.
 - scikit-learn: ``sklearn.mixture.GaussianMixture`` in this process once the cluster is
   shut down (BLAS threads on every core), per iteration (E-step, M-step, lower bound) from
   timestamps taken after each M-step.
@@ -40,6 +42,7 @@ Usage::
     python benchmarks/bench_vs_sklearn.py --quick         # small sizes, a smoke run
     python benchmarks/bench_vs_sklearn.py --cases full64 --iters 8
     python benchmarks/bench_vs_sklearn.py --cases full64 --no-skip --no-sklearn
+    python benchmarks/bench_vs_sklearn.py --in-process    # also dgmm with no cluster
 
 On processors where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set in the environment, they
 slow a current NumPy: unset both for the benchmark command alone
@@ -305,6 +308,31 @@ def time_dgmm(client, X, case: Case, init: dict, n_iter: int, chunk_rows: int,
             "load": load.share, "shares": chunk_task_seconds_per_worker(stream.data, n_iter)}
 
 
+def time_dgmm_in_process(X, case: Case, init: dict, n_iter: int, chunk_rows: int):
+    """(seconds per iteration, other processes' CPU share) of dgmm with no cluster: the
+    NumPy array in row chunks of ``chunk_rows`` on Dask's threaded scheduler in this
+    process (a thread per core), after one untimed warm-up iteration."""
+    import dask.array as da
+
+    import dgmm
+
+    Xd = da.from_array(X, chunks=(chunk_rows, X.shape[1]))
+
+    def fit(max_iter):
+        stamps = []
+        model = dgmm.GaussianMixture(
+            case.n_components, covariance_type=case.covariance_type, tol=0.0,
+            max_iter=max_iter, **init,
+        )
+        model.fit(Xd, callback=lambda info: stamps.append(time.perf_counter()))
+        return np.diff(stamps)
+
+    fit(1)
+    with OtherLoad() as load:
+        per_iter = fit(n_iter)
+    return per_iter, load.share
+
+
 def chunk_task_seconds(task_stream: list, n_passes: int) -> float:
     """Seconds per pass the slowest worker spent computing chunk tasks (the E-step
     kernel), from a ``distributed.get_task_stream`` record; nan when none is found."""
@@ -376,6 +404,9 @@ def parse_args(argv=None):
     parser.add_argument("--gemm-size", type=int, default=None,
                         help="side of the square GEMM (default 4096, 1024 with --quick)")
     parser.add_argument("--no-sklearn", action="store_true", help="time dgmm only")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also time dgmm with no cluster (Dask's threaded scheduler in "
+                        "this process, the default when no client is given)")
     parser.add_argument("--stealing", action=argparse.BooleanOptionalAction, default=True,
                         help="the scheduler's work stealing (default on)")
     parser.add_argument("--no-skip", action="store_true",
@@ -462,8 +493,18 @@ def main(argv=None) -> int:
         client.close()
         cluster.close()
 
+    if args.in_process and args.no_skip:
+        compute_every_pair()  # here too, for the in-process fits (scikit-learn unaffected)
     for case in cases:
         X, init = data[case.name]
+        if args.in_process:
+            settle()
+            chunk_rows = chunk_rows_for(case, args.workers, args.chunk_mib)
+            per_iter, load = time_dgmm_in_process(X, case, init, args.iters, chunk_rows)
+            print(f"{case.name}: dgmm in process (no cluster) s/iter "
+                  f"{np.round(per_iter, 3).tolist()}")
+            rows[case.name]["in_process"] = float(per_iter.mean())
+            rows[case.name]["load"] = max(rows[case.name]["load"], load)
         if not args.no_sklearn:
             settle()
             per_iter, sk, load = time_sklearn(X, case, init, args.iters)
@@ -478,9 +519,11 @@ def main(argv=None) -> int:
             )
 
     print()
+    in_process = (f" | {'in-proc':>7} {'ratio':>6}" if args.in_process else "")
     header = (f"{'case':8} {'N':>9} {'d':>3} {'K':>3} {'type':5} | {'dgmm s/it':>9} "
               f"{'kernel':>7} {'sklearn':>8} {'ratio':>6} | {'dgmm GF/s':>9} {'sk GF/s':>8} "
-              f"{'GEMM':>6} {'vs GEMM':>7} | {'max rel diff':>12} {'other load':>10}")
+              f"{'GEMM':>6} {'vs GEMM':>7} | {'max rel diff':>12} {'other load':>10}"
+              + in_process)
     print(header)
     print("-" * len(header))
     for case in cases:
@@ -492,14 +535,18 @@ def main(argv=None) -> int:
               f"{r['dgmm'] / sk:6.2f} | {flops / r['dgmm'] / 1e9:9.1f} {flops / sk / 1e9:8.1f} "
               f"{r['gemm']:6.1f} {flops / r['dgmm'] / 1e9 / r['gemm']:7.2f} | "
               f"{r.get('diff', math.nan):12.1e} "
-              f"{r['load']:10.0%}")
+              f"{r['load']:10.0%}"
+              + (f" | {r['in_process']:7.3f} {r['in_process'] / sk:6.2f}" if args.in_process
+                 else ""))
     print(f"\nratio = dgmm / sklearn seconds per iteration (target <= 0.5); GEMM = float64 "
           f"GEMM GFLOP/s on {os.cpu_count()} cores, measured around each dgmm iteration, "
           "mean weighted by the iterations' times; vs GEMM = dgmm GFLOP/s / GEMM (target >= 0.5 on "
           "full64); kernel = seconds per pass the busiest worker spent "
           "in chunk tasks; flops: full 4NKd^2, diag 8NKd per iteration; max rel diff = "
           "dgmm vs scikit-learn (means, covariances, lower bound); other load = CPU share "
-          "used by other processes while timing (figures are valid only near 0%).")
+          "used by other processes while timing (figures are valid only near 0%)"
+          + ("; in-proc = dgmm s/iter with no cluster (Dask's threaded scheduler in this "
+             "process), ratio = in-proc / sklearn" if args.in_process else "") + ".")
     return 0
 
 
