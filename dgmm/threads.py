@@ -5,7 +5,7 @@ BLAS calls are small (blocks of a few thousand rows) and gain nothing from threa
 own. Worse, NumPy and SciPy each ship their own OpenBLAS, each with a pool of spinning
 threads: a kernel that alternates between the two (``np.matmul`` for the E-step,
 ``scipy.linalg.blas`` for the scatter) makes the pools fight for the cores. Measured on 2
-cores, chunk statistics ran 3x (d=64, K=16, full) to 17x (d=16, K=8, diag) slower per row
+cores, chunk statistics ran 2x (d=64, K=16, full) to 17x (d=16, K=8, diag) slower per row
 with both pools at 2 threads than at 1; ``GaussianMixture().fit`` on a NumPy array with no
 cluster was 10x slower on the diag case. Dask's worker nannies already start workers with
 one BLAS thread; the driver process, Dask's threaded scheduler and direct NumPy calls
