@@ -622,10 +622,5 @@ class CheckpointStore:
         for name in self._names():
             if _TMP_MARK in name:
                 self._remove_quietly(self._path(name))
-            elif _CANDIDATE_MARK in name and self.is_local:
-                try:
-                    age = time.time() - os.path.getmtime(self._path(name))
-                except OSError:
-                    continue
-                if age > _CANDIDATE_GRACE_S:
-                    self._remove_quietly(self._path(name))
+            elif _CANDIDATE_MARK in name and self._age(name) > _CANDIDATE_GRACE_S:
+                self._remove_quietly(self._path(name))

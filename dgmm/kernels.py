@@ -811,9 +811,9 @@ def score_samples(X: np.ndarray, params: GMMParams) -> np.ndarray:
     return log_norm
 
 
-@single_blas_thread()
 def predict_proba(X: np.ndarray, params: GMMParams) -> np.ndarray:
-    """Responsibilities, shape (n_samples, K); rows sum to 1."""
+    """Responsibilities, shape (n_samples, K); rows sum to 1 (``log_prob_resp`` holds
+    the one-thread BLAS region)."""
     return log_prob_resp(X, params)[1]
 
 
