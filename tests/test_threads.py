@@ -173,7 +173,8 @@ def test_a_fit_holds_the_limit_between_its_kernels(two_blas_threads):
     assert set(blas_threads()) == {2}
 
 
-def test_kernels_on_pool_threads_are_limited_while_another_thread_lives(two_blas_threads):
+def test_kernels_on_pool_threads_are_limited_while_another_thread_lives(two_blas_threads,
+                                                                       monkeypatch):
     """threadpoolctl gives an OpenBLAS pool to the thread that last set it, while that
     thread lives: a kernel run in another (still living) thread must not keep the pools
     from the kernels that run later on Dask's threaded scheduler."""
@@ -194,16 +195,13 @@ def test_kernels_on_pool_threads_are_limited_while_another_thread_lives(two_blas
         assert ran.wait(30)
         seen = []
 
-        def row_fn(block, p):
-            seen.append(tuple(blas_threads()))  # inside the block's task, before the kernel
-            return kernels.predict(ThreadRecorder(block), p)
+        @single_blas_thread()
+        def row_fn(block, p):  # a region opened on a pool thread, as a kernel opens it
+            seen.append(tuple(blas_threads()))
+            return kernels.predict(block, p)
 
-        engine.LOCAL_TASK_ROWS, saved = 100, engine.LOCAL_TASK_ROWS
-        try:
-            engine.map_rows_local(X, single_blas_thread()(row_fn), params, n_columns=None,
-                                  dtype=np.int64)
-        finally:
-            engine.LOCAL_TASK_ROWS = saved
+        monkeypatch.setattr(engine, "LOCAL_TASK_ROWS", 100)
+        engine.map_rows_local(X, row_fn, params, n_columns=None, dtype=np.int64)
         assert len(seen) >= 2 and set(seen) == {(1, 1)}
     finally:
         finish.set()
