@@ -61,7 +61,8 @@ def parse_args(argv=None):
 
 def _matching_store(args):
     """(DataInfo, true params) of an existing store written with these settings, or None."""
-    from dgmm import datasets, io
+    from dgmm.data import synthetic as datasets
+    from dgmm.data import readers as io
     from dgmm.errors import DgmmError
 
     if args.regenerate or not os.path.exists(args.path):
@@ -94,7 +95,11 @@ def main(argv=None) -> int:
 
     from distributed import Client, LocalCluster
 
-    from dgmm import GaussianMixture, datasets, io
+    from dgmm import GaussianMixture
+
+    from dgmm.data import synthetic as datasets
+
+    from dgmm.data import readers as io
 
     cluster = LocalCluster(
         n_workers=args.workers, threads_per_worker=args.threads_per_worker,

@@ -150,7 +150,7 @@ def compute_every_pair() -> None:
     """In this process, make dgmm's kernels compute every (row, component) pair: no
     pruned E-step and no gathered scatter (responsibilities under exp(-50) of the row's
     largest are still flushed to 0). Same results to rounding, dense cost."""
-    from dgmm import kernels
+    from dgmm.core import kernels
 
     kernels.PRUNE_MAX_SHARE = 0.0
     kernels.GATHER_MAX_SHARE = 0.0
@@ -426,7 +426,7 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 
-    from dgmm.estimator import ConvergenceWarning
+    from dgmm.estimators.gaussian_mixture import ConvergenceWarning
 
     warnings.simplefilter("ignore", SkConvergenceWarning)
     warnings.simplefilter("ignore", ConvergenceWarning)

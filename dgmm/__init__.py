@@ -1,4 +1,11 @@
-"""dgmm: Gaussian mixture models fitted by EM on chunked Dask arrays, out of core."""
+"""dgmm: Gaussian mixture models fitted by EM on chunked Dask arrays, out of core.
+
+Layers: ``dgmm.core`` (NumPy), ``dgmm.engine`` (the Dask pass and the EM loop),
+``dgmm.data`` (readers and writers), ``dgmm.estimators`` (scikit-learn API),
+``dgmm.workflow`` (YAML workflows) and ``dgmm.cli``.
+"""
+from ._version import __version__
+from .core.params import GMMParams
 from .errors import (
     CheckpointError,
     ClusterError,
@@ -9,21 +16,24 @@ from .errors import (
     LockError,
     NotConvergedError,
 )
-from .params import GMMParams
 
-__version__ = "0.1.0"
+_LAZY = {
+    # importing these pulls in Dask and scikit-learn: done on first use
+    "GaussianMixture": ("estimators", "GaussianMixture"),
+    "load_model": ("estimators", "load_model"),
+    "open_source": ("data", "open_source"),
+    "make_gmm_data": ("data", "make_gmm_data"),
+    "data": ("data", None),
+}
 
 
 def __getattr__(name):
-    # Lazy: importing dgmm.GaussianMixture pulls in Dask.
-    if name == "GaussianMixture":
-        from .estimator import GaussianMixture
+    if name in _LAZY:
+        import importlib
 
-        return GaussianMixture
-    if name == "load_model":
-        from .model_io import load_model
-
-        return load_model
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(f".{module_name}", __name__)
+        return module if attribute is None else getattr(module, attribute)
     raise AttributeError(f"module 'dgmm' has no attribute {name!r}")
 
 
@@ -31,6 +41,8 @@ __all__ = [
     "GaussianMixture",
     "GMMParams",
     "load_model",
+    "open_source",
+    "make_gmm_data",
     "DgmmError",
     "ConfigError",
     "DataError",

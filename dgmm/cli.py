@@ -24,7 +24,7 @@ import os
 import sys
 import traceback
 
-from . import __version__
+from ._version import __version__
 from .errors import ConfigError, DgmmError
 
 EXIT_UNEXPECTED = 1
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _guess_source(path: str) -> str:
-    from ._types import format_from_suffix
+    from .core.types import format_from_suffix
 
     kind = format_from_suffix(path)
     if kind is None and path.rstrip("/").lower().endswith(".npy"):
@@ -108,8 +108,8 @@ def _guess_source(path: str) -> str:
 
 
 def cmd_run(args) -> int:
-    from .config import load_workflow
-    from .workflow import run_workflow
+    from .workflow.config import load_workflow
+    from .workflow.runner import run_workflow
 
     workflow = load_workflow(args.workflow, args.overrides)
     emit = (lambda line: None) if args.quiet else _emit
@@ -124,8 +124,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from . import cluster
-    from .config import load_workflow
+    from .workflow import cluster
+    from .workflow.config import load_workflow
 
     workflow = load_workflow(args.workflow, args.overrides)
     _emit(f"{args.workflow}: valid")
@@ -144,8 +144,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_make_data(args) -> int:
-    from . import cluster
-    from .datasets import make_gmm_data
+    from .workflow import cluster
+    from .data.synthetic import make_gmm_data
 
     with cluster.connect(args.cluster) as client:
         info, params = make_gmm_data(
@@ -155,15 +155,15 @@ def cmd_make_data(args) -> int:
             overwrite=args.overwrite,
         )
     _emit(f"wrote {info.describe()}")
-    _emit("true parameters stored beside the data (dgmm.datasets.load_true_params)")
+    _emit("true parameters stored beside the data (dgmm.data.load_true_params)")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from . import cluster
-    from .io import open_source
-    from .model_io import load_model
-    from .outputs import write_predictions
+    from .workflow import cluster
+    from .data.readers import open_source
+    from .estimators import load_model
+    from .data.outputs import write_predictions
 
     kind = args.source or _guess_source(args.data)
     options = {}
@@ -180,8 +180,8 @@ def cmd_predict(args) -> int:
 
 
 def _inspect_payload(path: str) -> dict:
-    from .checkpoint import CheckpointStore
-    from .model_io import read_model_meta
+    from .workflow.checkpoint import CheckpointStore
+    from .data.model_io import read_model_meta
 
     if os.path.isfile(os.path.join(path, "model.json")):
         meta = read_model_meta(path)

@@ -16,10 +16,10 @@ import uuid
 import numpy as np
 import pytest
 
-from dgmm.checkpoint import LOCK_NAME, METRICS_NAME, CheckpointStore
+from dgmm.workflow.checkpoint import LOCK_NAME, METRICS_NAME, CheckpointStore
 from dgmm.errors import CheckpointError, LockError
 
-LOGGER = "dgmm.checkpoint"
+LOGGER = "dgmm.workflow.checkpoint"
 
 
 @pytest.fixture(params=["local", "file", "memory"])
@@ -345,7 +345,7 @@ def test_the_same_store_cannot_lock_twice(tmp_path):
 
 LOCK_HOLDER = textwrap.dedent("""
     import sys
-    from dgmm.checkpoint import CheckpointStore
+    from dgmm.workflow.checkpoint import CheckpointStore
     with CheckpointStore(sys.argv[1]).lock():
         print("locked", flush=True)
         sys.stdin.readline()
@@ -454,7 +454,7 @@ def test_a_holders_clean_up_between_candidate_and_link_still_gives_a_lock_error(
 def test_only_one_of_many_processes_gets_the_lock(tmp_path):
     code = textwrap.dedent("""
         import sys, time
-        from dgmm.checkpoint import CheckpointStore
+        from dgmm.workflow.checkpoint import CheckpointStore
         from dgmm.errors import LockError
         time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
         try:
@@ -482,7 +482,7 @@ def test_only_one_of_many_processes_gets_the_lock(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from dgmm.checkpoint import CheckpointStore
+    from dgmm.workflow.checkpoint import CheckpointStore
     store = CheckpointStore(sys.argv[1], keep=2)
     with store.lock():
         latest = store.load_latest()

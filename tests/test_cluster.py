@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
-from dgmm.cluster import (
+from dgmm.workflow.cluster import (
     SCHEDULER_PLACEHOLDER,
     connect,
     describe,
@@ -21,7 +21,7 @@ from dgmm.cluster import (
     local_cluster_kwargs,
     render_job_script,
 )
-from dgmm.config import (
+from dgmm.workflow.config import (
     AddressClusterConfig,
     LocalClusterConfig,
     PBSClusterConfig,
@@ -117,7 +117,7 @@ def test_a_busy_dashboard_port_is_logged_not_warned(caplog):
         config = LocalClusterConfig(processes=False, dashboard_address=f"127.0.0.1:{port}")
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # a warning would fail the test
-            with caplog.at_level("INFO", logger="dgmm.cluster"), connect(config) as client:
+            with caplog.at_level("INFO", logger="dgmm.workflow.cluster"), connect(config) as client:
                 assert f":{port}/" not in client.dashboard_link
     assert f"Port {port} is already in use" in caplog.text
 
@@ -299,8 +299,8 @@ def test_without_dask_jobqueue_the_error_says_what_to_install():
         import sys
         sys.modules["dask_jobqueue"] = None  # as if it were not installed
         import pytest
-        from dgmm.cluster import connect, render_job_script
-        from dgmm.config import SlurmClusterConfig
+        from dgmm.workflow.cluster import connect, render_job_script
+        from dgmm.workflow.config import SlurmClusterConfig
         from dgmm.errors import ClusterError
         config = SlurmClusterConfig(cores=1, memory="1GB")
         with pytest.raises(ClusterError, match=r"The 'slurm' cluster profile needs the optional "

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dgmm.config import (
+from dgmm.workflow.config import (
     AddressClusterConfig,
     LocalClusterConfig,
     ModelConfig,
@@ -592,7 +592,7 @@ def test_settings_hash_follows_the_content_of_an_init_file(project):
 def test_settings_hash_is_stable_across_processes(project):
     here = _hash(project)
     code = (
-        "from dgmm.config import load_workflow;"
+        "from dgmm.workflow.config import load_workflow;"
         "print(load_workflow('workflows/w.yaml').settings_hash())"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")

@@ -9,7 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm import datasets, io
+from dgmm.data import synthetic as datasets
+
+from dgmm.data import readers as io
 from dgmm.errors import ConfigError, DataError
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -161,7 +163,7 @@ def test_errors(tmp_path):
         datasets.load_true_params(tmp_path / "nothing")
     zarr.create_array(str(tmp_path / "plain.zarr"), shape=(3, 2), dtype="f8")
     with pytest.raises(DataError, match=r"holds no true parameters .*only data written by "
-                       r"dgmm.datasets.make_gmm_data"):
+                       r"dgmm.data.make_gmm_data"):
         datasets.load_true_params(tmp_path / "plain.zarr")
     (tmp_path / "fake.parquet").mkdir()
     (tmp_path / "fake.parquet" / "_true_params.json").write_text('{"format": "other"}')

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from dask.callbacks import Callback
 
-from dgmm import em, engine
+from dgmm.engine import em
+
+from dgmm.engine import passes as engine
 from dgmm.errors import DataError
-from dgmm.params import GMMParams
+from dgmm.core.params import GMMParams
 
 from conftest import COVARIANCE_TYPES, make_blobs
 from test_stats import params_for

@@ -4,8 +4,10 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from dgmm import engine, kernels
-from dgmm.params import GMMParams
+from dgmm.engine import passes as engine
+
+from dgmm.core import kernels
+from dgmm.core.params import GMMParams
 
 from conftest import COVARIANCE_TYPES, make_blobs
 from test_stats import assert_stats_close, params_for

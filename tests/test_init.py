@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from dgmm import engine
-from dgmm.init import initial_params, kmeans_centers
+from dgmm.engine import passes as engine
+from dgmm.engine.init import initial_params, kmeans_centers
 
 from conftest import COVARIANCE_TYPES
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm import io
+from dgmm.data import readers as io
 from dgmm.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------- helpers
@@ -564,7 +564,7 @@ def test_sources_compute_in_worker_processes(tmp_path, cluster_client):
 
 
 def _blobs_with_bad_rows(bad_rows):
-    from dgmm.datasets import sample_chunk, true_params
+    from dgmm.data.synthetic import sample_chunk, true_params
 
     data = sample_chunk(400, 0, 3, true_params(3, 2, "diag", seed=3))
     for i, row in enumerate(bad_rows):

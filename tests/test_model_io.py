@@ -17,9 +17,9 @@ import pytest
 from conftest import COVARIANCE_TYPES, make_blobs
 
 import dgmm
-from dgmm import model_io
+from dgmm.data import model_io
 from dgmm.errors import DataError
-from dgmm.estimator import ConvergenceWarning
+from dgmm.estimators.gaussian_mixture import ConvergenceWarning
 
 ARRAY_ATTRIBUTES = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 
@@ -113,7 +113,7 @@ def test_load_model_keyword_arguments_override_saved_settings(tmp_path):
 
 
 def test_load_model_is_exported_at_package_level():
-    assert dgmm.load_model is model_io.load_model
+    assert dgmm.load_model is dgmm.estimators.load_model
     assert "load_model" in dgmm.__all__
 
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from dgmm import kernels
+from dgmm.core import kernels
 from dgmm.errors import FitError
-from dgmm.mstep import m_step
-from dgmm.params import GMMParams
+from dgmm.core.mstep import m_step
+from dgmm.core.params import GMMParams
 
 from conftest import COVARIANCE_TYPES, make_blobs
 from test_stats import params_for

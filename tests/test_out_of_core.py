@@ -15,7 +15,11 @@ import numpy as np
 import psutil
 import pytest
 
-from dgmm import GaussianMixture, datasets, io
+from dgmm import GaussianMixture
+
+from dgmm.data import synthetic as datasets
+
+from dgmm.data import readers as io
 
 MEMORY_LIMIT = 256 * 2**20
 N_WORKERS = 2

@@ -16,8 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm import io, kernels, outputs
-from dgmm.datasets import sample_chunk, true_params
+from dgmm.data import readers as io
+
+from dgmm.core import kernels
+
+from dgmm.data import outputs
+from dgmm.data.synthetic import sample_chunk, true_params
 from dgmm.errors import ConfigError, DataError
 
 BAD_ROWS = (3, 77, 78, 150)
@@ -295,8 +299,9 @@ def test_process_killed_mid_write_leaves_old_output_whole(tmp_path, params, suff
     before = sorted(os.listdir(out))
     script = textwrap.dedent(f"""
         import os, dask
-        from dgmm import io, outputs
-        from dgmm.datasets import true_params
+        from dgmm.data import readers as io
+        from dgmm.data import outputs
+        from dgmm.data.synthetic import true_params
 
         calls = []
 

@@ -3,7 +3,7 @@ import pytest
 from scipy.stats import wishart
 
 from dgmm.errors import ConfigError, FitError
-from dgmm.params import (
+from dgmm.core.params import (
     GMMParams,
     covariances_from_precision_cholesky,
     precision_cholesky_from_covariances,

@@ -19,10 +19,10 @@ import pytest
 from conftest import COVARIANCE_TYPES, make_blobs
 
 import dgmm
-from dgmm import io as dgmm_io
-from dgmm.estimator import ConvergenceWarning
-from dgmm.params import GMMParams
-from dgmm.report import full_covariances, principal_axes, sample_rows, write_report
+from dgmm.data import readers as dgmm_io
+from dgmm.estimators.gaussian_mixture import ConvergenceWarning
+from dgmm.core.params import GMMParams
+from dgmm.workflow.report import full_covariances, principal_axes, sample_rows, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TAB10 = [  # matplotlib's tab10, the colours of components 0, 1, 2, ...
@@ -182,8 +182,8 @@ _NO_MATPLOTLIB = textwrap.dedent(
     sys.modules["matplotlib"] = None  # `import matplotlib` now raises ImportError
     import numpy as np
     import dgmm
-    from dgmm import io
-    from dgmm.report import write_report
+    from dgmm.data import readers as io
+    from dgmm.workflow.report import write_report
 
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 6])

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dgmm import kernels
-from dgmm.params import GMMParams
-from dgmm.stats import SuffStats, merge_all
+from dgmm.core import kernels
+from dgmm.core.params import GMMParams
+from dgmm.core.stats import SuffStats, merge_all
 
 from conftest import COVARIANCE_TYPES, make_blobs
 from test_params import random_covariances

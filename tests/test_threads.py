@@ -8,9 +8,10 @@ import pytest
 from threadpoolctl import OpenBLASController, get_cached_controller, threadpool_info
 
 from conftest import COVARIANCE_TYPES, make_blobs
-from dgmm import GaussianMixture, kernels
-from dgmm.params import GMMParams
-from dgmm.threads import active_calls, caller_blas_threads, single_blas_thread
+from dgmm import GaussianMixture
+from dgmm.core import kernels
+from dgmm.core.params import GMMParams
+from dgmm.core.threads import active_calls, caller_blas_threads, single_blas_thread
 
 
 def blas_threads() -> list[int]:
@@ -178,7 +179,7 @@ def test_kernels_on_pool_threads_are_limited_while_another_thread_lives(two_blas
     """threadpoolctl gives an OpenBLAS pool to the thread that last set it, while that
     thread lives: a kernel run in another (still living) thread must not keep the pools
     from the kernels that run later on Dask's threaded scheduler."""
-    from dgmm import engine
+    from dgmm.engine import passes as engine
 
     X = make_blobs(n_samples=2000)
     params = _params("full", X)
@@ -220,7 +221,8 @@ class RecordingArray(np.ndarray):
 
 
 def test_kmeans_distances_and_the_m_step_are_limited(two_blas_threads):
-    from dgmm import init, mstep
+    from dgmm.engine import init
+    from dgmm.core import mstep
 
     X = make_blobs(n_samples=200)
     RecordingArray.seen = []
@@ -262,7 +264,7 @@ def test_another_threads_limit_block_is_not_overwritten(two_blas_threads):
 def test_an_interrupted_change_keeps_the_count_paired(two_blas_threads, monkeypatch):
     """An interrupt while the limit is set again after a callback must not leave the
     count off by one (which would stop all later limiting)."""
-    from dgmm import threads
+    from dgmm.core import threads
 
     real = threads.get_cached_controller
     calls = {"n": 0}

@@ -28,8 +28,8 @@ import psutil
 import pytest
 
 import dgmm
-from dgmm.cluster import connect
-from dgmm.config import AddressClusterConfig
+from dgmm.workflow.cluster import connect
+from dgmm.workflow.config import AddressClusterConfig
 from dgmm.errors import ClusterError
 
 pytestmark = pytest.mark.skipif(
@@ -220,7 +220,7 @@ def _fit(X, client, *, covariance_type="diag", n_components=K, max_iter=8, callb
         client=client, **_fixed_init(covariance_type, X.shape[1], n_components),
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dgmm.estimator.ConvergenceWarning)  # tol=0
+        warnings.simplefilter("ignore", dgmm.estimators.gaussian_mixture.ConvergenceWarning)  # tol=0
         model.fit(X, callback=callback)
     return model
 

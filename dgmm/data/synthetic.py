@@ -9,7 +9,7 @@ separation, chunk_rows, dtype), not on the scheduler or the number of workers.
 
 Where the true parameters are stored (read them back with :func:`load_true_params`):
 
-- Zarr: ``path`` is the 2-D array itself (so ``dgmm.io.open_zarr(path)`` opens it without
+- Zarr: ``path`` is the 2-D array itself (so ``dgmm.data.open_zarr(path)`` opens it without
   an ``array_path``) and the parameters are a JSON document in its attributes under
   ``dgmm_true_params``.
 - Parquet: ``path`` is a directory of part files ``part-00000.parquet`` ... (columns
@@ -31,10 +31,9 @@ import os
 
 import dask
 import numpy as np
-
-from ._types import format_from_suffix
-from .errors import ConfigError, DataError
-from .io import (
+from ..core.types import format_from_suffix
+from ..errors import ConfigError, DataError
+from .readers import (
     DataInfo,
     _check_dtype,
     _even_chunks,
@@ -44,7 +43,7 @@ from .io import (
     open_zarr,
 )
 from .outputs import atomic_directory, compute_all
-from .params import GMMParams
+from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,7 @@ def make_gmm_data(
 
     Returns
     -------
-    (DataInfo, GMMParams) : the written source opened with ``dgmm.io`` and the true
+    (DataInfo, GMMParams) : the written source opened with ``dgmm.data`` and the true
     parameters.
     """
     path = os.fspath(path).rstrip("/")
@@ -336,7 +335,7 @@ def load_true_params(path: str | os.PathLike, storage_options: dict | None = Non
     if TRUE_PARAMS_KEY not in attrs:
         raise DataError(
             f"{path!r} holds no true parameters (no {TRUE_PARAMS_FILE} and no Zarr "
-            f"attribute {TRUE_PARAMS_KEY!r}); only data written by dgmm.datasets."
+            f"attribute {TRUE_PARAMS_KEY!r}); only data written by dgmm.data."
             "make_gmm_data (dgmm make-data) have them."
         )
     return _params_from_document(attrs[TRUE_PARAMS_KEY], path)

@@ -16,13 +16,14 @@ As in scikit-learn, each precision matrix is kept as a factor U with
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
 
-from ._types import COVARIANCE_TYPES, CovarianceType
-from .errors import ConfigError, FitError
+from .types import COVARIANCE_TYPES, CovarianceType
+from ..errors import ConfigError, FitError
 
 ILL_DEFINED_COVARIANCE = (
     "Fitting the mixture model failed because some components have ill-defined "
@@ -219,12 +220,12 @@ class GMMParams:
         }
 
     def __dask_tokenize__(self):
-        # normalise each array by its bytes: a tuple of raw arrays would be tokenized by
-        # their printed form, which NumPy elides ("...") past 1000 entries
-        from dask.tokenize import normalize_token
-
-        return (type(self).__name__, self.covariance_type,
-                *(normalize_token(v) for v in self.to_arrays().values()))
+        # by the arrays' bytes: a new parameter set gives new task keys
+        digest = hashlib.sha256(self.covariance_type.encode())
+        for array in self.to_arrays().values():
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return (type(self).__name__, digest.hexdigest())
 
     def allclose(self, other: "GMMParams", rtol: float = 0.0, atol: float = 0.0) -> bool:
         """True when every array matches ``other`` within the tolerances."""

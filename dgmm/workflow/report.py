@@ -21,9 +21,10 @@ import uuid
 
 import numpy as np
 
-from . import __version__, kernels
-from ._files import atomic_write_json
-from .params import GMMParams
+from .._version import __version__
+from ..core import kernels
+from ..data.files import atomic_write_json
+from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,13 @@ import warnings
 import dask.array as da
 import numpy as np
 
-from . import em, engine, kernels
-from ._types import COVARIANCE_TYPES, INIT_PARAMS
-from .errors import ConfigError, DataError
-from .params import GMMParams, precision_cholesky_from_precisions
+from ..engine import em
+from ..engine import passes as engine
+from ..core import kernels
+from ..core.types import COVARIANCE_TYPES, INIT_PARAMS
+from ..errors import ConfigError, DataError
+from ..core.params import GMMParams, precision_cholesky_from_precisions
+from ..data import model_io
 
 
 def information_criteria(mean_log_likelihood: float, n_rows: int, n_parameters: int):
@@ -473,3 +476,22 @@ class GaussianMixture:
                            for m, c, n in zip(self.means_, self.covariances_, counts)])
         y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
         return X, y
+
+
+def load_model(path, **kwargs):
+    """A fitted ``dgmm.GaussianMixture`` from a model directory.
+
+    ``kwargs`` override constructor parameters (e.g. ``client=``).
+    """
+    params, meta = model_io.load_params(path)
+    settings = {k: v for k, v in meta.get("settings", {}).items()
+                if k in model_io.SETTINGS and not (isinstance(v, str) and k == "random_state")}
+    model = GaussianMixture.from_params(params, **{**settings, **kwargs})
+    model.n_iter_ = meta["n_iter"]
+    model.converged_ = meta["converged"]
+    lower_bound = meta["lower_bound"]
+    model.lower_bound_ = -float("inf") if lower_bound is None else float(lower_bound)
+    model.lower_bounds_ = list(meta["lower_bounds"])
+    model.n_nonfinite_ = meta.get("n_nonfinite", 0)
+    model.data_fingerprint_ = meta.get("data_fingerprint")
+    return model

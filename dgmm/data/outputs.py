@@ -39,11 +39,12 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import engine, kernels
-from ._types import format_from_suffix
-from .errors import ConfigError, DataError
-from .io import _url_to_fs, _zarr_target
-from .params import GMMParams
+from ..engine import passes as engine
+from ..core import kernels
+from ..core.types import format_from_suffix
+from ..errors import ConfigError, DataError
+from .readers import _url_to_fs, _zarr_target
+from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import CheckpointError, LockError
+from ..errors import CheckpointError, LockError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._types import CovarianceType
+from .types import CovarianceType
 
 
 def s2_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:

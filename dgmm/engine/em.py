@@ -19,12 +19,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import engine
-from .errors import DataError
+from . import passes as engine
+from ..errors import DataError
 from .init import initial_params
-from .mstep import m_step
-from .params import GMMParams
-from .threads import caller_blas_threads, single_blas_thread
+from ..core.mstep import m_step
+from ..core.params import GMMParams
+from ..core.threads import caller_blas_threads, single_blas_thread
 
 log = logging.getLogger(__name__)
 

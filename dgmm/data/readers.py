@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import dask.array as da
 import numpy as np
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -816,7 +816,7 @@ def open_source(kind: str, path: str | os.PathLike, **options):
     except TypeError as exc:
         raise ConfigError(
             f"Invalid option for a {kind} source {os.fspath(path)!r}: {exc}. See the "
-            f"signature of dgmm.io.open_{kind}."
+            f"signature of dgmm.data.open_{kind}."
         ) from None
 
 

@@ -50,9 +50,8 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-
-from ._types import CovarianceType, InitParams, NonFinitePolicy, format_from_suffix
-from .errors import ConfigError
+from ..core.types import CovarianceType, InitParams, NonFinitePolicy, format_from_suffix
+from ..errors import ConfigError
 
 __all__ = [
     "SyntheticConfig",
@@ -204,7 +203,7 @@ class SyntheticConfig(BaseModel):
     of the generating mixture), the two closest means ``separation`` standard deviations
     apart, drawn with ``seed``; stored in chunks of ``chunk_rows`` rows (default: about
     16 MiB per chunk) on the first run, with ``data.dtype``. The arguments of
-    ``dgmm.datasets.make_gmm_data``.
+    ``dgmm.data.make_gmm_data``.
     """
 
     model_config = _FORBID
@@ -308,11 +307,11 @@ class DataConfig(BaseModel):
 
     @property
     def reader_kind(self) -> str:
-        """The ``dgmm.io.open_source`` kind: synthetic data are stored as Zarr."""
+        """The ``dgmm.data.open_source`` kind: synthetic data are stored as Zarr."""
         return "zarr" if self.source == "synthetic" else self.source
 
     def open_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``dgmm.io.open_source(self.reader_kind, self.path, ...)``."""
+        """Keyword arguments of ``dgmm.data.open_source(self.reader_kind, self.path, ...)``."""
         kwargs: dict[str, Any] = {"dtype": self.dtype, "target_chunk_bytes": self.chunk_bytes}
         if self.reader_kind == "zarr":
             kwargs["array_path"] = self.array_path
@@ -524,7 +523,7 @@ class AddressClusterConfig(BaseModel):
 
     def resolve_address(self) -> str:
         """The scheduler address; ``ClusterError`` when ``address_env`` is unset or empty."""
-        from .errors import ClusterError
+        from ..errors import ClusterError
 
         if self.address is not None:
             return self.address

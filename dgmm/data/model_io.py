@@ -29,9 +29,9 @@ import uuid
 
 import numpy as np
 
-from . import __version__
-from .errors import DataError
-from .params import GMMParams
+from .._version import __version__
+from ..errors import DataError
+from ..core.params import GMMParams
 
 FORMAT = "dgmm-model"
 FORMAT_VERSION = 1
@@ -146,7 +146,7 @@ def read_model_meta(path) -> dict:
     if not os.path.isfile(manifest):
         raise DataError(
             f"No dgmm model at {path!s}: {manifest} does not exist. Give the directory "
-            "written by a workflow's outputs.model (or by dgmm.model_io.save_model)."
+            "written by a workflow's outputs.model (or by dgmm.data.save_model)."
         )
     try:
         with open(manifest) as fh:
@@ -183,24 +183,3 @@ def load_params(path) -> tuple[GMMParams, dict]:
                             "model.json: it is corrupt. Re-run the fit to write it again.")
         arrays[name] = np.load(io.BytesIO(blob), allow_pickle=False)
     return GMMParams(**arrays, covariance_type=meta["covariance_type"]), meta
-
-
-def load_model(path, **kwargs):
-    """A fitted ``dgmm.GaussianMixture`` from a model directory.
-
-    ``kwargs`` override constructor parameters (e.g. ``client=``).
-    """
-    from .estimator import GaussianMixture
-
-    params, meta = load_params(path)
-    settings = {k: v for k, v in meta.get("settings", {}).items()
-                if k in SETTINGS and not (isinstance(v, str) and k == "random_state")}
-    model = GaussianMixture.from_params(params, **{**settings, **kwargs})
-    model.n_iter_ = meta["n_iter"]
-    model.converged_ = meta["converged"]
-    lower_bound = meta["lower_bound"]
-    model.lower_bound_ = -float("inf") if lower_bound is None else float(lower_bound)
-    model.lower_bounds_ = list(meta["lower_bounds"])
-    model.n_nonfinite_ = meta.get("n_nonfinite", 0)
-    model.data_fingerprint_ = meta.get("data_fingerprint")
-    return model

@@ -17,11 +17,10 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-
-from . import kernels
-from .errors import DataError
-from .params import GMMParams
-from .stats import SuffStats, merge_all
+from ..core import kernels
+from ..errors import DataError
+from ..core.params import GMMParams
+from ..core.stats import SuffStats, merge_all
 
 log = logging.getLogger(__name__)
 

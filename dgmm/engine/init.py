@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine, kernels
-from .errors import DataError
-from .mstep import m_step
-from .params import GMMParams
-from .stats import SuffStats, _min_index
-from .threads import single_blas_thread
+from . import passes as engine
+from ..core import kernels
+from ..errors import DataError
+from ..core.mstep import m_step
+from ..core.params import GMMParams
+from ..core.stats import SuffStats, _min_index
+from ..core.threads import single_blas_thread
 
 KMEANS_PARALLEL_ROUNDS = 2
 KMEANS_MAX_ITER = 20

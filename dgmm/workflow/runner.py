@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import cluster as cluster_mod
-from ._files import atomic_write_json, read_json
-from . import io as data_io
+from ..data.files import atomic_write_json, read_json
+from ..data import readers as data_io
 from .checkpoint import CheckpointStore
 from .config import Workflow, is_url
-from .em import EMState, IterationInfo
-from .errors import CheckpointError, ConfigError, DataError, NotConvergedError
-from .model_io import load_model, read_model_meta, save_model
+from ..engine.em import EMState, IterationInfo
+from ..errors import CheckpointError, ConfigError, DataError, NotConvergedError
+from ..data.model_io import read_model_meta, save_model
+from ..estimators import load_model
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class _Progress:
 def _open_data(workflow: Workflow, client, emit):
     cfg = workflow.data
     if cfg.source == "synthetic":
-        from .datasets import make_gmm_data
+        from ..data.synthetic import make_gmm_data
 
         exists = os.path.exists(cfg.path) if not is_url(cfg.path) else None
         if exists is False:
@@ -240,7 +241,7 @@ def run_workflow(
                 summary.skipped.append("predict")
                 emit(f"predict: up to date ({path})")
             else:
-                from .outputs import write_predictions
+                from ..data.outputs import write_predictions
 
                 t0 = time.perf_counter()
                 write_predictions(X, model.params_, path, format=outputs.predictions_format,
@@ -260,7 +261,7 @@ def run_workflow(
                 summary.skipped.append("score")
                 emit("score: up to date")
             else:
-                from .estimator import information_criteria
+                from ..estimators.gaussian_mixture import information_criteria
 
                 mean_ll, n = model.score_and_count(X)
                 bic, aic = information_criteria(mean_ll, n, model.params_.n_free_parameters())
@@ -301,7 +302,7 @@ def run_workflow(
 
 
 def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummary):
-    from .estimator import ConvergenceWarning, GaussianMixture
+    from ..estimators.gaussian_mixture import ConvergenceWarning, GaussianMixture
 
     cfg = workflow.checkpoint
     kwargs = workflow.estimator_kwargs()

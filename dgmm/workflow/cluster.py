@@ -27,7 +27,8 @@ from .config import (
     cluster_config_from_mapping,
     load_cluster_profile,
 )
-from .errors import ClusterError
+from .._version import __version__
+from ..errors import ClusterError
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def _connect_address(config: AddressClusterConfig):
 
 def _check_dgmm_on_cluster(client, address: str) -> None:
     """``ClusterError`` unless dgmm imports on the scheduler and on every current worker."""
-    from . import __version__
+
 
     problems = []
     try:
@@ -338,7 +339,7 @@ def connect(cluster_config) -> Iterator[Any]:
     Parameters
     ----------
     cluster_config : a cluster profile model (``Workflow.cluster``), a mapping with a
-        ``kind``, or a profile name / path (see ``dgmm.config.load_cluster_profile``).
+        ``kind``, or a profile name / path (see ``dgmm.workflow.config.load_cluster_profile``).
 
     Yields
     ------

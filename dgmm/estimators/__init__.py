@@ -1,0 +1,4 @@
+"""The scikit-learn estimators over the EM engine."""
+from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria, load_model
+
+__all__ = ["GaussianMixture", "ConvergenceWarning", "information_criteria", "load_model"]

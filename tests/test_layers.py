@@ -1,0 +1,104 @@
+"""The package layers: who may import whom (docs/design.md), checked on the source."""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import dgmm
+
+ROOT = pathlib.Path(dgmm.__file__).parent
+#: package -> the dgmm packages it may import (``errors`` and ``_version`` are leaves that
+#: every layer may import)
+ALLOWED = {
+    "core": {"core"},
+    "engine": {"core", "engine"},
+    "data": {"core", "engine", "data"},
+    "estimators": {"core", "engine", "data", "estimators"},
+    "workflow": {"core", "engine", "data", "estimators", "workflow"},
+    "cli": {"core", "engine", "data", "estimators", "workflow", "cli"},
+}
+LEAVES = {"errors", "_version"}
+#: third-party top-level packages a layer must not import
+FORBIDDEN_THIRD_PARTY = {
+    "core": {"dask", "distributed", "zarr", "pyarrow", "fsspec", "sklearn", "pydantic",
+             "yaml", "matplotlib", "pandas"},
+    "engine": {"zarr", "pyarrow", "fsspec", "pydantic", "yaml", "matplotlib"},
+}
+
+
+def _package_of(path: pathlib.Path) -> str:
+    rel = path.relative_to(ROOT)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imports(path: pathlib.Path):
+    """(dgmm module parts, third-party top-level names) imported anywhere in the file."""
+    tree = ast.parse(path.read_text())
+    module = list(path.relative_to(ROOT).with_suffix("").parts)
+    package = module[:-1] if path.name != "__init__.py" else module[:-1]
+    ours, theirs = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                target = base + (node.module.split(".") if node.module else [])
+                if not node.module:
+                    ours.extend(target + [alias.name] for alias in node.names)
+                else:
+                    ours.append(target)
+            elif node.module.split(".")[0] == "dgmm":
+                ours.append(node.module.split(".")[1:])
+            else:
+                theirs.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                if top == "dgmm":
+                    ours.append(alias.name.split(".")[1:])
+                else:
+                    theirs.add(top)
+    return ours, theirs
+
+
+SOURCES = sorted(p for p in ROOT.rglob("*.py") if _package_of(p) in ALLOWED)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_layers(path):
+    layer = _package_of(path)
+    ours, theirs = _imports(path)
+    for target in ours:
+        if not target or target[0] in LEAVES:
+            continue
+        head = target[0] if target[0] in ALLOWED else target[0]
+        assert head in ALLOWED[layer] | LEAVES, (
+            f"{path.relative_to(ROOT)} ({layer}) imports dgmm.{'.'.join(target)}")
+    bad = theirs & FORBIDDEN_THIRD_PARTY.get(layer, set())
+    assert not bad, f"{path.relative_to(ROOT)} ({layer}) imports {sorted(bad)}"
+
+
+def test_every_module_belongs_to_a_layer():
+    stray = [p.name for p in ROOT.glob("*.py")
+             if p.stem not in ALLOWED and p.stem not in LEAVES | {"__init__", "__main__"}]
+    assert stray == []
+
+
+def test_the_checker_sees_a_violation(tmp_path):
+    bad = ROOT / "core" / "_layer_probe_tmp.py"
+    bad.write_text("import dask\nfrom ..workflow import runner\n")
+    try:
+        ours, theirs = _imports(bad)
+        assert ["workflow"] in ours and "dask" in theirs
+    finally:
+        bad.unlink()
+
+
+def test_importing_the_core_loads_no_dask_and_no_sklearn():
+    code = ("import sys, importlib, pkgutil, dgmm.core as c\n"
+            "for m in pkgutil.iter_modules(c.__path__): importlib.import_module('dgmm.core.' + m.name)\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'dask', 'distributed', 'sklearn', 'zarr', 'pyarrow'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
