@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _guess_source(path: str) -> str:
-    from .core.types import format_from_suffix
+    from .data.files import format_from_suffix
 
     kind = format_from_suffix(path)
     if kind is None and path.rstrip("/").lower().endswith(".npy"):

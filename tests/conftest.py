@@ -1,11 +1,9 @@
 """Shared fixtures: a real distributed LocalCluster and reference data sets."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-
+from helpers import make_blobs
 
 @pytest.fixture(scope="session")
 def cluster_client():
@@ -20,18 +18,6 @@ def cluster_client():
     yield client
     client.close()
     cluster.close()
-
-
-def make_blobs(n_samples=600, n_features=3, n_components=3, seed=0, spread=4.0, offset=0.0):
-    """Rows from a mixture of well separated anisotropic Gaussians, shape (n, d)."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=spread, size=(n_components, n_features))
-    labels = rng.integers(n_components, size=n_samples)
-    mixing = rng.normal(size=(n_components, n_features, n_features)) * 0.4
-    mixing += np.eye(n_features)
-    noise = rng.normal(size=(n_samples, n_features))
-    X = centers[labels] + np.einsum("nij,nj->ni", mixing[labels], noise)
-    return X + offset
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-from dask.callbacks import Callback
 
 from dgmm.engine import em
 
@@ -10,8 +9,7 @@ from dgmm.engine import passes as engine
 from dgmm.errors import DataError
 from dgmm.core.params import GMMParams
 
-from conftest import COVARIANCE_TYPES, make_blobs
-from test_stats import params_for
+from helpers import COVARIANCE_TYPES, ComputeCounter, make_blobs, params_for
 
 
 def run(data, settings, **kw):
@@ -51,17 +49,6 @@ def test_callback_reports_progress():
     assert all(i.rows_per_second > 0 and i.seconds > 0 for i in iters)
     assert iters[-1].state.converged and result.converged
     assert all(i.state.n_rows == 500 for i in iters)
-
-
-class ComputeCounter(Callback):
-    """Counts the graphs computed on the local scheduler and their sizes."""
-
-    def __init__(self):
-        super().__init__()
-        self.sizes = []
-
-    def _start(self, dsk):
-        self.sizes.append(len(dsk))
 
 
 def test_nonfinite_rows_are_found_by_the_first_pass():

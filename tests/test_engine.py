@@ -9,8 +9,7 @@ from dgmm.engine import passes as engine
 from dgmm.core import kernels
 from dgmm.core.params import GMMParams
 
-from conftest import COVARIANCE_TYPES, make_blobs
-from test_stats import assert_stats_close, params_for
+from helpers import COVARIANCE_TYPES, assert_stats_close, make_blobs, params_for
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

@@ -10,7 +10,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from dgmm import GaussianMixture
 from dgmm.errors import ConfigError, DataError
 
-from conftest import COVARIANCE_TYPES, make_blobs
+from helpers import COVARIANCE_TYPES, ComputeCounter, make_blobs
 
 
 def standardised(X):
@@ -363,7 +363,6 @@ def test_bad_arguments_give_clear_errors(kwargs, X, error, match):
 @pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nonfinite_rows_raise_in_the_first_pass_or_drop(bad, init_params):
-    from test_em import ComputeCounter
 
     X = make_blobs(300, 2, 2, seed=33)
     X[[17, 200]] = bad

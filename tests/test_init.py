@@ -4,7 +4,7 @@ import pytest
 from dgmm.engine import passes as engine
 from dgmm.engine.init import initial_params, kmeans_centers
 
-from conftest import COVARIANCE_TYPES
+from helpers import COVARIANCE_TYPES
 
 
 def separated(n=3000, d=2, k=4, seed=50):

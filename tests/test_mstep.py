@@ -6,8 +6,7 @@ from dgmm.errors import FitError
 from dgmm.core.mstep import m_step
 from dgmm.core.params import GMMParams
 
-from conftest import COVARIANCE_TYPES, make_blobs
-from test_stats import params_for
+from helpers import COVARIANCE_TYPES, make_blobs, params_for
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

@@ -1,37 +1,21 @@
 import numpy as np
 import pytest
-from scipy.stats import wishart
 
 from dgmm.errors import ConfigError, FitError
-from dgmm.core.params import (
-    GMMParams,
-    covariances_from_precision_cholesky,
-    precision_cholesky_from_covariances,
-    precision_cholesky_from_precisions,
-)
+from dgmm.core.families import family
+from dgmm.core.params import GMMParams
 
-from conftest import COVARIANCE_TYPES
-
-
-def random_covariances(covariance_type, k, d, seed=0):
-    rng = np.random.default_rng(seed)
-    if covariance_type == "full":
-        return np.stack([wishart(d + 2, np.eye(d)).rvs(random_state=rng) for _ in range(k)])
-    if covariance_type == "tied":
-        return wishart(d + 2, np.eye(d)).rvs(random_state=rng)
-    if covariance_type == "diag":
-        return rng.uniform(0.5, 2.0, size=(k, d))
-    return rng.uniform(0.5, 2.0, size=k)
+from helpers import COVARIANCE_TYPES, random_covariances
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_precision_factor_round_trip(covariance_type):
     cov = random_covariances(covariance_type, 3, 4)
-    chol = precision_cholesky_from_covariances(cov, covariance_type)
-    np.testing.assert_allclose(covariances_from_precision_cholesky(chol, covariance_type), cov,
+    chol = family(covariance_type).precision_cholesky(cov)
+    np.testing.assert_allclose(family(covariance_type).covariances_from_precision_cholesky(chol), cov,
                                rtol=1e-12, atol=1e-12)
     params = GMMParams.from_covariances(np.ones(3) / 3, np.zeros((3, 4)), cov, covariance_type)
-    again = precision_cholesky_from_precisions(params.precisions, covariance_type)
+    again = family(covariance_type).precision_cholesky_from_precisions(params.precisions)
     np.testing.assert_allclose(again, chol, rtol=1e-10, atol=1e-12)
     if covariance_type in ("full", "tied"):
         mats = cov if covariance_type == "full" else cov[None]

@@ -5,25 +5,7 @@ from dgmm.core import kernels
 from dgmm.core.params import GMMParams
 from dgmm.core.stats import SuffStats, merge_all
 
-from conftest import COVARIANCE_TYPES, make_blobs
-from test_params import random_covariances
-
-
-def params_for(covariance_type, X, k=3, seed=1):
-    rng = np.random.default_rng(seed)
-    means = X[rng.choice(X.shape[0], k, replace=False)]
-    cov = random_covariances(covariance_type, k, X.shape[1], seed)
-    return GMMParams.from_covariances(np.full(k, 1 / k), means, cov, covariance_type)
-
-
-def assert_stats_close(a: SuffStats, b: SuffStats, rtol=1e-12):
-    assert a.n == pytest.approx(b.n, rel=rtol)
-    assert a.loglik == pytest.approx(b.loglik, rel=rtol)
-    for name in ("nk", "s1", "s2"):
-        x, y = getattr(a, name), getattr(b, name)
-        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * np.abs(y).max())
-    assert a.n_rows == b.n_rows and a.n_nonfinite == b.n_nonfinite
-    assert a.first_nonfinite == b.first_nonfinite
+from helpers import COVARIANCE_TYPES, assert_stats_close, make_blobs, params_for
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

@@ -6,12 +6,12 @@ import threading
 import numpy as np
 import pytest
 from threadpoolctl import OpenBLASController, get_cached_controller, threadpool_info
-
-from conftest import COVARIANCE_TYPES, make_blobs
 from dgmm import GaussianMixture
 from dgmm.core import kernels
 from dgmm.core.params import GMMParams
 from dgmm.core.threads import active_calls, caller_blas_threads, single_blas_thread
+
+from helpers import COVARIANCE_TYPES, make_blobs
 
 
 def blas_threads() -> list[int]:

@@ -54,7 +54,8 @@ import weakref
 import numpy as np
 from scipy.linalg import blas as _blas
 
-from .params import GMMParams, log_det_cholesky
+from .families import family
+from .params import GMMParams
 from .stats import SuffStats
 from .threads import single_blas_thread
 
@@ -364,7 +365,7 @@ class _LogProb:
         prec_chol = params.precisions_cholesky
         with np.errstate(divide="ignore"):
             log_weights = np.log(params.weights)
-        const = -0.5 * d * LOG_2PI + log_det_cholesky(prec_chol, cov, d) + log_weights
+        const = -0.5 * d * LOG_2PI + params.log_det_cholesky() + log_weights
         self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
         self.ws = ws
         self.pruner: _PrunedLogProb | None = None
@@ -688,7 +689,7 @@ def chunk_stats(
         loglik=loglik,
         nk=nk,
         s1=s1,
-        s2=s2,
+        s2=params.family.pack_s2(s2),
         n_rows=int(X.shape[0]),
         n_nonfinite=n_bad,
         first_nonfinite=first_bad,
@@ -715,7 +716,8 @@ def _stats_from_blocks(X, resp_block, shift, covariance_type, sample_weight):
         moments.add(Z, R, w)
     nk, s1, s2 = moments.finish(np.asarray(shift, dtype=np.float64) - ref)
     n = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
-    return SuffStats(covariance_type, shift, n, 0.0, nk, s1, s2, n_rows=int(X.shape[0]))
+    return SuffStats(covariance_type, shift, n, 0.0, nk, s1, family(covariance_type).pack_s2(s2),
+                     n_rows=int(X.shape[0]))
 
 
 @single_blas_thread()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .families import family
 from .params import GMMParams
 from .stats import SuffStats
 from .threads import single_blas_thread
@@ -40,23 +41,6 @@ def mean_log_likelihood(stats: SuffStats) -> float:
     return stats.loglik / stats.n if stats.n > 0 else float("nan")
 
 
-def estimate_covariances(stats: SuffStats, nk: np.ndarray, reg_covar: float) -> np.ndarray:
-    """Covariances from the shifted moments, per covariance type (see params.py)."""
-    cov = stats.covariance_type
-    d = stats.s1.shape[1]
-    delta = stats.s1 / nk[:, None]  # mu_k - c_k
-    if cov == "full":
-        out = stats.s2 / nk[:, None, None] - delta[:, :, None] * delta[:, None, :]
-        out[:, np.arange(d), np.arange(d)] += reg_covar
-        return out
-    if cov == "tied":
-        out = (stats.s2 - (delta.T * nk) @ delta) / nk.sum()
-        out.flat[:: d + 1] += reg_covar
-        return out
-    diag = stats.s2 / nk[:, None] - delta**2 + reg_covar
-    return diag if cov == "diag" else diag.mean(axis=1)
-
-
 @single_blas_thread()
 def m_step(stats: SuffStats, reg_covar: float, previous: GMMParams | None = None) -> MStepResult:
     """New parameters from merged statistics; ``previous`` supplies empty components.
@@ -65,16 +49,15 @@ def m_step(stats: SuffStats, reg_covar: float, previous: GMMParams | None = None
     reg_covar: non-negative float added to the covariances' diagonals.
     Raises ``FitError`` when a covariance is not positive definite.
     """
-    cov = stats.covariance_type
+    kind = family(stats.covariance_type)
     eps = np.finfo(np.float64).eps
     nk = stats.nk + 10 * eps
     means = stats.shift + stats.s1 / nk[:, None]
-    covariances = estimate_covariances(stats, nk, reg_covar)
+    covariances = kind.estimate_covariances(nk, stats.s1 / nk[:, None], stats.s2, reg_covar)
     empty = np.flatnonzero(stats.nk <= EMPTY_FRACTION * max(stats.n, eps))
     if empty.size and previous is not None:
         means[empty] = previous.means[empty]
-        if cov != "tied":
-            covariances[empty] = previous.covariances[empty]
+        kind.keep_previous(covariances, previous.covariances, empty)
     weights = nk / nk.sum()
-    params = GMMParams.from_covariances(weights, means, covariances, cov)
+    params = GMMParams.from_covariances(weights, means, covariances, kind.name)
     return MStepResult(params, mean_log_likelihood(stats), tuple(int(i) for i in empty))

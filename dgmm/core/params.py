@@ -1,122 +1,13 @@
-"""The parameters of a Gaussian mixture, ``GMMParams``, and their conversions.
-
-Shapes by covariance type (K components, d features):
-
-==========  ===================  ===========================
-type        covariances          precisions_cholesky
-==========  ===================  ===========================
-full        (K, d, d)            (K, d, d) upper triangular
-tied        (d, d)               (d, d) upper triangular
-diag        (K, d)               (K, d)
-spherical   (K,)                 (K,)
-==========  ===================  ===========================
-
-As in scikit-learn, each precision matrix is kept as a factor U with
-``precision = U @ U.T`` and ``U = inv(cholesky(covariance)).T``.
-"""
+"""The parameters of a Gaussian mixture, ``GMMParams`` (shapes: ``dgmm.core.families``)."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import linalg
 
-from .types import COVARIANCE_TYPES, CovarianceType
-from ..errors import ConfigError, FitError
-
-ILL_DEFINED_COVARIANCE = (
-    "Fitting the mixture model failed because some components have ill-defined "
-    "empirical covariance (for instance caused by singleton or collapsed samples). "
-    "Try to decrease the number of components, increase reg_covar, or scale the "
-    "input data."
-)
-
-
-def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
-    """Shape of ``covariances`` (and of ``precisions_cholesky``) for a covariance type."""
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[covariance_type]
-
-
-def _upper_factor_of_inverse(matrix: np.ndarray) -> np.ndarray:
-    """U upper triangular with inv(matrix) = U @ U.T, via the Cholesky of ``matrix``."""
-    try:
-        chol = linalg.cholesky(matrix, lower=True)
-    except linalg.LinAlgError:
-        raise FitError(ILL_DEFINED_COVARIANCE) from None
-    eye = np.eye(matrix.shape[0], dtype=matrix.dtype)
-    return linalg.solve_triangular(chol, eye, lower=True).T
-
-
-def precision_cholesky_from_covariances(
-    covariances: np.ndarray, covariance_type: str
-) -> np.ndarray:
-    """Precision factors from covariances; raises ``FitError`` if one is not positive definite."""
-    covariances = np.asarray(covariances)
-    if covariance_type == "full":
-        return np.stack([_upper_factor_of_inverse(c) for c in covariances])
-    if covariance_type == "tied":
-        return _upper_factor_of_inverse(covariances)
-    if np.any(~(covariances > 0.0)):
-        raise FitError(ILL_DEFINED_COVARIANCE)
-    return 1.0 / np.sqrt(covariances)
-
-
-def _flip(matrix: np.ndarray) -> np.ndarray:
-    return matrix[::-1, ::-1]
-
-
-def precision_cholesky_from_precisions(
-    precisions: np.ndarray, covariance_type: str
-) -> np.ndarray:
-    """Upper factors U with U @ U.T = precision (scikit-learn's exchange-matrix trick)."""
-    precisions = np.asarray(precisions, dtype=np.float64)
-    if covariance_type == "full":
-        return np.stack([_flip(linalg.cholesky(_flip(p), lower=True)) for p in precisions])
-    if covariance_type == "tied":
-        return _flip(linalg.cholesky(_flip(precisions), lower=True))
-    return np.sqrt(precisions)
-
-
-def covariances_from_precision_cholesky(
-    precisions_cholesky: np.ndarray, covariance_type: str
-) -> np.ndarray:
-    """Covariances from precision factors: Sigma = inv(U @ U.T) = inv(U).T @ inv(U)."""
-    if covariance_type in ("full", "tied"):
-        factors = precisions_cholesky if covariance_type == "full" else [precisions_cholesky]
-        out = []
-        for u in factors:
-            u_inv = linalg.solve_triangular(u, np.eye(u.shape[0]), lower=False)
-            out.append(u_inv.T @ u_inv)
-        return np.stack(out) if covariance_type == "full" else out[0]
-    return 1.0 / precisions_cholesky**2
-
-
-def precisions_from_precision_cholesky(
-    precisions_cholesky: np.ndarray, covariance_type: str
-) -> np.ndarray:
-    """Precision matrices (full/tied) or precisions (diag/spherical) from their factors."""
-    if covariance_type == "full":
-        return np.einsum("kij,klj->kil", precisions_cholesky, precisions_cholesky)
-    if covariance_type == "tied":
-        return precisions_cholesky @ precisions_cholesky.T
-    return precisions_cholesky**2
-
-
-def log_det_cholesky(precisions_cholesky: np.ndarray, covariance_type: str, n_features: int):
-    """log det U per component, shape (K,) (a scalar for tied); = -1/2 log det Sigma."""
-    if covariance_type == "full":
-        return np.log(np.diagonal(precisions_cholesky, axis1=1, axis2=2)).sum(axis=1)
-    if covariance_type == "tied":
-        return np.log(np.diag(precisions_cholesky)).sum()
-    if covariance_type == "diag":
-        return np.log(precisions_cholesky).sum(axis=1)
-    return n_features * np.log(precisions_cholesky)
+from ..errors import ConfigError
+from .families import CovarianceFamily, CovarianceType, family
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,19 +28,19 @@ class GMMParams:
     covariances: np.ndarray
     precisions_cholesky: np.ndarray
     covariance_type: CovarianceType
+    family: CovarianceFamily = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ConfigError(
-                f"covariance_type must be one of {COVARIANCE_TYPES}, got "
-                f"{self.covariance_type!r}."
-            )
+        try:
+            object.__setattr__(self, "family", family(self.covariance_type))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         for name in ("weights", "means", "covariances", "precisions_cholesky"):
             arr = np.array(getattr(self, name), dtype=np.float64, copy=True)
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
         n_components, n_features = self.means.shape
-        expected = covariance_shape(self.covariance_type, n_components, n_features)
+        expected = self.family.covariance_shape(n_components, n_features)
         for name in ("covariances", "precisions_cholesky"):
             if getattr(self, name).shape != expected:
                 raise ConfigError(
@@ -177,7 +68,7 @@ class GMMParams:
             weights=weights,
             means=means,
             covariances=covariances,
-            precisions_cholesky=precision_cholesky_from_covariances(covariances, covariance_type),
+            precisions_cholesky=family(covariance_type).precision_cholesky(covariances),
             covariance_type=covariance_type,
         )
 
@@ -190,25 +81,23 @@ class GMMParams:
         return cls(
             weights=weights,
             means=means,
-            covariances=covariances_from_precision_cholesky(precisions_cholesky, covariance_type),
+            covariances=family(covariance_type).covariances_from_precision_cholesky(
+                precisions_cholesky),
             precisions_cholesky=precisions_cholesky,
             covariance_type=covariance_type,
         )
 
     @property
     def precisions(self) -> np.ndarray:
-        return precisions_from_precision_cholesky(self.precisions_cholesky, self.covariance_type)
+        return self.family.precisions(self.precisions_cholesky)
 
     def n_free_parameters(self) -> int:
         """Number of free parameters (for BIC/AIC), as scikit-learn counts them."""
-        k, d = self.means.shape
-        cov_params = {
-            "full": k * d * (d + 1) / 2.0,
-            "diag": k * d,
-            "tied": d * (d + 1) / 2.0,
-            "spherical": k,
-        }[self.covariance_type]
-        return int(cov_params + d * k + k - 1)
+        return self.family.n_parameters(self.n_components, self.n_features)
+
+    def log_det_cholesky(self):
+        """log det U per component, (K,) (a scalar for tied); = -1/2 log det Sigma."""
+        return self.family.log_det_cholesky(self.precisions_cholesky, self.n_features)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays by name (for saving)."""

@@ -7,9 +7,9 @@ For a chunk of rows x_i with weights w_i, responsibilities r_ik and a fixed shif
 - ``loglik``  sum_i w_i log p(x_i) under the parameters the pass started with
 - ``nk``      (K,)  sum_i w_i r_ik
 - ``s1``      (K, d) sum_i w_i r_ik (x_i - c_k)
-- ``s2``      sum_i w_i r_ik (x_i - c_k)(x_i - c_k)^T, stored per covariance type:
-              full (K, d, d); tied (d, d), summed over k; diag and spherical (K, d), the
-              diagonal only.
+- ``s2``      sum_i w_i r_ik (x_i - c_k)(x_i - c_k)^T in the family's form
+              (``CovarianceFamily.s2_shape``): full the packed lower triangles (K, d(d+1)/2);
+              tied summed over k, packed (d(d+1)/2,); diag and spherical the diagonals (K, d).
 - ``n_nonfinite`` rows skipped because they hold NaN or inf, and ``first_nonfinite`` the
   global index of the first such row (-1 when there is none).
 
@@ -22,16 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .types import CovarianceType
-
-
-def s2_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
-    """Shape of ``SuffStats.s2`` for a covariance type."""
-    if covariance_type == "full":
-        return (n_components, n_features, n_features)
-    if covariance_type == "tied":
-        return (n_features, n_features)
-    return (n_components, n_features)
+from .families import CovarianceType, family
 
 
 def _min_index(a: int, b: int) -> int:
@@ -68,8 +59,12 @@ class SuffStats:
             loglik=0.0,
             nk=np.zeros(n_components),
             s1=np.zeros((n_components, n_features)),
-            s2=np.zeros(s2_shape(covariance_type, n_components, n_features)),
+            s2=np.zeros(family(covariance_type).s2_shape(n_components, n_features)),
         )
+
+    def s2_unpacked(self) -> np.ndarray:
+        """``s2`` as matrices (full (K, d, d), tied (d, d)) or diagonals (K, d)."""
+        return family(self.covariance_type).unpack_s2(self.s2, self.shift.shape[1])
 
     def merge(self, other: "SuffStats") -> "SuffStats":
         """Statistics of the union of both row sets (both must share the same shift)."""

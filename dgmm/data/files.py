@@ -1,4 +1,4 @@
-"""Small atomic file helpers shared by the writers of workflow outputs."""
+"""Small file helpers shared by the readers and writers: atomic JSON, output formats."""
 from __future__ import annotations
 
 import json
@@ -28,3 +28,12 @@ def read_json(path: str) -> dict | None:
             return json.load(fh)
     except (OSError, ValueError):
         return None
+
+
+#: output formats by path suffix (predictions, synthetic data)
+PREDICTION_SUFFIXES = {".zarr": "zarr", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def format_from_suffix(path: str) -> str | None:
+    """'zarr' or 'parquet' from the suffix of ``path`` (a trailing '/' ignored), or None."""
+    return PREDICTION_SUFFIXES.get(os.path.splitext(path.rstrip("/"))[1].lower())

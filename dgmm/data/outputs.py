@@ -41,7 +41,7 @@ import numpy as np
 
 from ..engine import passes as engine
 from ..core import kernels
-from ..core.types import format_from_suffix
+from .files import format_from_suffix
 from ..errors import ConfigError, DataError
 from .readers import _url_to_fs, _zarr_target
 from ..core.params import GMMParams

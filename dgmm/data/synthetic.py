@@ -31,7 +31,7 @@ import os
 
 import dask
 import numpy as np
-from ..core.types import format_from_suffix
+from .files import format_from_suffix
 from ..errors import ConfigError, DataError
 from .readers import (
     DataInfo,

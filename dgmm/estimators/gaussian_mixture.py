@@ -34,7 +34,8 @@ from ..engine import passes as engine
 from ..core import kernels
 from ..core.types import COVARIANCE_TYPES, INIT_PARAMS
 from ..errors import ConfigError, DataError
-from ..core.params import GMMParams, precision_cholesky_from_precisions
+from ..core.families import family
+from ..core.params import GMMParams
 from ..data import model_io
 
 
@@ -196,21 +197,13 @@ class GaussianMixture:
                 bad("means_init", f"It must have shape ({k}, {d}), got {m.shape}.")
         if self.precisions_init is not None:
             p = np.asarray(self.precisions_init, dtype=np.float64)
-            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
-                self.covariance_type
-            ]
+            shape = family(self.covariance_type).covariance_shape(k, d)
             if p.shape != shape:
                 bad("precisions_init", f"For covariance_type={self.covariance_type!r} it "
                     f"must have shape {shape}, got {p.shape}.")
-            mats = p if self.covariance_type == "full" else [p] if self.covariance_type == "tied" else None
-            if mats is None:
-                if np.any(p <= 0):
-                    bad("precisions_init", "Precisions must be positive.")
-            else:
-                for mat in mats:
-                    if not np.allclose(mat, mat.T) or np.any(np.linalg.eigvalsh(mat) <= 0):
-                        bad("precisions_init", "Each precision matrix must be symmetric and "
-                            "positive definite.")
+            problem = family(self.covariance_type).precisions_problem(p)
+            if problem:
+                bad("precisions_init", problem)
 
     def _check_X(self, X, *, fitting: bool):
         if not _is_dask(X):
@@ -251,7 +244,8 @@ class GaussianMixture:
     def _fixed_init(self):
         if self.weights_init is None or self.means_init is None or self.precisions_init is None:
             return None
-        prec_chol = precision_cholesky_from_precisions(self.precisions_init, self.covariance_type)
+        prec_chol = family(self.covariance_type).precision_cholesky_from_precisions(
+            self.precisions_init)
         params = GMMParams.from_precisions_cholesky(
             self.weights_init, self.means_init, prec_chol, self.covariance_type
         )
@@ -264,7 +258,8 @@ class GaussianMixture:
         if self.precisions_init is None:
             return GMMParams(weights, means, init_params.covariances,
                              init_params.precisions_cholesky, self.covariance_type)
-        prec_chol = precision_cholesky_from_precisions(self.precisions_init, self.covariance_type)
+        prec_chol = family(self.covariance_type).precision_cholesky_from_precisions(
+            self.precisions_init)
         return GMMParams.from_precisions_cholesky(weights, means, prec_chol, self.covariance_type)
 
     def _settings(self) -> em.EMSettings:
@@ -464,16 +459,7 @@ class GaussianMixture:
         if rng is None or isinstance(rng, (int, np.integer)):
             rng = np.random.mtrand._rand if rng is None else np.random.RandomState(rng)
         counts = rng.multinomial(n_samples, self.weights_)
-        d = self.means_.shape[1]
-        if self.covariance_type == "full":
-            X = np.vstack([rng.multivariate_normal(m, c, int(n))
-                           for m, c, n in zip(self.means_, self.covariances_, counts)])
-        elif self.covariance_type == "tied":
-            X = np.vstack([rng.multivariate_normal(m, self.covariances_, int(n))
-                           for m, n in zip(self.means_, counts)])
-        else:
-            X = np.vstack([m + rng.standard_normal(size=(n, d)) * np.sqrt(c)
-                           for m, c, n in zip(self.means_, self.covariances_, counts)])
+        X = self.params_.family.sample(rng, self.means_, self.covariances_, counts)
         y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
         return X, y
 

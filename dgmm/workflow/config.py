@@ -50,7 +50,8 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from ..core.types import CovarianceType, InitParams, NonFinitePolicy, format_from_suffix
+from ..core.types import CovarianceType, InitParams, NonFinitePolicy
+from ..data.files import format_from_suffix
 from ..errors import ConfigError
 
 __all__ = [

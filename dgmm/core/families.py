@@ -1,0 +1,398 @@
+"""Covariance families: everything that depends on the covariance type, in one place.
+
+One object per type (``FULL``, ``TIED``, ``DIAG``, ``SPHERICAL``), found by name with
+``family(name)``. Code outside this module and the per-type kernels asks the family and
+never compares the type's name, as scikit-learn's mixture code dispatches from its tables.
+
+Shapes (K components, d features):
+
+==========  ===================  ================================  ====================
+type        covariances          precisions_cholesky               second moments (s2)
+==========  ===================  ================================  ====================
+full        (K, d, d)            (K, d, d) upper triangular        (K, d(d+1)/2) packed
+tied        (d, d)               (d, d) upper triangular           (d(d+1)/2,) packed
+diag        (K, d)               (K, d)                            (K, d)
+spherical   (K,)                 (K,)                              (K, d)
+==========  ===================  ================================  ====================
+
+Each precision matrix is kept as a factor U with ``precision = U @ U.T`` and
+``U = inv(cholesky(covariance)).T``. Symmetric second moments travel as packed lower
+triangles (the triangle Cholesky reads).
+"""
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+from scipy import linalg
+
+from ..errors import FitError
+
+CovarianceType = Literal["full", "tied", "diag", "spherical"]
+COVARIANCE_TYPES: tuple[str, ...] = get_args(CovarianceType)
+
+ILL_DEFINED_COVARIANCE = (
+    "Fitting the mixture model failed because some components have ill-defined "
+    "empirical covariance (for instance caused by singleton or collapsed samples). "
+    "Try to decrease the number of components, increase reg_covar, or scale the "
+    "input data."
+)
+
+
+def _upper_factor_of_inverse(matrix: np.ndarray) -> np.ndarray:
+    """U upper triangular with inv(matrix) = U @ U.T, via the Cholesky of ``matrix``."""
+    try:
+        chol = linalg.cholesky(matrix, lower=True)
+    except linalg.LinAlgError:
+        raise FitError(ILL_DEFINED_COVARIANCE) from None
+    eye = np.eye(matrix.shape[0], dtype=matrix.dtype)
+    return linalg.solve_triangular(chol, eye, lower=True).T
+
+
+def _flip(matrix: np.ndarray) -> np.ndarray:
+    return matrix[::-1, ::-1]
+
+
+def _upper_factor(precision: np.ndarray) -> np.ndarray:
+    """U upper triangular with U @ U.T = precision (scikit-learn's exchange-matrix trick)."""
+    return _flip(linalg.cholesky(_flip(precision), lower=True))
+
+
+def _covariance_from_factor(u: np.ndarray) -> np.ndarray:
+    """Sigma = inv(U @ U.T) = inv(U).T @ inv(U)."""
+    u_inv = linalg.solve_triangular(u, np.eye(u.shape[0]), lower=False)
+    return u_inv.T @ u_inv
+
+
+def _is_spd(matrix: np.ndarray) -> bool:
+    return bool(np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0))
+
+
+def pack_lower(matrices: np.ndarray) -> np.ndarray:
+    """Lower triangles of (..., d, d) matrices as (..., d(d+1)/2), row by row."""
+    d = matrices.shape[-1]
+    rows, cols = np.tril_indices(d)
+    return matrices[..., rows, cols]
+
+
+def unpack_lower(packed: np.ndarray, d: int) -> np.ndarray:
+    """Symmetric (..., d, d) matrices from their packed lower triangles."""
+    rows, cols = np.tril_indices(d)
+    out = np.zeros(packed.shape[:-1] + (d, d))
+    out[..., rows, cols] = packed
+    out[..., cols, rows] = packed
+    return out
+
+
+class CovarianceFamily:
+    """The type-specific parts of a Gaussian mixture (see the module docstring).
+
+    Subclasses implement the per-type functions; ``kernel`` names the per-chunk E-step and
+    scatter implementation in ``dgmm.core.kernels``.
+    """
+
+    name: str
+    #: nesting depth of ``covariances`` / ``precisions_init`` as nested lists
+    depth: int
+    #: the E-step/scatter implementation in ``dgmm.core.kernels`` ('full', 'tied', 'diag')
+    kernel: str
+
+    def __reduce__(self):
+        return (family, (self.name,))  # unpickles to the registry's one object
+
+    def __repr__(self):
+        return f"<covariance family {self.name!r}>"
+
+    # -- shapes and counts -----------------------------------------------------------
+    def covariance_shape(self, n_components: int, n_features: int) -> tuple:
+        raise NotImplementedError
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> float:
+        raise NotImplementedError
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Free parameters of the mixture (for BIC/AIC), as scikit-learn counts them."""
+        k, d = n_components, n_features
+        return int(self.n_covariance_parameters(k, d) + d * k + k - 1)
+
+    def s2_shape(self, n_components: int, n_features: int) -> tuple:
+        """Shape of the (packed) second moments carried by the statistics."""
+        raise NotImplementedError
+
+    # -- conversions -----------------------------------------------------------------
+    def precision_cholesky(self, covariances: np.ndarray) -> np.ndarray:
+        """Precision factors; ``FitError`` when a covariance is not positive definite."""
+        raise NotImplementedError
+
+    def covariances_from_precision_cholesky(self, precisions_cholesky) -> np.ndarray:
+        raise NotImplementedError
+
+    def precision_cholesky_from_precisions(self, precisions) -> np.ndarray:
+        raise NotImplementedError
+
+    def precisions(self, precisions_cholesky: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def log_det_cholesky(self, precisions_cholesky: np.ndarray, n_features: int):
+        """log det U per component, (K,) (a scalar for tied); = -1/2 log det Sigma."""
+        raise NotImplementedError
+
+    def precisions_problem(self, precisions: np.ndarray) -> str | None:
+        """Why user-given precisions are unusable, or None when they are fine."""
+        raise NotImplementedError
+
+    def full_covariances(self, covariances: np.ndarray, n_components: int,
+                         n_features: int) -> np.ndarray:
+        """(K, d, d) covariance matrices (for drawing ellipses and sampling)."""
+        raise NotImplementedError
+
+    def point_covariances(self, n_components: int, n_features: int, variance: float):
+        """Covariances ``variance * I`` for every component (initialisation)."""
+        raise NotImplementedError
+
+    def from_full(self, covariances: np.ndarray) -> np.ndarray:
+        """This type's covariances from (K, d, d) matrices (their best approximation)."""
+        raise NotImplementedError
+
+    # -- M-step ----------------------------------------------------------------------
+    def estimate_covariances(self, nk: np.ndarray, delta: np.ndarray, s2: np.ndarray,
+                             reg_covar: float) -> np.ndarray:
+        """Covariances from shifted moments: nk (K,) with 10 eps added, delta = S1 / N_k
+        (K, d) the mean minus the shift, s2 packed as ``s2_shape``."""
+        raise NotImplementedError
+
+    def keep_previous(self, covariances: np.ndarray, previous: np.ndarray,
+                      empty: np.ndarray) -> None:
+        """Empty components keep their previous covariances (in place)."""
+        covariances[empty] = previous[empty]
+
+    # -- moments ---------------------------------------------------------------------
+    def pack_s2(self, s2: np.ndarray) -> np.ndarray:
+        """The statistics' form of second moments computed by the kernels."""
+        return s2
+
+    def unpack_s2(self, s2: np.ndarray, n_features: int) -> np.ndarray:
+        """Second moments as matrices (full (K, d, d), tied (d, d)) or diagonals (K, d)."""
+        return s2
+
+    # -- sampling --------------------------------------------------------------------
+    def sample(self, rng, means: np.ndarray, covariances: np.ndarray, counts) -> np.ndarray:
+        """Rows drawn per component (``counts[k]`` from component k), stacked in order."""
+        raise NotImplementedError
+
+
+class _Full(CovarianceFamily):
+    name, depth, kernel = "full", 3, "full"
+
+    def covariance_shape(self, k, d):
+        return (k, d, d)
+
+    def n_covariance_parameters(self, k, d):
+        return k * d * (d + 1) / 2.0
+
+    def s2_shape(self, k, d):
+        return (k, d * (d + 1) // 2)
+
+    def precision_cholesky(self, covariances):
+        return np.stack([_upper_factor_of_inverse(c) for c in covariances])
+
+    def covariances_from_precision_cholesky(self, precisions_cholesky):
+        return np.stack([_covariance_from_factor(u) for u in precisions_cholesky])
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return np.stack([_upper_factor(p) for p in precisions])
+
+    def precisions(self, precisions_cholesky):
+        return np.einsum("kij,klj->kil", precisions_cholesky, precisions_cholesky)
+
+    def log_det_cholesky(self, precisions_cholesky, n_features):
+        return np.log(np.diagonal(precisions_cholesky, axis1=1, axis2=2)).sum(axis=1)
+
+    def precisions_problem(self, precisions):
+        if not all(_is_spd(p) for p in precisions):
+            return "Each precision matrix must be symmetric and positive definite."
+        return None
+
+    def full_covariances(self, covariances, k, d):
+        return np.array(covariances)
+
+    def from_full(self, covariances):
+        return np.array(covariances, dtype=np.float64)
+
+    def point_covariances(self, k, d, variance):
+        return np.broadcast_to(np.eye(d) * variance, (k, d, d))
+
+    def estimate_covariances(self, nk, delta, s2, reg_covar):
+        d = delta.shape[1]
+        out = unpack_lower(s2, d) / nk[:, None, None] - delta[:, :, None] * delta[:, None, :]
+        out[:, np.arange(d), np.arange(d)] += reg_covar
+        return out
+
+    def pack_s2(self, s2):
+        return pack_lower(s2)
+
+    def unpack_s2(self, s2, n_features):
+        return unpack_lower(s2, n_features)
+
+    def sample(self, rng, means, covariances, counts):
+        return np.vstack([rng.multivariate_normal(m, c, int(n))
+                          for m, c, n in zip(means, covariances, counts)])
+
+
+class _Tied(CovarianceFamily):
+    name, depth, kernel = "tied", 2, "tied"
+
+    def covariance_shape(self, k, d):
+        return (d, d)
+
+    def n_covariance_parameters(self, k, d):
+        return d * (d + 1) / 2.0
+
+    def s2_shape(self, k, d):
+        return (d * (d + 1) // 2,)
+
+    def precision_cholesky(self, covariances):
+        return _upper_factor_of_inverse(covariances)
+
+    def covariances_from_precision_cholesky(self, precisions_cholesky):
+        return _covariance_from_factor(precisions_cholesky)
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return _upper_factor(precisions)
+
+    def precisions(self, precisions_cholesky):
+        return precisions_cholesky @ precisions_cholesky.T
+
+    def log_det_cholesky(self, precisions_cholesky, n_features):
+        return np.log(np.diag(precisions_cholesky)).sum()
+
+    def precisions_problem(self, precisions):
+        if not _is_spd(precisions):
+            return "The precision matrix must be symmetric and positive definite."
+        return None
+
+    def full_covariances(self, covariances, k, d):
+        return np.broadcast_to(covariances, (k, d, d)).copy()
+
+    def from_full(self, covariances):
+        return np.asarray(covariances, dtype=np.float64).mean(axis=0)
+
+    def point_covariances(self, k, d, variance):
+        return np.eye(d) * variance
+
+    def estimate_covariances(self, nk, delta, s2, reg_covar):
+        d = delta.shape[1]
+        out = (unpack_lower(s2, d) - (delta.T * nk) @ delta) / nk.sum()
+        out.flat[:: d + 1] += reg_covar
+        return out
+
+    def keep_previous(self, covariances, previous, empty):
+        pass  # one covariance shared by all components: nothing per component to keep
+
+    def pack_s2(self, s2):
+        return pack_lower(s2)
+
+    def unpack_s2(self, s2, n_features):
+        return unpack_lower(s2, n_features)
+
+    def sample(self, rng, means, covariances, counts):
+        return np.vstack([rng.multivariate_normal(m, covariances, int(n))
+                          for m, n in zip(means, counts)])
+
+
+class _Diagonal(CovarianceFamily):
+    """Shared by diag and spherical: independent features within a component."""
+
+    kernel = "diag"
+
+    def s2_shape(self, k, d):
+        return (k, d)
+
+    def precision_cholesky(self, covariances):
+        if np.any(~(covariances > 0.0)):
+            raise FitError(ILL_DEFINED_COVARIANCE)
+        return 1.0 / np.sqrt(covariances)
+
+    def covariances_from_precision_cholesky(self, precisions_cholesky):
+        return 1.0 / precisions_cholesky**2
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return np.sqrt(precisions)
+
+    def precisions(self, precisions_cholesky):
+        return precisions_cholesky**2
+
+    def precisions_problem(self, precisions):
+        if np.any(~(precisions > 0)):
+            return "Precisions must be positive."
+        return None
+
+    def sample(self, rng, means, covariances, counts):
+        d = means.shape[1]
+        return np.vstack([m + rng.standard_normal(size=(int(n), d)) * np.sqrt(c)
+                          for m, c, n in zip(means, covariances, counts)])
+
+
+class _Diag(_Diagonal):
+    name, depth = "diag", 2
+
+    def covariance_shape(self, k, d):
+        return (k, d)
+
+    def n_covariance_parameters(self, k, d):
+        return k * d
+
+    def log_det_cholesky(self, precisions_cholesky, n_features):
+        return np.log(precisions_cholesky).sum(axis=1)
+
+    def full_covariances(self, covariances, k, d):
+        return np.stack([np.diag(c) for c in covariances])
+
+    def from_full(self, covariances):
+        return np.diagonal(np.asarray(covariances, dtype=np.float64), axis1=1, axis2=2).copy()
+
+    def point_covariances(self, k, d, variance):
+        return np.full((k, d), variance)
+
+    def estimate_covariances(self, nk, delta, s2, reg_covar):
+        return s2 / nk[:, None] - delta**2 + reg_covar
+
+
+class _Spherical(_Diagonal):
+    name, depth = "spherical", 1
+
+    def covariance_shape(self, k, d):
+        return (k,)
+
+    def n_covariance_parameters(self, k, d):
+        return k
+
+    def log_det_cholesky(self, precisions_cholesky, n_features):
+        return n_features * np.log(precisions_cholesky)
+
+    def full_covariances(self, covariances, k, d):
+        return np.stack([np.eye(d) * c for c in covariances])
+
+    def from_full(self, covariances):
+        covariances = np.asarray(covariances, dtype=np.float64)
+        return np.diagonal(covariances, axis1=1, axis2=2).mean(axis=1)
+
+    def point_covariances(self, k, d, variance):
+        return np.full(k, variance)
+
+    def estimate_covariances(self, nk, delta, s2, reg_covar):
+        return (s2 / nk[:, None] - delta**2 + reg_covar).mean(axis=1)
+
+
+FULL, TIED, DIAG, SPHERICAL = _Full(), _Tied(), _Diag(), _Spherical()
+FAMILIES: dict[str, CovarianceFamily] = {f.name: f for f in (FULL, TIED, DIAG, SPHERICAL)}
+
+
+def family(name: str) -> CovarianceFamily:
+    """The family of a covariance type name; ``ValueError`` naming the allowed ones."""
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {name!r}."
+        ) from None
