@@ -283,8 +283,8 @@ def test_pruning_bounds_hold_for_an_ill_conditioned_precision(monkeypatch):
     rows = directions / np.linalg.norm(directions, axis=1)[:, None] * 600 / np.sqrt(lam[4])
     ws = kernels._Workspace()
     ref = rows.mean(axis=0)
-    log_prob = kernels._LogProb(probe, ref, len(rows), ws, prune=True)
-    Z = kernels._Design("full", ref, len(rows), ws).build(rows)
+    log_prob = kernels._FullLogProb(probe, ref, len(rows), ws, prune=True)
+    Z = kernels._FullDesign(ref, len(rows), ws).build(rows)
     monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 1e9)  # run the bounds to the end
     log_prob(Z, prune=True)
     upper = ws._buffers["upper"][: 2 * len(rows)].reshape(-1, 2)[:, 1]

@@ -102,3 +102,40 @@ def test_importing_the_core_loads_no_dask_and_no_sklearn():
             "{'dask', 'distributed', 'sklearn', 'zarr', 'pyarrow'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+TYPE_NAMES = {"full", "tied", "diag", "spherical"}
+#: the one module that knows the covariance types by name
+FAMILY_MODULES = {ROOT / "core" / "families.py"}
+
+
+def _type_branches(path: pathlib.Path) -> list[int]:
+    """Lines that compare with a covariance type's name or index a table by them."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                values = ([side] if isinstance(side, ast.Constant)
+                          else list(side.elts) if isinstance(side, (ast.Tuple, ast.List, ast.Set))
+                          else [])
+                if any(isinstance(v, ast.Constant) and v.value in TYPE_NAMES for v in values):
+                    lines.append(node.lineno)
+        elif isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            if len(keys & TYPE_NAMES) >= 3:
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p not in FAMILY_MODULES],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_code_outside_the_families_branches_on_the_covariance_type(path):
+    assert _type_branches(path) == [], (
+        f"{path.relative_to(ROOT)} branches on a covariance type name at lines "
+        f"{_type_branches(path)}: ask dgmm.core.families.family(name) instead")
+
+
+def test_the_branch_finder_sees_a_branch(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("if cov == 'tied':\n    pass\nx = {'full': 1, 'diag': 2, 'spherical': 3}\n")
+    assert _type_branches(probe) == [1, 3]

@@ -64,6 +64,12 @@ def _covariance_from_factor(u: np.ndarray) -> np.ndarray:
     return u_inv.T @ u_inv
 
 
+def _random_rotation(rng, d: int) -> np.ndarray:
+    """A random orthogonal (d, d) matrix (QR of a Gaussian matrix, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
 def _is_spd(matrix: np.ndarray) -> bool:
     return bool(np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0))
 
@@ -94,8 +100,11 @@ class CovarianceFamily:
     name: str
     #: nesting depth of ``covariances`` / ``precisions_init`` as nested lists
     depth: int
-    #: the E-step/scatter implementation in ``dgmm.core.kernels`` ('full', 'tied', 'diag')
+    #: the E-step/scatter implementation in ``dgmm.core.kernels``: 'triangular' (one
+    #: factor per component), 'shared' (one factor for all) or 'diagonal'
     kernel: str
+    #: whether the covariances hold one entry per component (all but tied)
+    per_component: bool = True
 
     def __reduce__(self):
         return (family, (self.name,))  # unpickles to the registry's one object
@@ -176,13 +185,33 @@ class CovarianceFamily:
         return s2
 
     # -- sampling --------------------------------------------------------------------
+    def random_covariances(self, rng, n_components: int, n_features: int, low: float,
+                           high: float) -> np.ndarray:
+        """Random covariances with variances (eigenvalues) uniform in [low, high], along
+        random axes where the type has them."""
+        raise NotImplementedError
+
+    def symmetrized(self, covariances: np.ndarray) -> np.ndarray:
+        """Covariance matrices made exactly symmetric (diagonal types unchanged)."""
+        return covariances
+
+    def scale_standard_normal(self, Z: np.ndarray, labels: np.ndarray,
+                              covariances: np.ndarray) -> np.ndarray:
+        """Rows of standard normal draws Z (n, d) given each its component's covariance
+        (labels (n,)): the centred rows of the mixture."""
+        raise NotImplementedError
+
+    def largest_variance(self, covariances: np.ndarray) -> float:
+        """The largest variance along any direction of any component."""
+        return float(np.max(covariances))
+
     def sample(self, rng, means: np.ndarray, covariances: np.ndarray, counts) -> np.ndarray:
         """Rows drawn per component (``counts[k]`` from component k), stacked in order."""
         raise NotImplementedError
 
 
 class _Full(CovarianceFamily):
-    name, depth, kernel = "full", 3, "full"
+    name, depth, kernel = "full", 3, "triangular"
 
     def covariance_shape(self, k, d):
         return (k, d, d)
@@ -234,13 +263,30 @@ class _Full(CovarianceFamily):
     def unpack_s2(self, s2, n_features):
         return unpack_lower(s2, n_features)
 
+    def random_covariances(self, rng, k, d, low, high):
+        return np.stack([(q * rng.uniform(low, high, d)) @ q.T
+                         for q in (_random_rotation(rng, d) for _ in range(k))])
+
+    def largest_variance(self, covariances):
+        return max(np.linalg.eigvalsh(c).max() for c in covariances)
+
+    def symmetrized(self, covariances):
+        return 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
+
+    def scale_standard_normal(self, Z, labels, covariances):
+        for component in range(covariances.shape[0]):
+            rows = labels == component
+            Z[rows] = Z[rows] @ np.linalg.cholesky(covariances[component]).T
+        return Z
+
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, c, int(n))
                           for m, c, n in zip(means, covariances, counts)])
 
 
 class _Tied(CovarianceFamily):
-    name, depth, kernel = "tied", 2, "tied"
+    name, depth, kernel = "tied", 2, "shared"
+    per_component = False
 
     def covariance_shape(self, k, d):
         return (d, d)
@@ -295,6 +341,19 @@ class _Tied(CovarianceFamily):
     def unpack_s2(self, s2, n_features):
         return unpack_lower(s2, n_features)
 
+    def random_covariances(self, rng, k, d, low, high):
+        q = _random_rotation(rng, d)
+        return (q * rng.uniform(low, high, d)) @ q.T
+
+    def largest_variance(self, covariances):
+        return np.linalg.eigvalsh(covariances).max()
+
+    def symmetrized(self, covariances):
+        return 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
+
+    def scale_standard_normal(self, Z, labels, covariances):
+        return Z @ np.linalg.cholesky(covariances).T
+
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, covariances, int(n))
                           for m, n in zip(means, counts)])
@@ -303,7 +362,7 @@ class _Tied(CovarianceFamily):
 class _Diagonal(CovarianceFamily):
     """Shared by diag and spherical: independent features within a component."""
 
-    kernel = "diag"
+    kernel = "diagonal"
 
     def s2_shape(self, k, d):
         return (k, d)
@@ -327,6 +386,10 @@ class _Diagonal(CovarianceFamily):
             return "Precisions must be positive."
         return None
 
+    def diagonal_precisions(self, precisions_cholesky, n_features):
+        """Per-feature precisions (K, d) for the diagonal kernel."""
+        raise NotImplementedError
+
     def sample(self, rng, means, covariances, counts):
         d = means.shape[1]
         return np.vstack([m + rng.standard_normal(size=(int(n), d)) * np.sqrt(c)
@@ -345,6 +408,9 @@ class _Diag(_Diagonal):
     def log_det_cholesky(self, precisions_cholesky, n_features):
         return np.log(precisions_cholesky).sum(axis=1)
 
+    def diagonal_precisions(self, precisions_cholesky, n_features):
+        return precisions_cholesky**2
+
     def full_covariances(self, covariances, k, d):
         return np.stack([np.diag(c) for c in covariances])
 
@@ -353,6 +419,13 @@ class _Diag(_Diagonal):
 
     def point_covariances(self, k, d, variance):
         return np.full((k, d), variance)
+
+    def random_covariances(self, rng, k, d, low, high):
+        return rng.uniform(low, high, (k, d))
+
+    def scale_standard_normal(self, Z, labels, covariances):
+        Z *= np.sqrt(covariances)[labels]
+        return Z
 
     def estimate_covariances(self, nk, delta, s2, reg_covar):
         return s2 / nk[:, None] - delta**2 + reg_covar
@@ -370,6 +443,9 @@ class _Spherical(_Diagonal):
     def log_det_cholesky(self, precisions_cholesky, n_features):
         return n_features * np.log(precisions_cholesky)
 
+    def diagonal_precisions(self, precisions_cholesky, n_features):
+        return np.repeat((precisions_cholesky**2)[:, None], n_features, 1)
+
     def full_covariances(self, covariances, k, d):
         return np.stack([np.eye(d) * c for c in covariances])
 
@@ -379,6 +455,13 @@ class _Spherical(_Diagonal):
 
     def point_covariances(self, k, d, variance):
         return np.full(k, variance)
+
+    def random_covariances(self, rng, k, d, low, high):
+        return rng.uniform(low, high, k)
+
+    def scale_standard_normal(self, Z, labels, covariances):
+        Z *= np.sqrt(covariances)[labels][:, None]
+        return Z
 
     def estimate_covariances(self, nk, delta, s2, reg_covar):
         return (s2 / nk[:, None] - delta**2 + reg_covar).mean(axis=1)

@@ -1,50 +1,13 @@
-"""Per-chunk kernels: pure NumPy/SciPy, no Dask, no files.
+"""Per-chunk kernels: the E-step and the scatter of one chunk of rows, NumPy/SciPy only.
 
-Every function here takes one chunk of rows ``X`` of shape (n_samples, n_features) and
-returns arrays or a small value. The E-step and the scatter are fused and run over row
-blocks of a few MiB; the flops go to BLAS-3 calls covering all components at once, never to
-Python loops over rows.
-
-Layout and memory. All work arrays of a chunk are allocated once (``_Workspace``) and every
-step writes into them (``out=``, in-place operators): no temporary is allocated per block.
-This matters on Dask workers, whose nanny sets ``MALLOC_TRIM_THRESHOLD_``: there every large
-temporary is a fresh ``mmap`` whose pages fault in again, which made the kernels 2-3x
-slower than in a plain process. Per-component values (log-probabilities, responsibilities)
-are kept as (K, rows) arrays, so that the reductions over the components (max, sum of the
-log-sum-exp) run along contiguous rows.
-
-Per covariance type, with Xc the block's rows centred on ``ref``:
-
-- full: Y = [1 | Xc] @ [[-b_1 | ... | -b_K], [U_1 | ... | U_K]] (one GEMM,
-  b_k = (mu_k - ref) U_k), squared norms per component; scatter and first moments
-  sum_i r_ik x_i [1 | x_i^T] for all k as one GEMM (B @ [1 | Xc] with B[k, :, i] = r_ik x_i,
-  a (K d, rows) matrix). From ``TRIANGULAR_MIN_FEATURES`` features on, the E-step GEMM
-  skips the zero lower-left block of the triangular U_k and the scatter is one SYRK per
-  component.
-- tied: Y = Xc @ U, log-probabilities as one (K, d) @ (d, rows) product; scatter
-  Xc^T diag(w) Xc (responsibilities do not enter).
-- diag, spherical: Z = [Xc | Xc^2 | 1]; log-probabilities as one (K, 2d+1) @ (2d+1, rows)
-  product and all moments (first, squares, N_k) as one (K, rows) @ (rows, 2d+1) product.
-
-Skipping what cannot count (statistics only; ``predict_proba`` and ``score_samples``
-compute every pair). Responsibilities below exp(FLUSH_LOG_RATIO) of their row's largest
-are set to exactly 0 (the bound this puts on N_k is at ``FLUSH_LOG_RATIO``). For 'full'
-from ``PRUNE_MIN_FEATURES`` features on, a block first bounds every log-probability from
-above (Euclidean distance plus the few softest eigen-directions of each precision, one
-small GEMM), computes each row's most promising component exactly, and computes exactly
-only the pairs whose bound comes within -FLUSH_LOG_RATIO (+ slack) of it: the others would
-have been flushed. When more than ``PRUNE_MAX_SHARE`` of the pairs remain (overlapping
-components) the block runs the dense GEMM instead, and a block that gave up makes the
-next ones dense without trying (doubling back-off). From ``TRIANGULAR_MIN_FEATURES`` on,
-the scatter of a component gathers its rows with nonzero responsibility when they are at
-most ``GATHER_MAX_SHARE`` of the block. With separated components most pairs are skipped
-(d=64, K=16: about 4 instead of 8-10 us per row); with overlapping ones nothing is, and
-the tries cost 5-10%.
-
-Numerics: inside a chunk the rows are centred on the chunk's mean ``ref`` before any
-expansion, so data far from the origin (|mean| >> std) lose no digits; the statistics are
-accumulated about ``ref`` and moved to the per-component shift ``c_k`` once per chunk (see
-``stats.SuffStats``).
+Every function takes one chunk ``X`` of shape (n_samples, n_features) and returns arrays
+or a ``SuffStats``. Rows are processed in cache-sized blocks; the flops go to BLAS-3 calls
+covering all components at once. Each covariance family names its kernel kind
+(``CovarianceFamily.kernel``): ``KERNELS`` maps it to the classes that build the block's
+design matrix, its log-probabilities and its moments. Work arrays are allocated once per
+chunk (``_Workspace``); statistics skip (row, component) pairs that provably cannot count
+(``FLUSH_LOG_RATIO``, ``_PrunedLogProb``). The layouts, the pruning bound and why the
+blocks are allocation-free are explained in docs/design.md.
 """
 from __future__ import annotations
 
@@ -182,32 +145,77 @@ def _gather_rows(Z: np.ndarray, rows: np.ndarray, ws: _Workspace) -> np.ndarray:
 
 
 class _Design:
-    """Builds, per block, the centred rows in the layout the covariance type needs.
+    """Builds, per block, the centred rows in the layout a kernel needs (see subclasses).
 
-    full: Z = [1 | Xc] (m, d+1); tied: Xc (m, d); diag, spherical: Z = [Xc | Xc^2 | 1]
-    (m, 2d+1). The column of ones folds the means into the GEMMs.
+    A column of ones folds the means into the GEMMs.
     """
 
-    def __init__(self, covariance_type: str, ref: np.ndarray, rows: int, ws: _Workspace):
-        self.covariance_type = covariance_type
+    #: where the centred rows sit in the design's columns, and whether squares follow
+    squares = False
+
+    def __init__(self, ref: np.ndarray, rows: int, ws: _Workspace):
         self.ref = ref
         d = ref.shape[0]
         self.n_features = d
-        self.width = {"full": d + 1, "tied": d}.get(covariance_type, 2 * d + 1)
+        self.width = self.width_for(d)
         self._full = ws.get("design", (rows, self.width))
-        self._x = slice(1, d + 1) if covariance_type == "full" else slice(0, d)
-        if covariance_type == "full":
-            self._full[:, 0] = 1.0
-        elif self.width > d:
-            self._full[:, -1] = 1.0
+        self._x = self.x_columns(d)
+        self._init_constant_columns()
 
     def build(self, block: np.ndarray) -> np.ndarray:
         m, d = block.shape[0], self.n_features
         Z = self._full[:m]
         np.subtract(block, self.ref, out=Z[:, self._x])
-        if self.width == 2 * d + 1:
+        if self.squares:
             np.square(Z[:, :d], out=Z[:, d : 2 * d])
         return Z
+
+
+class _FullDesign(_Design):
+    """Z = [1 | Xc] (m, d+1)."""
+
+    @staticmethod
+    def width_for(d):
+        return d + 1
+
+    @staticmethod
+    def x_columns(d):
+        return slice(1, d + 1)
+
+    def _init_constant_columns(self):
+        self._full[:, 0] = 1.0
+
+
+class _TiedDesign(_Design):
+    """Xc (m, d)."""
+
+    @staticmethod
+    def width_for(d):
+        return d
+
+    @staticmethod
+    def x_columns(d):
+        return slice(0, d)
+
+    def _init_constant_columns(self):
+        pass
+
+
+class _DiagDesign(_Design):
+    """Z = [Xc | Xc^2 | 1] (m, 2d+1)."""
+
+    squares = True
+
+    @staticmethod
+    def width_for(d):
+        return 2 * d + 1
+
+    @staticmethod
+    def x_columns(d):
+        return slice(0, d)
+
+    def _init_constant_columns(self):
+        self._full[:, -1] = 1.0
 
 
 #: the pruning bounds' eigen-data per parameter object: every chunk task of a pass on a
@@ -351,61 +359,25 @@ class _PrunedLogProb:
 class _LogProb:
     """Per-chunk constants of the E-step: the parameters re-expressed around ``ref``.
 
-    ``__call__(Z, out)`` writes log pi_k + log N(x_i | mu_k, Sigma_k) as a (K, m) array.
+    ``__call__(Z)`` returns log pi_k + log N(x_i | mu_k, Sigma_k) as a (K, m) array;
+    the subclasses hold each kernel's layout.
     """
+
+    pruner: "_PrunedLogProb | None" = None
 
     def __init__(self, params: GMMParams, ref: np.ndarray, rows: int, ws: _Workspace,
                  prune: bool = False):
         """``prune``: prepare a ``_PrunedLogProb`` (for the statistics only)."""
-        cov = params.covariance_type
-        self.covariance_type = cov
         k, d = params.means.shape
         self.n_components, self.n_features = k, d
-        means_c = params.means - ref  # (K, d), means relative to the chunk's centre
-        prec_chol = params.precisions_cholesky
         with np.errstate(divide="ignore"):
             log_weights = np.log(params.weights)
         const = -0.5 * d * LOG_2PI + params.log_det_cholesky() + log_weights
         self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
         self.ws = ws
-        self.pruner: _PrunedLogProb | None = None
-        if cov == "full":
-            # y_k = (x - mu_k) @ U_k for all k in one GEMM: [1 | Xc] @ [[-b], [U_1 ... U_K]]
-            b = np.einsum("ki,kij->kj", means_c, prec_chol)  # (K, d)
-            h = d // 2
-            triangular = not np.any(prec_chol[:, h:, :h])
-            self.split = d >= max(2, TRIANGULAR_MIN_FEATURES) and triangular
-            if self.split:
-                # U_k = [[A, B], [0, C]]: the first h outputs need only [1 | x_1..x_h]
-                self.h = h
-                self.W1 = np.empty((h + 1, k * h))
-                self.W1[0] = -b[:, :h].reshape(-1)
-                self.W1[1:] = prec_chol[:, :h, :h].transpose(1, 0, 2).reshape(h, k * h)
-                self.W2 = np.empty((d + 1, k * (d - h)))
-                self.W2[0] = -b[:, h:].reshape(-1)
-                self.W2[1:] = prec_chol[:, :, h:].transpose(1, 0, 2).reshape(d, k * (d - h))
-            else:
-                self.W = np.empty((d + 1, k * d))
-                self.W[0] = -b.reshape(-1)
-                self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
-            self.dense_rows = rows
-            if prune and d >= PRUNE_MIN_FEATURES and k > 1:
-                self.pruner = _PrunedLogProb(params, means_c, b, self.const, ws)
-        elif cov == "tied":
-            # log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U
-            self.U = prec_chol
-            b = means_c @ prec_chol  # (K, d)
-            self.B = b
-            self.const = self.const - 0.5 * (b**2).sum(axis=1)[:, None]
-            self.Y = ws.get("Y", (rows, d))
-        else:
-            # log p_k = c_k - 1/2 sum_j P_kj (x_j - m_kj)^2, expanded in x_j and x_j^2
-            prec = prec_chol**2 if cov == "diag" else np.repeat((prec_chol**2)[:, None], d, 1)
-            W = np.empty((k, 2 * d + 1))
-            W[:, :d] = means_c * prec
-            W[:, d : 2 * d] = -0.5 * prec
-            W[:, 2 * d] = const - 0.5 * (means_c**2 * prec).sum(axis=1)
-            self.W = W
+        self.dense_rows = rows
+        # means relative to the chunk's centre, (K, d)
+        self._setup(params, params.means - ref, params.precisions_cholesky, const, prune)
 
     def __call__(self, Z: np.ndarray, prune: bool = False) -> np.ndarray:
         """Weighted log-probabilities of the block's rows, a (K, m) view of the workspace.
@@ -414,6 +386,36 @@ class _LogProb:
         FLUSH_LOG_RATIO of their row's largest are -inf instead of their value;
         ``self.pruned`` says whether this block was pruned.
         """
+        self.pruned = False
+        return self._dense(Z)
+
+
+class _FullLogProb(_LogProb):
+    """y_k = (x - mu_k) @ U_k for all k in one GEMM: [1 | Xc] @ [[-b], [U_1 ... U_K]]."""
+
+    def _setup(self, params, means_c, prec_chol, const, prune):
+        k, d = self.n_components, self.n_features
+        b = np.einsum("ki,kij->kj", means_c, prec_chol)  # (K, d)
+        h = d // 2
+        triangular = not np.any(prec_chol[:, h:, :h])
+        self.split = d >= max(2, TRIANGULAR_MIN_FEATURES) and triangular
+        if self.split:
+            # U_k = [[A, B], [0, C]]: the first h outputs need only [1 | x_1..x_h]
+            self.h = h
+            self.W1 = np.empty((h + 1, k * h))
+            self.W1[0] = -b[:, :h].reshape(-1)
+            self.W1[1:] = prec_chol[:, :h, :h].transpose(1, 0, 2).reshape(h, k * h)
+            self.W2 = np.empty((d + 1, k * (d - h)))
+            self.W2[0] = -b[:, h:].reshape(-1)
+            self.W2[1:] = prec_chol[:, :, h:].transpose(1, 0, 2).reshape(d, k * (d - h))
+        else:
+            self.W = np.empty((d + 1, k * d))
+            self.W[0] = -b.reshape(-1)
+            self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
+        if prune and d >= PRUNE_MIN_FEATURES and k > 1:
+            self.pruner = _PrunedLogProb(params, means_c, b, self.const, self.ws)
+
+    def __call__(self, Z: np.ndarray, prune: bool = False) -> np.ndarray:
         k, m = self.n_components, Z.shape[0]
         self.pruned = False
         if prune and self.pruner is not None:
@@ -421,7 +423,7 @@ class _LogProb:
             if self.pruner.fill(Z, L):
                 self.pruned = True
                 return L
-        if self.covariance_type == "full" and m > self.dense_rows:
+        if m > self.dense_rows:
             out = self.ws.get("L_out", (k, m))
             for start in range(0, m, self.dense_rows):
                 part = self._dense(Z[start : start + self.dense_rows])
@@ -434,39 +436,69 @@ class _LogProb:
         k, d = self.n_components, self.n_features
         m = Z.shape[0]
         L = self.ws.get("L_dense", (k, m))
-        if self.covariance_type == "full":
-            maha = self.ws.get("maha", (m, k))
-            Y = self.ws.get("Y", (m * k * d,))
-            if self.split:
-                h = self.h
-                Y1 = Y[: m * k * h].reshape(m, k * h)
-                Y2 = Y[m * k * h :].reshape(m, k * (d - h))
-                np.matmul(Z[:, : h + 1], self.W1, out=Y1)
-                np.matmul(Z, self.W2, out=Y2)
-                maha2 = self.ws.get("maha2", (m, k))
-                Y1, Y2 = Y1.reshape(m, k, h), Y2.reshape(m, k, d - h)
-                np.einsum("rkd,rkd->rk", Y1, Y1, out=maha)
-                np.einsum("rkd,rkd->rk", Y2, Y2, out=maha2)
-                maha += maha2
-            else:
-                Y = Y.reshape(m, k * d)
-                np.matmul(Z, self.W, out=Y)
-                Y3 = Y.reshape(m, k, d)
-                np.einsum("rkd,rkd->rk", Y3, Y3, out=maha)
-            np.copyto(L, maha.T)
-            L *= -0.5
-            L += self.const
-        elif self.covariance_type == "tied":
-            Y = self.Y[:m]
-            np.matmul(Z, self.U, out=Y)
-            y_sq = self.ws.get("y_sq", (m,))
-            np.einsum("rd,rd->r", Y, Y, out=y_sq)
-            y_sq *= -0.5
-            np.matmul(self.B, Y.T, out=L)
-            L += self.const
-            L += y_sq
+        maha = self.ws.get("maha", (m, k))
+        Y = self.ws.get("Y", (m * k * d,))
+        if self.split:
+            h = self.h
+            Y1 = Y[: m * k * h].reshape(m, k * h)
+            Y2 = Y[m * k * h :].reshape(m, k * (d - h))
+            np.matmul(Z[:, : h + 1], self.W1, out=Y1)
+            np.matmul(Z, self.W2, out=Y2)
+            maha2 = self.ws.get("maha2", (m, k))
+            Y1, Y2 = Y1.reshape(m, k, h), Y2.reshape(m, k, d - h)
+            np.einsum("rkd,rkd->rk", Y1, Y1, out=maha)
+            np.einsum("rkd,rkd->rk", Y2, Y2, out=maha2)
+            maha += maha2
         else:
-            np.matmul(self.W, Z.T, out=L)
+            Y = Y.reshape(m, k * d)
+            np.matmul(Z, self.W, out=Y)
+            Y3 = Y.reshape(m, k, d)
+            np.einsum("rkd,rkd->rk", Y3, Y3, out=maha)
+        np.copyto(L, maha.T)
+        L *= -0.5
+        L += self.const
+        return L
+
+
+class _TiedLogProb(_LogProb):
+    """log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U."""
+
+    def _setup(self, params, means_c, prec_chol, const, prune):
+        self.U = prec_chol
+        b = means_c @ prec_chol  # (K, d)
+        self.B = b
+        self.const = self.const - 0.5 * (b**2).sum(axis=1)[:, None]
+        self.Y = self.ws.get("Y", (self.dense_rows, self.n_features))
+
+    def _dense(self, Z: np.ndarray) -> np.ndarray:
+        m = Z.shape[0]
+        L = self.ws.get("L_dense", (self.n_components, m))
+        Y = self.Y[:m]
+        np.matmul(Z, self.U, out=Y)
+        y_sq = self.ws.get("y_sq", (m,))
+        np.einsum("rd,rd->r", Y, Y, out=y_sq)
+        y_sq *= -0.5
+        np.matmul(self.B, Y.T, out=L)
+        L += self.const
+        L += y_sq
+        return L
+
+
+class _DiagLogProb(_LogProb):
+    """log p_k = c_k - 1/2 sum_j P_kj (x_j - m_kj)^2, expanded in x_j and x_j^2."""
+
+    def _setup(self, params, means_c, prec_chol, const, prune):
+        k, d = self.n_components, self.n_features
+        prec = params.family.diagonal_precisions(prec_chol, d)  # (K, d)
+        W = np.empty((k, 2 * d + 1))
+        W[:, :d] = means_c * prec
+        W[:, d : 2 * d] = -0.5 * prec
+        W[:, 2 * d] = const - 0.5 * (means_c**2 * prec).sum(axis=1)
+        self.W = W
+
+    def _dense(self, Z: np.ndarray) -> np.ndarray:
+        L = self.ws.get("L_dense", (self.n_components, Z.shape[0]))
+        np.matmul(self.W, Z.T, out=L)
         return L
 
 
@@ -499,120 +531,164 @@ def _log_resp_inplace(L: np.ndarray, ws: _Workspace, flush: bool = False) -> np.
 class _Moments:
     """Accumulates a chunk's weighted moments about ``ref``; ``finish`` moves them to c_k.
 
-    full: G (K d, d+1) = stacked [sum_i r_ik x_i | sum_i r_ik x_i x_i^T], N (K); or, from
-    ``TRIANGULAR_MIN_FEATURES`` features on, C (K, d, d) with the lower triangles of
-    sum_i r_ik x_i x_i^T (one SYRK per component on sqrt(r_ik) x_i, over the rows where
-    r_ik > 0 when they are few) and SN (K, d+1) = [sum_i r_ik | sum_i r_ik x_i];
-    tied: G (d, d) = sum_i w_i x_i x_i^T, S (K, d), N (K);
-    diag, spherical: M (K, 2d+1) = [sum r x | sum r x^2 | sum r].
+    ``add(Z, R, w)`` takes a block from the kernel's ``_Design`` and R (K, m), the
+    responsibilities times the row weights; ``finish(shift_c)`` returns (N_k, S1, S2)
+    about the shift, S2 in the kernel's unpacked form (the family packs it).
     """
 
-    def __init__(self, covariance_type: str, n_components: int, n_features: int,
-                 ws: _Workspace, dense_rows: int | None = None):
-        self.covariance_type = covariance_type
+    def __init__(self, n_components: int, n_features: int, ws: _Workspace,
+                 dense_rows: int | None = None):
         #: rows per sub-block of the dense per-component scatter
         self.dense_rows = dense_rows or block_rows(n_components, n_features)
-        k, d = n_components, n_features
-        self.n_components, self.n_features = k, d
+        self.n_components, self.n_features = n_components, n_features
         self.ws = ws
-        self.syrk = covariance_type == "full" and d >= TRIANGULAR_MIN_FEATURES
-        if self.syrk:
-            self.C = np.zeros((k, d, d))
-            self.SN = np.zeros((k, d + 1))
-        elif covariance_type == "full":
-            self.G = np.zeros((k * d, d + 1))
-            self.N = np.zeros(k)
-        elif covariance_type == "tied":
-            self.G = np.zeros((d, d))
-            self.S = np.zeros((k, d))
-            self.N = np.zeros(k)
-        else:
-            self.M = np.zeros((k, 2 * d + 1))
+        self._allocate(n_components, n_features)
 
-    def add(self, Z: np.ndarray, R: np.ndarray, w: np.ndarray | None) -> None:
-        """Add a block: Z from ``_Design``, R (K, m) responsibilities times row weights."""
-        k, d = self.n_components, self.n_features
-        m = Z.shape[0]
-        if self.syrk:
-            Xt = self.ws.get("Xt", (d, m))
-            np.copyto(Xt, Z[:, 1:].T)
-            root_r = self.ws.get("root_r", (k, m))
-            np.sqrt(R, out=root_r)
-            active = np.count_nonzero(R, axis=1)  # (K,) rows each component holds
-            # one buffer of weighted rows per component, reused: it stays in the core's
-            # cache between the product that writes it and the SYRK that reads it
-            for j in range(k):
-                n_active = int(active[j])
-                if n_active == 0:
-                    continue
-                if n_active <= GATHER_MAX_SHARE * m:
-                    # only the rows this component holds (responsibilities flushed to 0
-                    # elsewhere): (n, d) rows, C[j].T += rows.T @ rows
-                    rows = np.flatnonzero(R[j])
-                    Zg = _gather_rows(Z, rows, self.ws)
-                    G = self.ws.get("B", (n_active, d))
-                    np.multiply(Zg[:, 1:], root_r[j, rows][:, None], out=G)
-                    _blas.dsyrk(1.0, G.T, beta=1.0, c=self.C[j].T, trans=0, overwrite_c=1)
-                else:
-                    # in sub-blocks of the cache size (the blocks are larger when pruning)
-                    for start in range(0, m, self.dense_rows):
-                        stop = min(start + self.dense_rows, m)
-                        B = self.ws.get("B", (d, stop - start))
-                        np.multiply(root_r[j, start:stop], Xt[:, start:stop], out=B)
-                        # C[j].T (Fortran order) += B @ B.T: upper triangle = lower of C[j]
-                        _blas.dsyrk(1.0, B.T, beta=1.0, c=self.C[j].T, trans=1,
-                                    overwrite_c=1)
-            _acc_gemm(self.SN, R, Z)
-        elif self.covariance_type == "full":
-            # B[k, :, i] = r_ik x_i: the scatter of every component (and, through the
-            # column of ones in Z, its first moment) in one GEMM
-            Xt = self.ws.get("Xt", (d, m))
-            np.copyto(Xt, Z[:, 1:].T)
-            B = self.ws.get("Y", (k, d, m))
-            np.multiply(R[:, None, :], Xt[None, :, :], out=B)
-            _acc_gemm(self.G, B.reshape(k * d, m), Z)
-            self.N += R.sum(axis=1)
-        elif self.covariance_type == "tied":
-            if w is None:
-                _acc_gemm(self.G, Z.T, Z)
-            else:
-                WZ = self.ws.get("WZ", (m, d))
-                np.multiply(Z, w[:, None], out=WZ)
-                _acc_gemm(self.G, Z.T, WZ)
-            _acc_gemm(self.S, R, Z)
-            self.N += R.sum(axis=1)
-        else:
-            _acc_gemm(self.M, R, Z)
 
-    def finish(self, shift_c: np.ndarray):
-        """(N_k, S1, S2) about the shift; ``shift_c`` (K, d) is the shift minus ``ref``."""
+class _FullMoments(_Moments):
+    """G (K d, d+1) = stacked [sum_i r_ik x_i | sum_i r_ik x_i x_i^T], N (K)."""
+
+    def _allocate(self, k, d):
+        self.G = np.zeros((k * d, d + 1))
+        self.N = np.zeros(k)
+
+    def add(self, Z, R, w):
+        # B[k, :, i] = r_ik x_i: the scatter of every component (and, through the
+        # column of ones in Z, its first moment) in one GEMM
+        k, d, m = self.n_components, self.n_features, Z.shape[0]
+        Xt = self.ws.get("Xt", (d, m))
+        np.copyto(Xt, Z[:, 1:].T)
+        B = self.ws.get("Y", (k, d, m))
+        np.multiply(R[:, None, :], Xt[None, :, :], out=B)
+        _acc_gemm(self.G, B.reshape(k * d, m), Z)
+        self.N += R.sum(axis=1)
+
+    def _raw(self):
         k, d = self.n_components, self.n_features
-        cov = self.covariance_type
-        if cov in ("diag", "spherical"):
-            s, sq, nk = self.M[:, :d], self.M[:, d : 2 * d], self.M[:, 2 * d].copy()
-            s1 = s - nk[:, None] * shift_c
-            s2 = sq - 2.0 * shift_c * s + nk[:, None] * shift_c**2
-            return nk, s1, s2
-        if self.syrk:
-            nk, s = self.SN[:, 0].copy(), self.SN[:, 1:]
-            lower = np.tril(self.C)
-            A = lower + np.tril(self.C, -1).transpose(0, 2, 1)
-        elif cov == "full":
-            nk, s = self.N, self.G[:, 0].reshape(k, d)
-            A = self.G[:, 1:].reshape(k, d, d)
-        else:
-            nk, s = self.N, self.S
+        return self.N, self.G[:, 0].reshape(k, d), self.G[:, 1:].reshape(k, d, d)
+
+    def finish(self, shift_c):
+        nk, s, A = self._raw()
         s1 = s - nk[:, None] * shift_c
         # sum r (x - c)(x - c)^T = A - c s^T - s c^T + N c c^T, with A, s about ref
-        if cov == "full":
-            cs = shift_c[:, :, None] * s[:, None, :]
-            s2 = A - cs - cs.transpose(0, 2, 1) + nk[:, None, None] * (
-                shift_c[:, :, None] * shift_c[:, None, :]
-            )
-        else:
-            cs = shift_c.T @ s
-            s2 = self.G - cs - cs.T + (shift_c.T * nk) @ shift_c
+        cs = shift_c[:, :, None] * s[:, None, :]
+        s2 = A - cs - cs.transpose(0, 2, 1) + nk[:, None, None] * (
+            shift_c[:, :, None] * shift_c[:, None, :]
+        )
         return nk, s1, s2
+
+
+class _FullSyrkMoments(_FullMoments):
+    """From ``TRIANGULAR_MIN_FEATURES`` features on: C (K, d, d) with the lower triangles
+    of sum_i r_ik x_i x_i^T (one SYRK per component on sqrt(r_ik) x_i, over the rows
+    where r_ik > 0 when they are few) and SN (K, d+1) = [sum_i r_ik | sum_i r_ik x_i]."""
+
+    def _allocate(self, k, d):
+        self.C = np.zeros((k, d, d))
+        self.SN = np.zeros((k, d + 1))
+
+    def add(self, Z, R, w):
+        k, d, m = self.n_components, self.n_features, Z.shape[0]
+        Xt = self.ws.get("Xt", (d, m))
+        np.copyto(Xt, Z[:, 1:].T)
+        root_r = self.ws.get("root_r", (k, m))
+        np.sqrt(R, out=root_r)
+        active = np.count_nonzero(R, axis=1)  # (K,) rows each component holds
+        # one buffer of weighted rows per component, reused: it stays in the core's
+        # cache between the product that writes it and the SYRK that reads it
+        for j in range(k):
+            n_active = int(active[j])
+            if n_active == 0:
+                continue
+            if n_active <= GATHER_MAX_SHARE * m:
+                # only the rows this component holds (responsibilities flushed to 0
+                # elsewhere): (n, d) rows, C[j].T += rows.T @ rows
+                rows = np.flatnonzero(R[j])
+                Zg = _gather_rows(Z, rows, self.ws)
+                G = self.ws.get("B", (n_active, d))
+                np.multiply(Zg[:, 1:], root_r[j, rows][:, None], out=G)
+                _blas.dsyrk(1.0, G.T, beta=1.0, c=self.C[j].T, trans=0, overwrite_c=1)
+            else:
+                # in sub-blocks of the cache size (the blocks are larger when pruning)
+                for start in range(0, m, self.dense_rows):
+                    stop = min(start + self.dense_rows, m)
+                    B = self.ws.get("B", (d, stop - start))
+                    np.multiply(root_r[j, start:stop], Xt[:, start:stop], out=B)
+                    # C[j].T (Fortran order) += B @ B.T: upper triangle = lower of C[j]
+                    _blas.dsyrk(1.0, B.T, beta=1.0, c=self.C[j].T, trans=1,
+                                overwrite_c=1)
+        _acc_gemm(self.SN, R, Z)
+
+    def _raw(self):
+        lower = np.tril(self.C)
+        return self.SN[:, 0].copy(), self.SN[:, 1:], lower + np.tril(self.C, -1).transpose(0, 2, 1)
+
+
+class _TiedMoments(_Moments):
+    """G (d, d) = sum_i w_i x_i x_i^T (responsibilities do not enter), S (K, d), N (K)."""
+
+    def _allocate(self, k, d):
+        self.G = np.zeros((d, d))
+        self.S = np.zeros((k, d))
+        self.N = np.zeros(k)
+
+    def add(self, Z, R, w):
+        if w is None:
+            _acc_gemm(self.G, Z.T, Z)
+        else:
+            WZ = self.ws.get("WZ", (Z.shape[0], self.n_features))
+            np.multiply(Z, w[:, None], out=WZ)
+            _acc_gemm(self.G, Z.T, WZ)
+        _acc_gemm(self.S, R, Z)
+        self.N += R.sum(axis=1)
+
+    def finish(self, shift_c):
+        nk, s = self.N, self.S
+        s1 = s - nk[:, None] * shift_c
+        cs = shift_c.T @ s
+        s2 = self.G - cs - cs.T + (shift_c.T * nk) @ shift_c
+        return nk, s1, s2
+
+
+class _DiagMoments(_Moments):
+    """M (K, 2d+1) = [sum r x | sum r x^2 | sum r]."""
+
+    def _allocate(self, k, d):
+        self.M = np.zeros((k, 2 * d + 1))
+
+    def add(self, Z, R, w):
+        _acc_gemm(self.M, R, Z)
+
+    def finish(self, shift_c):
+        d = self.n_features
+        s, sq, nk = self.M[:, :d], self.M[:, d : 2 * d], self.M[:, 2 * d].copy()
+        s1 = s - nk[:, None] * shift_c
+        s2 = sq - 2.0 * shift_c * s + nk[:, None] * shift_c**2
+        return nk, s1, s2
+
+
+class _Kernel:
+    """The per-chunk parts of one kernel kind (``CovarianceFamily.kernel``)."""
+
+    def __init__(self, design, log_prob, moments, syrk_moments=None):
+        self.design, self.log_prob = design, log_prob
+        self._moments, self._syrk_moments = moments, syrk_moments
+
+    def moments(self, n_components, n_features, ws, dense_rows=None) -> _Moments:
+        syrk = self._syrk_moments is not None and n_features >= TRIANGULAR_MIN_FEATURES
+        cls = self._syrk_moments if syrk else self._moments
+        return cls(n_components, n_features, ws, dense_rows)
+
+
+KERNELS = {
+    "triangular": _Kernel(_FullDesign, _FullLogProb, _FullMoments, _FullSyrkMoments),
+    "shared": _Kernel(_TiedDesign, _TiedLogProb, _TiedMoments),
+    "diagonal": _Kernel(_DiagDesign, _DiagLogProb, _DiagMoments),
+}
+
+
+def _kernel(covariance_type: str) -> _Kernel:
+    return KERNELS[family(covariance_type).kernel]
 
 
 def _as_float(X) -> np.ndarray:
@@ -646,15 +722,15 @@ def chunk_stats(
     X = _as_float(X)
     X, sample_weight, n_bad, first_bad = split_finite(X, sample_weight, row_offset)
     k, d = params.means.shape
-    cov = params.covariance_type
+    kernel = _kernel(params.covariance_type)
     ref = _chunk_ref(X)
     dense_step = min(block_rows(k, d), max(1, X.shape[0]))
     ws = _Workspace()
-    log_prob = _LogProb(params, ref, dense_step, ws, prune=True)
+    log_prob = kernel.log_prob(params, ref, dense_step, ws, prune=True)
     prune = log_prob.pruner is not None
     step = min(dense_step * PRUNE_BLOCK_FACTOR, max(1, X.shape[0])) if prune else dense_step
-    design = _Design(cov, ref, step, ws)
-    moments = _Moments(cov, k, d, ws, dense_step)
+    design = kernel.design(ref, step, ws)
+    moments = kernel.moments(k, d, ws, dense_step)
     loglik = 0.0
     # a block that could not be pruned makes the next ones dense without trying (their
     # bounds would be wasted): 1, 2, 4, ... up to 32 pruning blocks' worth, reset on success
@@ -683,7 +759,7 @@ def chunk_stats(
     nk, s1, s2 = moments.finish(params.means - ref)
     n = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
     return SuffStats(
-        covariance_type=cov,
+        covariance_type=params.covariance_type,
         shift=params.means,
         n=n,
         loglik=loglik,
@@ -704,8 +780,9 @@ def _stats_from_blocks(X, resp_block, shift, covariance_type, sample_weight):
     ref = _chunk_ref(X)
     step = min(block_rows(k, d), max(1, X.shape[0]))
     ws = _Workspace()
-    design = _Design(covariance_type, ref, step, ws)
-    moments = _Moments(covariance_type, k, d, ws)
+    kernel = _kernel(covariance_type)
+    design = kernel.design(ref, step, ws)
+    moments = kernel.moments(k, d, ws)
     for start in range(0, X.shape[0], step):
         stop = min(start + step, X.shape[0])
         Z = design.build(X[start:stop])
@@ -766,8 +843,9 @@ def _per_block(X: np.ndarray, params: GMMParams, fill) -> None:
     ref = _chunk_ref(X)
     step = min(block_rows(params.n_components, params.n_features), max(1, X.shape[0]))
     ws = _Workspace()
-    design = _Design(params.covariance_type, ref, step, ws)
-    log_prob = _LogProb(params, ref, step, ws)
+    kernel = _kernel(params.covariance_type)
+    design = kernel.design(ref, step, ws)
+    log_prob = kernel.log_prob(params, ref, step, ws)
     for start in range(0, X.shape[0], step):
         block = X[start : start + step]
         fill(start, start + block.shape[0], log_prob(design.build(block)), ws)

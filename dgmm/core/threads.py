@@ -1,34 +1,13 @@
 """BLAS threads inside the chunk kernels: one per kernel call, whatever the process uses.
 
-dgmm's parallelism is one chunk per core (Dask worker threads and processes); a kernel's
-BLAS calls are small (blocks of a few thousand rows) and gain nothing from threads of their
-own. Worse, NumPy and SciPy each ship their own OpenBLAS, each with a pool of spinning
-threads: a kernel that alternates between the two (``np.matmul`` for the E-step,
-``scipy.linalg.blas`` for the scatter) makes the pools fight for the cores. Measured on 2
-cores, chunk statistics ran 2x (d=64, K=16, full) to 17x (d=16, K=8, diag) slower per row
-with both pools at 2 threads than at 1; ``GaussianMixture().fit`` on a NumPy array with no
-cluster was 10x slower on the diag case. Dask's worker nannies already start workers with
-one BLAS thread; the driver process, Dask's threaded scheduler and direct NumPy calls
-(``predict`` on a NumPy array) do not.
-
+dgmm's parallelism is one chunk per core; NumPy and SciPy each ship an OpenBLAS pool, and
+a kernel alternating between them makes the pools fight for the cores (docs/design.md).
 ``single_blas_thread`` limits every BLAS pool of the process to one thread while at least
 one region (a decorated kernel, a fit's driver loop) is open, and restores the caller's
-settings when the last one closes. The count is shared by all threads of the process (the
-pools' sizes are process-wide), so concurrent kernels on a threaded scheduler never restore
-the limits under each other. A fit holds the limit from start to end (its initialisation
-and M-steps on the driver included), so the pools change size twice per fit rather than
-around every chunk (and twice around each callback, which runs with the caller's threads:
-``caller_blas_threads``), and no driver-side BLAS call wakes a pool of spinning threads
-between two passes.
-
-Other code that sets the pools with threadpoolctl from another thread while dgmm works
-takes precedence: a ``threadpool_limits`` block open in another thread when a region opens
-keeps its setting (threadpoolctl ignores changes from other threads meanwhile), and a
-setting changed during a region is not overwritten when it closes. One case is not
-covered: a ``threadpool_limits`` block opened in another thread during a region and closed
-after it restores the one-thread setting it found. And a region opened inside a
-``threadpool_limits`` block of the same thread ends that block's claim on OpenBLAS (so
-other threads may change the pools meanwhile); the block still restores its setting.
+settings when the last one closes; the count is process-wide, so concurrent kernels on a
+threaded scheduler never restore the limits under each other. ``caller_blas_threads``
+gives the caller's threads back inside a region (for user callbacks). A setting that
+other code changes with threadpoolctl meanwhile is left as it stands.
 """
 from __future__ import annotations
 

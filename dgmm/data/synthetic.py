@@ -43,6 +43,7 @@ from .readers import (
     open_zarr,
 )
 from .outputs import atomic_directory, compute_all
+from ..core.families import family
 from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
@@ -71,43 +72,27 @@ def true_params(
     means: standard normal draws scaled so that the closest two are ``separation`` times
     the largest component standard deviation apart.
     """
-    if covariance_type not in ("full", "tied", "diag", "spherical"):
+    try:
+        kind = family(covariance_type)
+    except ValueError:
         raise ConfigError(
             f"covariance_type must be 'full', 'tied', 'diag' or 'spherical', got "
             f"{covariance_type!r}."
-        )
+        ) from None
     k, d = int(n_components), int(n_features)
     rng = np.random.default_rng([int(seed), 2**31 - 1])  # apart from the chunk streams
     weights = 0.5 / k + 0.5 * rng.dirichlet(np.full(k, 2.0))
     weights /= weights.sum()
     low, high = VARIANCE_RANGE
 
-    def rotation():
-        q, r = np.linalg.qr(rng.standard_normal((d, d)))
-        return q * np.sign(np.diag(r))
-
-    if covariance_type == "full":
-        covariances = np.stack(
-            [(q * rng.uniform(low, high, d)) @ q.T for q in (rotation() for _ in range(k))]
-        )
-        max_var = max(np.linalg.eigvalsh(c).max() for c in covariances)
-    elif covariance_type == "tied":
-        q = rotation()
-        covariances = (q * rng.uniform(low, high, d)) @ q.T
-        max_var = np.linalg.eigvalsh(covariances).max()
-    elif covariance_type == "diag":
-        covariances = rng.uniform(low, high, (k, d))
-        max_var = covariances.max()
-    else:
-        covariances = rng.uniform(low, high, k)
-        max_var = covariances.max()
+    covariances = kind.random_covariances(rng, k, d, low, high)
+    max_var = kind.largest_variance(covariances)
     means = rng.standard_normal((k, d))
     if k > 1:
         gaps = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
         closest = gaps[np.triu_indices(k, 1)].min()
         means *= separation * np.sqrt(max_var) / max(closest, 1e-12)
-    if covariance_type in ("full", "tied"):
-        covariances = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
+    covariances = kind.symmetrized(covariances)
     return GMMParams.from_covariances(weights, means, covariances, covariance_type)
 
 
@@ -120,17 +105,7 @@ def sample_chunk(
     k, d = params.means.shape
     labels = rng.choice(k, size=n_rows, p=params.weights)
     X = rng.standard_normal((n_rows, d))
-    cov = params.covariance_type
-    if cov == "diag":
-        X *= np.sqrt(params.covariances)[labels]
-    elif cov == "spherical":
-        X *= np.sqrt(params.covariances)[labels][:, None]
-    elif cov == "tied":
-        X = X @ np.linalg.cholesky(params.covariances).T
-    else:
-        for component in range(k):
-            rows = labels == component
-            X[rows] = X[rows] @ np.linalg.cholesky(params.covariances[component]).T
+    X = params.family.scale_standard_normal(X, labels, params.covariances)
     X += params.means[labels]
     return X.astype(dtype, copy=False)
 

@@ -32,6 +32,7 @@ import numpy as np
 from . import passes as engine
 from ..core import kernels
 from ..errors import DataError
+from ..core.families import family
 from ..core.mstep import m_step
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, _min_index
@@ -128,7 +129,6 @@ class LloydStats:
     counts: np.ndarray
     sums: np.ndarray
     inertia: float
-    extra: dict = field(default_factory=dict)
 
     def merge(self, other: "LloydStats") -> "LloydStats":
         return LloydStats(
@@ -284,13 +284,7 @@ def _uniform_row(data, rng, seed, client, split_every, on_first_pass, attempts=3
 
 def _point_params(points, n_components, covariance_type, reg_covar) -> GMMParams:
     """Components centred on ``points`` with covariance reg_covar * I and equal weights."""
-    d = points.shape[1]
-    cov = {
-        "full": np.broadcast_to(np.eye(d) * reg_covar, (n_components, d, d)),
-        "tied": np.eye(d) * reg_covar,
-        "diag": np.full((n_components, d), reg_covar),
-        "spherical": np.full(n_components, reg_covar),
-    }[covariance_type]
+    cov = family(covariance_type).point_covariances(n_components, points.shape[1], reg_covar)
     weights = np.full(n_components, 1.0 / n_components)
     return GMMParams.from_covariances(weights, points, cov, covariance_type)
 

@@ -174,8 +174,7 @@ def _holders(data: ChunkedData, client) -> list:
     """Per chunk, the one worker that holds it in memory (persisted or scattered data),
     else None. A chunk task restricted to its holder does not copy the chunk to another
     worker: the scheduler's placement, guessing from task-duration estimates, otherwise
-    moves a few chunks per pass and leaves the workers unevenly loaded (full64 benchmark:
-    7.8 / 6.2 tasks per pass on 2 workers instead of 7 / 7). The restriction is loose
+    moves a few chunks per pass and leaves the workers unevenly loaded. The restriction is loose
     (``allow_other_workers``): if the holder is gone, the task runs anywhere."""
     try:
         # every key the cluster holds (the call takes futures, not keys); small: one

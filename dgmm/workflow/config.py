@@ -50,6 +50,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from ..core.families import family
 from ..core.types import CovarianceType, InitParams, NonFinitePolicy
 from ..data.files import format_from_suffix
 from ..errors import ConfigError
@@ -396,13 +397,13 @@ class ModelConfig(BaseModel):
         covariance_type = info.data.get("covariance_type")
         k = info.data.get("n_components")
         if isinstance(value, list) and covariance_type is not None:
-            depth = {"full": 3, "tied": 2, "diag": 2, "spherical": 1}[covariance_type]
+            depth = family(covariance_type).depth
             if _nesting_depth(value) != depth:
                 raise ValueError(
                     f"must be nested {depth} deep for covariance_type {covariance_type!r} "
                     "(full: (K, d, d), tied: (d, d), diag: (K, d), spherical: (K,))"
                 )
-            if covariance_type != "tied" and k is not None and len(value) != k:
+            if family(covariance_type).per_component and k is not None and len(value) != k:
                 raise ValueError(
                     f"has {len(value)} entries but n_components is {k}; give one "
                     "precision per component"

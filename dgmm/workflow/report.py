@@ -34,15 +34,8 @@ SAMPLE_CHUNKS = 8
 
 def full_covariances(params: GMMParams) -> np.ndarray:
     """(K, d, d) covariance matrices whatever the covariance type."""
-    k, d = params.means.shape
-    cov = params.covariances
-    if params.covariance_type == "full":
-        return np.array(cov)
-    if params.covariance_type == "tied":
-        return np.broadcast_to(cov, (k, d, d)).copy()
-    if params.covariance_type == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    return np.stack([np.eye(d) * c for c in cov])
+    return params.family.full_covariances(params.covariances, params.n_components,
+                                          params.n_features)
 
 
 def principal_axes(params: GMMParams) -> np.ndarray:
