@@ -108,9 +108,30 @@ def test_rows_far_from_every_component_do_not_underflow_to_nan():
     np.testing.assert_allclose(kernels.predict_proba(X, params).sum(1), 1.0)
 
 
-def test_block_rows_bounds():
-    assert 256 <= kernels.block_rows(1, 1) <= 16384
-    assert kernels.block_rows(64, 256) == 256
+def test_block_rows_targets_the_block_bytes_within_its_bounds():
+    # BLOCK_BYTES / (8 K max(d, 4)) rows, clamped to [256, 16384]
+    assert kernels.block_rows(8, 16) == kernels.BLOCK_BYTES // (8 * 8 * 16) == 4096
+    assert kernels.block_rows(16, 64) == kernels.BLOCK_BYTES // (8 * 16 * 64) == 512
+    assert kernels.block_rows(1, 1) == 16384  # the upper clamp
+    assert kernels.block_rows(64, 256) == 256  # the lower clamp
+    assert kernels.block_rows(0, 0) == 16384  # degenerate sizes never divide by zero
+
+
+def test_the_block_size_bounds_every_work_array(monkeypatch):
+    """No per-block array of chunk_stats exceeds the rows block_rows allows."""
+    X = make_blobs(5000, 6, 3, seed=4)
+    params = params_for("full", X)
+    largest = []
+    get = kernels._Workspace.get
+
+    def recording(self, name, shape, *args, **kwargs):
+        largest.append(shape[0] if name == "design" else 0)
+        return get(self, name, shape, *args, **kwargs)
+
+    monkeypatch.setattr(kernels._Workspace, "get", recording)
+    monkeypatch.setattr(kernels, "BLOCK_BYTES", 8 * 3 * 6 * 300)  # 300 rows per block
+    kernels.chunk_stats(X, params)
+    assert max(largest) == 300
 
 
 @pytest.fixture(params=["default", "triangular"])

@@ -220,16 +220,28 @@ class RecordingArray(np.ndarray):
         return np.asarray(self).mean(*args, **kwargs)
 
 
-def test_kmeans_distances_and_the_m_step_are_limited(two_blas_threads):
-    from dgmm.engine import init
+def test_kmeans_distances_and_the_m_step_are_limited(two_blas_threads, monkeypatch):
     from dgmm.core import mstep
+    from dgmm.core.families import FULL
+    from dgmm.engine import init
 
     X = make_blobs(n_samples=200)
     RecordingArray.seen = []
     init._sq_distances(X.view(RecordingArray), X[:3])
     assert RecordingArray.seen and set(RecordingArray.seen[0]) == {1}
-    # the M-step takes no array it converts; it is decorated like the kernels
-    assert mstep.m_step.__wrapped__ is not None
+    # the M-step's covariance estimate runs inside the one-thread region
+    seen = []
+    estimate = FULL.estimate_covariances
+
+    def recording(*args):
+        seen.append(tuple(blas_threads()))
+        return estimate(*args)
+
+    monkeypatch.setattr(FULL, "estimate_covariances", recording)
+    params = _params("full", X)
+    mstep.m_step(kernels.chunk_stats(X, params), 1e-6)
+    assert seen and set(seen) == {(1, 1)}
+    assert set(blas_threads()) == {2}
 
 
 def test_caller_threads_outside_any_region_do_nothing(two_blas_threads):
