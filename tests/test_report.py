@@ -19,6 +19,7 @@ import pytest
 
 import dgmm
 from dgmm.data import readers as dgmm_io
+from dgmm import GaussianMixture
 from dgmm.estimators.gaussian_mixture import ConvergenceWarning
 from dgmm.core.params import GMMParams
 from dgmm.workflow.report import full_covariances, principal_axes, sample_rows, write_report
@@ -327,3 +328,22 @@ def test_sample_rows_of_numpy_array_drops_non_finite_rows():
     sample = sample_rows(X, max_rows=500)
 
     assert np.isfinite(sample).all()
+
+
+def test_drawing_leaves_the_process_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from dgmm.workflow.report import plot_components, plot_loglik
+
+    before = matplotlib.rcParams["backend"]
+    matplotlib.rcParams["backend"] = "svg"  # what a notebook's user may have chosen
+    try:
+        X = make_blobs(300, 2, 2, seed=5)
+        model = GaussianMixture(2, random_state=0).fit(X)
+        plot_loglik(model.lower_bounds_, str(tmp_path / "loglik.png"))
+        plot_components(model.params_, X, str(tmp_path / "components.png"))
+        assert matplotlib.rcParams["backend"] == "svg"
+        assert (tmp_path / "loglik.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / "components.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        matplotlib.rcParams["backend"] = before

@@ -73,14 +73,21 @@ def _save_figure(fig, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _figure(figsize):
+    """A figure on its own Agg canvas: no pyplot, no process-wide backend switch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def plot_loglik(history, path: str) -> None:
-    import matplotlib
+    import matplotlib.ticker
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure((6, 4))
+    ax = fig.subplots()
     ax.plot(np.arange(1, len(history) + 1), history, marker="o", ms=3)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("EM iteration")
@@ -88,15 +95,11 @@ def plot_loglik(history, path: str) -> None:
     ax.set_title("Convergence")
     ax.grid(alpha=0.3)
     _save_figure(fig, path)
-    plt.close(fig)
 
 
 def plot_components(params: GMMParams, sample: np.ndarray, path: str) -> None:
     """Rows coloured by label with each component's ellipses (2-D or principal axes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.patches import Ellipse
 
     d = params.n_features
@@ -105,8 +108,9 @@ def plot_components(params: GMMParams, sample: np.ndarray, path: str) -> None:
     points = sample @ projection if len(sample) else np.zeros((0, 2))
     means = params.means @ projection
     covs = np.einsum("ia,kij,jb->kab", projection, full_covariances(params), projection)
-    colours = plt.cm.tab10(np.arange(params.n_components) % 10)
-    fig, ax = plt.subplots(figsize=(6, 6))
+    colours = colormaps["tab10"](np.arange(params.n_components) % 10)
+    fig = _figure((6, 6))
+    ax = fig.subplots()
     ax.scatter(points[:, 0], points[:, 1], c=colours[labels], s=2, alpha=0.4, linewidths=0)
     for k in range(params.n_components):
         values, vectors = np.linalg.eigh(covs[k])
@@ -123,7 +127,6 @@ def plot_components(params: GMMParams, sample: np.ndarray, path: str) -> None:
                  f"{len(sample):,} sampled rows")
     ax.set_aspect("equal", adjustable="datalim")
     _save_figure(fig, path)
-    plt.close(fig)
 
 
 def write_report(directory: str, model, X, info, *, workflow=None, score=None, client=None):
