@@ -102,3 +102,28 @@ def test_importing_the_core_loads_no_dask_and_no_sklearn():
             "{'dask', 'distributed', 'sklearn', 'zarr', 'pyarrow'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+#: module of dgmm/workflow -> the workflow modules it may import. Following a workflow goes
+#: down this order only: the runner gets a validated Workflow (loading resolved its cluster
+#: profile), and the cluster module gets a validated profile, never a name to look up.
+WORKFLOW_ALLOWED = {
+    "__init__": set(),
+    "schema": set(),
+    "profiles": {"schema"},
+    "overrides": {"schema"},
+    "loading": {"schema", "profiles", "overrides"},
+    "cluster": {"schema"},
+    "checkpoint": set(),
+    "report": set(),
+    "runner": {"schema", "cluster", "checkpoint", "report"},
+}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "workflow").glob("*.py")), ids=lambda p: p.stem)
+def test_workflow_modules_import_only_those_below_them(path):
+    assert path.stem in WORKFLOW_ALLOWED, f"dgmm/workflow/{path.name} has no place in the order"
+    ours, _ = _imports(path)
+    used = {target[1] for target in ours if len(target) > 1 and target[0] == "workflow"}
+    assert used <= WORKFLOW_ALLOWED[path.stem], (
+        f"dgmm/workflow/{path.name} imports {sorted(used - WORKFLOW_ALLOWED[path.stem])}")
