@@ -52,23 +52,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     validate = sub.add_parser("validate", help="check a workflow file without running it")
-    validate.add_argument("workflow")
+    validate.add_argument("workflow", help="path of the workflow YAML file")
     validate.add_argument("--set", dest="overrides", action="append", default=[],
-                          metavar="KEY=VALUE")
+                          metavar="KEY=VALUE", help="override a key, as for run")
 
     make = sub.add_parser("make-data", help="write synthetic mixture data (Zarr or Parquet)")
-    make.add_argument("--rows", type=int, required=True)
-    make.add_argument("--features", type=int, required=True)
-    make.add_argument("--components", type=int, required=True)
+    make.add_argument("--rows", type=int, required=True, help="number of rows")
+    make.add_argument("--features", type=int, required=True, help="number of columns")
+    make.add_argument("--components", type=int, required=True,
+                      help="components of the generating mixture")
     make.add_argument("--out", required=True, help="*.zarr or *.parquet path or URL")
     make.add_argument("--covariance-type", default="full",
-                      choices=["full", "tied", "diag", "spherical"])
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--chunk-rows", type=int, default=None)
-    make.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    make.add_argument("--separation", type=float, default=4.0)
-    make.add_argument("--format", dest="fmt", default=None, choices=["zarr", "parquet"])
-    make.add_argument("--overwrite", action="store_true")
+                      choices=["full", "tied", "diag", "spherical"],
+                      help="covariance type of the generating mixture (default: full)")
+    make.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    make.add_argument("--chunk-rows", type=int, default=None,
+                      help="rows per stored chunk (default: about 16 MiB per chunk)")
+    make.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                      help="stored dtype (default: float64)")
+    make.add_argument("--separation", type=float, default=4.0,
+                      help="distance of the two closest means in standard deviations "
+                      "(default: 4)")
+    make.add_argument("--format", dest="fmt", default=None, choices=["zarr", "parquet"],
+                      help="output format (default: from the suffix of --out)")
+    make.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     make.add_argument("--cluster", default="local",
                       help="cluster profile name or path (default: local)")
 
@@ -80,10 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
     predict.add_argument("--array-path", default=None, help="Zarr array inside a group")
     predict.add_argument("--out", required=True, help="*.zarr or *.parquet output")
-    predict.add_argument("--cluster", default="local")
+    predict.add_argument("--cluster", default="local",
+                         help="cluster profile name or path (default: local)")
 
     inspect = sub.add_parser("inspect", help="show a model or a checkpoint directory")
-    inspect.add_argument("path")
+    inspect.add_argument("path", help="a model directory or a checkpoint directory")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
