@@ -1,19 +1,7 @@
 """The ``dgmm`` command: the only place that prints for the user and exits.
 
-Exit codes (distinct per class of failure, for schedulers):
-
-====  =========================================================================
-0     done (or nothing to do: the outputs were up to date)
-1     anything unexpected (a bug: rerun with --debug for the traceback)
-2     bad workflow file, override or command-line arguments
-3     bad data (missing, wrong shape or dtype, NaN/inf, too few rows)
-4     the cluster could not start, could not be reached, or was lost
-5     EM did not converge within max_iter and the workflow requires convergence
-6     a checkpoint is corrupt or belongs to other settings or data
-7     another run holds the checkpoint directory's lock
-8     the fit failed numerically (a covariance not positive definite)
-130   interrupted (Ctrl-C)
-====  =========================================================================
+Each failure class has its own exit code (``dgmm.errors.EXIT_CODE_TABLE``, shown by
+``dgmm --help``), for schedulers and scripts.
 """
 from __future__ import annotations
 
@@ -25,23 +13,28 @@ import sys
 import traceback
 
 from ._version import __version__
-from .errors import ConfigError, DgmmError
-
-EXIT_UNEXPECTED = 1
-EXIT_INTERRUPTED = 130
+from .errors import EXIT_CODE_TABLE, EXIT_INTERRUPTED, EXIT_UNEXPECTED, ConfigError, DgmmError
 
 
 def _emit(line: str) -> None:
     print(line, flush=True)
 
 
+def exit_codes_text() -> str:
+    """The exit-code table as plain text (the epilog of ``dgmm --help``)."""
+    lines = ["exit codes:"]
+    for row in EXIT_CODE_TABLE:
+        error = f"{row.error.__name__}: " if row.error is not None else ""
+        lines.append(f"  {row.code:<5}{error}{row.meaning}")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dgmm",
         description="Fit Gaussian mixture models by out-of-core EM on a Dask cluster.",
-        epilog="Exit codes: 0 done, 1 unexpected, 2 bad workflow/arguments, 3 bad data, "
-        "4 cluster, 5 not converged (require_convergence), 6 bad checkpoint, "
-        "7 checkpoint directory locked, 8 numerical failure.",
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dgmm {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -59,23 +52,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     validate = sub.add_parser("validate", help="check a workflow file without running it")
-    validate.add_argument("workflow")
+    validate.add_argument("workflow", help="path of the workflow YAML file")
     validate.add_argument("--set", dest="overrides", action="append", default=[],
-                          metavar="KEY=VALUE")
+                          metavar="KEY=VALUE", help="override a key, as for run")
 
     make = sub.add_parser("make-data", help="write synthetic mixture data (Zarr or Parquet)")
-    make.add_argument("--rows", type=int, required=True)
-    make.add_argument("--features", type=int, required=True)
-    make.add_argument("--components", type=int, required=True)
+    make.add_argument("--rows", type=int, required=True, help="number of rows")
+    make.add_argument("--features", type=int, required=True, help="number of columns")
+    make.add_argument("--components", type=int, required=True,
+                      help="components of the generating mixture")
     make.add_argument("--out", required=True, help="*.zarr or *.parquet path or URL")
     make.add_argument("--covariance-type", default="full",
-                      choices=["full", "tied", "diag", "spherical"])
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--chunk-rows", type=int, default=None)
-    make.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    make.add_argument("--separation", type=float, default=4.0)
-    make.add_argument("--format", dest="fmt", default=None, choices=["zarr", "parquet"])
-    make.add_argument("--overwrite", action="store_true")
+                      choices=["full", "tied", "diag", "spherical"],
+                      help="covariance type of the generating mixture (default: full)")
+    make.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    make.add_argument("--chunk-rows", type=int, default=None,
+                      help="rows per stored chunk (default: about 16 MiB per chunk)")
+    make.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                      help="stored dtype (default: float64)")
+    make.add_argument("--separation", type=float, default=4.0,
+                      help="distance of the two closest means in standard deviations "
+                      "(default: 4)")
+    make.add_argument("--format", dest="fmt", default=None, choices=["zarr", "parquet"],
+                      help="output format (default: from the suffix of --out)")
+    make.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     make.add_argument("--cluster", default="local",
                       help="cluster profile name or path (default: local)")
 
@@ -87,10 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
     predict.add_argument("--array-path", default=None, help="Zarr array inside a group")
     predict.add_argument("--out", required=True, help="*.zarr or *.parquet output")
-    predict.add_argument("--cluster", default="local")
+    predict.add_argument("--cluster", default="local",
+                         help="cluster profile name or path (default: local)")
 
     inspect = sub.add_parser("inspect", help="show a model or a checkpoint directory")
-    inspect.add_argument("path")
+    inspect.add_argument("path", help="a model directory or a checkpoint directory")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -108,7 +109,7 @@ def _guess_source(path: str) -> str:
 
 
 def cmd_run(args) -> int:
-    from .workflow.config import load_workflow
+    from .workflow.loading import load_workflow
     from .workflow.runner import run_workflow
 
     workflow = load_workflow(args.workflow, args.overrides)
@@ -125,7 +126,7 @@ def cmd_run(args) -> int:
 
 def cmd_validate(args) -> int:
     from .workflow import cluster
-    from .workflow.config import load_workflow
+    from .workflow.loading import load_workflow
 
     workflow = load_workflow(args.workflow, args.overrides)
     _emit(f"{args.workflow}: valid")
@@ -144,10 +145,12 @@ def cmd_validate(args) -> int:
 
 
 def cmd_make_data(args) -> int:
-    from .workflow import cluster
     from .data.synthetic import make_gmm_data
+    from .workflow import cluster
+    from .workflow.loading import load_cluster_profile
 
-    with cluster.connect(args.cluster) as client:
+    profile = load_cluster_profile(args.cluster)
+    with cluster.connect(profile) as client:
         info, params = make_gmm_data(
             args.out, args.rows, args.features, args.components,
             covariance_type=args.covariance_type, chunk_rows=args.chunk_rows, seed=args.seed,
@@ -160,10 +163,11 @@ def cmd_make_data(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .workflow import cluster
+    from .data.outputs import write_predictions
     from .data.readers import open_source
     from .estimators import load_model
-    from .data.outputs import write_predictions
+    from .workflow import cluster
+    from .workflow.loading import load_cluster_profile
 
     kind = args.source or _guess_source(args.data)
     options = {}
@@ -171,9 +175,10 @@ def cmd_predict(args) -> int:
         options["columns"] = [c.strip() for c in args.columns.split(",") if c.strip()]
     if args.array_path:
         options["array_path"] = args.array_path
+    profile = load_cluster_profile(args.cluster)
     model = load_model(args.model)
     X, info = open_source(kind, args.data, **options)
-    with cluster.connect(args.cluster) as client:
+    with cluster.connect(profile) as client:
         write_predictions(X, model.params_, args.out, client=client)
     _emit(f"wrote predictions for {info.n_samples:,} rows to {args.out}")
     return 0

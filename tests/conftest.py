@@ -1,4 +1,4 @@
-"""Shared fixtures: a real distributed LocalCluster and reference data sets."""
+"""Shared fixtures: a real distributed LocalCluster, reference data sets, a project dir."""
 from __future__ import annotations
 
 import pytest
@@ -23,3 +23,12 @@ def cluster_client():
 @pytest.fixture
 def blobs():
     return make_blobs()
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project directory (workflows/, configs/) that is also the current directory."""
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "configs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

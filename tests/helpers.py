@@ -1,6 +1,9 @@
 """Shared test helpers: reference data, parameters and comparisons (no tests here)."""
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 from dask.callbacks import Callback
@@ -11,7 +14,26 @@ from dgmm.core.params import GMMParams
 from dgmm.core.stats import SuffStats
 
 __all__ = ["COVARIANCE_TYPES", "make_blobs", "random_covariances", "params_for",
-           "assert_stats_close", "ComputeCounter"]
+           "assert_stats_close", "ComputeCounter", "REPO", "MINIMAL_WORKFLOW", "write_file"]
+
+#: the project root (shipped workflows/, configs/, docs/)
+REPO = Path(__file__).resolve().parents[1]
+
+#: the smallest valid workflow file: a zarr source and the fit step
+MINIMAL_WORKFLOW = """\
+data:
+  source: zarr
+  path: data/x.zarr
+steps: [fit]
+"""
+
+
+def write_file(root: Path, text: str, name: str = "workflows/w.yaml") -> Path:
+    """Write dedented ``text`` to ``root/name`` (parents created); returns the path."""
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
 
 
 def make_blobs(n_samples=600, n_features=3, n_components=3, seed=0, spread=4.0, offset=0.0):

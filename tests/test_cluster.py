@@ -21,12 +21,13 @@ from dgmm.workflow.cluster import (
     local_cluster_kwargs,
     render_job_script,
 )
-from dgmm.workflow.config import (
+from dgmm.workflow.loading import load_cluster_profile
+from dgmm.workflow.schema import (
     AddressClusterConfig,
     LocalClusterConfig,
     PBSClusterConfig,
     SlurmClusterConfig,
-    load_cluster_profile,
+    cluster_config_from_mapping,
 )
 from dgmm.errors import ClusterError
 
@@ -122,12 +123,19 @@ def test_a_busy_dashboard_port_is_logged_not_warned(caplog):
     assert f"Port {port} is already in use" in caplog.text
 
 
-def test_connect_accepts_a_profile_name_and_a_mapping():
-    with connect({"kind": "local", "processes": False, "dashboard_address": None}) as client:
+def test_connect_takes_only_a_validated_profile():
+    profile = cluster_config_from_mapping(
+        {"kind": "local", "processes": False, "dashboard_address": None})
+    with connect(profile) as client:
         assert client.submit(len, "abc").result() == 3
+    for unvalidated in ("local", {"kind": "local"}):
+        with pytest.raises(TypeError, match=r"cluster_config must be a validated cluster "
+                           r"profile, not (str|dict): look a name up with .*load_cluster_profile"):
+            with connect(unvalidated):
+                pass
     with pytest.raises(ClusterError, match=r"Could not start a local Dask cluster \(.*\): .*"
                        r"Check the local profile"):
-        with connect({"kind": "local", "processes": False, "dashboard_address": "nonsense:xyz"}):
+        with connect(LocalClusterConfig(processes=False, dashboard_address="nonsense:xyz")):
             pass
 
 
@@ -300,7 +308,7 @@ def test_without_dask_jobqueue_the_error_says_what_to_install():
         sys.modules["dask_jobqueue"] = None  # as if it were not installed
         import pytest
         from dgmm.workflow.cluster import connect, render_job_script
-        from dgmm.workflow.config import SlurmClusterConfig
+        from dgmm.workflow.schema import SlurmClusterConfig
         from dgmm.errors import ClusterError
         config = SlurmClusterConfig(cores=1, memory="1GB")
         with pytest.raises(ClusterError, match=r"The 'slurm' cluster profile needs the optional "

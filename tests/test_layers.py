@@ -139,3 +139,28 @@ def test_the_branch_finder_sees_a_branch(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("if cov == 'tied':\n    pass\nx = {'full': 1, 'diag': 2, 'spherical': 3}\n")
     assert _type_branches(probe) == [1, 3]
+
+
+#: module of dgmm/workflow -> the workflow modules it may import. Following a workflow goes
+#: down this order only: the runner gets a validated Workflow (loading resolved its cluster
+#: profile), and the cluster module gets a validated profile, never a name to look up.
+WORKFLOW_ALLOWED = {
+    "__init__": set(),
+    "schema": set(),
+    "profiles": {"schema"},
+    "overrides": {"schema"},
+    "loading": {"schema", "profiles", "overrides"},
+    "cluster": {"schema"},
+    "checkpoint": set(),
+    "report": set(),
+    "runner": {"schema", "cluster", "checkpoint", "report"},
+}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "workflow").glob("*.py")), ids=lambda p: p.stem)
+def test_workflow_modules_import_only_those_below_them(path):
+    assert path.stem in WORKFLOW_ALLOWED, f"dgmm/workflow/{path.name} has no place in the order"
+    ours, _ = _imports(path)
+    used = {target[1] for target in ours if len(target) > 1 and target[0] == "workflow"}
+    assert used <= WORKFLOW_ALLOWED[path.stem], (
+        f"dgmm/workflow/{path.name} imports {sorted(used - WORKFLOW_ALLOWED[path.stem])}")

@@ -29,7 +29,7 @@ import pytest
 
 import dgmm
 from dgmm.workflow.cluster import connect
-from dgmm.workflow.config import AddressClusterConfig
+from dgmm.workflow.schema import AddressClusterConfig
 from dgmm.errors import ClusterError
 
 pytestmark = pytest.mark.skipif(

@@ -6,7 +6,8 @@ floating dtype (float64 or float32); ``info`` a :class:`DataInfo` describing the
 (shape, dtype, chunking, a fingerprint). Nothing here reads the data itself: shapes and row
 counts come from metadata (Zarr array metadata, Parquet footers, ``.npy`` headers).
 
-Chunking: one task reads about ``target_chunk_bytes`` (default 64 MiB) of output rows.
+Chunking: one task reads about ``target_chunk_bytes`` (default
+``dgmm.engine.passes.DEFAULT_CHUNK_BYTES``) of output rows.
 Zarr tasks always cover a whole number of stored chunks (or shards), so a stored chunk is
 never split between tasks; Parquet tasks cover whole row groups (several small row groups,
 or several small files, are grouped up to the target); ``.npy`` files are cut by rows.
@@ -29,12 +30,13 @@ from dataclasses import asdict, dataclass
 
 import dask.array as da
 import numpy as np
+from dask.utils import format_bytes
 
+from ..engine.passes import DEFAULT_CHUNK_BYTES
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGET_CHUNK_BYTES = 64 * 2**20
 SOURCE_KINDS = ("zarr", "parquet", "npy")
 FLOAT_DTYPES = ("float64", "float32")
 #: dtype kinds accepted as numeric input: bool, signed and unsigned int, float
@@ -130,7 +132,8 @@ def _check_target(target_chunk_bytes: int) -> int:
     if not isinstance(target_chunk_bytes, (int, np.integer)) or target_chunk_bytes <= 0:
         raise ConfigError(
             f"target_chunk_bytes must be a positive integer (bytes per task), got "
-            f"{target_chunk_bytes!r}; the default is {DEFAULT_TARGET_CHUNK_BYTES} (64 MiB)."
+            f"{target_chunk_bytes!r}; the default is {DEFAULT_CHUNK_BYTES} "
+            f"({format_bytes(DEFAULT_CHUNK_BYTES)})."
         )
     return int(target_chunk_bytes)
 
@@ -305,7 +308,7 @@ def open_zarr(
     *,
     array_path: str | None = None,
     dtype: str = "float64",
-    target_chunk_bytes: int = DEFAULT_TARGET_CHUNK_BYTES,
+    target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     storage_options: dict | None = None,
 ):
     """Open a 2-D Zarr array (format 3 or 2) as a row-chunked Dask array.
@@ -564,7 +567,7 @@ def open_parquet(
     *,
     columns: list[str] | None = None,
     dtype: str = "float64",
-    target_chunk_bytes: int = DEFAULT_TARGET_CHUNK_BYTES,
+    target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     storage_options: dict | None = None,
 ):
     """Open a Parquet file, a directory of Parquet files, or a glob as a Dask array.
@@ -673,7 +676,7 @@ def open_npy(
     path: str | os.PathLike,
     *,
     dtype: str = "float64",
-    target_chunk_bytes: int = DEFAULT_TARGET_CHUNK_BYTES,
+    target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ):
     """Open a local ``.npy`` file, memory-mapped, as a row-chunked Dask array.
 
@@ -747,7 +750,7 @@ def from_array(
     X,
     *,
     dtype: str = "float64",
-    target_chunk_bytes: int = DEFAULT_TARGET_CHUNK_BYTES,
+    target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ):
     """Wrap an in-memory NumPy array, or a Dask array, as a row-chunked Dask array.
 

@@ -52,7 +52,7 @@ TRUE_PARAMS_KEY = "dgmm_true_params"
 TRUE_PARAMS_FILE = "_true_params.json"
 DOCUMENT_FORMAT = "dgmm-true-params/1"
 #: default size of one stored chunk (one generating task)
-DEFAULT_CHUNK_BYTES = 16 * 2**20
+STORED_CHUNK_BYTES = 16 * 2**20
 #: component variances (eigenvalues for full/tied) are drawn uniformly in this range
 VARIANCE_RANGE = (0.5, 2.0)
 
@@ -213,7 +213,7 @@ def make_gmm_data(
             raise ConfigError(f"{name} must be at least 1, got {value}.")
     n_samples, n_features, n_components = int(n_samples), int(n_features), int(n_components)
     if chunk_rows is None:
-        chunk_rows = max(1, DEFAULT_CHUNK_BYTES // (n_features * out_dtype.itemsize))
+        chunk_rows = max(1, STORED_CHUNK_BYTES // (n_features * out_dtype.itemsize))
     if int(chunk_rows) < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     chunk_rows = min(int(chunk_rows), n_samples)

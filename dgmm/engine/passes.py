@@ -25,6 +25,8 @@ from ..core.stats import SuffStats, merge_all
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_EVERY = 8
+#: default bytes of rows in one chunk (one task): the readers' and the workflow's default
+DEFAULT_CHUNK_BYTES = 64 * 2**20
 #: fewest rows per task when an in-memory array is processed in this process
 #: (``map_rows_local``)
 LOCAL_TASK_ROWS = 32768
@@ -34,7 +36,7 @@ def as_row_chunked(X, chunk_rows: int | None = None) -> da.Array:
     """A 2-D Dask array chunked along rows only (columns in one chunk).
 
     X: NumPy or Dask array of shape (n_samples, n_features). A NumPy array is cut into
-    ``chunk_rows`` rows per chunk (default: about 64 MiB per chunk).
+    ``chunk_rows`` rows per chunk (default: about ``DEFAULT_CHUNK_BYTES`` per chunk).
     """
     if isinstance(X, da.Array):
         if X.ndim != 2:
@@ -42,7 +44,7 @@ def as_row_chunked(X, chunk_rows: int | None = None) -> da.Array:
         return X.rechunk({1: -1}) if len(X.chunks[1]) > 1 else X
     X = np.asarray(X)
     if chunk_rows is None:
-        chunk_rows = max(1, (64 << 20) // max(1, X.shape[1] * X.dtype.itemsize))
+        chunk_rows = max(1, DEFAULT_CHUNK_BYTES // max(1, X.shape[1] * X.dtype.itemsize))
     return da.from_array(X, chunks=(min(chunk_rows, max(1, X.shape[0])), X.shape[1]))
 
 

@@ -14,21 +14,21 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .config import (
+from dask.utils import format_bytes
+
+from .._version import __version__
+from ..errors import ClusterError
+from .schema import (
     AddressClusterConfig,
     ClusterConfig,
     LocalClusterConfig,
     PBSClusterConfig,
     SlurmClusterConfig,
-    cluster_config_from_mapping,
-    load_cluster_profile,
 )
-from .._version import __version__
-from ..errors import ClusterError
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,15 @@ _JOBQUEUE_CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster"}
 _DGMM_PROBE = "__import__('dgmm').__version__"
 
 
-def _as_config(cluster_config) -> ClusterConfig:
+def _checked(cluster_config) -> ClusterConfig:
     if isinstance(cluster_config, (LocalClusterConfig, AddressClusterConfig,
                                    SlurmClusterConfig, PBSClusterConfig)):  # fmt: skip
         return cluster_config
-    if isinstance(cluster_config, str):
-        return load_cluster_profile(cluster_config)
-    if isinstance(cluster_config, Mapping):
-        return cluster_config_from_mapping(dict(cluster_config))
     raise TypeError(
-        f"cluster_config must be a cluster profile model, a mapping or a profile name, "
-        f"not {type(cluster_config).__name__}"
+        f"cluster_config must be a validated cluster profile, not "
+        f"{type(cluster_config).__name__}: look a name up with "
+        "dgmm.workflow.loading.load_cluster_profile(name), or validate a mapping with "
+        "dgmm.workflow.schema.cluster_config_from_mapping(mapping)"
     )
 
 
@@ -247,7 +245,7 @@ def render_job_script(cluster_config) -> str:
     The scheduler address is shown as ``SCHEDULER_PLACEHOLDER`` (the real one is known once
     the scheduler starts); everything else is what ``cluster.job_script()`` gives.
     """
-    config = _as_config(cluster_config)
+    config = _checked(cluster_config)
     if config.kind not in _JOBQUEUE_CLASSES:
         raise ClusterError(
             f"Only the slurm and pbs profiles have job scripts; this profile is {config.kind!r}."
@@ -305,11 +303,11 @@ def _start_jobqueue(config: SlurmClusterConfig | PBSClusterConfig):
 
 def describe(cluster_config) -> str:
     """One line saying what ``connect`` will start or reach, for logs."""
-    config = _as_config(cluster_config)
+    config = _checked(cluster_config)
     if isinstance(config, LocalClusterConfig):
         kw = local_cluster_kwargs(config)
         memory = kw["memory_limit"]
-        memory = f"{memory / 2**30:.1f} GiB" if isinstance(memory, int) else memory
+        memory = format_bytes(memory) if isinstance(memory, int) else memory
         mode = "processes" if kw["processes"] else "in-process workers"
         return (
             f"local cluster: {kw['n_workers']} {mode} x {kw['threads_per_worker']} "
@@ -338,8 +336,8 @@ def connect(cluster_config) -> Iterator[Any]:
 
     Parameters
     ----------
-    cluster_config : a cluster profile model (``Workflow.cluster``), a mapping with a
-        ``kind``, or a profile name / path (see ``dgmm.workflow.config.load_cluster_profile``).
+    cluster_config : a validated cluster profile (``Workflow.cluster``, or
+        ``dgmm.workflow.loading.load_cluster_profile(name)``).
 
     Yields
     ------
@@ -353,7 +351,7 @@ def connect(cluster_config) -> Iterator[Any]:
         importable on an existing scheduler or its workers, or a batch-system profile lacks
         dask-jobqueue or its submit command.
     """
-    config = _as_config(cluster_config)
+    config = _checked(cluster_config)
     owned = True
     if isinstance(config, LocalClusterConfig):
         client = _start_local(config)

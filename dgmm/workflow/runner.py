@@ -33,11 +33,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+from dask.utils import format_bytes
+
 from . import cluster as cluster_mod
 from ..data.files import atomic_write_json, read_json
 from ..data import readers as data_io
 from .checkpoint import CheckpointStore
-from .config import Workflow, is_url
+from .schema import Workflow, is_url
 from ..engine.em import EMState, IterationInfo
 from ..errors import CheckpointError, ConfigError, DataError, NotConvergedError
 from ..data.model_io import read_model_meta, save_model
@@ -219,7 +221,7 @@ def run_workflow(
                 emit(f"fit: up to date ({outputs.model})")
             else:
                 if data_io.decide_persist(info.nbytes, workflow.data.persist, client):
-                    emit(f"data: keeping {info.nbytes / 2**20:,.0f} MiB in worker memory")
+                    emit(f"data: keeping {format_bytes(info.nbytes)} in worker memory")
                     X = client.persist(X)
                 model = _fit(workflow, X, client, stamp, restart, emit, summary)
                 summary.ran.append("fit")

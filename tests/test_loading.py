@@ -1,57 +1,33 @@
-"""Workflow schema and loader: shipped files, every error message, overrides, hashing."""
+"""Loading workflow files: shipped files fully validated, every error message, paths, hashing."""
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dgmm.workflow.config import (
+from dgmm.errors import ConfigError
+from dgmm.workflow.loading import (
+    load_cluster_profile,
+    load_workflow,
+    read_init_files,
+    resolve_paths,
+)
+from dgmm.workflow.schema import (
     AddressClusterConfig,
     LocalClusterConfig,
-    ModelConfig,
     PBSClusterConfig,
     SlurmClusterConfig,
     Workflow,
-    find_cluster_profile,
-    load_cluster_profile,
-    load_workflow,
-    parse_bytes,
-    parse_override,
 )
-from dgmm.errors import ConfigError
+from helpers import MINIMAL_WORKFLOW as MINIMAL
+from helpers import REPO
+from helpers import write_file as write
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED_WORKFLOWS = sorted((REPO / "workflows").glob("*.yaml"))
 SHIPPED_PROFILES = sorted((REPO / "configs").glob("*.yaml"))
-
-MINIMAL = """\
-data:
-  source: zarr
-  path: data/x.zarr
-steps: [fit]
-"""
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project directory (workflows/, configs/) that is also the current directory."""
-    (tmp_path / "workflows").mkdir()
-    (tmp_path / "configs").mkdir()
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def write(project: Path, text: str, name: str = "workflows/w.yaml") -> Path:
-    path = project / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 # ----------------------------------------------------------------------- shipped files
@@ -67,6 +43,7 @@ def test_the_required_files_are_shipped():
 def test_shipped_workflows_validate(path, monkeypatch):
     monkeypatch.chdir(REPO)
     workflow = load_workflow(path)
+    assert isinstance(workflow, Workflow)
     assert workflow.source_file == str(path)
     assert workflow.name == path.stem
     assert workflow.steps[0] == "fit"
@@ -78,28 +55,51 @@ def test_shipped_workflows_validate(path, monkeypatch):
     # cluster: local comes from configs/local.yaml, which is the machine default
     assert workflow.cluster == load_cluster_profile(str(REPO / "configs" / "local.yaml"))
     assert len(workflow.settings_hash()) == 64
+    again = Workflow.model_validate(workflow.model_dump())  # a fixed point of validation
+    assert again.model_dump() == workflow.model_dump()
 
 
-def test_quickstart_generates_fits_predicts_and_reports(monkeypatch):
+def test_quickstart_is_fully_validated_with_its_values(monkeypatch):
+    """workflows/quickstart.yaml as the README runs it: every section checked."""
     monkeypatch.chdir(REPO)
     workflow = load_workflow(REPO / "workflows" / "quickstart.yaml")
-    assert workflow.data.source == "synthetic"
-    assert workflow.data.path == str(REPO / "runs/quickstart/data.zarr")
-    synthetic = workflow.data.synthetic
-    assert 100_000 <= synthetic.rows <= 300_000 and synthetic.features in (2, 4)
-    assert synthetic.components == workflow.model.n_components == 4
-    assert workflow.model.covariance_type == "full"
-    assert workflow.model.random_state is not None
-    assert workflow.steps == ["fit", "predict", "score", "report"]
+    assert workflow.name == "quickstart"
+    data = workflow.data
+    assert data.source == "synthetic" and data.reader_kind == "zarr"
+    assert data.path == str(REPO / "runs/quickstart/data.zarr")
+    assert data.chunk_bytes == 2**20 and data.dtype == "float64"
+    assert data.nonfinite == "raise" and data.persist == "auto"
+    synthetic = data.synthetic
+    assert (synthetic.rows, synthetic.features, synthetic.components) == (200_000, 2, 4)
+    assert synthetic.covariance_type == "full" and synthetic.seed == 0
+    assert synthetic.chunk_rows == 50_000 and synthetic.separation == 4.0
+    model = workflow.model
+    assert model.n_components == synthetic.components == 4
+    assert model.covariance_type == "full" and model.init_params == "kmeans"
+    assert (model.tol, model.max_iter, model.random_state) == (1e-4, 200, 0)
+    assert workflow.cluster == LocalClusterConfig()  # configs/local.yaml: all from the machine
     assert workflow.checkpoint.dir == str(REPO / "runs/quickstart/checkpoints")
+    assert (workflow.checkpoint.every, workflow.checkpoint.keep) == (1, 3)
+    outputs = workflow.outputs
+    assert outputs.model == str(REPO / "runs/quickstart/model")
+    assert outputs.predictions == str(REPO / "runs/quickstart/predictions.zarr")
+    assert outputs.predictions_format == "zarr"
+    assert outputs.report == str(REPO / "runs/quickstart/report")
+    assert workflow.steps == ["fit", "predict", "score", "report"]
+    kwargs = workflow.estimator_kwargs()
+    assert kwargs["n_components"] == 4 and kwargs["nonfinite"] == "raise"
+    assert data.open_kwargs() == {"dtype": "float64", "target_chunk_bytes": 2**20,
+                                  "array_path": None, "storage_options": {}}
 
 
-def test_fit_parquet_names_feature_columns(monkeypatch):
+def test_fit_zarr_and_fit_parquet_values(monkeypatch):
     monkeypatch.chdir(REPO)
-    workflow = load_workflow(REPO / "workflows" / "fit_parquet.yaml")
-    assert workflow.data.source == "parquet" and workflow.data.columns
-    assert workflow.outputs.predictions_format == "parquet"
-    assert workflow.data.open_kwargs()["columns"] == workflow.data.columns
+    zarr = load_workflow(REPO / "workflows" / "fit_zarr.yaml")
+    assert zarr.data.source == "zarr" and zarr.outputs.predictions_format == "zarr"
+    parquet = load_workflow(REPO / "workflows" / "fit_parquet.yaml")
+    assert parquet.data.source == "parquet" and parquet.data.columns
+    assert parquet.outputs.predictions_format == "parquet"
+    assert parquet.data.open_kwargs()["columns"] == parquet.data.columns
 
 
 @pytest.mark.parametrize("path", SHIPPED_PROFILES, ids=lambda p: p.name)
@@ -114,39 +114,22 @@ def test_shipped_profile_values():
     address = load_cluster_profile("address", workflow_dir=REPO / "workflows")
     assert isinstance(address, AddressClusterConfig)
     assert address.address_env == "DGMM_SCHEDULER_ADDRESS" and address.address is None
+    assert address.timeout == 30
     slurm = load_cluster_profile("slurm", workflow_dir=REPO / "workflows")
     assert isinstance(slurm, SlurmClusterConfig)
-    assert slurm.cores > 0 and slurm.queue and slurm.account and slurm.walltime
+    assert (slurm.cores, slurm.memory, slurm.processes, slurm.jobs) == (16, "64GiB", 4, 4)
+    assert (slurm.walltime, slurm.queue, slurm.account) == ("04:00:00", "compute", "myproject")
+    assert slurm.adaptive is None and slurm.job_extra_directives == ["--constraint=cpu"]
     pbs = load_cluster_profile("pbs", workflow_dir=REPO / "workflows")
     assert isinstance(pbs, PBSClusterConfig)
-    assert pbs.adaptive is not None and pbs.adaptive.maximum >= pbs.adaptive.minimum
+    assert (pbs.cores, pbs.memory, pbs.processes, pbs.walltime) == (24, "96GB", 4, "02:00:00")
+    assert (pbs.adaptive.minimum, pbs.adaptive.maximum) == (1, 8) and pbs.jobs is None
     local = load_cluster_profile("local", workflow_dir=REPO / "workflows")
     assert local.n_workers is None and local.memory_limit is None  # from the machine
+    assert local.processes is True and local.dashboard_address == ":8787"
 
 
-# ------------------------------------------------------------ defaults mirror estimators
-
-
-def test_model_defaults_are_scikit_learns():
-    from sklearn.mixture import GaussianMixture as SkGaussianMixture
-
-    ours = ModelConfig().model_dump()
-    theirs = SkGaussianMixture().get_params()
-    assert set(theirs) <= set(ours)  # every scikit-learn parameter, same name
-    for name in theirs:
-        assert ours[name] == theirs[name], name
-
-
-def test_model_section_has_exactly_the_estimator_parameters():
-    from dgmm import GaussianMixture
-
-    signature = inspect.signature(GaussianMixture.__init__).parameters
-    estimator = {name for name in signature if name != "self"}
-    kwargs = ModelConfig().estimator_kwargs()
-    assert set(kwargs) == estimator - {"client", "nonfinite"}
-    for name, value in kwargs.items():
-        assert value == signature[name].default, name
-    assert set(ModelConfig.model_fields) == set(kwargs) | {"require_convergence"}
+# ---------------------------------------------------------------------- init files
 
 
 def test_estimator_kwargs_build_an_estimator_and_load_init_arrays(project):
@@ -172,11 +155,41 @@ model:
     assert estimator.n_components == 2 and estimator.covariance_type == "diag"
 
 
+def test_an_init_file_is_read_once_at_load(project):
+    np.save(project / "m.npy", np.zeros((2, 2)))
+    write(project, MINIMAL + "model: {n_components: 2, means_init: m.npy}\n")
+    workflow = load_workflow("workflows/w.yaml")
+    before = workflow.settings_hash()
+    np.save(project / "m.npy", np.ones((2, 2)))  # changed after loading: not seen
+    np.testing.assert_array_equal(workflow.estimator_kwargs()["means_init"], np.zeros((2, 2)))
+    assert workflow.settings_hash() == before
+
+
 def test_an_unreadable_init_file_is_a_config_error(project):
     write(project, MINIMAL + "model: {n_components: 2, means_init: missing.npy}\n")
-    workflow = load_workflow("workflows/w.yaml")
     with pytest.raises(ConfigError, match=r"model\.means_init: cannot read the \.npy file .*missing\.npy"):
-        workflow.model.estimator_kwargs()
+        load_workflow("workflows/w.yaml")
+    (project / "bad.npy").write_text("not an array")
+    write(project, MINIMAL + "model: {n_components: 2, means_init: bad.npy}\n")
+    with pytest.raises(ConfigError, match=r"model\.means_init: cannot read the \.npy file .*bad\.npy"):
+        load_workflow("workflows/w.yaml")
+
+
+def test_resolve_paths_and_read_init_files_are_explicit_steps(tmp_path):
+    np.save(tmp_path / "w.npy", np.array([0.5, 0.5]))
+    built = Workflow(data={"source": "zarr", "path": "x.zarr"}, steps=["fit"],
+                     model={"n_components": 2, "weights_init": "w.npy"},
+                     checkpoint={"dir": "s3://bucket/ck"}, outputs={"model": "~/m"})
+    resolved = resolve_paths(built, tmp_path)
+    assert built.data.path == "x.zarr"  # the input is not changed
+    assert resolved.data.path == str(tmp_path / "x.zarr")
+    assert resolved.model.weights_init == str(tmp_path / "w.npy")
+    assert resolved.checkpoint.dir == "s3://bucket/ck"
+    assert resolved.outputs.model == os.path.expanduser("~/m")
+    ready = read_init_files(resolved)
+    np.testing.assert_array_equal(ready.estimator_kwargs()["weights_init"], [0.5, 0.5])
+    with pytest.raises(ConfigError, match=r"has not been read"):
+        resolved.estimator_kwargs()
 
 
 # -------------------------------------------------------------------- file-level errors
@@ -275,6 +288,13 @@ def test_each_bad_value_names_key_value_and_what_is_allowed(project, snippet, me
         load_workflow("workflows/w.yaml")
 
 
+def test_a_check_across_keys_gives_the_line_of_the_key_at_fault(project):
+    write(project, MINIMAL + "cluster:\n  kind: slurm\n  cores: 4\n  memory: 4GB\n  processes: 8\n")
+    with pytest.raises(ConfigError, match=r"\(1\) workflows/w\.yaml:9: cluster\.processes: found 8; "
+                       r"must be <= cores \(4\)"):
+        load_workflow("workflows/w.yaml")
+
+
 BAD_DATA = [
     ("source: hdf5\n  path: x", r"data\.source: found 'hdf5'; must be 'zarr', 'parquet', 'npy' or 'synthetic'"),
     ("source: zarr", r"w\.yaml:1: data\.path: missing; this key is required"),
@@ -346,97 +366,6 @@ def test_every_problem_is_reported_at_once_in_file_order(project):
     assert "\n" not in message  # one paragraph
 
 
-# -------------------------------------------------------------------------- overrides
-
-
-@pytest.mark.parametrize(
-    "text, parts, value",
-    [
-        ("model.n_components=12", ("model", "n_components"), 12),
-        ("model.tol=1.0e-5", ("model", "tol"), 1e-5),
-        ("steps=[fit, report]", ("steps",), ["fit", "report"]),
-        ("checkpoint.dir=null", ("checkpoint", "dir"), None),
-        ("checkpoint.dir=", ("checkpoint", "dir"), None),
-        ("data.path=s3://b/x.zarr", ("data", "path"), "s3://b/x.zarr"),
-        (" model.warm_start = true ", ("model", "warm_start"), True),
-    ],
-)
-def test_parse_override(text, parts, value):
-    assert parse_override(text) == (parts, value)
-
-
-@pytest.mark.parametrize("text", ["model.n_components", "=3", "model..tol=1", ".a=1"])
-def test_malformed_override(text):
-    with pytest.raises(ConfigError, match=r"is not of the form key\.path=value; write for example"):
-        parse_override(text)
-
-
-def test_override_with_invalid_yaml_value():
-    with pytest.raises(ConfigError, match=r"the value '\[1, 2' is not valid YAML"):
-        parse_override("steps=[1, 2")
-
-
-def test_overrides_apply_in_order(project):
-    write(project, MINIMAL)
-    workflow = load_workflow(
-        "workflows/w.yaml",
-        ["model.n_components=12", "model.tol=1e-5", "data.storage_options.anon=true",
-         "steps=[fit]", "model.n_components=7", "data.synthetic=null"],
-    )  # fmt: skip
-    assert workflow.model.n_components == 7
-    assert workflow.model.tol == 1e-5
-    assert workflow.data.storage_options == {"anon": True}
-    assert workflow.overrides[0] == "model.n_components=12"
-
-
-def test_checkpoint_and_outputs_storage_options_default_to_the_data_section(project):
-    write(project, MINIMAL)
-    inherited = load_workflow("workflows/w.yaml", ["data.storage_options.anon=true"])
-    assert inherited.storage_options_for("checkpoint") == {"anon": True}
-    assert inherited.storage_options_for("outputs") == {"anon": True}
-    own = load_workflow("workflows/w.yaml", [
-        "data.storage_options.anon=true", "checkpoint.storage_options={}",
-        "outputs.storage_options={key: abc}"])
-    assert own.storage_options_for("checkpoint") == {}
-    assert own.storage_options_for("outputs") == {"key": "abc"}
-
-
-def test_override_on_an_unknown_path(project):
-    write(project, MINIMAL)
-    with pytest.raises(ConfigError, match=r"override 'model\.n_compnents=3': unknown key "
-                       r"'n_compnents' in section 'model'; allowed keys: .*did you mean 'n_components'"):
-        load_workflow("workflows/w.yaml", ["model.n_compnents=3"])
-    with pytest.raises(ConfigError, match=r"override 'modl\.tol=3': unknown key 'modl' at the top level"):
-        load_workflow("workflows/w.yaml", ["modl.tol=3"])
-    with pytest.raises(ConfigError, match=r"override 'model\.tol\.x=1': model\.tol is a value, not a section"):
-        load_workflow("workflows/w.yaml", ["model.tol.x=1"])
-
-
-def test_an_invalid_override_value_is_attributed_to_the_override(project):
-    write(project, MINIMAL)
-    with pytest.raises(ConfigError, match=r"\(1\) --set model\.n_components=0: model\.n_components: "
-                       r"found 0; must be greater than or equal to 1\. Fix the file or the --set overrides"):
-        load_workflow("workflows/w.yaml", ["model.n_components=0"])
-
-
-def test_override_a_key_of_a_named_profile(project):
-    write(project, MINIMAL + "cluster: local\n")
-    workflow = load_workflow("workflows/w.yaml", ["cluster.n_workers=3", "cluster.processes=false"])
-    assert workflow.cluster == LocalClusterConfig(n_workers=3, processes=False)
-    with pytest.raises(ConfigError, match=r"--set cluster\.n_workers=0: cluster\.n_workers: found 0"):
-        load_workflow("workflows/w.yaml", ["cluster.n_workers=0"])
-    with pytest.raises(ConfigError, match=r"unknown key 'cores' in section 'cluster'"):
-        load_workflow("workflows/w.yaml", ["cluster.cores=3"])
-
-
-def test_override_the_cluster_by_name_and_then_a_key(project):
-    write(project, "kind: slurm\ncores: 8\nmemory: 32GiB\nqueue: short\n", "configs/hpc.yaml")
-    write(project, MINIMAL + "cluster: local\n")
-    workflow = load_workflow("workflows/w.yaml", ["cluster=hpc", "cluster.queue=long"])
-    assert isinstance(workflow.cluster, SlurmClusterConfig)
-    assert (workflow.cluster.cores, workflow.cluster.queue) == (8, "long")
-
-
 # ---------------------------------------------------------------------- paths and cwd
 
 
@@ -448,6 +377,7 @@ checkpoint: {dir: runs/ck}
 outputs: {model: runs/model, predictions: runs/p.parquet, report: runs/report}
 steps: [fit, predict, report]
 """)
+    np.save(project / "m.npy", np.zeros((1, 2)))
     workflow = load_workflow("workflows/w.yaml")
     assert workflow.data.path == str(project / "data/x.zarr")
     assert workflow.model.means_init == str(project / "m.npy")
@@ -457,6 +387,7 @@ steps: [fit, predict, report]
     assert workflow.outputs.report == str(project / "runs/report")
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     os.chdir(elsewhere)
+    np.save(elsewhere / "m.npy", np.zeros((1, 2)))
     moved = load_workflow(project / "workflows/w.yaml")
     assert moved.data.path == str(elsewhere / "data/x.zarr")
 
@@ -475,76 +406,6 @@ def test_to_yaml_round_trips(project, monkeypatch):
     again = load_workflow(project / "resolved.yaml")
     assert again.model_dump() == workflow.model_dump()  # (source_file differs)
     assert again.settings_hash() == workflow.settings_hash()
-
-
-# ------------------------------------------------------------------- cluster profiles
-
-
-def test_profile_is_found_next_to_the_workflow_directory(project, tmp_path_factory):
-    write(project, "kind: local\nn_workers: 5\n", "configs/five.yaml")
-    write(project, MINIMAL + "cluster: five\n")
-    os.chdir(tmp_path_factory.mktemp("cwd"))  # not the project: found via <workflow>/../configs
-    workflow = load_workflow(project / "workflows/w.yaml")
-    assert workflow.cluster == LocalClusterConfig(n_workers=5)
-
-
-def test_profile_is_found_in_the_current_directory_configs(project, tmp_path_factory):
-    write(project, "kind: local\nn_workers: 6\n", "configs/six.yaml")
-    elsewhere = tmp_path_factory.mktemp("flows")
-    (elsewhere / "w.yaml").write_text(MINIMAL + "cluster: six\n")
-    assert load_workflow(elsewhere / "w.yaml").cluster.n_workers == 6
-
-
-def test_builtin_local_profile_when_no_file(project):
-    write(project, MINIMAL + "cluster: local\n")
-    assert load_workflow("workflows/w.yaml").cluster == LocalClusterConfig()
-    assert find_cluster_profile("local") is None
-
-
-def test_profile_by_path(project):
-    write(project, "kind: address\naddress: tcp://10.1.2.3:8786\n", "elsewhere/sched.yaml")
-    write(project, MINIMAL + "cluster: elsewhere/sched.yaml\n")
-    cluster = load_workflow("workflows/w.yaml").cluster
-    assert cluster == AddressClusterConfig(address="tcp://10.1.2.3:8786")
-
-
-def test_unknown_profile_lists_where_it_looked_and_what_exists(project):
-    write(project, "kind: local\n", "configs/mine.yaml")
-    write(project, MINIMAL + "cluster: theirs\n")
-    with pytest.raises(ConfigError, match=r"cluster profile 'theirs' not found: looked for theirs\.yaml "
-                       r"in .*configs.*Available profiles: local, mine\."):
-        load_workflow("workflows/w.yaml")
-
-
-def test_missing_profile_file(project):
-    write(project, MINIMAL + "cluster: nowhere/p.yaml\n")
-    with pytest.raises(ConfigError, match=r"cluster profile file 'nowhere/p\.yaml' does not exist"):
-        load_workflow("workflows/w.yaml")
-
-
-def test_invalid_profile_name(project):
-    with pytest.raises(ConfigError, match=r"cluster profile name 'a b' is not valid"):
-        find_cluster_profile("a b")
-
-
-def test_an_invalid_profile_is_reported_against_its_own_file(project):
-    write(project, "kind: slurm\ncores: 0\nmemory: 4GB\n", "configs/bad.yaml")
-    write(project, MINIMAL + "cluster: bad\n")
-    with pytest.raises(ConfigError, match=r"Invalid cluster profile .*configs/bad\.yaml \(1 problem\): "
-                       r"\(1\) .*configs/bad\.yaml:2: cores: found 0; must be greater than or equal to 1"):
-        load_workflow("workflows/w.yaml")
-
-
-def test_a_profile_with_a_yaml_error(project):
-    write(project, "kind: [local\n", "configs/broken.yaml")
-    with pytest.raises(ConfigError, match=r"configs/broken\.yaml:2:\d+: invalid YAML in cluster profile"):
-        load_cluster_profile("broken", workflow_dir=project / "workflows")
-
-
-def test_a_workflow_built_in_code_resolves_a_profile_name(project):
-    workflow = Workflow(data={"source": "zarr", "path": "x"}, cluster="local", steps=["fit"])
-    assert workflow.cluster == LocalClusterConfig()
-    assert workflow.source_file is None
 
 
 # ----------------------------------------------------------------------- settings hash
@@ -592,28 +453,10 @@ def test_settings_hash_follows_the_content_of_an_init_file(project):
 def test_settings_hash_is_stable_across_processes(project):
     here = _hash(project)
     code = (
-        "from dgmm.workflow.config import load_workflow;"
+        "from dgmm.workflow.loading import load_workflow;"
         "print(load_workflow('workflows/w.yaml').settings_hash())"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert out.stdout.strip() == here
-
-
-# ------------------------------------------------------------------------ parse_bytes
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [(123, 123), ("64MiB", 64 * 2**20), ("64 MB", 64 * 10**6), ("1.5GiB", 3 * 2**29),
-     ("1e6", 10**6), ("2kB", 2000), ("16GiB", 16 * 2**30), ("7", 7)],
-)  # fmt: skip
-def test_parse_bytes(text, expected):
-    assert parse_bytes(text) == expected
-
-
-@pytest.mark.parametrize("text", ["lots", "12XB", "-5MB", True, 1.5])
-def test_parse_bytes_refuses(text):
-    with pytest.raises(ValueError, match=r"(cannot read .* as a size|is not a (size|whole number))"):
-        parse_bytes(text)
