@@ -19,12 +19,13 @@ import dask.array as da
 import numpy as np
 from ..core import kernels
 from ..errors import DataError
+from ..core.model_parameters import DEFAULTS
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, merge_all
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPLIT_EVERY = 8
+DEFAULT_SPLIT_EVERY: int = DEFAULTS["split_every"]
 #: fewest rows per task when an in-memory array is processed in this process
 #: (``map_rows_local``)
 LOCAL_TASK_ROWS = 32768
