@@ -9,8 +9,9 @@ Same constructor parameters, fitted attributes and methods as
 - ``nonfinite``: 'raise' (default) or 'drop' rows holding NaN or inf;
 - ``fit(X, sample_weight=..., callback=...)``: per-row weights and a per-iteration hook.
 
-It is a scikit-learn estimator (``Pipeline``, ``GridSearchCV``, ``clone``); its parameters
-and their constraints are declared once in ``dgmm.core.model_parameters``.
+It is a scikit-learn estimator (``Pipeline``, ``GridSearchCV``, ``clone``: a clone shares
+the ``client``); its parameters and their constraints are declared once in
+``dgmm.core.model_parameters``.
 
 ``X`` may be a NumPy array or a Dask array. For a Dask array, ``predict``,
 ``predict_proba`` and ``score_samples`` return lazy Dask arrays with the input's row
