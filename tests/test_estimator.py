@@ -5,6 +5,8 @@ import dask.array as da
 import numpy as np
 import pytest
 from sklearn import datasets
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from dgmm import GaussianMixture
@@ -341,18 +343,24 @@ def test_fit_predict_equals_fit_then_predict():
     "kwargs, X, error, match",
     [
         ({"n_components": 5}, np.zeros((4, 2)), DataError, "n_samples >= n_components"),
-        ({}, np.zeros(10), DataError, "Expected a 2-D array"),
-        ({"covariance_type": "round"}, np.zeros((10, 2)), ConfigError, "covariance_type"),
-        ({"n_components": 0}, np.zeros((10, 2)), ConfigError, "integer >= 1"),
-        ({"reg_covar": -1.0}, np.zeros((10, 2)), ConfigError, "reg_covar"),
-        ({"init_params": "bad"}, np.zeros((10, 2)), ConfigError, "init_params"),
+        ({}, np.zeros(10), DataError, "Expected 2D array, got 1D array"),
+        ({}, da.zeros(10, chunks=5), DataError, "Expected a 2-D array"),
+        ({}, da.zeros((1, 3), chunks=1), DataError, r"1 sample\(s\)"),
+        ({"covariance_type": "round"}, np.zeros((10, 2)), InvalidParameterError,
+         "'covariance_type' parameter of GaussianMixture must be a str among"),
+        ({"n_components": 0}, np.zeros((10, 2)), InvalidParameterError,
+         r"'n_components' parameter of GaussianMixture must be an int in the range \[1, inf\)"),
+        ({"reg_covar": -1.0}, np.zeros((10, 2)), InvalidParameterError, "reg_covar"),
+        ({"init_params": "bad"}, np.zeros((10, 2)), InvalidParameterError, "init_params"),
+        ({"split_every": 1}, np.zeros((10, 2)), InvalidParameterError, "split_every"),
+        ({"nonfinite": "skip"}, np.zeros((10, 2)), InvalidParameterError, "nonfinite"),
         ({"n_components": 2, "weights_init": [0.5, 0.6]}, np.zeros((10, 2)), ConfigError,
-         "sum to 1"),
+         "'weights' should be normalized"),
         ({"n_components": 2, "means_init": np.zeros((3, 2))}, np.zeros((10, 2)), ConfigError,
-         r"shape \(2, 2\)"),
+         r"'means' should have the shape of \(2, 2\), but got \(3, 2\)"),
         ({"n_components": 2, "covariance_type": "full",
           "precisions_init": np.stack([np.eye(2), -np.eye(2)])}, np.zeros((10, 2)),
-         ConfigError, "positive definite"),
+         ConfigError, "'full precision' should be symmetric, positive-definite"),
     ],
 )
 def test_bad_arguments_give_clear_errors(kwargs, X, error, match):
@@ -408,8 +416,13 @@ def test_nonfinite_rows_at_predict_time():
 
 
 def test_predict_before_fit_is_an_error():
-    with pytest.raises(AttributeError, match="not fitted"):
-        GaussianMixture().predict(np.zeros((3, 2)))
+    for method in ("predict", "predict_proba", "score_samples", "score", "bic", "aic"):
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            getattr(GaussianMixture(), method)(np.zeros((3, 2)))
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            getattr(GaussianMixture(), method)(da.zeros((3, 2)))
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        GaussianMixture().sample(3)
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])

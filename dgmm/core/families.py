@@ -147,7 +147,7 @@ class CovarianceFamily:
         raise NotImplementedError
 
     def precisions_problem(self, precisions: np.ndarray) -> str | None:
-        """Why user-given precisions are unusable, or None when they are fine."""
+        """Why user-given precisions are unusable (scikit-learn's words), or None."""
         raise NotImplementedError
 
     def full_covariances(self, covariances: np.ndarray, n_components: int,
@@ -239,7 +239,7 @@ class _Full(CovarianceFamily):
 
     def precisions_problem(self, precisions):
         if not all(_is_spd(p) for p in precisions):
-            return "Each precision matrix must be symmetric and positive definite."
+            return f"'{self.name} precision' should be symmetric, positive-definite"
         return None
 
     def full_covariances(self, covariances, k, d):
@@ -314,7 +314,7 @@ class _Tied(CovarianceFamily):
 
     def precisions_problem(self, precisions):
         if not _is_spd(precisions):
-            return "The precision matrix must be symmetric and positive definite."
+            return f"'{self.name} precision' should be symmetric, positive-definite"
         return None
 
     def full_covariances(self, covariances, k, d):
@@ -383,7 +383,7 @@ class _Diagonal(CovarianceFamily):
 
     def precisions_problem(self, precisions):
         if np.any(~(precisions > 0)):
-            return "Precisions must be positive."
+            return f"'{self.name} precision' should be positive"
         return None
 
     def diagonal_precisions(self, precisions_cholesky, n_features):

@@ -9,5 +9,7 @@ InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
 INIT_PARAMS: tuple[str, ...] = get_args(InitParams)
 
 NonFinitePolicy = Literal["raise", "drop"]
+NONFINITE_POLICIES: tuple[str, ...] = get_args(NonFinitePolicy)
 
-__all__ = ["COVARIANCE_TYPES", "CovarianceType", "INIT_PARAMS", "InitParams", "NonFinitePolicy"]
+__all__ = ["COVARIANCE_TYPES", "CovarianceType", "INIT_PARAMS", "InitParams", "NONFINITE_POLICIES",
+           "NonFinitePolicy"]

@@ -31,13 +31,14 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import DataError
+from ..core import model_parameters
 from ..core.params import GMMParams
 
 FORMAT = "dgmm-model"
 FORMAT_VERSION = 1
 ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
-SETTINGS = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
-            "init_params", "random_state", "split_every", "nonfinite")
+#: the estimator parameters recorded in ``model.json`` (declared ``saved``)
+SETTINGS: tuple[str, ...] = model_parameters.SAVED
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -22,6 +22,7 @@ import numpy as np
 from . import passes as engine
 from ..errors import DataError
 from .init import initial_params
+from ..core.model_parameters import DEFAULTS
 from ..core.mstep import m_step
 from ..core.params import GMMParams
 from ..core.threads import caller_blas_threads, single_blas_thread
@@ -31,17 +32,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EMSettings:
-    """The settings of a fit that change its numbers (mirrors GaussianMixture)."""
+    """The settings of a fit that change its numbers: the parameters declared ``engine``
+    in ``dgmm.core.model_parameters``, with their declared defaults."""
 
     n_components: int
-    covariance_type: str = "full"
-    tol: float = 1e-3
-    reg_covar: float = 1e-6
-    max_iter: int = 100
-    n_init: int = 1
-    init_params: str = "kmeans"
-    nonfinite: str = "raise"
-    split_every: int = engine.DEFAULT_SPLIT_EVERY
+    covariance_type: str = DEFAULTS["covariance_type"]
+    tol: float = DEFAULTS["tol"]
+    reg_covar: float = DEFAULTS["reg_covar"]
+    max_iter: int = DEFAULTS["max_iter"]
+    n_init: int = DEFAULTS["n_init"]
+    init_params: str = DEFAULTS["init_params"]
+    nonfinite: str = DEFAULTS["nonfinite"]
+    split_every: int = DEFAULTS["split_every"]
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ import dask.array as da
 import numpy as np
 from ..core import kernels
 from ..errors import DataError
+from ..core.model_parameters import DEFAULTS
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, merge_all
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPLIT_EVERY = 8
+DEFAULT_SPLIT_EVERY: int = DEFAULTS["split_every"]
 #: default bytes of rows in one chunk (one task): the readers' and the workflow's default
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 #: fewest rows per task when an in-memory array is processed in this process

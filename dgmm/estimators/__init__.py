@@ -1,4 +1,7 @@
-"""The scikit-learn estimators over the EM engine."""
+"""The scikit-learn estimators over the EM engine.
+
+``ConvergenceWarning`` is ``sklearn.exceptions.ConvergenceWarning``.
+"""
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria, load_model
 
 __all__ = ["GaussianMixture", "ConvergenceWarning", "information_criteria", "load_model"]

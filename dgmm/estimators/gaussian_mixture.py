@@ -9,6 +9,10 @@ Same constructor parameters, fitted attributes and methods as
 - ``nonfinite``: 'raise' (default) or 'drop' rows holding NaN or inf;
 - ``fit(X, sample_weight=..., callback=...)``: per-row weights and a per-iteration hook.
 
+It is a scikit-learn estimator (``Pipeline``, ``GridSearchCV``, ``clone``: a clone shares
+the ``client``); its parameters and their constraints are declared once in
+``dgmm.core.model_parameters``.
+
 ``X`` may be a NumPy array or a Dask array. For a Dask array, ``predict``,
 ``predict_proba`` and ``score_samples`` return lazy Dask arrays with the input's row
 chunks, so predictions on larger-than-memory data stream. For a NumPy array they return
@@ -21,32 +25,34 @@ process); the setting is restored when ``fit`` returns.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import replace
 import math
 import warnings
 
 import dask.array as da
 import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..engine import em
 from ..engine import passes as engine
 from ..core import kernels
-from ..core.types import COVARIANCE_TYPES, INIT_PARAMS
+from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
 from ..errors import ConfigError, DataError
 from ..core.families import family
 from ..core.params import GMMParams
 from ..data import model_io
+from .constraints import parameter_constraints
+
+__all__ = ["ConvergenceWarning", "GaussianMixture", "information_criteria", "load_model"]
 
 
 def information_criteria(mean_log_likelihood: float, n_rows: int, n_parameters: int):
     """(BIC, AIC) of a model with ``n_parameters`` free parameters on ``n_rows`` rows."""
     total = -2.0 * mean_log_likelihood * n_rows
     return total + n_parameters * math.log(n_rows), total + 2.0 * n_parameters
-
-
-class ConvergenceWarning(UserWarning):
-    """EM stopped at max_iter before the lower bound settled."""
 
 
 def _is_dask(X) -> bool:
@@ -74,18 +80,38 @@ _predict_proba_rows = _masked(kernels.predict_proba, np.nan)
 _score_samples_rows = _masked(kernels.score_samples, np.nan)
 
 
-class GaussianMixture:
+def _check_shape(array: np.ndarray, shape: tuple, name: str, fix: str) -> None:
+    """scikit-learn's shape message for a user-given initial parameter, plus the fix."""
+    if array.shape != shape:
+        raise ConfigError(
+            f"The parameter '{name}' should have the shape of {shape}, but got "
+            f"{array.shape}. {fix}"
+        )
+
+
+def _init_array(value, name: str, allow_nd: bool = False) -> np.ndarray:
+    try:
+        return check_array(value, dtype=[np.float64, np.float32], ensure_2d=False,
+                           allow_nd=allow_nd, input_name=name)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by out-of-core EM on a Dask cluster.
 
     Parameters are those of ``sklearn.mixture.GaussianMixture`` (see its documentation),
-    with the same defaults, plus ``client``, ``split_every`` and ``nonfinite`` (see the
-    module docstring).
+    with the same defaults and constraints, plus ``client``, ``split_every`` and
+    ``nonfinite`` (see the module docstring and ``dgmm.core.model_parameters``).
 
     Attributes (after ``fit``): ``weights_`` (K,), ``means_`` (K, d), ``covariances_``,
     ``precisions_``, ``precisions_cholesky_`` (shapes per covariance type, see
-    ``dgmm.params``), ``converged_``, ``n_iter_``, ``lower_bound_``, ``lower_bounds_``,
-    ``n_features_in_``, and ``params_`` (a ``GMMParams``), ``n_nonfinite_`` (rows skipped).
+    ``dgmm.core.families``), ``converged_``, ``n_iter_``, ``lower_bound_``,
+    ``lower_bounds_``, ``n_features_in_``, ``params_`` (a ``GMMParams``) and
+    ``n_nonfinite_`` (rows skipped).
     """
+
+    _parameter_constraints: dict = parameter_constraints(ESTIMATOR_PARAMETERS)
 
     def __init__(
         self,
@@ -127,87 +153,43 @@ class GaussianMixture:
         self.nonfinite = nonfinite
 
     # -- scikit-learn plumbing -------------------------------------------------------
-    @classmethod
-    def _get_param_names(cls):
-        sig = inspect.signature(cls.__init__)
-        return sorted(p.name for p in sig.parameters.values() if p.name != "self")
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.nonfinite == "drop"
+        return tags
 
-    def get_params(self, deep=True):
-        return {name: getattr(self, name) for name in self._get_param_names()}
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "params_")
 
-    def set_params(self, **params):
-        valid = self._get_param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(
-                    f"Invalid parameter {key!r} for estimator {type(self).__name__}. "
-                    f"Valid parameters are: {valid}."
-                )
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self):
-        defaults = {
-            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
-        }
-        changed = []
-        for name, value in self.get_params().items():
-            default = defaults[name]
-            if value is default or (isinstance(value, (int, float, str)) and value == default):
-                continue
-            changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
+    def __sklearn_clone__(self):
+        # a distributed.Client cannot be deep-copied: the clone shares this one
+        client = self.client
+        if client is None:
+            return super().__sklearn_clone__()
+        self.client = None
+        try:
+            clone = super().__sklearn_clone__()
+        finally:
+            self.client = client
+        clone.client = client
+        return clone
 
     # -- validation ------------------------------------------------------------------
-    def _check_parameters(self, n_features: int) -> None:
-        def bad(name, allowed):
-            raise ConfigError(
-                f"Invalid value for GaussianMixture parameter {name}: "
-                f"{getattr(self, name)!r}. {allowed}"
-            )
-
-        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            bad("n_components", "It must be an integer >= 1.")
-        if self.covariance_type not in COVARIANCE_TYPES:
-            bad("covariance_type", f"Allowed: {', '.join(COVARIANCE_TYPES)}.")
-        if self.init_params not in INIT_PARAMS:
-            bad("init_params", f"Allowed: {', '.join(INIT_PARAMS)}.")
-        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
-            bad("tol", "It must be a number >= 0.")
-        if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
-            bad("reg_covar", "It must be a number >= 0.")
-        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
-            bad("max_iter", "It must be an integer >= 0.")
-        if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
-            bad("n_init", "It must be an integer >= 1.")
-        if not isinstance(self.split_every, (int, np.integer)) or self.split_every < 2:
-            bad("split_every", "It must be an integer >= 2.")
-        if self.nonfinite not in ("raise", "drop"):
-            bad("nonfinite", "Allowed: raise, drop.")
-        k, d = self.n_components, n_features
-        if self.weights_init is not None:
-            w = np.asarray(self.weights_init, dtype=np.float64)
-            if w.shape != (k,):
-                bad("weights_init", f"It must have shape ({k},), got {w.shape}.")
-            if np.any(w < 0) or np.any(w > 1) or not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
-                bad("weights_init", "Weights must lie in [0, 1] and sum to 1.")
-        if self.means_init is not None:
-            m = np.asarray(self.means_init, dtype=np.float64)
-            if m.shape != (k, d):
-                bad("means_init", f"It must have shape ({k}, {d}), got {m.shape}.")
-        if self.precisions_init is not None:
-            p = np.asarray(self.precisions_init, dtype=np.float64)
-            shape = family(self.covariance_type).covariance_shape(k, d)
-            if p.shape != shape:
-                bad("precisions_init", f"For covariance_type={self.covariance_type!r} it "
-                    f"must have shape {shape}, got {p.shape}.")
-            problem = family(self.covariance_type).precisions_problem(p)
-            if problem:
-                bad("precisions_init", problem)
-
     def _check_X(self, X, *, fitting: bool):
-        if not _is_dask(X):
-            X = np.asarray(X)
+        """X as a float array (NumPy or Dask); sets ``n_features_in_`` when fitting and
+        checks it otherwise."""
+        if not fitting:
+            check_is_fitted(self)
+        if _is_dask(X):
+            return self._check_dask_X(X, fitting=fitting)
+        try:
+            return validate_data(self, X, reset=fitting, dtype=[np.float64, np.float32],
+                                 ensure_min_samples=2 if fitting else 1,
+                                 ensure_all_finite=False)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+
+    def _check_dask_X(self, X, *, fitting: bool):
         if X.ndim != 2:
             raise DataError(
                 f"Expected a 2-D array of shape (n_samples, n_features), got {X.ndim}-D "
@@ -215,30 +197,61 @@ class GaussianMixture:
             )
         if X.dtype.kind not in "fiub":
             raise DataError(f"Expected numeric data, got dtype {X.dtype}.")
-        if X.dtype.kind != "f":
+        if X.dtype not in (np.float64, np.float32):
             X = X.astype(np.float64)
         n_samples, n_features = X.shape
+        if n_features < 1:
+            raise DataError(f"Found array with 0 feature(s) (shape={X.shape}) while a "
+                            "minimum of 1 is required.")
         if fitting:
-            if n_samples < max(2, self.n_components):
-                raise DataError(
-                    f"Expected n_samples >= n_components (and at least 2), got "
-                    f"n_components={self.n_components}, n_samples={n_samples}. Use fewer "
-                    "components or more data."
-                )
-        else:
-            self._check_fitted()
-            if n_features != self.n_features_in_:
-                raise DataError(
-                    f"X has {n_features} features, but this model was fitted with "
-                    f"{self.n_features_in_}."
-                )
+            if n_samples < 2:
+                raise DataError(f"Found array with {n_samples} sample(s) (shape={X.shape}) "
+                                "while a minimum of 2 is required.")
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise DataError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
         return X
 
-    def _check_fitted(self):
-        if not hasattr(self, "params_"):
-            raise AttributeError(
-                "This GaussianMixture instance is not fitted yet. Call 'fit' first."
-            )
+    def _check_initial_parameters(self, n_features: int) -> None:
+        """The user-given weights, means and precisions, checked as scikit-learn does."""
+        k, d = self.n_components, n_features
+        covariance = family(self.covariance_type)
+        if self.weights_init is not None:
+            weights = _init_array(self.weights_init, "weights_init")
+            _check_shape(weights, (k,), "weights",
+                         f"Give weights_init one weight per component (n_components={k}).")
+            if np.any(weights < 0) or np.any(weights > 1):
+                raise ConfigError(
+                    "The parameter 'weights' should be in the range [0, 1], but got max "
+                    f"value {weights.max():.5f}, min value {weights.min():.5f}. Give "
+                    "weights_init as proportions."
+                )
+            atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+            if not np.allclose(abs(1.0 - weights.sum()), 0.0, atol=atol):
+                raise ConfigError(
+                    "The parameter 'weights' should be normalized, but got sum(weights) = "
+                    f"{weights.sum():.5f}. Divide weights_init by its sum."
+                )
+        if self.means_init is not None:
+            means = _init_array(self.means_init, "means_init")
+            _check_shape(means, (k, d), "means",
+                         f"Give means_init one row of n_features={d} numbers per component "
+                         f"(n_components={k}).")
+        if self.precisions_init is not None:
+            precisions = _init_array(self.precisions_init, "precisions_init",
+                                     allow_nd=covariance.depth > 2)
+            shape = covariance.covariance_shape(k, d)
+            _check_shape(precisions, shape, f"{covariance.name} precision",
+                         f"Give precisions_init the shape {shape} of covariance_type="
+                         f"{covariance.name!r} for n_components={k}, n_features={d}.")
+            problem = covariance.precisions_problem(precisions)
+            if problem:
+                raise ConfigError(f"{problem}. Check precisions_init.")
 
     # -- fitting ---------------------------------------------------------------------
     def _fixed_init(self):
@@ -263,17 +276,9 @@ class GaussianMixture:
         return GMMParams.from_precisions_cholesky(weights, means, prec_chol, self.covariance_type)
 
     def _settings(self) -> em.EMSettings:
-        return em.EMSettings(
-            n_components=int(self.n_components),
-            covariance_type=self.covariance_type,
-            tol=float(self.tol),
-            reg_covar=float(self.reg_covar),
-            max_iter=int(self.max_iter),
-            n_init=int(self.n_init),
-            init_params=self.init_params,
-            nonfinite=self.nonfinite,
-            split_every=int(self.split_every),
-        )
+        """The engine's input: the declared engine settings, as plain Python values."""
+        return em.EMSettings(**{name: BY_NAME[name].coerce(getattr(self, name))
+                                for name in ENGINE_SETTINGS})
 
     def _verbose_callback(self, user_callback):
         if not self.verbose and user_callback is None:
@@ -294,6 +299,7 @@ class GaussianMixture:
 
         return callback
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
         """Estimate the parameters by EM; returns self.
 
@@ -304,6 +310,7 @@ class GaussianMixture:
         self._fit(X, sample_weight, callback, resume)
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit_predict(self, X, y=None, sample_weight=None, *, callback=None):
         """Fit, then return the labels of X under the fitted parameters."""
         self._fit(X, sample_weight, callback, None)
@@ -311,8 +318,13 @@ class GaussianMixture:
 
     def _fit(self, X, sample_weight, callback, resume):
         X = self._check_X(X, fitting=True)
-        n_features = X.shape[1]
-        self._check_parameters(n_features)
+        n_samples, n_features = X.shape
+        if n_samples < self.n_components:
+            raise DataError(
+                f"Expected n_samples >= n_components, got n_components={self.n_components}, "
+                f"n_samples={n_samples}. Use fewer components or more data."
+            )
+        self._check_initial_parameters(n_features)
         if sample_weight is not None:
             sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
         data = engine.prepare(X, sample_weight)
@@ -364,7 +376,8 @@ class GaussianMixture:
         if np.any(w < 0) or not np.isfinite(w).all():
             raise DataError("sample_weight must be finite and non-negative.")
         if w.sum() <= 0:
-            raise DataError("sample_weight sums to 0: at least one row needs a positive weight.")
+            raise DataError("sample_weight sums to 0 (every weight is zero): at least one row "
+                            "needs a positive weight.")
         return w
 
     def _set_result(self, params: GMMParams, n_features: int):
@@ -452,12 +465,10 @@ class GaussianMixture:
 
     def sample(self, n_samples=1):
         """Draw (X, y) from the fitted mixture, as scikit-learn does with ``random_state``."""
-        self._check_fitted()
+        check_is_fitted(self)
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples}. It must be >= 1.")
-        rng = self.random_state
-        if rng is None or isinstance(rng, (int, np.integer)):
-            rng = np.random.mtrand._rand if rng is None else np.random.RandomState(rng)
+        rng = check_random_state(self.random_state)
         counts = rng.multinomial(n_samples, self.weights_)
         X = self.params_.family.sample(rng, self.means_, self.covariances_, counts)
         y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])

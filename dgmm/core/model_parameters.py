@@ -1,0 +1,146 @@
+"""The parameters of a Gaussian mixture model, declared once.
+
+Each ``ModelParameter`` gives a name, its default, its kind, its bounds or options, where
+it is used and a one-line doc. From this table:
+
+- the estimator builds its scikit-learn ``_parameter_constraints``
+  (``dgmm.estimators.constraints``) and the engine's ``EMSettings`` (``ENGINE_SETTINGS``);
+- the saved model records the ``SAVED`` parameters in ``model.json``;
+- the workflow's ``model:`` section is the ``WORKFLOW_PARAMETERS``. As pydantic fields::
+
+      fields = {p.name: (p.annotation, pydantic.Field(**p.field_kwargs()))
+                for p in WORKFLOW_PARAMETERS}
+      ModelConfig = pydantic.create_model("ModelConfig", **fields)
+
+  (``annotation`` is a plain ``typing`` type, ``field_kwargs`` holds ``default``,
+  ``ge``/``gt``/``le``/``lt`` and ``description``; the ``array`` kind takes nested lists or
+  a ``.npy`` path, which the workflow checks itself).
+
+Kinds: ``int``, ``float``, ``bool``, ``choice`` (one of ``options``), ``seed`` (None or an
+int within the bounds; the estimator also takes a NumPy random state), ``array`` (None or
+an array) and ``object`` (anything, not validated).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from .families import COVARIANCE_TYPES
+from .types import INIT_PARAMS, NONFINITE_POLICIES
+
+KINDS = ("int", "float", "bool", "choice", "seed", "array", "object")
+
+
+@dataclass(frozen=True)
+class ModelParameter:
+    """One parameter of the model.
+
+    name, default, kind (one of ``KINDS``), doc: a one-line description;
+    ge, gt, le, lt: bounds of an ``int``, ``float`` or ``seed`` (None: unbounded);
+    options: the allowed strings of a ``choice``;
+    estimator: a constructor parameter of ``dgmm.GaussianMixture``;
+    engine: a field of the engine's ``EMSettings``;
+    saved: recorded in a saved model's ``model.json``;
+    workflow: a field of a workflow's ``model:`` section;
+    changes_fit: changes the fitted numbers (part of a workflow's settings hash).
+    """
+
+    name: str
+    default: Any
+    kind: str
+    doc: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    options: tuple[str, ...] = ()
+    estimator: bool = True
+    engine: bool = False
+    saved: bool = False
+    workflow: bool = True
+    changes_fit: bool = True
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        if (self.kind == "choice") != bool(self.options):
+            raise ValueError(f"{self.name}: options go with kind 'choice' only")
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        """The bounds that are set, e.g. ``{'ge': 1}``."""
+        return {key: value for key in ("ge", "gt", "le", "lt")
+                if (value := getattr(self, key)) is not None}
+
+    @property
+    def annotation(self):
+        """The Python type of a value given in a configuration file."""
+        if self.kind == "choice":
+            return Literal[self.options]
+        if self.kind == "seed":
+            return Optional[int]
+        return {"int": int, "float": float, "bool": bool}.get(self.kind, Any)
+
+    def field_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a pydantic ``Field``: default, bounds, description."""
+        return {"default": self.default, **self.bounds, "description": self.doc}
+
+    def coerce(self, value):
+        """``value`` as the plain Python type of its kind (e.g. a NumPy int as ``int``)."""
+        if self.kind == "int":
+            return int(value)
+        if self.kind == "float":
+            return float(value)
+        if self.kind == "bool":
+            return bool(value)
+        return value
+
+
+def _fit(name, default, kind, doc, **kwargs) -> ModelParameter:
+    """A parameter that goes to the engine and into the saved model."""
+    return ModelParameter(name, default, kind, doc, engine=True, saved=True, **kwargs)
+
+
+PARAMETERS: tuple[ModelParameter, ...] = (
+    _fit("n_components", 1, "int", "Number of mixture components K.", ge=1),
+    _fit("covariance_type", "full", "choice", "Form of each component's covariance.",
+         options=COVARIANCE_TYPES),
+    _fit("tol", 1e-3, "float",
+         "Convergence threshold on the change of the mean log-likelihood.", ge=0),
+    _fit("reg_covar", 1e-6, "float", "Added to the covariance diagonals.", ge=0),
+    _fit("max_iter", 100, "int", "EM iterations per initialisation.", ge=0),
+    _fit("n_init", 1, "int", "Initialisations; the best lower bound is kept.", ge=1),
+    _fit("init_params", "kmeans", "choice", "How the initial parameters are chosen.",
+         options=INIT_PARAMS),
+    ModelParameter("weights_init", None, "array",
+                   "User-given initial weights, shape (K,)."),
+    ModelParameter("means_init", None, "array",
+                   "User-given initial means, shape (K, d)."),
+    ModelParameter("precisions_init", None, "array",
+                   "User-given initial precisions, shaped as the covariances."),
+    ModelParameter("random_state", None, "seed", "Seed of the initialisations.",
+                   ge=0, lt=2**32, saved=True),
+    ModelParameter("warm_start", False, "bool",
+                   "Start the next fit from the last fitted parameters."),
+    ModelParameter("verbose", 0, "int", "Print progress (1) and timings (2).", ge=0,
+                   changes_fit=False),
+    ModelParameter("verbose_interval", 10, "int", "Iterations between progress lines.",
+                   ge=1, changes_fit=False),
+    ModelParameter("client", None, "object",
+                   "The distributed.Client to run on (None: the default scheduler).",
+                   workflow=False, changes_fit=False),
+    _fit("split_every", 8, "int", "Fan-in of the reduction tree.", ge=2),
+    # a workflow sets this in its data section (data.nonfinite), not in model:
+    _fit("nonfinite", "raise", "choice", "Rows holding NaN or inf: an error, or skipped.",
+         options=NONFINITE_POLICIES, workflow=False),
+    ModelParameter("require_convergence", False, "bool",
+                   "Fail (exit code 5) when EM stops at max_iter without converging.",
+                   estimator=False, changes_fit=False),
+)
+
+BY_NAME: dict[str, ModelParameter] = {p.name: p for p in PARAMETERS}
+ESTIMATOR_PARAMETERS: tuple[ModelParameter, ...] = tuple(p for p in PARAMETERS if p.estimator)
+WORKFLOW_PARAMETERS: tuple[ModelParameter, ...] = tuple(p for p in PARAMETERS if p.workflow)
+ENGINE_SETTINGS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.engine)
+SAVED: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.saved)
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}

@@ -1,0 +1,119 @@
+"""The one declaration of the model's parameters and what is built from it."""
+import dataclasses
+import inspect
+from numbers import Integral
+
+import numpy as np
+import pydantic
+import pytest
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+
+from dgmm import GaussianMixture
+from dgmm.core import model_parameters as mp
+from dgmm.data import model_io
+from dgmm.engine.em import EMSettings
+from dgmm.engine.passes import DEFAULT_SPLIT_EVERY
+
+
+def test_the_estimator_signature_is_the_declaration():
+    signature = inspect.signature(GaussianMixture.__init__).parameters
+    names = [name for name in signature if name != "self"]
+    assert names == [p.name for p in mp.ESTIMATOR_PARAMETERS]
+    for p in mp.ESTIMATOR_PARAMETERS:
+        assert signature[p.name].default == p.default, p.name
+    assert len(set(mp.BY_NAME)) == len(mp.PARAMETERS)
+
+
+def described(constraint):
+    if isinstance(constraint, StrOptions):
+        return "one of", frozenset(constraint.options)
+    if isinstance(constraint, Interval):
+        return constraint.type, constraint.left, constraint.right, constraint.closed
+    return constraint
+
+
+def test_constraints_come_from_the_declaration_and_match_sklearns():
+    ours = GaussianMixture._parameter_constraints
+    assert list(ours) == [p.name for p in mp.ESTIMATOR_PARAMETERS]
+    theirs = SkGaussianMixture._parameter_constraints
+    for name, constraints in theirs.items():
+        if name == "verbose":  # scikit-learn's "verbose": an int >= 0 or a bool
+            interval = ours[name][0]
+            assert interval.type is Integral and interval.left == 0
+            assert all(interval.is_satisfied_by(v) for v in (0, 3, True))
+            assert not interval.is_satisfied_by(-1)
+            continue
+        assert [described(c) for c in ours[name]] == [described(c) for c in constraints], name
+    assert ours["client"] == "no_validation"
+    assert str(ours["split_every"][0]) == "an int in the range [2, inf)"
+    nonfinite = ours["nonfinite"][0]
+    assert nonfinite.is_satisfied_by("raise") and nonfinite.is_satisfied_by("drop")
+    assert not nonfinite.is_satisfied_by("skip")
+
+
+def test_engine_settings_are_the_declared_engine_parameters():
+    fields = {f.name: f for f in dataclasses.fields(EMSettings)}
+    assert set(fields) == set(mp.ENGINE_SETTINGS)
+    for name, field in fields.items():
+        if field.default is not dataclasses.MISSING:
+            assert field.default == mp.DEFAULTS[name], name
+    assert DEFAULT_SPLIT_EVERY == mp.DEFAULTS["split_every"]
+    # the estimator hands the engine plain Python values of its parameters
+    model = GaussianMixture(np.int64(3), tol=np.float32(0.5), covariance_type="tied",
+                            split_every=np.int32(4))
+    settings = model._settings()
+    assert settings == EMSettings(3, "tied", tol=0.5, split_every=4)
+    assert type(settings.n_components) is int and type(settings.tol) is float
+
+
+def test_saved_settings_are_the_declared_ones():
+    assert model_io.SETTINGS == mp.SAVED
+    assert set(mp.ENGINE_SETTINGS) <= set(mp.SAVED) | {"random_state"}
+    assert "random_state" in mp.SAVED and "client" not in mp.SAVED
+
+
+def declared_workflow_model():
+    """The workflow's model section built from the declaration as its docstring says."""
+    fields = {p.name: (p.annotation, pydantic.Field(**p.field_kwargs()))
+              for p in mp.WORKFLOW_PARAMETERS}
+    return pydantic.create_model("ModelConfig", __config__=pydantic.ConfigDict(extra="forbid"),
+                                 **fields)
+
+
+def test_the_declaration_turns_into_pydantic_fields():
+    model = declared_workflow_model()
+    assert model().model_dump() == {p.name: p.default for p in mp.WORKFLOW_PARAMETERS}
+    assert "client" not in model.model_fields and "nonfinite" not in model.model_fields
+    assert model(n_components=4, covariance_type="diag", random_state=7,
+                 means_init=[[0.0, 1.0]]).n_components == 4
+    assert model.model_fields["tol"].description == mp.BY_NAME["tol"].doc
+
+
+@pytest.mark.parametrize("name, value", [
+    ("n_components", 0), ("tol", -1e-9), ("reg_covar", -1.0), ("max_iter", -1),
+    ("n_init", 0), ("verbose_interval", 0), ("split_every", 1), ("random_state", -1),
+    ("random_state", 2**32), ("covariance_type", "round"), ("init_params", "bad"),
+])
+def test_the_schema_and_the_estimator_reject_the_same_values(name, value):
+    with pytest.raises(pydantic.ValidationError, match=name):
+        declared_workflow_model()(**{name: value})
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter"):
+        GaussianMixture(**{name: value}).fit(np.zeros((10, 2)))
+
+
+@pytest.mark.parametrize("name, value", [
+    ("n_components", 1), ("tol", 0.0), ("max_iter", 0), ("split_every", 2),
+    ("random_state", 0), ("random_state", 2**32 - 1), ("verbose_interval", 1),
+])
+def test_the_schema_and_the_estimator_accept_the_bounds(name, value):
+    assert getattr(declared_workflow_model()(**{name: value}), name) == value
+    GaussianMixture(**{name: value})._validate_params()
+
+
+def test_a_declaration_is_checked():
+    with pytest.raises(ValueError, match="kind"):
+        mp.ModelParameter("x", 0, "integer", "doc")
+    with pytest.raises(ValueError, match="options"):
+        mp.ModelParameter("x", "a", "choice", "doc")
+    assert mp.BY_NAME["random_state"].bounds == {"ge": 0, "lt": 2**32}
