@@ -74,11 +74,19 @@ def test_saved_settings_are_the_declared_ones():
 
 
 def declared_workflow_model():
-    """The workflow's model section built from the declaration as its docstring says."""
-    fields = {p.name: (p.annotation, pydantic.Field(**p.field_kwargs()))
-              for p in mp.WORKFLOW_PARAMETERS}
-    return pydantic.create_model("ModelConfig", __config__=pydantic.ConfigDict(extra="forbid"),
-                                 **fields)
+    """The workflow's ``model:`` section, generated from the declaration."""
+    from dgmm.workflow.schema import ModelConfig
+
+    return ModelConfig
+
+
+def test_the_workflow_model_section_is_the_declaration():
+    from dgmm.workflow.schema import ModelConfig
+
+    assert list(ModelConfig.model_fields) == [p.name for p in mp.WORKFLOW_PARAMETERS]
+    for p in mp.WORKFLOW_PARAMETERS:
+        field = ModelConfig.model_fields[p.name]
+        assert field.description == p.doc and field.default == p.default
 
 
 def test_the_declaration_turns_into_pydantic_fields():

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 import yaml
 from dask.utils import parse_bytes
 from pydantic import (
+    create_model,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..core.families import family
+from ..core.model_parameters import WORKFLOW_PARAMETERS
 from ..core.types import CovarianceType, InitParams, NonFinitePolicy
 from ..data.files import format_from_suffix
 from ..engine.passes import DEFAULT_CHUNK_BYTES
@@ -279,35 +281,34 @@ class InitFile(NamedTuple):
     sha256: str
 
 
-class ModelConfig(BaseModel):
+def _declared_fields() -> dict[str, tuple]:
+    """The ``model:`` fields from the one declaration of the model's parameters."""
+    fields = {}
+    for parameter in WORKFLOW_PARAMETERS:
+        if parameter.kind == "array":
+            fields[parameter.name] = (InitArray, Field(None, validate_default=False,
+                                                       description=parameter.doc))
+        else:
+            fields[parameter.name] = (parameter.annotation,
+                                      Field(**parameter.field_kwargs()))
+    return fields
+
+
+_DeclaredModelFields = create_model("_DeclaredModelFields", __config__=_FORBID,
+                                    **_declared_fields())
+
+
+class ModelConfig(_DeclaredModelFields):
     """The parameters of ``dgmm.GaussianMixture`` (section ``model``).
 
-    Names and defaults are those of ``sklearn.mixture.GaussianMixture``, plus
-    ``split_every`` (fan-in of the reduction tree) and ``require_convergence`` (exit with
-    the code of ``NotConvergedError`` when EM stops at ``max_iter`` without converging).
+    The fields, defaults and bounds come from ``dgmm.core.model_parameters`` (the same
+    declaration the estimator and the saved model use): scikit-learn's names plus
+    ``split_every`` and ``require_convergence`` (exit with the code of
+    ``NotConvergedError`` when EM stops at ``max_iter`` without converging).
     ``weights_init``, ``means_init`` and ``precisions_init`` are nested lists of numbers
     or the path of a ``.npy`` file (read by ``dgmm.workflow.loading.read_init_files``).
     ``nonfinite`` comes from ``data.nonfinite``.
     """
-
-    model_config = _FORBID
-
-    n_components: int = Field(1, ge=1)
-    covariance_type: CovarianceType = "full"
-    tol: float = Field(1e-3, ge=0)
-    reg_covar: float = Field(1e-6, ge=0)
-    max_iter: int = Field(100, ge=0)
-    n_init: int = Field(1, ge=1)
-    init_params: InitParams = "kmeans"
-    weights_init: InitArray
-    means_init: InitArray
-    precisions_init: InitArray
-    random_state: int | None = Field(None, ge=0, lt=2**32)
-    warm_start: bool = False
-    verbose: int = Field(0, ge=0)
-    verbose_interval: int = Field(10, ge=1)
-    split_every: int = Field(8, ge=2)
-    require_convergence: bool = False
 
     #: the .npy init files read after validation, by parameter name
     _init_files: dict[str, InitFile] = PrivateAttr(default_factory=dict)
