@@ -94,7 +94,7 @@ def test_the_declaration_turns_into_pydantic_fields():
     assert model().model_dump() == {p.name: p.default for p in mp.WORKFLOW_PARAMETERS}
     assert "client" not in model.model_fields and "nonfinite" not in model.model_fields
     assert model(n_components=4, covariance_type="diag", random_state=7,
-                 means_init=[[0.0, 1.0]]).n_components == 4
+                 means_init=[[0.0, 1.0]] * 4).n_components == 4
     assert model.model_fields["tol"].description == mp.BY_NAME["tol"].doc
 
 
