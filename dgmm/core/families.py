@@ -175,6 +175,21 @@ class CovarianceFamily:
         """Second moments as matrices (full (K, d, d), tied (d, d)) or diagonals (K, d)."""
         return s2
 
+    def move_s2(self, s2: np.ndarray, nk: np.ndarray, s1: np.ndarray,
+                delta: np.ndarray) -> np.ndarray:
+        """Second moments about a new shift c' from those about c (packed as ``s2_shape``).
+
+        nk (K,), s1 (K, d) about c, delta = c - c' (K, d):
+        sum r (x - c')(x - c')^T = S2 + S1 delta^T + delta S1^T + N delta delta^T.
+        """
+        raise NotImplementedError
+
+    def moments_of(self, weights: np.ndarray, covariances: np.ndarray, reg_covar: float,
+                   n_features: int) -> np.ndarray:
+        """Average second moments about the means (packed as ``s2_shape``) whose M-step,
+        with nk = ``weights`` and S1 = 0, gives back ``covariances``."""
+        raise NotImplementedError
+
     # -- sampling --------------------------------------------------------------------
     def sample(self, rng, means: np.ndarray, covariances: np.ndarray, counts) -> np.ndarray:
         """Rows drawn per component (``counts[k]`` from component k), stacked in order."""
@@ -233,6 +248,15 @@ class _Full(CovarianceFamily):
 
     def unpack_s2(self, s2, n_features):
         return unpack_lower(s2, n_features)
+
+    def move_s2(self, s2, nk, s1, delta):
+        cross = s1[:, :, None] * delta[:, None, :]
+        outer = nk[:, None, None] * (delta[:, :, None] * delta[:, None, :])
+        return s2 + pack_lower(cross + cross.transpose(0, 2, 1) + outer)
+
+    def moments_of(self, weights, covariances, reg_covar, n_features):
+        centred = covariances - reg_covar * np.eye(n_features)
+        return pack_lower(weights[:, None, None] * centred)
 
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, c, int(n))
@@ -295,6 +319,13 @@ class _Tied(CovarianceFamily):
     def unpack_s2(self, s2, n_features):
         return unpack_lower(s2, n_features)
 
+    def move_s2(self, s2, nk, s1, delta):
+        cross = s1.T @ delta
+        return s2 + pack_lower(cross + cross.T + (delta.T * nk) @ delta)
+
+    def moments_of(self, weights, covariances, reg_covar, n_features):
+        return pack_lower(weights.sum() * (covariances - reg_covar * np.eye(n_features)))
+
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, covariances, int(n))
                           for m, n in zip(means, counts)])
@@ -327,6 +358,9 @@ class _Diagonal(CovarianceFamily):
             return "Precisions must be positive."
         return None
 
+    def move_s2(self, s2, nk, s1, delta):
+        return s2 + 2.0 * s1 * delta + nk[:, None] * delta**2
+
     def sample(self, rng, means, covariances, counts):
         d = means.shape[1]
         return np.vstack([m + rng.standard_normal(size=(int(n), d)) * np.sqrt(c)
@@ -357,6 +391,9 @@ class _Diag(_Diagonal):
     def estimate_covariances(self, nk, delta, s2, reg_covar):
         return s2 / nk[:, None] - delta**2 + reg_covar
 
+    def moments_of(self, weights, covariances, reg_covar, n_features):
+        return weights[:, None] * (covariances - reg_covar)
+
 
 class _Spherical(_Diagonal):
     name, depth = "spherical", 1
@@ -382,6 +419,10 @@ class _Spherical(_Diagonal):
 
     def estimate_covariances(self, nk, delta, s2, reg_covar):
         return (s2 / nk[:, None] - delta**2 + reg_covar).mean(axis=1)
+
+    def moments_of(self, weights, covariances, reg_covar, n_features):
+        per_feature = (weights * (covariances - reg_covar))[:, None]
+        return np.repeat(per_feature, n_features, axis=1)
 
 
 FULL, TIED, DIAG, SPHERICAL = _Full(), _Tied(), _Diag(), _Spherical()
