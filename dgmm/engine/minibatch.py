@@ -32,8 +32,11 @@ stepwise result.
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -45,13 +48,45 @@ from . import passes as engine
 from .init import initial_params
 from ..core import kernels
 from ..core.params import GMMParams
-from ..core.stats import SuffStats
+from ..core.stats import SuffStats, merge_all
 from ..core.stepwise import statistics_of, step_size, stepwise_update
 from ..core.threads import caller_blas_threads, single_blas_thread
 from ..errors import DataError
 
 #: chunks read ahead per worker while the step chain runs elsewhere
 PREFETCH_PER_WORKER = 2
+#: a batch's statistics are computed in parts of at most this many rows (split evenly),
+#: one part per thread; the parts depend on the batch alone, so the numbers never depend
+#: on how many threads there are
+STEP_PART_ROWS = 2048
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _step_pool() -> ThreadPoolExecutor | None:
+    """The process's threads for the parts of a step (one per core), or None on one core."""
+    global _pool
+    with _pool_lock:
+        if _pool is None and (os.cpu_count() or 1) > 1:
+            _pool = ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="dgmm-step")
+        return _pool
+
+
+def batch_stats(X: np.ndarray, params: GMMParams, weights: np.ndarray | None) -> SuffStats:
+    """Statistics of one batch (rows X, weights or None) under ``params``: the merge, in
+    order, of its parts of at most ``STEP_PART_ROWS`` rows, computed on parallel threads."""
+    bounds = batch_bounds(X.shape[0], STEP_PART_ROWS)
+    if len(bounds) == 2:
+        return kernels.chunk_stats(X, params, weights)
+
+    def part(i):
+        w = None if weights is None else weights[bounds[i]:bounds[i + 1]]
+        return kernels.chunk_stats(X[bounds[i]:bounds[i + 1]], params, w)
+
+    pool = _step_pool()
+    parts = range(len(bounds) - 1)
+    return merge_all(pool.map(part, parts) if pool is not None else map(part, parts))
 
 
 @dataclass(frozen=True)
@@ -238,7 +273,7 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
     for start, stop in zip(bounds[:-1], bounds[1:]):
         take = rows[start:stop]
         batch_w = None if weights is None else weights[take]
-        stats = kernels.chunk_stats(X[take], params, batch_w)
+        stats = batch_stats(X[take], params, batch_w)
         if not stats.n > 0:  # no rows, or only zero weights: nothing to learn from
             continue
         step = stepwise_update(params, running, stats,
