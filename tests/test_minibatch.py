@@ -227,16 +227,23 @@ def test_the_same_seed_gives_the_same_fit_and_another_seed_another_schedule():
     assert not np.array_equal(fits[0].means_, fits[2].means_)
 
 
-def test_on_a_cluster_the_chain_of_chunk_tasks_gives_the_local_result(cluster_client):
-    X = make_blobs(6000, 3, 3, seed=16)
+def test_on_a_cluster_the_chain_of_chunk_tasks_gives_the_local_result(cluster_client, tmp_path):
+    """A Zarr store read without persisting, weighted rows: the chain of chunk tasks on a
+    LocalCluster gives exactly the steps run in this process."""
+    from dgmm.data import readers, synthetic
+
+    path = str(tmp_path / "x.zarr")
+    synthetic.make_gmm_data(path, 6000, 3, 3, chunk_rows=1000, seed=4)
+    X, info = readers.open_zarr(path, target_chunk_bytes=1000 * 3 * 8)
+    assert info.n_chunks == 6
     w = np.random.default_rng(0).uniform(0.0, 2.0, size=6000)
     kwargs = dict(batch_size=300, max_iter=2, tol=0.0, random_state=3)
-    Xd = da.from_array(X, chunks=(1000, 3))
     with pytest.warns(UserWarning):
-        local = MiniBatchGaussianMixture(3, **kwargs).fit(Xd, sample_weight=w)
+        local = MiniBatchGaussianMixture(3, **kwargs).fit(X, sample_weight=w)
         remote = MiniBatchGaussianMixture(3, client=cluster_client, **kwargs).fit(
-            Xd, sample_weight=w)
+            X, sample_weight=w)
     assert_states_equal(local.state_, remote.state_)
+    assert remote.n_steps_ == 2 * 6 * 4
 
 
 def test_sample_weight_equals_repeated_rows_in_the_statistics():

@@ -9,20 +9,24 @@ ran what, and feeding the chunks one by one in that order through ``partial_fit`
 exactly the same numbers.
 
 Design on a cluster. Steps are sequential by nature: each needs the parameters of the one
-before, so a step cannot be split over the workers without a scheduler round trip per step
-(about a millisecond or two), which costs as much as the whole E-step of a small batch. So
+before, so a step cannot be split over the workers without a scheduler round trip per step,
+which costs as much as the whole E-step of a small batch. So
 the unit of work is the chunk: one task per chunk runs all the steps of that chunk's batches
 on the worker that holds the chunk, and hands the small state (parameters, running
-statistics, step counter, pass accumulators: a few KiB) to the next chunk's task. Only that
+statistics, step counter, pass accumulators; independent of the data size) to the next chunk's task. Only that
 state travels between workers; the data stay where they are. While one worker steps through
 a chunk, the other workers read and decode the next chunks (a bounded window of prefetched
 chunks, so a pass that does not persist the data holds only a few chunks in memory), and the
 driver keeps the next chunk task queued behind the running one, so no task waits for a round
-trip either. The per-step cost left is the M-step of K small matrices and the move of the
-running statistics to the new means, independent of the batch size; the per-chunk cost is one
-task hand-over. What a pass gives up against a batch EM pass is the E-step's spread over all
-cores: the steps run on one core at a time, the other cores read data. The benchmark
-(``benchmarks/bench_minibatch.py``) measures both.
+trip either. Inside the task, a batch's statistics are computed in fixed parts on parallel
+threads (one per core of the host), so the E-step of a step uses the cores of the machine
+the chunk lives on; the parts depend on the batch alone, so the numbers never depend on the
+threads. The cost per step left over a batch EM pass is the M-step of K small matrices
+and the move of the running statistics to the new means, independent of the batch size,
+plus the gathering of the batch's permuted rows; the cost per chunk is one task hand-over.
+What a pass gives up against a batch EM pass is the spread of its E-steps over the cores
+of other machines: those only read ahead. ``benchmarks/bench_minibatch.py`` measures the
+seconds per pass of both and the difference per step.
 
 Convergence: ``tol`` applies to the change of the pass's mean log-likelihood (the weighted mean
 over the pass of each batch's log-likelihood under the parameters of its step) from one pass
