@@ -219,6 +219,16 @@ def test_partial_fit_continues_a_fit_and_warm_start_continues_too():
     assert_states_equal(warm.state_, two.state_)
 
 
+def test_tol_stops_on_the_change_of_the_pass_mean_log_likelihood():
+    X = make_blobs(4000, 3, 3, seed=22)
+    model = MiniBatchGaussianMixture(3, batch_size=200, tol=0.05, max_iter=50,
+                                     random_state=0).fit(X)
+    changes = np.abs(np.diff(model.lower_bounds_))
+    assert model.converged_ and 2 <= model.n_passes_ < 50
+    assert changes[-1] < 0.05 and np.all(changes[:-1] >= 0.05)
+    assert model.lower_bound_ == model.lower_bounds_[-1]
+
+
 def test_the_same_seed_gives_the_same_fit_and_another_seed_another_schedule():
     X = make_blobs(3000, 3, 3, seed=15)
     fits = [MiniBatchGaussianMixture(3, batch_size=300, max_iter=2, random_state=s).fit(X)
@@ -280,21 +290,28 @@ def test_nonfinite_rows_are_dropped_or_named():
     assert dropped.n_nonfinite_ == 4 and clean.n_nonfinite_ == 0
 
 
-def test_an_empty_component_stays_defined():
+def test_an_empty_component_stays_defined(caplog):
     """A component no row reaches keeps its mean and covariance while its weight decays
-    with the running statistics (a factor 1 - eta_t per step)."""
+    with the running statistics (a factor 1 - eta_t per step), until m_step finds it
+    empty."""
     X = make_blobs(2000, 2, 2, seed=19)
     p = params_for("full", X, k=3)
     far = np.array(p.means)
     far[2] = [1e3, 1e3]
     kwargs = dict(weights_init=p.weights, means_init=far, precisions_init=p.precisions)
-    with pytest.warns(UserWarning):
-        model = MiniBatchGaussianMixture(3, batch_size=200, max_iter=1, **kwargs).fit(X)
+    with pytest.warns(UserWarning), caplog.at_level("WARNING", "dgmm.engine.minibatch"):
+        model = MiniBatchGaussianMixture(3, batch_size=20, max_iter=5, tol=0.0, random_state=0,
+                                         **kwargs).fit(X)
+    assert model.n_steps_ == 500
+    # after enough steps its share falls below m_step's empty threshold (1e-12)
+    assert "components [2] were empty in steps on rows 0..1999" in caplog.text
     assert all(np.isfinite(a).all() for a in model.params_.to_arrays().values())
     np.testing.assert_array_equal(model.means_[2], far[2])
-    np.testing.assert_allclose(model.covariances_[2], p.covariances[2], rtol=1e-9)
+    # up to the 10 eps that m_step adds to N_k, which counts once N_k is tiny
+    np.testing.assert_allclose(model.covariances_[2], p.covariances[2], rtol=1e-2)
     decay = np.prod([1 - (t + 2.0) ** -0.6 for t in range(model.n_steps_)])
     assert model.weights_[2] == pytest.approx(p.weights[2] * decay, rel=1e-6)
+    assert model.weights_[2] < 1e-12
 
 
 def test_parameters_are_checked_with_clear_messages():

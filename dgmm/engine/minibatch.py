@@ -35,6 +35,7 @@ stepwise result.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -56,6 +57,8 @@ from ..core.stats import SuffStats, merge_all
 from ..core.stepwise import statistics_of, step_size, stepwise_update
 from ..core.threads import caller_blas_threads, single_blas_thread
 from ..errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: chunks read ahead per worker while the step chain runs elsewhere
 PREFETCH_PER_WORKER = 2
@@ -274,6 +277,7 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
     bounds = batch_bounds(X.shape[0], settings.batch_size)
     params, running, n_steps = state.params, state.running, state.n_steps
     loglik, weight = state.pass_loglik, state.pass_weight
+    empty: set[int] = set()
     for start, stop in zip(bounds[:-1], bounds[1:]):
         take = rows[start:stop]
         batch_w = None if weights is None else weights[take]
@@ -284,6 +288,11 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
                                step_size(n_steps, settings.step_power), settings.reg_covar)
         params, running, n_steps = step.params, step.running, n_steps + 1
         loglik, weight = loglik + stats.loglik, weight + stats.n
+        empty.update(step.empty)
+    if empty:
+        log.warning("components %s were empty in steps on rows %d..%d; they keep their "
+                    "previous mean and covariance (see dgmm.core.mstep)", sorted(empty),
+                    row_offset, row_offset + X.shape[0] + n_bad - 1)
     return replace(state, params=params, running=running, n_steps=n_steps,
                    position=state.position + 1, pass_loglik=loglik, pass_weight=weight,
                    pass_rows=state.pass_rows + X.shape[0],

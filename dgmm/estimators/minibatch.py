@@ -8,6 +8,11 @@ log-likelihood, and ``polish_iter`` (batch EM iterations run from the stepwise r
 ``partial_fit`` runs one pass over the rows it is given from the current model, its
 running statistics and step counter (the first call initialises). Inference (predict,
 predict_proba, score_samples, score, bic, aic, sample) is GaussianMixture's.
+
+Initialisation is GaussianMixture's and reads the whole data: ``init_params='kmeans'``
+(the default) takes its k-means|| and Lloyd passes before the first step;
+``'random_from_data'`` takes one pass, and user-given parameters none. ``n_init`` must
+be 1.
 """
 from __future__ import annotations
 
