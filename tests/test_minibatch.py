@@ -252,7 +252,10 @@ def test_on_a_cluster_the_chain_of_chunk_tasks_gives_the_local_result(cluster_cl
         local = MiniBatchGaussianMixture(3, **kwargs).fit(X, sample_weight=w)
         remote = MiniBatchGaussianMixture(3, client=cluster_client, **kwargs).fit(
             X, sample_weight=w)
+        persisted = MiniBatchGaussianMixture(3, client=cluster_client, **kwargs).fit(
+            cluster_client.persist(X), sample_weight=w)
     assert_states_equal(local.state_, remote.state_)
+    assert_states_equal(local.state_, persisted.state_)
     assert remote.n_steps_ == 2 * 6 * 4
 
 
