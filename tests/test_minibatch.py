@@ -112,10 +112,8 @@ def test_batches_split_a_chunk_evenly():
     np.testing.assert_array_equal(stepwise.batch_bounds(3, 10), [0, 3])
 
 
-def test_steps_follow_the_documented_schedule(monkeypatch):
-    """A plain reference loop (chunk order, row permutation, batches, their parts) gives
-    the same."""
-    monkeypatch.setattr(stepwise, "STEP_PART_ROWS", 50)
+def test_steps_follow_the_documented_schedule():
+    """A plain reference loop (chunk order, row permutation, batches) gives the same."""
     X = make_blobs(2000, 3, 3, seed=6)
     p0 = params_for("full", X)
     settings = stepwise.StepwiseSettings(3, "full", batch_size=150, max_iter=2, tol=0.0)
@@ -128,9 +126,7 @@ def test_steps_follow_the_documented_schedule(monkeypatch):
             chunk = X[500 * c: 500 * (c + 1)]
             rows = np.random.default_rng([7, t, 0]).permutation(500)
             for idx in np.array_split(rows, 4):
-                # three parts of at most 50 rows: 41, 42, 42 (ends at (j * 125) // 3)
-                parts = [kernels.chunk_stats(chunk[i], params) for i in np.split(idx, [41, 83])]
-                stats = parts[0].merge(parts[1]).merge(parts[2])
+                stats = kernels.chunk_stats(chunk[idx], params)
                 step = stepwise_update(params, running, stats, (t + 2.0) ** -0.6, 1e-6)
                 params, running, t = step.params, step.running, t + 1
     assert got.n_steps == t == 32 and got.n_passes == 2

@@ -10,23 +10,23 @@ exactly the same numbers.
 
 Design on a cluster. Steps are sequential by nature: each needs the parameters of the one
 before, so a step cannot be split over the workers without a scheduler round trip per step,
-which costs as much as the whole E-step of a small batch. So
-the unit of work is the chunk: one task per chunk runs all the steps of that chunk's batches
-on the worker that holds the chunk, and hands the small state (parameters, running
-statistics, step counter, pass accumulators; independent of the data size) to the next chunk's task. Only that
-state travels between workers; the data stay where they are. While one worker steps through
-a chunk, the other workers read and decode the next chunks (a bounded window of prefetched
-chunks, so a pass that does not persist the data holds only a few chunks in memory), and the
-driver keeps the next chunk task queued behind the running one, so no task waits for a round
-trip either. Inside the task, a batch's statistics are computed in fixed parts on parallel
-threads (one per core of the host), so the E-step of a step uses the cores of the machine
-the chunk lives on; the parts depend on the batch alone, so the numbers never depend on the
-threads. The cost per step left over a batch EM pass is the M-step of K small matrices
-and the move of the running statistics to the new means, independent of the batch size,
-plus the gathering of the batch's permuted rows; the cost per chunk is one task hand-over.
-What a pass gives up against a batch EM pass is the spread of its E-steps over the cores
-of other machines: those only read ahead. ``benchmarks/bench_minibatch.py`` measures the
-seconds per pass of both and the difference per step.
+which costs as much as the whole E-step of a small batch. So the unit of work is the chunk:
+one task per chunk runs all the steps of that chunk's batches on the worker that holds the
+chunk, and hands the small state (parameters, running statistics, step counter, pass
+accumulators; independent of the data size) to the next chunk's task. Only that state
+travels between workers; the data stay where they are. While one worker steps through a
+chunk, the other workers read and decode the next chunks (a bounded window of prefetched
+chunks, so a pass that does not persist the data holds only a few chunks in memory), and
+the driver keeps the next chunk task queued behind the running one, so no task waits for a
+round trip either. The cost per step left over a batch EM pass is the M-step of K small
+matrices, the move of the running statistics to the new means and the fixed costs of a
+small E-step call, whatever the batch size; the cost per chunk is one task hand-over. What
+a pass gives up against a batch EM pass is the spread of its E-steps over the cores: the
+steps run on one core at a time while the others read ahead. Running a batch's statistics
+in parts on several threads of the stepping worker did not pay where it was measured (the
+other cores were busy reading), so a step runs on one thread.
+``benchmarks/bench_minibatch.py`` measures the seconds per pass of both and the difference
+per step.
 
 Convergence: ``tol`` applies to the change of the pass's mean log-likelihood (the weighted mean
 over the pass of each batch's log-likelihood under the parameters of its step) from one pass
@@ -37,11 +37,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -53,7 +50,7 @@ from . import passes as engine
 from .init import initial_params
 from ..core import kernels
 from ..core.params import GMMParams
-from ..core.stats import SuffStats, merge_all
+from ..core.stats import SuffStats
 from ..core.stepwise import statistics_of, step_size, stepwise_update
 from ..core.threads import caller_blas_threads, single_blas_thread
 from ..errors import DataError
@@ -62,39 +59,6 @@ log = logging.getLogger(__name__)
 
 #: chunks read ahead per worker while the step chain runs elsewhere
 PREFETCH_PER_WORKER = 2
-#: a batch's statistics are computed in parts of at most this many rows (split evenly),
-#: one part per thread; the parts depend on the batch alone, so the numbers never depend
-#: on how many threads there are
-STEP_PART_ROWS = 2048
-
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-
-
-def _step_pool() -> ThreadPoolExecutor | None:
-    """The process's threads for the parts of a step (one per core), or None on one core."""
-    global _pool
-    with _pool_lock:
-        if _pool is None and (os.cpu_count() or 1) > 1:
-            _pool = ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="dgmm-step")
-        return _pool
-
-
-def batch_stats(X: np.ndarray, params: GMMParams, weights: np.ndarray | None) -> SuffStats:
-    """Statistics of one batch (rows X, weights or None) under ``params``: the merge, in
-    order, of its parts of at most ``STEP_PART_ROWS`` rows, computed on parallel threads."""
-    bounds = batch_bounds(X.shape[0], STEP_PART_ROWS)
-    if len(bounds) == 2:
-        return kernels.chunk_stats(X, params, weights)
-
-    def part(i):
-        w = None if weights is None else weights[bounds[i]:bounds[i + 1]]
-        return kernels.chunk_stats(X[bounds[i]:bounds[i + 1]], params, w)
-
-    pool = _step_pool()
-    parts = range(len(bounds) - 1)
-    return merge_all(pool.map(part, parts) if pool is not None else map(part, parts))
-
 
 @dataclass(frozen=True)
 class StepwiseSettings:
@@ -281,7 +245,7 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
     for start, stop in zip(bounds[:-1], bounds[1:]):
         take = rows[start:stop]
         batch_w = None if weights is None else weights[take]
-        stats = batch_stats(X[take], params, batch_w)
+        stats = kernels.chunk_stats(X[take], params, batch_w)
         if not stats.n > 0:  # no rows, or only zero weights: nothing to learn from
             continue
         step = stepwise_update(params, running, stats,
