@@ -231,6 +231,9 @@ def test_the_same_seed_gives_the_same_fit_and_another_seed_another_schedule():
             for s in (4, 4, 5)]
     assert_states_equal(fits[0].state_, fits[1].state_)
     assert not np.array_equal(fits[0].means_, fits[2].means_)
+    labels = MiniBatchGaussianMixture(3, batch_size=300, max_iter=2,
+                                      random_state=4).fit_predict(X)
+    np.testing.assert_array_equal(labels, fits[0].predict(X))
 
 
 def test_on_a_cluster_the_chain_of_chunk_tasks_gives_the_local_result(cluster_client, tmp_path):

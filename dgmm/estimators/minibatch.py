@@ -185,6 +185,10 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
                 "settled. Increase max_iter or tol, or add polish_iter.", ConvergenceWarning)
         return self
 
+    def fit_predict(self, X, y=None, sample_weight=None, *, callback=None):
+        """Fit by stepwise EM, then return the labels of X under the fitted parameters."""
+        return self.fit(X, sample_weight=sample_weight, callback=callback).predict(X)
+
     def partial_fit(self, X, y=None, sample_weight=None, *, callback=None):
         """One pass of steps over the rows of X from the current model (the first call
         initialises from X); returns self. Convergence is not judged."""
