@@ -21,7 +21,6 @@ import numbers
 import warnings
 from dataclasses import replace
 
-import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 
