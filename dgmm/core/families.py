@@ -184,6 +184,21 @@ class CovarianceFamily:
         """Second moments as matrices (full (K, d, d), tied (d, d)) or diagonals (K, d)."""
         return s2
 
+    def move_s2(self, s2: np.ndarray, nk: np.ndarray, s1: np.ndarray,
+                delta: np.ndarray) -> np.ndarray:
+        """Second moments about a new shift c' from those about c (packed as ``s2_shape``).
+
+        nk (K,), s1 (K, d) about c, delta = c - c' (K, d):
+        sum r (x - c')(x - c')^T = S2 + S1 delta^T + delta S1^T + N delta delta^T.
+        """
+        raise NotImplementedError
+
+    def moments_of(self, weights: np.ndarray, covariances: np.ndarray, reg_covar: float,
+                   n_features: int) -> np.ndarray:
+        """Average second moments about the means (packed as ``s2_shape``) whose M-step,
+        with nk = ``weights`` and S1 = 0, gives back ``covariances``."""
+        raise NotImplementedError
+
     # -- sampling --------------------------------------------------------------------
     def random_covariances(self, rng, n_components: int, n_features: int, low: float,
                            high: float) -> np.ndarray:
@@ -279,6 +294,15 @@ class _Full(CovarianceFamily):
             Z[rows] = Z[rows] @ np.linalg.cholesky(covariances[component]).T
         return Z
 
+    def move_s2(self, s2, nk, s1, delta):
+        cross = s1[:, :, None] * delta[:, None, :]
+        outer = nk[:, None, None] * (delta[:, :, None] * delta[:, None, :])
+        return s2 + pack_lower(cross + cross.transpose(0, 2, 1) + outer)
+
+    def moments_of(self, weights, covariances, reg_covar, n_features):
+        centred = covariances - reg_covar * np.eye(n_features)
+        return pack_lower(weights[:, None, None] * centred)
+
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, c, int(n))
                           for m, c, n in zip(means, covariances, counts)])
@@ -354,6 +378,13 @@ class _Tied(CovarianceFamily):
     def scale_standard_normal(self, Z, labels, covariances):
         return Z @ np.linalg.cholesky(covariances).T
 
+    def move_s2(self, s2, nk, s1, delta):
+        cross = s1.T @ delta
+        return s2 + pack_lower(cross + cross.T + (delta.T * nk) @ delta)
+
+    def moments_of(self, weights, covariances, reg_covar, n_features):
+        return pack_lower(weights.sum() * (covariances - reg_covar * np.eye(n_features)))
+
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, covariances, int(n))
                           for m, n in zip(means, counts)])
@@ -389,6 +420,9 @@ class _Diagonal(CovarianceFamily):
     def diagonal_precisions(self, precisions_cholesky, n_features):
         """Per-feature precisions (K, d) for the diagonal kernel."""
         raise NotImplementedError
+
+    def move_s2(self, s2, nk, s1, delta):
+        return s2 + 2.0 * s1 * delta + nk[:, None] * delta**2
 
     def sample(self, rng, means, covariances, counts):
         d = means.shape[1]
@@ -430,6 +464,9 @@ class _Diag(_Diagonal):
     def estimate_covariances(self, nk, delta, s2, reg_covar):
         return s2 / nk[:, None] - delta**2 + reg_covar
 
+    def moments_of(self, weights, covariances, reg_covar, n_features):
+        return weights[:, None] * (covariances - reg_covar)
+
 
 class _Spherical(_Diagonal):
     name, depth = "spherical", 1
@@ -465,6 +502,10 @@ class _Spherical(_Diagonal):
 
     def estimate_covariances(self, nk, delta, s2, reg_covar):
         return (s2 / nk[:, None] - delta**2 + reg_covar).mean(axis=1)
+
+    def moments_of(self, weights, covariances, reg_covar, n_features):
+        per_feature = (weights * (covariances - reg_covar))[:, None]
+        return np.repeat(per_feature, n_features, axis=1)
 
 
 FULL, TIED, DIAG, SPHERICAL = _Full(), _Tied(), _Diag(), _Spherical()

@@ -3,5 +3,7 @@
 ``ConvergenceWarning`` is ``sklearn.exceptions.ConvergenceWarning``.
 """
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria, load_model
+from .minibatch import MiniBatchGaussianMixture
 
-__all__ = ["GaussianMixture", "ConvergenceWarning", "information_criteria", "load_model"]
+__all__ = ["GaussianMixture", "MiniBatchGaussianMixture", "ConvergenceWarning",
+           "information_criteria", "load_model"]

@@ -1,0 +1,405 @@
+"""Stepwise (mini-batch) EM over row chunks: the step loop, its state, checkpoints, polish.
+
+A pass visits the chunks in an order drawn from (seed, step counter at the start of the
+pass); inside a chunk, its usable rows are permuted by a generator seeded by (seed, step
+counter at the start of the chunk) and cut into batches of at most ``batch_size`` rows (the
+chunk's rows split evenly). Every batch is one step (``dgmm.core.stepwise``). The whole
+result is a function of (data, chunking, seed, initial parameters), never of which worker
+ran what, and feeding the chunks one by one in that order through ``partial_fit`` gives
+exactly the same numbers.
+
+Design on a cluster. Steps are sequential by nature: each needs the parameters of the one
+before, so a step cannot be split over the workers without a scheduler round trip per step,
+which costs as much as the whole E-step of a small batch. So the unit of work is the chunk:
+one task per chunk runs all the steps of that chunk's batches on the worker that holds the
+chunk, and hands the small state (parameters, running statistics, step counter, pass
+accumulators; independent of the data size) to the next chunk's task. Only that state
+travels between workers; the data stay where they are. While one worker steps through a
+chunk, the other workers read and decode the next chunks (a bounded window of prefetched
+chunks, so a pass that does not persist the data holds only a few chunks in memory), and
+the driver keeps the next chunk task queued behind the running one, so no task waits for a
+round trip either. The cost per step left over a batch EM pass is the M-step of K small
+matrices, the move of the running statistics to the new means and the fixed costs of a
+small E-step call, whatever the batch size; the cost per chunk is one task hand-over. What
+a pass gives up against a batch EM pass is the spread of its E-steps over the cores: the
+steps run on one core at a time while the others read ahead. Running a batch's statistics
+in parts on several threads of the stepping worker did not pay where it was measured (the
+other cores were busy reading), so a step runs on one thread.
+``benchmarks/bench_minibatch.py`` measures the seconds per pass of both and the difference
+per step.
+
+Convergence: ``tol`` applies to the change of the pass's mean log-likelihood (the weighted mean
+over the pass of each batch's log-likelihood under the parameters of its step) from one pass
+to the next. An optional polish runs batch EM iterations (``dgmm.engine.em.fit_em``) from the
+stepwise result.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import dask
+import numpy as np
+
+from . import em
+from . import passes as engine
+from .init import initial_params
+from ..core import kernels
+from ..core.params import GMMParams
+from ..core.stats import SuffStats
+from ..core.stepwise import statistics_of, step_size, stepwise_update
+from ..core.threads import caller_blas_threads, single_blas_thread
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: chunks read ahead per worker while the step chain runs elsewhere
+PREFETCH_PER_WORKER = 2
+
+@dataclass(frozen=True)
+class StepwiseSettings:
+    """The settings of a stepwise fit that change its numbers."""
+
+    n_components: int
+    covariance_type: str = "full"
+    batch_size: int = 4096
+    step_power: float = 0.6
+    max_iter: int = 100
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    polish_iter: int = 0
+    init_params: str = "kmeans"
+    nonfinite: str = "raise"
+    split_every: int = engine.DEFAULT_SPLIT_EVERY
+
+    def em_settings(self) -> em.EMSettings:
+        """The batch EM settings of the polish."""
+        return em.EMSettings(
+            n_components=self.n_components, covariance_type=self.covariance_type,
+            tol=self.tol, reg_covar=self.reg_covar, max_iter=self.polish_iter, n_init=1,
+            init_params=self.init_params, nonfinite=self.nonfinite,
+            split_every=self.split_every,
+        )
+
+
+_STATS_ARRAYS = ("shift", "nk", "s1", "s2")
+
+
+@dataclass(frozen=True)
+class StepwiseState:
+    """Everything needed to continue a stepwise fit after any chunk.
+
+    seed: the root seed; params: theta after ``n_steps`` steps; running: the running
+    statistics (averages about ``params.means``); n_steps: steps done (t); n_passes:
+    complete passes; position: chunks done in the current pass; pass_start: the step
+    counter at the start of the current pass (it keys the pass's chunk order);
+    pass_loglik, pass_weight: sums over the current pass's batches of log-likelihood and
+    weight; pass_rows, pass_nonfinite: rows used and skipped in the current pass;
+    lower_bound: the last complete pass's mean log-likelihood (-inf before);
+    history: that value per pass; converged: the last change was below tol; n_rows,
+    n_nonfinite: rows used and skipped in the last complete pass; polish: the batch EM
+    state of the polish once it started, else None.
+    """
+
+    seed: int
+    params: GMMParams
+    running: SuffStats
+    n_steps: int = 0
+    n_passes: int = 0
+    position: int = 0
+    pass_start: int = 0
+    pass_loglik: float = 0.0
+    pass_weight: float = 0.0
+    pass_rows: int = 0
+    pass_nonfinite: int = 0
+    lower_bound: float = -math.inf
+    history: tuple[float, ...] = ()
+    converged: bool = False
+    n_rows: int = 0
+    n_nonfinite: int = 0
+    polish: em.EMState | None = None
+
+    @classmethod
+    def initial(cls, seed: int, params: GMMParams, reg_covar: float) -> "StepwiseState":
+        """Step 0: the running statistics of ``params`` themselves."""
+        return cls(seed=seed, params=params, running=statistics_of(params, reg_covar))
+
+    def to_record(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, JSON-able metadata) that ``from_record`` turns back into this state."""
+        arrays = {f"params.{k}": v for k, v in self.params.to_arrays().items()}
+        arrays.update({f"running.{k}": getattr(self.running, k) for k in _STATS_ARRAYS})
+        meta = {
+            "kind": "stepwise",
+            "seed": self.seed,
+            "covariance_type": self.params.covariance_type,
+            "running": {"n": self.running.n, "loglik": self.running.loglik,
+                        "n_rows": self.running.n_rows,
+                        "n_nonfinite": self.running.n_nonfinite},
+            "polish": None,
+        }
+        for name in ("n_steps", "n_passes", "position", "pass_start", "pass_loglik",
+                     "pass_weight", "pass_rows", "pass_nonfinite", "lower_bound",
+                     "converged", "n_rows", "n_nonfinite"):
+            meta[name] = getattr(self, name)
+        meta["history"] = list(self.history)
+        if self.polish is not None:
+            polish_arrays, meta["polish"] = self.polish.to_record()
+            arrays.update({f"polish.{k}": v for k, v in polish_arrays.items()})
+        return arrays, meta
+
+    @classmethod
+    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> "StepwiseState":
+        cov = meta["covariance_type"]
+        params = GMMParams(
+            **{k: arrays[f"params.{k}"] for k in
+               ("weights", "means", "covariances", "precisions_cholesky")},
+            covariance_type=cov,
+        )
+        r = meta["running"]
+        running = SuffStats(
+            covariance_type=cov, n=float(r["n"]), loglik=float(r["loglik"]),
+            n_rows=int(r["n_rows"]), n_nonfinite=int(r["n_nonfinite"]),
+            **{k: np.array(arrays[f"running.{k}"], dtype=np.float64) for k in _STATS_ARRAYS},
+        )
+        polish = None
+        if meta.get("polish") is not None:
+            prefix = "polish."
+            polish = em.EMState.from_record(
+                {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
+                meta["polish"])
+        ints = ("n_steps", "n_passes", "position", "pass_start", "pass_rows",
+                "pass_nonfinite", "n_rows", "n_nonfinite")
+        return cls(
+            seed=int(meta["seed"]), params=params, running=running,
+            **{k: int(meta[k]) for k in ints},
+            pass_loglik=float(meta["pass_loglik"]), pass_weight=float(meta["pass_weight"]),
+            lower_bound=float(meta["lower_bound"]),
+            history=tuple(float(v) for v in meta["history"]),
+            converged=bool(meta["converged"]), polish=polish,
+        )
+
+
+@dataclass(frozen=True)
+class StepwiseInfo:
+    """What a callback receives: phase 'init' (theta_0 ready), 'chunk' (a chunk's steps
+    done, in mid-pass), 'pass' (a pass done) or 'polish' (a batch EM iteration of the
+    polish: ``state.polish`` holds its state); seconds since the previous call."""
+
+    state: StepwiseState
+    phase: str
+    seconds: float
+
+
+def chunk_order(seed: int, pass_start: int, n_chunks: int) -> np.ndarray:
+    """The order in which a pass that starts at step ``pass_start`` visits the chunks."""
+    return np.random.default_rng([seed, pass_start, 1]).permutation(n_chunks)
+
+
+def batch_bounds(n_rows: int, batch_size: int) -> np.ndarray:
+    """Start of each batch and the end (n_batches + 1,): ceil(n / batch_size) batches of
+    sizes that differ by at most one row."""
+    n_batches = max(1, -(-n_rows // batch_size))
+    return (np.arange(n_batches + 1) * n_rows) // n_batches
+
+
+def _usable_rows(X, weights, row_offset, nonfinite):
+    """The chunk's rows (float) without non-finite ones; 'raise' names the first."""
+    X = np.asarray(X)
+    if X.dtype.kind != "f":
+        X = X.astype(np.float64)
+    finite = np.isfinite(X).all(axis=1)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        finite &= np.isfinite(weights)
+    if finite.all():
+        return X, weights, 0
+    bad = np.flatnonzero(~finite)
+    if nonfinite == "raise":
+        raise DataError(
+            f"The data hold {bad.size} row(s) with NaN or inf values in rows {row_offset}.."
+            f"{row_offset + X.shape[0] - 1} (the first at row {row_offset + int(bad[0])}). "
+            "Clean them, or skip those rows with nonfinite='drop' (in a workflow: "
+            "data.nonfinite: drop)."
+        )
+    return X[finite], (None if weights is None else weights[finite]), int(bad.size)
+
+
+@single_blas_thread()
+def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
+                  settings: StepwiseSettings) -> StepwiseState:
+    """All the steps of one chunk's batches, from ``state``; returns the state after them.
+
+    X: (n_samples, n_features) rows of the chunk; weights: (n_samples,) or None;
+    row_offset: the chunk's first global row (for error messages).
+    """
+    X, weights, n_bad = _usable_rows(X, weights, row_offset, settings.nonfinite)
+    rows = np.random.default_rng([state.seed, state.n_steps, 0]).permutation(X.shape[0])
+    bounds = batch_bounds(X.shape[0], settings.batch_size)
+    params, running, n_steps = state.params, state.running, state.n_steps
+    loglik, weight = state.pass_loglik, state.pass_weight
+    empty: set[int] = set()
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        take = rows[start:stop]
+        batch_w = None if weights is None else weights[take]
+        stats = kernels.chunk_stats(X[take], params, batch_w)
+        if not stats.n > 0:  # no rows, or only zero weights: nothing to learn from
+            continue
+        step = stepwise_update(params, running, stats,
+                               step_size(n_steps, settings.step_power), settings.reg_covar)
+        params, running, n_steps = step.params, step.running, n_steps + 1
+        loglik, weight = loglik + stats.loglik, weight + stats.n
+        empty.update(step.empty)
+    if empty:
+        log.warning("components %s were empty in steps on rows %d..%d; they keep their "
+                    "previous mean and covariance (see dgmm.core.mstep)", sorted(empty),
+                    row_offset, row_offset + X.shape[0] + n_bad - 1)
+    return replace(state, params=params, running=running, n_steps=n_steps,
+                   position=state.position + 1, pass_loglik=loglik, pass_weight=weight,
+                   pass_rows=state.pass_rows + X.shape[0],
+                   pass_nonfinite=state.pass_nonfinite + n_bad)
+
+
+def _chunk_states_local(data: engine.ChunkedData, order, state, settings):
+    """The state after each remaining chunk of the pass, stepping in this process."""
+    for position in range(state.position, data.n_chunks):
+        i = int(order[position])
+        w = None if data.weights is None else data.weights[i]
+        block, w = dask.compute(data.blocks[i], w)
+        state = advance_chunk(block, w, data.offsets[i], state, settings)
+        yield state
+
+
+def _chunk_states_cluster(data: engine.ChunkedData, order, state, settings, client):
+    """The same on a cluster: one task per chunk where the chunk is read, chained by the
+    state; a window of chunks read ahead; the next task queued before waiting on one."""
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    window = max(2, PREFETCH_PER_WORKER * n_workers)
+    loads: dict[int, tuple] = {}
+    next_load = state.position
+    queued: deque = deque()
+    carry = state
+    for position in range(state.position, data.n_chunks):
+        while next_load < min(data.n_chunks, position + window):
+            i = int(order[next_load])
+            w = None if data.weights is None else client.compute(data.weights[i])
+            loads[next_load] = (client.compute(data.blocks[i]), w)
+            next_load += 1
+        block, w = loads.pop(position)
+        i = int(order[position])
+        carry = client.submit(advance_chunk, block, w, data.offsets[i], carry, settings)
+        queued.append(carry)
+        del block, w
+        if len(queued) > 1:
+            yield queued.popleft().result()
+    while queued:
+        yield queued.popleft().result()
+
+
+def end_pass(state: StepwiseState, tol: float | None) -> StepwiseState:
+    """Fold the pass accumulators into the pass history and start the next pass;
+    ``tol`` None records the pass without judging convergence (``partial_fit``)."""
+    mean = state.pass_loglik / state.pass_weight if state.pass_weight > 0 else math.nan
+    change = mean - state.lower_bound
+    return replace(
+        state, n_passes=state.n_passes + 1, position=0, pass_start=state.n_steps,
+        pass_loglik=0.0, pass_weight=0.0, pass_rows=0, pass_nonfinite=0,
+        lower_bound=mean, history=state.history + (mean,),
+        converged=tol is not None and abs(change) < tol,
+        n_rows=state.pass_rows, n_nonfinite=state.pass_nonfinite,
+    )
+
+
+def _notify(callback, state, phase, t0):
+    if callback is not None:
+        with caller_blas_threads():
+            callback(StepwiseInfo(state, phase, time.perf_counter() - t0))
+    return time.perf_counter()
+
+
+def run_pass(data: engine.ChunkedData, state: StepwiseState, settings: StepwiseSettings, *,
+             callback: Callable[[StepwiseInfo], None] | None = None, client=None,
+             tol: float | None = None) -> StepwiseState:
+    """The rest of the current pass from ``state.position``; returns the state after it
+    (passed through ``end_pass``). ``callback`` gets a 'chunk' state after every chunk
+    but the last, then the 'pass' state."""
+    order = chunk_order(state.seed, state.pass_start, data.n_chunks)
+    if client is None:
+        states = _chunk_states_local(data, order, state, settings)
+    else:
+        states = _chunk_states_cluster(data, order, state, settings, client)
+    t0 = time.perf_counter()
+    for state in states:
+        if state.position < data.n_chunks:
+            t0 = _notify(callback, state, "chunk", t0)
+    state = end_pass(state, tol)
+    if state.n_rows < settings.n_components:
+        raise DataError(
+            f"Only {state.n_rows} usable row(s) for n_components={settings.n_components}"
+            + (f" after skipping {state.n_nonfinite} non-finite row(s)"
+               if state.n_nonfinite else "") + ". Use fewer components or more data."
+        )
+    _notify(callback, state, "pass", t0)
+    return state
+
+
+def initial_state(data: engine.ChunkedData, settings: StepwiseSettings, seed: int, *,
+                  fixed_init: Callable[[engine.ChunkedData], GMMParams] | None = None,
+                  client=None) -> StepwiseState:
+    """theta_0 (by ``settings.init_params`` or ``fixed_init``) and its running statistics."""
+    if fixed_init is not None:
+        params = fixed_init(data)
+    else:
+        def check_rows(n_rows, n_nonfinite, first_nonfinite):
+            if n_nonfinite and settings.nonfinite == "raise":
+                raise DataError(
+                    f"The data hold {n_nonfinite} row(s) with NaN or inf values (the first "
+                    f"at row {first_nonfinite}). Clean them, or skip those rows with "
+                    "nonfinite='drop' (in a workflow: data.nonfinite: drop).")
+            if n_rows < settings.n_components:
+                raise DataError(
+                    f"Only {n_rows} usable row(s) for n_components={settings.n_components}. "
+                    "Use fewer components or more data.")
+
+        params = initial_params(
+            data, settings.n_components, settings.covariance_type, settings.init_params,
+            settings.reg_covar, em.restart_seed(seed, 0), on_first_pass=check_rows,
+            split_every=settings.split_every, client=client,
+        ).params
+    return StepwiseState.initial(seed, params, settings.reg_covar)
+
+
+@single_blas_thread()
+def fit_stepwise(data: engine.ChunkedData, settings: StepwiseSettings, state: StepwiseState,
+                 *, callback: Callable[[StepwiseInfo], None] | None = None,
+                 client=None) -> StepwiseState:
+    """Passes from ``state`` (an initial state, a checkpointed one in mid-pass, or a fitted
+    one to continue) until ``settings.max_iter`` passes in all or convergence, then the
+    polish when ``settings.polish_iter`` > 0. Returns the final state."""
+    while state.n_passes < settings.max_iter and not state.converged and state.polish is None:
+        state = run_pass(data, state, settings, callback=callback, client=client,
+                         tol=settings.tol)
+    if settings.polish_iter > 0:
+        state = _polish(data, state, settings, callback, client)
+    return state
+
+
+def _polish(data, state, settings, callback, client) -> StepwiseState:
+    stepwise = state
+
+    def on_iteration(info: em.IterationInfo):
+        if callback is not None:
+            callback(StepwiseInfo(replace(stepwise, polish=info.state), "polish",
+                                  info.seconds))
+
+    result = em.fit_em(
+        data, settings.em_settings(), seed=state.seed,
+        warm_start=(state.params, -math.inf), callback=on_iteration,
+        resume=state.polish, client=client,
+    )
+    return replace(state, params=result.params,
+                   running=statistics_of(result.params, settings.reg_covar),
+                   polish=result.final_state)
