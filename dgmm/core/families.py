@@ -175,6 +175,25 @@ class CovarianceFamily:
         """Second moments as matrices (full (K, d, d), tied (d, d)) or diagonals (K, d)."""
         return s2
 
+    # -- rows with missing entries (``dgmm.core.missing``) ----------------------------
+    #: True when features are independent within a component (diag, spherical): missing
+    #: entries then drop out of the density and enter the statistics as mu_km, sigma^2_km
+    independent_features: bool = False
+
+    def precision_factors(self, precisions_cholesky: np.ndarray) -> np.ndarray:
+        """Upper precision factors as (F, d, d): F = K per component, or 1 when shared."""
+        raise NotImplementedError
+
+    def feature_precisions_cholesky(self, precisions_cholesky: np.ndarray,
+                                    n_features: int) -> np.ndarray:
+        """Per-feature precision factors 1 / sigma_kj, (K, d) (independent features only)."""
+        raise NotImplementedError
+
+    def s2_from_components(self, s2: np.ndarray) -> np.ndarray:
+        """The statistics' form of second moments given per component: (K, d, d)
+        matrices for full and tied, (K, d) diagonals for diag and spherical."""
+        return s2
+
     # -- sampling --------------------------------------------------------------------
     def sample(self, rng, means: np.ndarray, covariances: np.ndarray, counts) -> np.ndarray:
         """Rows drawn per component (``counts[k]`` from component k), stacked in order."""
@@ -233,6 +252,12 @@ class _Full(CovarianceFamily):
 
     def unpack_s2(self, s2, n_features):
         return unpack_lower(s2, n_features)
+
+    def precision_factors(self, precisions_cholesky):
+        return np.asarray(precisions_cholesky)
+
+    def s2_from_components(self, s2):
+        return pack_lower(s2)
 
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, c, int(n))
@@ -295,6 +320,12 @@ class _Tied(CovarianceFamily):
     def unpack_s2(self, s2, n_features):
         return unpack_lower(s2, n_features)
 
+    def precision_factors(self, precisions_cholesky):
+        return np.asarray(precisions_cholesky)[None]
+
+    def s2_from_components(self, s2):
+        return pack_lower(s2.sum(axis=0))
+
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, covariances, int(n))
                           for m, n in zip(means, counts)])
@@ -304,6 +335,7 @@ class _Diagonal(CovarianceFamily):
     """Shared by diag and spherical: independent features within a component."""
 
     kernel = "diag"
+    independent_features = True
 
     def s2_shape(self, k, d):
         return (k, d)
@@ -357,6 +389,9 @@ class _Diag(_Diagonal):
     def estimate_covariances(self, nk, delta, s2, reg_covar):
         return s2 / nk[:, None] - delta**2 + reg_covar
 
+    def feature_precisions_cholesky(self, precisions_cholesky, n_features):
+        return np.asarray(precisions_cholesky)
+
 
 class _Spherical(_Diagonal):
     name, depth = "spherical", 1
@@ -382,6 +417,9 @@ class _Spherical(_Diagonal):
 
     def estimate_covariances(self, nk, delta, s2, reg_covar):
         return (s2 / nk[:, None] - delta**2 + reg_covar).mean(axis=1)
+
+    def feature_precisions_cholesky(self, precisions_cholesky, n_features):
+        return np.repeat(np.asarray(precisions_cholesky)[:, None], n_features, axis=1)
 
 
 FULL, TIED, DIAG, SPHERICAL = _Full(), _Tied(), _Diag(), _Spherical()
