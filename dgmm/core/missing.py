@@ -27,12 +27,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import blas as _blas
 
 from ..errors import DataError
 from .params import GMMParams
 from .stats import SuffStats
 
 LOG_2PI = math.log(2.0 * math.pi)
+#: in the statistics, responsibilities below exp(-50) of their row's largest are set to 0
+#: (the complete rows' kernels do the same; see ``kernels.FLUSH_LOG_RATIO``)
+FLUSH_LOG_RATIO = -50.0
 #: target size in bytes of the largest per-block work array (rows x K x d doubles)
 BLOCK_BYTES = 1 << 22
 
@@ -104,20 +108,55 @@ def split_gaps(X: np.ndarray, sample_weight: np.ndarray | None, row_offset: int 
     return X[complete], w, gaps
 
 
+def _spd_inverse(A: np.ndarray):
+    """(inverse, 1/2 log det) of symmetric positive definite matrices (..., m, m).
+
+    The sweep operator on every pivot, vectorised over the batch (m steps of rank-one
+    updates on a (m, m, batch) array): per small matrix far cheaper than one LAPACK call
+    each. The pivots are the successive Schur complements, so their logs sum to log det.
+    """
+    batch_shape, m = A.shape[:-2], A.shape[-1]
+    W = np.moveaxis(A.reshape((-1, m, m)), 0, -1).copy()  # (m, m, B), never a view of A
+    half_logdet = np.zeros(W.shape[-1])
+    update = np.empty_like(W)
+    for j in range(m):
+        pivot = W[j, j].copy()
+        half_logdet += 0.5 * np.log(pivot)
+        col = W[:, j].copy()
+        row = W[j] / pivot
+        np.multiply(col[:, None, :], row[None, :, :], out=update)
+        W -= update
+        W[:, j] = col / pivot
+        W[j] = row
+        W[j, j] = -1.0 / pivot
+    inverse = np.moveaxis(W, -1, 0)
+    inverse = -0.5 * (inverse + inverse.swapaxes(-1, -2))
+    return inverse.reshape(batch_shape + (m, m)), half_logdet.reshape(batch_shape)
+
+
 class _DenseGaps:
-    """Marginal E-step and expected statistics through precision matrices (full, tied)."""
+    """Marginal E-step and expected statistics through precision matrices (full, tied).
+
+    Per block the rows are sorted by their number of missing entries m; per group of equal
+    m, the factorisations run per (distinct pattern, component), and per component one
+    product delta_0 @ [Lambda_k | U_k] gives Lambda_k delta_0 (whose entries at m are
+    Lambda_mo delta_o) and U_k^T delta_0, delta_0 = x - mu_k with zeros at m. With
+    t = -inv(Lambda_mm) Lambda_mo delta_o the completed row is delta_0 + t (at m) and its
+    quadratic form ||U_k^T delta_0||^2 + t . (Lambda_mo delta_o).
+    """
 
     def __init__(self, params: GMMParams):
         k, d = params.means.shape
         self.n_components, self.n_features = k, d
         self.U = params.family.precision_factors(params.precisions_cholesky)  # (F, d, d)
         self.precisions = self.U @ self.U.transpose(0, 2, 1)
+        self.both = np.concatenate([self.precisions, self.U], axis=2)  # (F, d, 2d)
         self.means = params.means
         with np.errstate(divide="ignore"):
             self.const = np.log(params.weights) + params.log_det_cholesky()  # (K,)
         self.nk = np.zeros(k)
         self.s1 = np.zeros((k, d))
-        self.s2 = np.zeros((k, d, d))
+        self.s2 = np.zeros((k, d, d))  # lower triangles
 
     def _factor(self, k: int) -> int:
         return k if self.U.shape[0] > 1 else 0
@@ -125,63 +164,68 @@ class _DenseGaps:
     def log_prob(self, X: np.ndarray) -> np.ndarray:
         """(K, n) log pi_k + log N(x_o; mu_ko, Sigma_k,oo); keeps the completed rows."""
         k_all, d = self.n_components, self.n_features
+        missing_rows = np.isnan(X)
+        counts = missing_rows.sum(axis=1)
+        self.order = order = np.argsort(counts, kind="stable")
+        X, missing_rows, counts = X[order], missing_rows[order], counts[order]
         n = X.shape[0]
-        missing = np.isnan(X)
-        keys = np.packbits(missing, axis=1)
-        patterns, pattern_of_row = np.unique(keys, axis=0, return_inverse=True)
-        pattern_of_row = pattern_of_row.reshape(-1)
-        pattern_masks = np.unpackbits(patterns, axis=1, count=d).astype(bool)
-        pattern_counts = pattern_masks.sum(axis=1)
         self.deltas = np.empty((k_all, n, d))
         L = np.empty((k_all, n))
         self.groups = []
-        for m in np.unique(pattern_counts):
-            m = int(m)
-            pats = np.flatnonzero(pattern_counts == m)
-            local = np.full(patterns.shape[0], -1)
-            local[pats] = np.arange(pats.size)
-            rows = np.flatnonzero(pattern_counts[pattern_of_row] == m)
-            row_pattern = local[pattern_of_row[rows]]  # (n_m,) index into pats
-            idx = np.nonzero(pattern_masks[pats])[1].reshape(pats.size, m)
-            row_idx = idx[row_pattern]
+        bounds = np.flatnonzero(np.diff(counts)) + 1
+        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, n]):
+            m = int(counts[start])
+            rows = slice(start, stop)
+            Xm, miss = X[rows], missing_rows[rows]
             if m:
-                # per (factor, pattern): Lambda_mm, its Cholesky C, inv(Lambda_mm) =
-                # C^-T C^-1 and log det C (= 1/2 log det Lambda_mm)
+                keys = np.packbits(miss, axis=1)
+                patterns, row_pattern = np.unique(keys, axis=0, return_inverse=True)
+                row_pattern = row_pattern.reshape(-1)
+                pattern_masks = np.unpackbits(patterns, axis=1, count=d).astype(bool)
+                idx = np.nonzero(pattern_masks)[1].reshape(patterns.shape[0], m)
+                row_idx = idx[row_pattern]
                 block = self.precisions[:, idx[:, :, None], idx[:, None, :]]
-                chol = np.linalg.cholesky(block)
-                half_logdet = np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
-                chol_inv = np.linalg.inv(chol)
-                cond_cov = chol_inv.transpose(0, 1, 3, 2) @ chol_inv
-            else:
-                half_logdet = np.zeros((self.U.shape[0], pats.size))
-                cond_cov = None
-            Xm, miss_m = X[rows], missing[rows]
+                cond_cov, half_logdet = _spd_inverse(block)  # (F, P, m, m), (F, P)
             for k in range(k_all):
                 f = self._factor(k)
-                delta = np.subtract(Xm, self.means[k])
-                np.copyto(delta, 0.0, where=miss_m)
-                if m:
-                    g = delta @ self.precisions[f]  # Lambda delta_0 (delta_0: zeros at m)
-                    b = np.take_along_axis(g, row_idx, axis=1)  # Lambda_mo delta_o
-                    t = -np.einsum("nij,nj->ni", cond_cov[f][row_pattern], b)
-                    np.put_along_axis(delta, row_idx, t, axis=1)
-                y = delta @ self.U[f]
+                delta = self.deltas[k, rows]
+                np.subtract(Xm, self.means[k], out=delta)
+                if not m:
+                    y = delta @ self.U[f]
+                    L[k, rows] = (self.const[k] - 0.5 * d * LOG_2PI
+                                  - 0.5 * np.einsum("ni,ni->n", y, y))
+                    continue
+                np.copyto(delta, 0.0, where=miss)
+                gy = delta @ self.both[f]
+                b = np.take_along_axis(gy[:, :d], row_idx, axis=1)  # Lambda_mo delta_o
+                t = -(cond_cov[f][row_pattern] @ b[:, :, None])[:, :, 0]
+                np.put_along_axis(delta, row_idx, t, axis=1)
+                y = gy[:, d:]
+                quad = np.einsum("ni,ni->n", y, y) + np.einsum("ni,ni->n", t, b)
                 L[k, rows] = (self.const[k] - 0.5 * (d - m) * LOG_2PI
-                              - half_logdet[f][row_pattern]
-                              - 0.5 * np.einsum("ni,ni->n", y, y))
-                self.deltas[k, rows] = delta
+                              - half_logdet[f][row_pattern] - 0.5 * quad)
             if m:
                 self.groups.append((rows, row_pattern, idx, cond_cov))
-        return L
+        out = np.empty_like(L)
+        out[:, order] = L
+        return out
 
     def add_stats(self, R: np.ndarray) -> None:
         """Add the block of the last ``log_prob``; R (K, n) responsibilities times weights."""
         d = self.n_features
+        R = R[:, self.order]
+        root = np.sqrt(R)
         for k in range(self.n_components):
             D = self.deltas[k]
             self.nk[k] += R[k].sum()
             self.s1[k] += R[k] @ D
-            self.s2[k] += (D * R[k][:, None]).T @ D
+            active = np.flatnonzero(R[k])  # flushed responsibilities are exactly 0
+            if active.size <= R.shape[1] // 2:
+                G = D[active] * root[k, active][:, None]
+            else:
+                G = D * root[k][:, None]
+            # lower triangle of s2[k] += G^T G (the upper one of its Fortran-ordered view)
+            _blas.dsyrk(1.0, G.T, beta=1.0, c=self.s2[k].T, trans=0, overwrite_c=1)
             flat_s2 = self.s2[k].reshape(-1)
             f = self._factor(k)
             for rows, row_pattern, idx, cond_cov in self.groups:
@@ -193,7 +237,9 @@ class _DenseGaps:
                     minlength=d * d)
 
     def finish(self, family):
-        return self.nk, self.s1, family.s2_from_components(self.s2)
+        lower = np.tril(self.s2)
+        s2 = lower + np.tril(self.s2, -1).transpose(0, 2, 1)
+        return self.nk, self.s1, family.s2_from_components(s2)
 
 
 class _IndependentGaps:
@@ -259,11 +305,17 @@ def _model(params: GMMParams, X: np.ndarray):
     return _DenseGaps(params)
 
 
-def _normalise(L: np.ndarray) -> np.ndarray:
-    """Turn (K, n) log-probabilities into responsibilities in place; returns log p (n,)."""
+def _normalise(L: np.ndarray, flush: bool = False) -> np.ndarray:
+    """Turn (K, n) log-probabilities into responsibilities in place; returns log p (n,).
+
+    ``flush``: responsibilities below exp(FLUSH_LOG_RATIO) times the row's largest become
+    exactly 0, as in the complete rows' statistics (``kernels.FLUSH_LOG_RATIO``).
+    """
     top = L.max(axis=0)
     top[~np.isfinite(top)] = 0.0
     L -= top
+    if flush:
+        L[L < FLUSH_LOG_RATIO] = -np.inf
     np.exp(L, out=L)
     total = L.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -284,7 +336,7 @@ def gap_stats(gaps: Gaps, params: GMMParams) -> SuffStats:
     for start in range(0, X.shape[0], step):
         stop = min(start + step, X.shape[0])
         L = model.log_prob(X[start:stop])
-        log_norm = _normalise(L)
+        log_norm = _normalise(L, flush=True)
         if w is None:
             loglik += float(log_norm.sum())
         else:
