@@ -398,3 +398,44 @@ def test_recovery_with_30_percent_missing_beats_dropping_and_mean_imputation():
         assert marginal[which] <= 1.5 * complete[which]
         assert marginal[which] < dropped[which]
         assert marginal[which] < mean_imputed[which]
+
+
+# -------------------------------------------------------------------------- workflow
+
+
+def test_workflow_marginalizes_and_writes_real_predictions_for_rows_with_gaps(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+    import zarr
+
+    from dgmm.data.model_io import load_params
+
+    X = with_gaps(make_blobs(3000, 3, 3, seed=121, spread=6.0), 0.2, 122)
+    store = zarr.open_array(str(tmp_path / "data.zarr"), mode="w", shape=X.shape,
+                            chunks=(700, 3), dtype="f8")
+    store[:] = X
+    workflow = {
+        "name": "gaps",
+        "data": {"source": "zarr", "path": "data.zarr", "nonfinite": MARGINALIZE},
+        "model": {"n_components": 3, "covariance_type": "full", "random_state": 0,
+                  "max_iter": 100, "tol": 1e-4},
+        "cluster": {"kind": "local", "n_workers": 1, "threads_per_worker": 2,
+                    "processes": False, "dashboard_address": None},
+        "outputs": {"model": "model", "predictions": "pred.zarr"},
+        "steps": ["fit", "predict"],
+    }
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(workflow))
+    proc = subprocess.run([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    params, _ = load_params(tmp_path / "model")
+    usable = ~np.isnan(X).all(axis=1)
+    gaps = usable & np.isnan(X).any(axis=1)
+    assert gaps.sum() > 1000
+    log_norm, resp = missing.log_prob_resp(X[usable], params)
+    pred = zarr.open_group(str(tmp_path / "pred.zarr"), mode="r")
+    np.testing.assert_array_equal(pred["labels"][:][usable], resp.argmax(axis=1))
+    np.testing.assert_allclose(pred["log_likelihood"][:][usable], log_norm, rtol=1e-10)
+    assert (pred["labels"][:][~usable] == -1).all()
