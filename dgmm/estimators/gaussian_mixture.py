@@ -408,7 +408,10 @@ class GaussianMixture:
     # -- inference -------------------------------------------------------------------
     def _apply(self, X, row_fn, n_columns, dtype):
         """Rows with NaN or inf: a DataError for NumPy input when ``nonfinite='raise'``;
-        otherwise (and always for lazy Dask input) label -1 and NaN values."""
+        otherwise (and always for lazy Dask input) label -1 and NaN values. With
+        ``nonfinite='marginalize'`` rows holding NaN get the marginal density over their
+        observed features (rows with every entry NaN: -1 and NaN), and +-inf in NumPy input
+        is a DataError."""
         X = self._check_X(X, fitting=False)
         if self.nonfinite == "marginalize":
             row_fn = _MARGINAL_ROWS[row_fn]
