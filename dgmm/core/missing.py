@@ -6,14 +6,15 @@ Lambda_k = U_k U_k^T:
 
 - log p(x_o, k) = log pi_k + log N(x_o; mu_ko, Sigma_k,oo). With delta = x - mu_k completed by
   delta_m = -inv(Lambda_k,mm) Lambda_k,mo delta_o (the conditional mean), the quadratic form is
-  the full one, ||delta^T U_k||^2, and log det Sigma_k,oo = log det Sigma_k + log det
-  Lambda_k,mm (Schur complement identities);
+  the full one of the completed row, delta^T Lambda_k delta, and log det Sigma_k,oo =
+  log det Sigma_k + log det Lambda_k,mm (Schur complement identities);
 - the statistics use x_hat (x with the missing entries replaced by E[x_m | x_o, k]) and add
   Cov[x_m | x_o, k] = inv(Lambda_k,mm) on the (m, m) block of the second moments.
 
-Rows are grouped by missingness pattern: the factorisation of Lambda_k,mm runs once per
-(pattern, component), batched over the patterns with the same number of missing entries; per
-row the work is two (d, d) products per component plus O(m^2), never a factorisation. For
+Rows are grouped by missingness pattern: the inverse of Lambda_k,mm runs once per
+(pattern, component), batched over the patterns with the same number of missing entries (m
+sweeps over the whole batch); per row the work is one (d, 2d) product per component plus
+O(m^2), never a factorisation of the observed block. For
 diag and spherical, whose features are independent within a component, missing entries drop
 out of the density and enter the statistics as mu_km and sigma^2_km.
 
@@ -186,24 +187,24 @@ class _DenseGaps:
                 row_idx = idx[row_pattern]
                 block = self.precisions[:, idx[:, :, None], idx[:, None, :]]
                 cond_cov, half_logdet = _spd_inverse(block)  # (F, P, m, m), (F, P)
-            for k in range(k_all):
-                f = self._factor(k)
-                delta = self.deltas[k, rows]
-                np.subtract(Xm, self.means[k], out=delta)
-                if not m:
-                    y = delta @ self.U[f]
-                    L[k, rows] = (self.const[k] - 0.5 * d * LOG_2PI
-                                  - 0.5 * np.einsum("ni,ni->n", y, y))
-                    continue
-                np.copyto(delta, 0.0, where=miss)
-                gy = delta @ self.both[f]
-                b = np.take_along_axis(gy[:, :d], row_idx, axis=1)  # Lambda_mo delta_o
-                t = -(cond_cov[f][row_pattern] @ b[:, :, None])[:, :, 0]
-                np.put_along_axis(delta, row_idx, t, axis=1)
-                y = gy[:, d:]
-                quad = np.einsum("ni,ni->n", y, y) + np.einsum("ni,ni->n", t, b)
-                L[k, rows] = (self.const[k] - 0.5 * (d - m) * LOG_2PI
-                              - half_logdet[f][row_pattern] - 0.5 * quad)
+            # all components at once: (K, n_m, d) rows, one batched product
+            delta = self.deltas[:, rows]
+            np.subtract(Xm[None], self.means[:, None, :], out=delta)
+            if not m:
+                y = delta @ self.U
+                L[:, rows] = (self.const[:, None] - 0.5 * d * LOG_2PI
+                              - 0.5 * np.einsum("kni,kni->kn", y, y))
+                continue
+            np.copyto(delta, 0.0, where=miss[None])
+            gy = delta @ self.both
+            where = np.broadcast_to(row_idx, (k_all,) + row_idx.shape)
+            b = np.take_along_axis(gy[:, :, :d], where, axis=2)  # Lambda_mo delta_o
+            t = -(cond_cov[:, row_pattern] @ b[..., None])[..., 0]
+            np.put_along_axis(delta, where, t, axis=2)
+            y = gy[:, :, d:]
+            quad = np.einsum("kni,kni->kn", y, y) + np.einsum("kni,kni->kn", t, b)
+            L[:, rows] = (self.const[:, None] - 0.5 * (d - m) * LOG_2PI
+                          - half_logdet[:, row_pattern] - 0.5 * quad)
             if m:
                 self.groups.append((rows, row_pattern, idx, cond_cov))
         out = np.empty_like(L)
