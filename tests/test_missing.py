@@ -439,3 +439,26 @@ def test_workflow_marginalizes_and_writes_real_predictions_for_rows_with_gaps(tm
     np.testing.assert_array_equal(pred["labels"][:][usable], resp.argmax(axis=1))
     np.testing.assert_allclose(pred["log_likelihood"][:][usable], log_norm, rtol=1e-10)
     assert (pred["labels"][:][~usable] == -1).all()
+
+
+def test_missing_blocks_are_inverted_once_per_pattern_not_per_row(monkeypatch):
+    X = make_blobs(3000, 6, 3, seed=131)
+    patterns = np.array([[1, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1]], bool)
+    which = np.random.default_rng(132).integers(-1, 3, X.shape[0])  # -1: complete row
+    for j, pattern in enumerate(patterns):
+        X[np.ix_(which == j, pattern)] = np.nan
+    params = params_for("full", np.nan_to_num(X), 3, seed=133)
+    batches = []
+    original = missing._spd_inverse
+
+    def recording(A):
+        batches.append(A.shape)
+        return original(A)
+
+    monkeypatch.setattr(missing, "_spd_inverse", recording)
+    stats = kernels.chunk_stats(X, params, None, 0, nonfinite=MARGINALIZE)
+    # one batched call per group of equal missing count, one (component, pattern) each
+    assert sorted(batches) == [(3, 1, 1, 1), (3, 1, 2, 2), (3, 1, 3, 3)]
+    monkeypatch.setattr(missing, "_spd_inverse", original)
+    expected = reference_pass(X, None, params)[0]  # the mean log-likelihood
+    assert stats.loglik / stats.n == pytest.approx(expected, rel=1e-12)
