@@ -179,7 +179,8 @@ def cmd_predict(args) -> int:
     model = load_model(args.model)
     X, info = open_source(kind, args.data, **options)
     with cluster.connect(profile) as client:
-        write_predictions(X, model.params_, args.out, client=client)
+        write_predictions(X, model.params_, args.out, client=client,
+                          marginalize=model.nonfinite == "marginalize")
     _emit(f"wrote predictions for {info.n_samples:,} rows to {args.out}")
     return 0
 

@@ -300,7 +300,7 @@ BAD_DATA = [
     ("source: zarr", r"w\.yaml:1: data\.path: missing; this key is required"),
     ("source: zarr\n  path: x\n  dtype: int8", r"data\.dtype: found 'int8'; must be 'float64' or 'float32'"),
     ("source: zarr\n  path: x\n  persist: maybe", r"data\.persist: found 'maybe'; must be 'auto', true or false"),
-    ("source: zarr\n  path: x\n  nonfinite: ignore", r"data\.nonfinite: found 'ignore'; must be 'raise' or 'drop'"),
+    ("source: zarr\n  path: x\n  nonfinite: ignore", r"data\.nonfinite: found 'ignore'; must be 'raise', 'drop' or 'marginalize'"),
     ("source: zarr\n  path: x\n  chunk_bytes: 12XB", r"data\.chunk_bytes: found '12XB'; must be a positive size"),
     ("source: zarr\n  path: x\n  chunk_bytes: 0", r"data\.chunk_bytes: found 0; must be a positive size"),
     ("source: zarr\n  path: x\n  columns: [a]", r"data\.columns: found \['a'\]; columns applies to parquet sources only, but data\.source is 'zarr'"),

@@ -199,6 +199,26 @@ class CovarianceFamily:
         with nk = ``weights`` and S1 = 0, gives back ``covariances``."""
         raise NotImplementedError
 
+
+    # -- rows with missing entries (``dgmm.core.missing``) ----------------------------
+    #: True when features are independent within a component (diag, spherical): missing
+    #: entries then drop out of the density and enter the statistics as mu_km, sigma^2_km
+    independent_features: bool = False
+
+    def precision_factors(self, precisions_cholesky: np.ndarray) -> np.ndarray:
+        """Upper precision factors as (F, d, d): F = K per component, or 1 when shared."""
+        raise NotImplementedError
+
+    def feature_precisions_cholesky(self, precisions_cholesky: np.ndarray,
+                                    n_features: int) -> np.ndarray:
+        """Per-feature precision factors 1 / sigma_kj, (K, d) (independent features only)."""
+        raise NotImplementedError
+
+    def s2_from_components(self, s2: np.ndarray) -> np.ndarray:
+        """The statistics' form of second moments given per component: (K, d, d)
+        matrices for full and tied, (K, d) diagonals for diag and spherical."""
+        return s2
+
     # -- sampling --------------------------------------------------------------------
     def random_covariances(self, rng, n_components: int, n_features: int, low: float,
                            high: float) -> np.ndarray:
@@ -303,6 +323,12 @@ class _Full(CovarianceFamily):
         centred = covariances - reg_covar * np.eye(n_features)
         return pack_lower(weights[:, None, None] * centred)
 
+    def precision_factors(self, precisions_cholesky):
+        return np.asarray(precisions_cholesky)
+
+    def s2_from_components(self, s2):
+        return pack_lower(s2)
+
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, c, int(n))
                           for m, c, n in zip(means, covariances, counts)])
@@ -385,6 +411,12 @@ class _Tied(CovarianceFamily):
     def moments_of(self, weights, covariances, reg_covar, n_features):
         return pack_lower(weights.sum() * (covariances - reg_covar * np.eye(n_features)))
 
+    def precision_factors(self, precisions_cholesky):
+        return np.asarray(precisions_cholesky)[None]
+
+    def s2_from_components(self, s2):
+        return pack_lower(s2.sum(axis=0))
+
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, covariances, int(n))
                           for m, n in zip(means, counts)])
@@ -394,6 +426,7 @@ class _Diagonal(CovarianceFamily):
     """Shared by diag and spherical: independent features within a component."""
 
     kernel = "diagonal"
+    independent_features = True
 
     def s2_shape(self, k, d):
         return (k, d)
@@ -467,6 +500,9 @@ class _Diag(_Diagonal):
     def moments_of(self, weights, covariances, reg_covar, n_features):
         return weights[:, None] * (covariances - reg_covar)
 
+    def feature_precisions_cholesky(self, precisions_cholesky, n_features):
+        return np.asarray(precisions_cholesky)
+
 
 class _Spherical(_Diagonal):
     name, depth = "spherical", 1
@@ -506,6 +542,9 @@ class _Spherical(_Diagonal):
     def moments_of(self, weights, covariances, reg_covar, n_features):
         per_feature = (weights * (covariances - reg_covar))[:, None]
         return np.repeat(per_feature, n_features, axis=1)
+
+    def feature_precisions_cholesky(self, precisions_cholesky, n_features):
+        return np.repeat(np.asarray(precisions_cholesky)[:, None], n_features, axis=1)
 
 
 FULL, TIED, DIAG, SPHERICAL = _Full(), _Tied(), _Diag(), _Spherical()

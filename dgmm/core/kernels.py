@@ -17,6 +17,7 @@ import weakref
 import numpy as np
 from scipy.linalg import blas as _blas
 
+from . import missing
 from .families import family
 from .params import GMMParams
 from .stats import SuffStats
@@ -712,14 +713,19 @@ def chunk_stats(
     params: GMMParams,
     sample_weight: np.ndarray | None = None,
     row_offset: int = 0,
+    nonfinite: str = "drop",
 ) -> SuffStats:
     """E-step on one chunk: its sufficient statistics under ``params`` (shift = means).
 
     X: (n_samples, n_features) float; sample_weight: (n_samples,) or None for ones;
     row_offset: global index of the chunk's first row (to report non-finite rows).
-    Rows with NaN or inf are skipped and counted.
+    Rows with NaN or inf are skipped and counted; with ``nonfinite='marginalize'`` NaN
+    entries are missing values (``dgmm.core.missing``) and inf is a ``DataError``.
     """
     X = _as_float(X)
+    gaps = None
+    if nonfinite == "marginalize":
+        X, sample_weight, gaps = missing.split_gaps(X, sample_weight, row_offset)
     X, sample_weight, n_bad, first_bad = split_finite(X, sample_weight, row_offset)
     k, d = params.means.shape
     kernel = _kernel(params.covariance_type)
@@ -758,7 +764,7 @@ def chunk_stats(
         moments.add(Z, R, w)
     nk, s1, s2 = moments.finish(params.means - ref)
     n = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
-    return SuffStats(
+    stats = SuffStats(
         covariance_type=params.covariance_type,
         shift=params.means,
         n=n,
@@ -770,6 +776,7 @@ def chunk_stats(
         n_nonfinite=n_bad,
         first_nonfinite=first_bad,
     )
+    return stats if gaps is None else stats.merge(missing.gap_stats(gaps, params))
 
 
 def _stats_from_blocks(X, resp_block, shift, covariance_type, sample_weight):

@@ -8,7 +8,7 @@ from .families import COVARIANCE_TYPES, CovarianceType
 InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
 INIT_PARAMS: tuple[str, ...] = get_args(InitParams)
 
-NonFinitePolicy = Literal["raise", "drop"]
+NonFinitePolicy = Literal["raise", "drop", "marginalize"]
 NONFINITE_POLICIES: tuple[str, ...] = get_args(NonFinitePolicy)
 
 __all__ = ["COVARIANCE_TYPES", "CovarianceType", "INIT_PARAMS", "InitParams", "NONFINITE_POLICIES",

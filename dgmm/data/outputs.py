@@ -40,7 +40,7 @@ import dask.array as da
 import numpy as np
 
 from ..engine import passes as engine
-from ..core import kernels
+from ..core import kernels, missing
 from .files import format_from_suffix
 from ..errors import ConfigError, DataError
 from .readers import _url_to_fs, _zarr_target
@@ -55,8 +55,11 @@ FORMATS = ("zarr", "parquet")
 # --------------------------------------------------------------------------- kernels
 
 
-def predict_block(X: np.ndarray, params: GMMParams) -> np.ndarray:
+def predict_block(X: np.ndarray, params: GMMParams, marginalize: bool = False) -> np.ndarray:
     """Labels, log-likelihoods and responsibilities of one chunk, tolerating bad rows.
+
+    With ``marginalize``, rows holding NaN (no inf, some entry observed) get the values of
+    the marginal density over their observed features (``dgmm.core.missing``).
 
     Parameters
     ----------
@@ -83,10 +86,20 @@ def predict_block(X: np.ndarray, params: GMMParams) -> np.ndarray:
             out[:, 0], out[:, 1], out[:, 2:] = labels, log_norm, resp
         else:
             out[finite, 0], out[finite, 1], out[finite, 2:] = labels, log_norm, resp
+    if marginalize and not finite.all():
+        gaps = ~finite & ~np.isinf(X).any(axis=1) & ~np.isnan(X).all(axis=1)
+        if gaps.any():
+            log_norm, resp = missing.log_prob_resp(X[gaps], params)
+            out[gaps, 0], out[gaps, 1], out[gaps, 2:] = resp.argmax(axis=1), log_norm, resp
     return out
 
 
-def prediction_arrays(X, params: GMMParams, outputs=OUTPUT_NAMES) -> dict[str, da.Array]:
+def _predict_block_marginal(X: np.ndarray, params: GMMParams) -> np.ndarray:
+    return predict_block(X, params, marginalize=True)
+
+
+def prediction_arrays(X, params: GMMParams, outputs=OUTPUT_NAMES,
+                      marginalize: bool = False) -> dict[str, da.Array]:
     """Lazy Dask arrays of the requested outputs, row-aligned with ``X``, sharing one
     evaluation of the kernels per chunk.
 
@@ -97,7 +110,8 @@ def prediction_arrays(X, params: GMMParams, outputs=OUTPUT_NAMES) -> dict[str, d
     X = engine.as_row_chunked(X)
     _check_features(X, params)
     combined = engine.map_rows(
-        X, predict_block, params, n_columns=2 + params.n_components, dtype=np.float64
+        X, _predict_block_marginal if marginalize else predict_block, params,
+        n_columns=2 + params.n_components, dtype=np.float64,
     )
     return _split(combined, outputs)
 
@@ -356,6 +370,7 @@ def write_predictions(
     outputs=OUTPUT_NAMES,
     client=None,
     storage_options: dict | None = None,
+    marginalize: bool = False,
 ) -> str:
     """Write per-row predictions of ``params`` for ``X`` to Zarr or Parquet, atomically.
 
@@ -369,6 +384,8 @@ def write_predictions(
     outputs : any of 'labels', 'probabilities', 'log_likelihood'.
     client : distributed.Client to compute on (default: the current Dask scheduler).
     storage_options : passed to fsspec for URLs.
+    marginalize : rows holding NaN (no inf) get the predictions of the marginal density
+        over their observed features instead of -1 and NaN (``predict_block``).
 
     Returns
     -------
@@ -381,7 +398,8 @@ def write_predictions(
     X = engine.as_row_chunked(X)
     _check_features(X, params)
     combined = engine.map_rows(
-        X, predict_block, params, n_columns=2 + params.n_components, dtype=np.float64
+        X, _predict_block_marginal if marginalize else predict_block, params,
+        n_columns=2 + params.n_components, dtype=np.float64,
     )
     writer = _write_zarr if fmt == "zarr" else _write_parquet
     with atomic_directory(out_path, storage_options) as tmp:

@@ -190,13 +190,15 @@ def _check_rows(n_rows: int, n_nonfinite: int, first_nonfinite: int, settings: E
         where = "the data or their sample_weight" if weighted else "the data"
         raise DataError(
             f"{where[0].upper()}{where[1:]} hold {n_nonfinite} row(s) with NaN or inf values "
-            f"(the first at row {first_nonfinite}). Clean them, or skip those rows with "
-            "nonfinite='drop' (in a workflow: data.nonfinite: drop)."
+            f"(the first at row {first_nonfinite}). Clean them, skip those rows with "
+            "nonfinite='drop' (in a workflow: data.nonfinite: drop), or treat NaN entries "
+            "as missing values with nonfinite='marginalize'."
         )
     if n_rows < settings.n_components:
+        skipped = "empty (all-NaN)" if settings.nonfinite == "marginalize" else "non-finite"
         raise DataError(
             f"Only {n_rows} usable row(s) for n_components={settings.n_components}"
-            + (f" after skipping {n_nonfinite} non-finite row(s)" if n_nonfinite else "")
+            + (f" after skipping {n_nonfinite} {skipped} row(s)" if n_nonfinite else "")
             + ". Use fewer components or more data."
         )
 
@@ -239,7 +241,7 @@ def fit_em(
                     data, settings.n_components, settings.covariance_type,
                     settings.init_params, settings.reg_covar, restart_seed(seed, init_index),
                     on_first_pass=lambda *counts: _check_rows(*counts, settings, weighted),
-                    **split,
+                    nonfinite=settings.nonfinite, **split,
                 )
                 if init.n_rows:
                     n_rows, n_nonfinite = init.n_rows, init.n_nonfinite
@@ -253,7 +255,7 @@ def fit_em(
 
         while state.iteration < settings.max_iter and not state.converged:
             t0 = time.perf_counter()
-            stats = engine.estep_pass(data, state.params, **split)
+            stats = engine.estep_pass(data, state.params, nonfinite=settings.nonfinite, **split)
             seconds = time.perf_counter() - t0
             _check_rows(stats.n_rows, stats.n_nonfinite, stats.first_nonfinite, settings,
                         weighted)

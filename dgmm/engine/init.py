@@ -18,6 +18,12 @@ Methods (``init_params``):
   covariance ``reg_covar * I``.
 - ``random``: uniform random responsibilities normalised per row, then one M-step.
 
+Missing entries (``nonfinite='marginalize'``): the initialisation runs on the data with each
+NaN entry replaced by its column's mean over the observed entries (one extra pass computes
+the means; rows holding +-inf are a ``DataError`` there). The imputation serves the
+initialisation only: EM then marginalises the missing entries exactly. Rows with every entry
+missing stay NaN, so the methods skip and count them as they do non-finite rows.
+
 Unlike scikit-learn, the initial weights always sum to 1 (scikit-learn leaves them at 1/n
 for ``k-means++`` and ``random_from_data``; its first E-step renormalises anyway).
 Randomness inside a chunk comes from a generator seeded by (seed, pass, first row of the
@@ -25,12 +31,13 @@ chunk), so the result never depends on which worker ran what.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import dask
 import numpy as np
 
 from . import passes as engine
-from ..core import kernels
+from ..core import kernels, missing
 from ..errors import DataError
 from ..core.families import family
 from ..core.mstep import m_step
@@ -251,6 +258,48 @@ def _weighted_lloyd(points, weights, centers, n_iter=30) -> np.ndarray:
     return centers
 
 
+@dataclass(frozen=True, eq=False)
+class ColumnSums:
+    """Per column: the sum and the count of the observed (non-NaN) entries."""
+
+    sums: np.ndarray
+    counts: np.ndarray
+
+    def merge(self, other: "ColumnSums") -> "ColumnSums":
+        return ColumnSums(self.sums + other.sums, self.counts + other.counts)
+
+
+def _column_sums_chunk(block, weights, row_offset) -> ColumnSums:
+    X = np.asarray(block, dtype=np.float64)
+    missing.split_gaps(X, weights, row_offset)  # DataError on +-inf or a bad weight
+    observed = ~np.isnan(X)
+    return ColumnSums(np.where(observed, X, 0.0).sum(axis=0), observed.sum(axis=0))
+
+
+def _impute_block(block, column_means):
+    """NaN entries set to their column's mean; rows with every entry NaN left as they are."""
+    X = np.asarray(block)
+    gaps = np.isnan(X) if X.dtype.kind == "f" else np.zeros(X.shape, bool)
+    if not gaps.any():
+        return X
+    gaps &= ~gaps.all(axis=1, keepdims=True)
+    X = X.copy()
+    X[gaps] = np.broadcast_to(column_means, X.shape)[gaps]
+    return X
+
+
+def _imputed(data: engine.ChunkedData, split_every, client) -> engine.ChunkedData:
+    """The data with NaN entries replaced by column means (for the initialisation only)."""
+    sums = engine.map_reduce(data, _column_sums_chunk, split_every=split_every, client=client)
+    means = np.where(sums.counts > 0, sums.sums / np.maximum(sums.counts, 1), 0.0)
+    impute = dask.delayed(_impute_block, pure=True)
+    return replace(
+        data,
+        blocks=[impute(block, means) for block in data.blocks],
+        array=data.array.map_blocks(_impute_block, means, dtype=data.dtype),
+    )
+
+
 @dataclass
 class InitResult:
     """theta_0 and what the first pass over the data found."""
@@ -343,12 +392,16 @@ def initial_params(
     split_every: int = engine.DEFAULT_SPLIT_EVERY,
     client=None,
     on_first_pass=None,
+    nonfinite: str = "drop",
 ) -> InitResult:
     """theta_0 by ``init_params`` (see the module docstring); ``seed`` an int.
 
     ``on_first_pass(n_rows, n_nonfinite, first_nonfinite)`` is called as soon as the
     first pass over the data has counted its rows (for methods that read all rows).
+    ``nonfinite='marginalize'``: NaN entries are imputed for the initialisation only.
     """
+    if nonfinite == "marginalize":
+        data = _imputed(data, split_every, client)
     d = data.n_features
     if init_params == "kmeans":
         centers, first = kmeans_centers(

@@ -192,15 +192,18 @@ def _holders(data: ChunkedData, client) -> list:
     ]
 
 
-def _estep_chunk(block, weights, row_offset, params: GMMParams) -> SuffStats:
-    return kernels.chunk_stats(block, params, weights, row_offset)
+def _estep_chunk(block, weights, row_offset, params: GMMParams, nonfinite="drop") -> SuffStats:
+    return kernels.chunk_stats(block, params, weights, row_offset, nonfinite)
 
 
 def estep_pass(
-    data: ChunkedData, params: GMMParams, *, split_every: int = DEFAULT_SPLIT_EVERY, client=None
+    data: ChunkedData, params: GMMParams, *, split_every: int = DEFAULT_SPLIT_EVERY, client=None,
+    nonfinite: str = "drop",
 ) -> SuffStats:
-    """Sufficient statistics of all rows under ``params`` (one pass over the data)."""
-    return map_reduce(data, _estep_chunk, params, split_every=split_every, client=client)
+    """Sufficient statistics of all rows under ``params`` (one pass over the data);
+    ``nonfinite='marginalize'``: NaN entries are missing values (``chunk_stats``)."""
+    return map_reduce(data, _estep_chunk, params, nonfinite, split_every=split_every,
+                      client=client)
 
 
 def map_rows(X: da.Array, row_fn: Callable, params: GMMParams, *, n_columns: int | None, dtype):

@@ -6,7 +6,10 @@ Same constructor parameters, fitted attributes and methods as
 - ``client``: a ``distributed.Client`` to run on (default: the current default client,
   or Dask's local threaded scheduler when there is none);
 - ``split_every``: fan-in of the reduction tree;
-- ``nonfinite``: 'raise' (default) or 'drop' rows holding NaN or inf;
+- ``nonfinite``: 'raise' (default) or 'drop' rows holding NaN or inf, or 'marginalize':
+  a NaN entry is a missing value, marginalised exactly by EM and in the predictions
+  (``dgmm.core.missing``); +-inf stays an error and rows with every entry missing are
+  skipped and counted;
 - ``fit(X, sample_weight=..., callback=...)``: per-row weights and a per-iteration hook.
 
 It is a scikit-learn estimator (``Pipeline``, ``GridSearchCV``, ``clone``: a clone shares
@@ -38,7 +41,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..engine import em
 from ..engine import passes as engine
-from ..core import kernels
+from ..core import kernels, missing
 from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
 from ..errors import ConfigError, DataError
 from ..core.families import family
@@ -59,8 +62,10 @@ def _is_dask(X) -> bool:
     return isinstance(X, da.Array)
 
 
-def _masked(row_fn, fill):
-    """``row_fn`` on the finite rows of a block; rows with NaN or inf get ``fill``."""
+def _masked(row_fn, fill, gap_fn=None):
+    """``row_fn`` on the finite rows of a block; rows with NaN or inf get ``fill``, except
+    that with ``gap_fn`` the rows holding NaN (no inf, some entry observed) get ``gap_fn``,
+    the marginal density over their observed features."""
 
     def apply(X: np.ndarray, params: GMMParams) -> np.ndarray:
         finite = np.isfinite(X).all(axis=1)
@@ -69,6 +74,10 @@ def _masked(row_fn, fill):
         result = row_fn(X[finite], params)
         out = np.full((X.shape[0],) + result.shape[1:], fill, dtype=result.dtype)
         out[finite] = result
+        if gap_fn is not None:
+            gaps = ~finite & ~np.isinf(X).any(axis=1) & ~np.isnan(X).all(axis=1)
+            if gaps.any():
+                out[gaps] = gap_fn(X[gaps], params)
         return out
 
     apply.__name__ = row_fn.__name__
@@ -78,6 +87,12 @@ def _masked(row_fn, fill):
 _predict_rows = _masked(kernels.predict, -1)
 _predict_proba_rows = _masked(kernels.predict_proba, np.nan)
 _score_samples_rows = _masked(kernels.score_samples, np.nan)
+#: the same with nonfinite='marginalize'
+_MARGINAL_ROWS = {
+    _predict_rows: _masked(kernels.predict, -1, missing.predict),
+    _predict_proba_rows: _masked(kernels.predict_proba, np.nan, missing.predict_proba),
+    _score_samples_rows: _masked(kernels.score_samples, np.nan, missing.score_samples),
+}
 
 
 def _check_shape(array: np.ndarray, shape: tuple, name: str, fix: str) -> None:
@@ -155,7 +170,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # -- scikit-learn plumbing -------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self.nonfinite == "drop"
+        tags.input_tags.allow_nan = self.nonfinite in ("drop", "marginalize")
         return tags
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -406,8 +421,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # -- inference -------------------------------------------------------------------
     def _apply(self, X, row_fn, n_columns, dtype):
         """Rows with NaN or inf: a DataError for NumPy input when ``nonfinite='raise'``;
-        otherwise (and always for lazy Dask input) label -1 and NaN values."""
+        otherwise (and always for lazy Dask input) label -1 and NaN values. With
+        ``nonfinite='marginalize'`` rows holding NaN get the marginal density over their
+        observed features (rows with every entry NaN: -1 and NaN), and +-inf in NumPy input
+        is a DataError."""
         X = self._check_X(X, fitting=False)
+        if self.nonfinite == "marginalize":
+            row_fn = _MARGINAL_ROWS[row_fn]
+            if not _is_dask(X) and np.isinf(X).any():
+                bad = np.flatnonzero(np.isinf(X).any(axis=1))
+                raise DataError(
+                    f"X holds {bad.size} row(s) with infinite values (the first at row "
+                    f"{bad[0]}). NaN entries are missing values, but +-inf is bad data: "
+                    "clean those rows, or set nonfinite='drop' to get label -1 and NaN.")
         if _is_dask(X):
             return engine.map_rows(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
         if self.nonfinite == "raise" and not np.isfinite(X).all():

@@ -247,7 +247,8 @@ def run_workflow(
 
                 t0 = time.perf_counter()
                 write_predictions(X, model.params_, path, format=outputs.predictions_format,
-                                  client=client, storage_options=options)
+                                  client=client, storage_options=options,
+                                  marginalize=workflow.data.nonfinite == "marginalize")
                 _write_stamp(path, expected, options)
                 emit(f"predict: wrote {path} ({time.perf_counter() - t0:.1f} s)")
                 summary.ran.append("predict")

@@ -1,0 +1,386 @@
+"""Rows with missing entries (NaN): the marginal E-step and the expected statistics.
+
+A NaN entry is missing (at random); +-inf is bad data. For a row with observed features o and
+missing ones m, under component k (see MATH.md, "Missing entries"), with the precision
+Lambda_k = U_k U_k^T:
+
+- log p(x_o, k) = log pi_k + log N(x_o; mu_ko, Sigma_k,oo). With delta = x - mu_k completed by
+  delta_m = -inv(Lambda_k,mm) Lambda_k,mo delta_o (the conditional mean), the quadratic form is
+  the full one of the completed row, delta^T Lambda_k delta, and log det Sigma_k,oo =
+  log det Sigma_k + log det Lambda_k,mm (Schur complement identities);
+- the statistics use x_hat (x with the missing entries replaced by E[x_m | x_o, k]) and add
+  Cov[x_m | x_o, k] = inv(Lambda_k,mm) on the (m, m) block of the second moments.
+
+Rows are grouped by missingness pattern: the inverse of Lambda_k,mm runs once per
+(pattern, component), batched over the patterns with the same number of missing entries (m
+sweeps over the whole batch); per row the work is one (d, 2d) product per component plus
+O(m^2), never a factorisation of the observed block. For
+diag and spherical, whose features are independent within a component, missing entries drop
+out of the density and enter the statistics as mu_km and sigma^2_km.
+
+The statistics are about the shift c_k = mu_k (the means the pass started with), computed
+from the centred, completed rows, so they merge with the complete rows' statistics by
+addition and stay exact far from the origin.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import blas as _blas
+
+from ..errors import DataError
+from .params import GMMParams
+from .stats import SuffStats
+
+LOG_2PI = math.log(2.0 * math.pi)
+#: in the statistics, responsibilities below exp(-50) of their row's largest are set to 0
+#: (the complete rows' kernels do the same; see ``kernels.FLUSH_LOG_RATIO``)
+FLUSH_LOG_RATIO = -50.0
+#: target size in bytes of the largest per-block work array (rows x K x d doubles)
+BLOCK_BYTES = 1 << 22
+
+
+def _block_rows(n_components: int, n_features: int) -> int:
+    rows = BLOCK_BYTES // (8 * max(1, n_components * n_features))
+    return int(min(16384, max(64, rows)))
+
+
+@dataclass(frozen=True, eq=False)
+class Gaps:
+    """The rows of a chunk with missing entries (and at least one observed entry).
+
+    X: (n, d) float64 with NaN for the missing entries; sample_weight: (n,) or None;
+    n_empty: rows of the chunk with every entry missing (skipped); first_empty: the global
+    index of the first of them, or -1.
+    """
+
+    X: np.ndarray
+    sample_weight: np.ndarray | None
+    n_empty: int
+    first_empty: int
+
+
+def _has_nonfinite(a: np.ndarray) -> bool:
+    if a.size == 0:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        return not np.isfinite(np.add.reduce(a, axis=None))
+
+
+def split_gaps(X: np.ndarray, sample_weight: np.ndarray | None, row_offset: int = 0):
+    """Separate the rows with missing entries from the complete ones.
+
+    X: (n, d) float chunk; sample_weight: (n,) or None; row_offset: global index of row 0.
+    Returns ``(X_complete, weights_complete, gaps)``; ``gaps`` is None (and ``X`` returned
+    as it is) when no entry is NaN. Raises ``DataError`` naming the first row holding +-inf
+    or a non-finite weight.
+    """
+    weights_bad = sample_weight is not None and _has_nonfinite(sample_weight)
+    if not _has_nonfinite(X) and not weights_bad:
+        return X, sample_weight, None
+    if weights_bad:
+        row = int(np.flatnonzero(~np.isfinite(sample_weight))[0])
+        raise DataError(
+            f"sample_weight holds a non-finite value at row {row_offset + row}. Weights must "
+            "be finite and non-negative: fix or drop that row."
+        )
+    infinite = np.isinf(X).any(axis=1)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise DataError(
+            f"Row {row_offset + row} of the data holds an infinite value. With "
+            "nonfinite='marginalize' a NaN entry is treated as missing, but +-inf is bad "
+            "data: clean it, or skip such rows with nonfinite='drop'."
+        )
+    n_missing = np.isnan(X).sum(axis=1)
+    complete = n_missing == 0
+    empty = n_missing == X.shape[1]
+    gap = ~complete & ~empty
+    first_empty = int(row_offset + np.flatnonzero(empty)[0]) if empty.any() else -1
+    gaps = Gaps(
+        np.asarray(X[gap], dtype=np.float64),
+        None if sample_weight is None else np.asarray(sample_weight[gap], dtype=np.float64),
+        int(empty.sum()),
+        first_empty,
+    )
+    w = None if sample_weight is None else sample_weight[complete]
+    return X[complete], w, gaps
+
+
+def _spd_inverse(A: np.ndarray):
+    """(inverse, 1/2 log det) of symmetric positive definite matrices (..., m, m).
+
+    The sweep operator on every pivot, vectorised over the batch (m steps of rank-one
+    updates on a (m, m, batch) array): per small matrix far cheaper than one LAPACK call
+    each. The pivots are the successive Schur complements, so their logs sum to log det.
+    """
+    batch_shape, m = A.shape[:-2], A.shape[-1]
+    W = np.moveaxis(A.reshape((-1, m, m)), 0, -1).copy()  # (m, m, B), never a view of A
+    half_logdet = np.zeros(W.shape[-1])
+    update = np.empty_like(W)
+    for j in range(m):
+        pivot = W[j, j].copy()
+        half_logdet += 0.5 * np.log(pivot)
+        col = W[:, j].copy()
+        row = W[j] / pivot
+        np.multiply(col[:, None, :], row[None, :, :], out=update)
+        W -= update
+        W[:, j] = col / pivot
+        W[j] = row
+        W[j, j] = -1.0 / pivot
+    inverse = np.moveaxis(W, -1, 0)
+    inverse = -0.5 * (inverse + inverse.swapaxes(-1, -2))
+    return inverse.reshape(batch_shape + (m, m)), half_logdet.reshape(batch_shape)
+
+
+class _DenseGaps:
+    """Marginal E-step and expected statistics through precision matrices (full, tied).
+
+    Per block the rows are sorted by their number of missing entries m; per group of equal
+    m, the factorisations run per (distinct pattern, component), and per component one
+    product delta_0 @ [Lambda_k | U_k] gives Lambda_k delta_0 (whose entries at m are
+    Lambda_mo delta_o) and U_k^T delta_0, delta_0 = x - mu_k with zeros at m. With
+    t = -inv(Lambda_mm) Lambda_mo delta_o the completed row is delta_0 + t (at m) and its
+    quadratic form ||U_k^T delta_0||^2 + t . (Lambda_mo delta_o).
+    """
+
+    def __init__(self, params: GMMParams):
+        k, d = params.means.shape
+        self.n_components, self.n_features = k, d
+        self.U = params.family.precision_factors(params.precisions_cholesky)  # (F, d, d)
+        self.precisions = self.U @ self.U.transpose(0, 2, 1)
+        self.both = np.concatenate([self.precisions, self.U], axis=2)  # (F, d, 2d)
+        self.means = params.means
+        with np.errstate(divide="ignore"):
+            self.const = np.log(params.weights) + params.log_det_cholesky()  # (K,)
+        self.nk = np.zeros(k)
+        self.s1 = np.zeros((k, d))
+        self.s2 = np.zeros((k, d, d))  # lower triangles
+
+    def _factor(self, k: int) -> int:
+        return k if self.U.shape[0] > 1 else 0
+
+    def log_prob(self, X: np.ndarray) -> np.ndarray:
+        """(K, n) log pi_k + log N(x_o; mu_ko, Sigma_k,oo); keeps the completed rows."""
+        k_all, d = self.n_components, self.n_features
+        missing_rows = np.isnan(X)
+        counts = missing_rows.sum(axis=1)
+        self.order = order = np.argsort(counts, kind="stable")
+        X, missing_rows, counts = X[order], missing_rows[order], counts[order]
+        n = X.shape[0]
+        self.deltas = np.empty((k_all, n, d))
+        L = np.empty((k_all, n))
+        self.groups = []
+        bounds = np.flatnonzero(np.diff(counts)) + 1
+        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, n]):
+            m = int(counts[start])
+            rows = slice(start, stop)
+            Xm, miss = X[rows], missing_rows[rows]
+            if m:
+                keys = np.packbits(miss, axis=1)
+                patterns, row_pattern = np.unique(keys, axis=0, return_inverse=True)
+                row_pattern = row_pattern.reshape(-1)
+                pattern_masks = np.unpackbits(patterns, axis=1, count=d).astype(bool)
+                idx = np.nonzero(pattern_masks)[1].reshape(patterns.shape[0], m)
+                row_idx = idx[row_pattern]
+                block = self.precisions[:, idx[:, :, None], idx[:, None, :]]
+                cond_cov, half_logdet = _spd_inverse(block)  # (F, P, m, m), (F, P)
+            # all components at once: (K, n_m, d) rows, one batched product
+            delta = self.deltas[:, rows]
+            np.subtract(Xm[None], self.means[:, None, :], out=delta)
+            if not m:
+                y = delta @ self.U
+                L[:, rows] = (self.const[:, None] - 0.5 * d * LOG_2PI
+                              - 0.5 * np.einsum("kni,kni->kn", y, y))
+                continue
+            np.copyto(delta, 0.0, where=miss[None])
+            gy = delta @ self.both
+            where = np.broadcast_to(row_idx, (k_all,) + row_idx.shape)
+            b = np.take_along_axis(gy[:, :, :d], where, axis=2)  # Lambda_mo delta_o
+            t = -(cond_cov[:, row_pattern] @ b[..., None])[..., 0]
+            np.put_along_axis(delta, where, t, axis=2)
+            y = gy[:, :, d:]
+            quad = np.einsum("kni,kni->kn", y, y) + np.einsum("kni,kni->kn", t, b)
+            L[:, rows] = (self.const[:, None] - 0.5 * (d - m) * LOG_2PI
+                          - half_logdet[:, row_pattern] - 0.5 * quad)
+            if m:
+                self.groups.append((rows, row_pattern, idx, cond_cov))
+        out = np.empty_like(L)
+        out[:, order] = L
+        return out
+
+    def add_stats(self, R: np.ndarray) -> None:
+        """Add the block of the last ``log_prob``; R (K, n) responsibilities times weights."""
+        d = self.n_features
+        R = R[:, self.order]
+        root = np.sqrt(R)
+        for k in range(self.n_components):
+            D = self.deltas[k]
+            self.nk[k] += R[k].sum()
+            self.s1[k] += R[k] @ D
+            active = np.flatnonzero(R[k])  # flushed responsibilities are exactly 0
+            if active.size <= R.shape[1] // 2:
+                G = D[active] * root[k, active][:, None]
+            else:
+                G = D * root[k][:, None]
+            # lower triangle of s2[k] += G^T G (the upper one of its Fortran-ordered view)
+            _blas.dsyrk(1.0, G.T, beta=1.0, c=self.s2[k].T, trans=0, overwrite_c=1)
+            flat_s2 = self.s2[k].reshape(-1)
+            f = self._factor(k)
+            for rows, row_pattern, idx, cond_cov in self.groups:
+                per_pattern = np.bincount(row_pattern, weights=R[k, rows],
+                                          minlength=idx.shape[0])
+                where = (idx[:, :, None] * d + idx[:, None, :]).reshape(-1)
+                flat_s2 += np.bincount(
+                    where, weights=(per_pattern[:, None, None] * cond_cov[f]).reshape(-1),
+                    minlength=d * d)
+
+    def finish(self, family):
+        lower = np.tril(self.s2)
+        s2 = lower + np.tril(self.s2, -1).transpose(0, 2, 1)
+        return self.nk, self.s1, family.s2_from_components(s2)
+
+
+class _IndependentGaps:
+    """Marginal E-step and expected statistics for diag and spherical covariances.
+
+    With Z = [X0 | X0^2 | O] (X0 the rows centred on ``ref`` with zeros at the missing
+    entries, O the observed mask), the log-densities are one product Z @ W and the moments
+    one product R @ Z.
+    """
+
+    def __init__(self, params: GMMParams, ref: np.ndarray):
+        d = params.n_features
+        prec_chol = params.family.feature_precisions_cholesky(params.precisions_cholesky, d)
+        precision = prec_chol**2
+        self.ref = ref
+        self.means_c = params.means - ref
+        self.variances = 1.0 / precision
+        self.W = np.concatenate([
+            (precision * self.means_c).T,
+            -0.5 * precision.T,
+            (np.log(prec_chol) - 0.5 * LOG_2PI - 0.5 * precision * self.means_c**2).T,
+        ])
+        with np.errstate(divide="ignore"):
+            self.const = np.log(params.weights)
+        self.M = np.zeros((params.n_components, 3 * d))
+        self.nk = np.zeros(params.n_components)
+
+    def log_prob(self, X: np.ndarray) -> np.ndarray:
+        d = X.shape[1]
+        observed = ~np.isnan(X)
+        Z = np.empty((X.shape[0], 3 * d))
+        np.subtract(X, self.ref, out=Z[:, :d])
+        np.copyto(Z[:, :d], 0.0, where=~observed)
+        np.square(Z[:, :d], out=Z[:, d : 2 * d])
+        Z[:, 2 * d :] = observed
+        self.Z = Z
+        return (Z @ self.W).T + self.const[:, None]
+
+    def add_stats(self, R: np.ndarray) -> None:
+        self.M += R @ self.Z
+        self.nk += R.sum(axis=1)
+
+    def finish(self, family):
+        d = self.means_c.shape[1]
+        sx, sxx, so = self.M[:, :d], self.M[:, d : 2 * d], self.M[:, 2 * d :]
+        mu = self.means_c
+        s1 = sx - mu * so
+        s2 = sxx - 2.0 * mu * sx + mu**2 * so + self.variances * (self.nk[:, None] - so)
+        return self.nk, s1, family.s2_from_components(s2)
+
+
+def _column_ref(X: np.ndarray) -> np.ndarray:
+    """Column means over the observed entries (0 for a column with none)."""
+    observed = ~np.isnan(X)
+    counts = observed.sum(axis=0)
+    sums = np.where(observed, X, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+
+
+def _model(params: GMMParams, X: np.ndarray):
+    if params.family.independent_features:
+        return _IndependentGaps(params, _column_ref(X))
+    return _DenseGaps(params)
+
+
+def _normalise(L: np.ndarray, flush: bool = False) -> np.ndarray:
+    """Turn (K, n) log-probabilities into responsibilities in place; returns log p (n,).
+
+    ``flush``: responsibilities below exp(FLUSH_LOG_RATIO) times the row's largest become
+    exactly 0, as in the complete rows' statistics (``kernels.FLUSH_LOG_RATIO``).
+    """
+    top = L.max(axis=0)
+    top[~np.isfinite(top)] = 0.0
+    L -= top
+    if flush:
+        L[L < FLUSH_LOG_RATIO] = -np.inf
+    np.exp(L, out=L)
+    total = L.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        L /= total
+        return np.log(total) + top
+
+
+def gap_stats(gaps: Gaps, params: GMMParams) -> SuffStats:
+    """Expected sufficient statistics of the rows in ``gaps`` about ``params.means``.
+
+    ``n_nonfinite``/``first_nonfinite`` count the chunk's rows with every entry missing.
+    """
+    X, w = gaps.X, gaps.sample_weight
+    k, d = params.means.shape
+    model = _model(params, X)
+    loglik = 0.0
+    step = _block_rows(k, d)
+    for start in range(0, X.shape[0], step):
+        stop = min(start + step, X.shape[0])
+        L = model.log_prob(X[start:stop])
+        log_norm = _normalise(L, flush=True)
+        if w is None:
+            loglik += float(log_norm.sum())
+        else:
+            loglik += float(w[start:stop] @ log_norm)
+            L *= w[start:stop]
+        model.add_stats(L)
+    nk, s1, s2 = model.finish(params.family)
+    n = float(X.shape[0]) if w is None else float(w.sum())
+    return SuffStats(params.covariance_type, params.means, n, loglik, nk, s1, s2,
+                     n_rows=int(X.shape[0]), n_nonfinite=gaps.n_empty,
+                     first_nonfinite=gaps.first_empty)
+
+
+def weighted_log_prob(X: np.ndarray, params: GMMParams) -> np.ndarray:
+    """log pi_k + log N(x_o; mu_ko, Sigma_k,oo), shape (n, K), for rows that may hold NaN
+    (each with at least one observed entry; no inf)."""
+    X = np.asarray(X, dtype=np.float64)
+    k, d = params.means.shape
+    out = np.empty((X.shape[0], k))
+    model = _model(params, X)
+    step = _block_rows(k, d)
+    for start in range(0, X.shape[0], step):
+        out[start : start + step] = model.log_prob(X[start : start + step]).T
+    return out
+
+
+def log_prob_resp(X: np.ndarray, params: GMMParams):
+    """(log p(x_o) (n,), responsibilities (n, K)) for rows that may hold NaN."""
+    L = weighted_log_prob(X, params).T.copy()
+    log_norm = _normalise(L)
+    return log_norm, L.T
+
+
+def predict(X: np.ndarray, params: GMMParams) -> np.ndarray:
+    """Most probable component per row from the marginal density, (n,) int64."""
+    return weighted_log_prob(X, params).argmax(axis=1).astype(np.int64)
+
+
+def predict_proba(X: np.ndarray, params: GMMParams) -> np.ndarray:
+    """Responsibilities from the marginal density, (n, K)."""
+    return log_prob_resp(X, params)[1]
+
+
+def score_samples(X: np.ndarray, params: GMMParams) -> np.ndarray:
+    """log p(x_o) per row, (n,)."""
+    return log_prob_resp(X, params)[0]
