@@ -42,6 +42,8 @@ CHECKED_ESTIMATORS = [
     dgmm.GaussianMixture(n_init=2, max_iter=5),
     *(dgmm.GaussianMixture(covariance_type=c, max_iter=5) for c in COVARIANCE_TYPES[1:]),
     dgmm.GaussianMixture(max_iter=5, nonfinite="drop"),
+    dgmm.GaussianMixture(max_iter=5, nonfinite="marginalize"),
+    dgmm.MiniBatchGaussianMixture(max_iter=5, batch_size=64),
 ]
 
 
@@ -66,6 +68,7 @@ def test_parameter_validation_check():
     """scikit-learn runs this check on its own estimators (not in check_estimator): every
     constrained parameter given a value outside its constraints raises in fit."""
     check_param_validation("GaussianMixture", CHECKED_ESTIMATORS[0])
+    check_param_validation("MiniBatchGaussianMixture", CHECKED_ESTIMATORS[-1])
 
 
 def separated_blobs(n=400, d=2, k=3, seed=5):

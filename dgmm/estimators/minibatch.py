@@ -105,10 +105,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
 
     # -- validation ------------------------------------------------------------------
     def _check_all(self, X, sample_weight):
-        try:
-            self._validate_params()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self._validate_params()
         X = self._check_X(X, fitting=True)
         if X.shape[0] < self.n_components:
             raise DataError(
@@ -200,9 +197,9 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         n_features = np.shape(X)[1] if len(np.shape(X)) == 2 else None
         if hasattr(self, "state_") and n_features != self.n_features_in_:
             raise ConfigError(
-                f"X has {n_features} features, but this model was fitted with "
-                f"{self.n_features_in_}. partial_fit continues the same model: pass rows "
-                "with the same features, or call fit to start over.")
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input. partial_fit continues the same "
+                "model: pass rows with the same features, or call fit to start over.")
         X, sample_weight = self._check_all(X, sample_weight)
         data = engine.prepare(X, sample_weight)
         settings = self._stepwise_settings()
