@@ -41,15 +41,17 @@ def test_float32_fit_follows_the_float64_fit(covariance_type, offset):
     assert a.score(X64d) == pytest.approx(b.score(X64d), rel=1e-6)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("n_features", [4, 40])  # 40: the pruned full E-step and SYRKs
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_float32_chunk_statistics_are_float64_sums_close_to_the_float64_ones(
-        covariance_type, n_features):
+        covariance_type, n_features, weighted):
     X32 = make_blobs(3000, n_features, 3, seed=6, offset=1e3).astype(np.float32)
     X64 = X32.astype(np.float64)
     params = params_for(covariance_type, X64)
-    a = kernels.chunk_stats(X32, params)
-    b = kernels.chunk_stats(X64, params)
+    w = np.random.default_rng(2).uniform(0.5, 2.0, 3000) if weighted else None
+    a = kernels.chunk_stats(X32, params, w)
+    b = kernels.chunk_stats(X64, params, w)
     assert kernels.compute_dtype(X32) == np.float32
     assert kernels.compute_dtype(X64) == np.float64
     for name in ("nk", "s1", "s2"):
