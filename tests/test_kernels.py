@@ -89,16 +89,6 @@ def test_responsibilities_sum_to_one_and_match_predict(covariance_type):
                                rtol=1e-12)
 
 
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_float32_chunks_are_computed_in_float64(covariance_type):
-    X32 = make_blobs(300, 3, 3, seed=6).astype(np.float32)
-    params = params_for(covariance_type, X32.astype(np.float64))
-    a = kernels.chunk_stats(X32, params)
-    b = kernels.chunk_stats(X32.astype(np.float64), params)
-    assert a.loglik == pytest.approx(b.loglik, rel=1e-12)
-    np.testing.assert_allclose(a.s2, b.s2, rtol=1e-10)
-
-
 def test_rows_far_from_every_component_do_not_underflow_to_nan():
     X = np.array([[0.0, 0.0], [1e4, -1e4]])
     params = GMMParams.from_covariances(np.ones(2) / 2, np.array([[0.0, 0.0], [1.0, 1.0]]),

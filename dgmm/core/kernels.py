@@ -114,18 +114,38 @@ def _acc_gemm(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         acc[...] = out.T
 
 
+def _acc_product(acc: np.ndarray, a: np.ndarray, b: np.ndarray, ws: "_Workspace") -> None:
+    """acc += a @ b with acc float64: one dgemm for float64 operands; for float32 operands
+    one sgemm over the block into a float32 buffer, then added to the float64 sums (the
+    rounding of a block's partial sum stays within the block)."""
+    if a.dtype == np.float64 and b.dtype == np.float64:
+        _acc_gemm(acc, a, b)
+        return
+    partial = ws.get(f"partial{acc.shape}", acc.shape, dtype=np.result_type(a, b))
+    np.matmul(a, b, out=partial)
+    acc += partial
+
+
+def _row_sums(R: np.ndarray) -> np.ndarray:
+    """R.sum(axis=1) (K,) in float64 whatever R's type."""
+    return R.sum(axis=1) if R.dtype == np.float64 else R.sum(axis=1, dtype=np.float64)
+
+
 class _Workspace:
     """Work arrays of one chunk, sized for ``rows`` rows per block; views per block.
 
     Every per-block array is a view of a flat buffer reshaped to exactly (K, m) or (m, ...)
-    so that it is C-contiguous whatever the block's row count m.
+    so that it is C-contiguous whatever the block's row count m. ``dtype`` is the E-step's
+    compute type (float64, or float32 for float32 chunks), the default of every buffer.
     """
 
-    def __init__(self):
+    def __init__(self, dtype=np.float64):
+        self.dtype = np.dtype(dtype)
         self._buffers: dict[str, np.ndarray] = {}
 
     def get(self, name: str, shape: tuple, fill: float | None = None,
-            dtype=np.float64) -> np.ndarray:
+            dtype=None) -> np.ndarray:
+        dtype = self.dtype if dtype is None else dtype
         size = math.prod(shape)
         buf = self._buffers.get(name)
         if buf is None or buf.size < size:
@@ -263,7 +283,10 @@ class _PrunedLogProb:
         prec_chol = params.precisions_cholesky
         k, d = means_c.shape
         self.n_components, self.n_features = k, d
-        self.const = const  # (K, 1)
+        self.const = const  # (K, 1), in the compute type
+        #: relative rounding slack on |x|^2 + |mu|^2 in the bound: the expansion in the
+        #: compute type loses a few d eps of it; 1e-10 for float64, 1e-4 for float32
+        self.slack = 1e-10 if ws.dtype == np.float64 else 1e-4
         self.ws = ws
         self.W_k = np.empty((k, d + 1, d))
         self.W_k[:, 0] = -b
@@ -272,18 +295,22 @@ class _PrunedLogProb:
         lam_r, gaps, V = _softest_directions(params, r)
         self.lam_r = lam_r[None, :]  # (1, K)
         # [1 | Xc] @ bounds_w = [projections of x - mu_k on V_k (K r columns) |
-        # |mu_k|^2 - 2 x.mu_k (K columns)]; the rounding slack of 1e-10 of
-        # |x|^2 + |mu|^2 (see fill) is folded in as the factor 1 - 1e-10
+        # |mu_k|^2 - 2 x.mu_k (K columns)]; the rounding slack (1e-10 of
+        # |x|^2 + |mu|^2 in float64, see fill) is folded in as the factor 1 - slack
         self.bounds_w = np.empty((d + 1, k * r + k))
         self.bounds_w[0, : k * r] = -np.einsum("kd,kdr->kr", means_c, V).reshape(-1)
         self.bounds_w[1:, : k * r] = V.transpose(1, 0, 2).reshape(d, k * r)
-        self.bounds_w[0, k * r :] = (means_c**2).sum(axis=1) * (1.0 - 1e-10)
+        self.bounds_w[0, k * r :] = (means_c**2).sum(axis=1) * (1.0 - self.slack)
         self.bounds_w[1:, k * r :] = -2.0 * means_c.T
         # sum_j (lam_r - lam_j) p_j^2 for all k as one product with the squares
         self.gap_w = np.zeros((k * r, k))
         for j in range(k):
             self.gap_w[j * r : (j + 1) * r, j] = gaps[j]
         self.n_directions = r
+        self.W_k = self.W_k.astype(ws.dtype, copy=False)
+        self.bounds_w = self.bounds_w.astype(ws.dtype, copy=False)
+        self.gap_w = self.gap_w.astype(ws.dtype, copy=False)
+        self.lam_r = self.lam_r.astype(ws.dtype, copy=False)
 
     def fill(self, Z: np.ndarray, L: np.ndarray) -> bool:
         """Fill L (K, m) for a 'full' block computing only the pairs that may matter.
@@ -309,7 +336,7 @@ class _PrunedLogProb:
         np.matmul(proj, self.gap_w, out=upper)  # sum_j (lam_r - lam_j) p_j^2
         x_sq = ws.get("x_sq", (m, 1))
         np.einsum("rd,rd->r", Z[:, 1:], Z[:, 1:], out=x_sq[:, 0])
-        x_sq *= 1.0 - 1e-10
+        x_sq *= 1.0 - self.slack
         dist += x_sq  # |x - mu_k|^2 less the slack, (m, K)
         # maha >= lam_r (|delta|^2 - slack) - sum_j gap_j p_j^2; the slack (1e-10 of
         # |x|^2 + |mu|^2) is orders above what the expansion and projections lose
@@ -378,6 +405,8 @@ class _LogProb:
         self.ws = ws
         self.dense_rows = rows
         # means relative to the chunk's centre, (K, d)
+        if ws.dtype != np.float64:
+            self.const = self.const.astype(ws.dtype)
         self._setup(params, params.means - ref, params.precisions_cholesky, const, prune)
 
     def __call__(self, Z: np.ndarray, prune: bool = False) -> np.ndarray:
@@ -409,10 +438,13 @@ class _FullLogProb(_LogProb):
             self.W2 = np.empty((d + 1, k * (d - h)))
             self.W2[0] = -b[:, h:].reshape(-1)
             self.W2[1:] = prec_chol[:, :, h:].transpose(1, 0, 2).reshape(d, k * (d - h))
+            self.W1 = self.W1.astype(self.ws.dtype, copy=False)
+            self.W2 = self.W2.astype(self.ws.dtype, copy=False)
         else:
             self.W = np.empty((d + 1, k * d))
             self.W[0] = -b.reshape(-1)
             self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
+            self.W = self.W.astype(self.ws.dtype, copy=False)
         if prune and d >= PRUNE_MIN_FEATURES and k > 1:
             self.pruner = _PrunedLogProb(params, means_c, b, self.const, self.ws)
 
@@ -465,10 +497,10 @@ class _TiedLogProb(_LogProb):
     """log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U."""
 
     def _setup(self, params, means_c, prec_chol, const, prune):
-        self.U = prec_chol
         b = means_c @ prec_chol  # (K, d)
-        self.B = b
-        self.const = self.const - 0.5 * (b**2).sum(axis=1)[:, None]
+        self.const = (const - 0.5 * (b**2).sum(axis=1))[:, None].astype(self.ws.dtype)
+        self.U = prec_chol.astype(self.ws.dtype, copy=False)
+        self.B = b.astype(self.ws.dtype, copy=False)
         self.Y = self.ws.get("Y", (self.dense_rows, self.n_features))
 
     def _dense(self, Z: np.ndarray) -> np.ndarray:
@@ -495,7 +527,7 @@ class _DiagLogProb(_LogProb):
         W[:, :d] = means_c * prec
         W[:, d : 2 * d] = -0.5 * prec
         W[:, 2 * d] = const - 0.5 * (means_c**2 * prec).sum(axis=1)
-        self.W = W
+        self.W = W.astype(self.ws.dtype, copy=False)
 
     def _dense(self, Z: np.ndarray) -> np.ndarray:
         L = self.ws.get("L_dense", (self.n_components, Z.shape[0]))
@@ -561,8 +593,8 @@ class _FullMoments(_Moments):
         np.copyto(Xt, Z[:, 1:].T)
         B = self.ws.get("Y", (k, d, m))
         np.multiply(R[:, None, :], Xt[None, :, :], out=B)
-        _acc_gemm(self.G, B.reshape(k * d, m), Z)
-        self.N += R.sum(axis=1)
+        _acc_product(self.G, B.reshape(k * d, m), Z, self.ws)
+        self.N += _row_sums(R)
 
     def _raw(self):
         k, d = self.n_components, self.n_features
@@ -608,7 +640,7 @@ class _FullSyrkMoments(_FullMoments):
                 Zg = _gather_rows(Z, rows, self.ws)
                 G = self.ws.get("B", (n_active, d))
                 np.multiply(Zg[:, 1:], root_r[j, rows][:, None], out=G)
-                _blas.dsyrk(1.0, G.T, beta=1.0, c=self.C[j].T, trans=0, overwrite_c=1)
+                self._syrk(j, G.T, trans=0)
             else:
                 # in sub-blocks of the cache size (the blocks are larger when pruning)
                 for start in range(0, m, self.dense_rows):
@@ -616,9 +648,16 @@ class _FullSyrkMoments(_FullMoments):
                     B = self.ws.get("B", (d, stop - start))
                     np.multiply(root_r[j, start:stop], Xt[:, start:stop], out=B)
                     # C[j].T (Fortran order) += B @ B.T: upper triangle = lower of C[j]
-                    _blas.dsyrk(1.0, B.T, beta=1.0, c=self.C[j].T, trans=1,
-                                overwrite_c=1)
-        _acc_gemm(self.SN, R, Z)
+                    self._syrk(j, B.T, trans=1)
+        _acc_product(self.SN, R, Z, self.ws)
+
+    def _syrk(self, j, a, trans):
+        """Upper triangle of C[j].T (Fortran order) += a a^T (trans=0) or a^T a (trans=1):
+        dsyrk in place for float64, ssyrk of the block then added for float32."""
+        if a.dtype == np.float64:
+            _blas.dsyrk(1.0, a, beta=1.0, c=self.C[j].T, trans=trans, overwrite_c=1)
+        else:
+            self.C[j].T[...] += _blas.ssyrk(1.0, a, trans=trans)
 
     def _raw(self):
         lower = np.tril(self.C)
@@ -635,13 +674,13 @@ class _TiedMoments(_Moments):
 
     def add(self, Z, R, w):
         if w is None:
-            _acc_gemm(self.G, Z.T, Z)
+            _acc_product(self.G, Z.T, Z, self.ws)
         else:
             WZ = self.ws.get("WZ", (Z.shape[0], self.n_features))
             np.multiply(Z, w[:, None], out=WZ)
-            _acc_gemm(self.G, Z.T, WZ)
-        _acc_gemm(self.S, R, Z)
-        self.N += R.sum(axis=1)
+            _acc_product(self.G, Z.T, WZ, self.ws)
+        _acc_product(self.S, R, Z, self.ws)
+        self.N += _row_sums(R)
 
     def finish(self, shift_c):
         nk, s = self.N, self.S
@@ -658,7 +697,7 @@ class _DiagMoments(_Moments):
         self.M = np.zeros((k, 2 * d + 1))
 
     def add(self, Z, R, w):
-        _acc_gemm(self.M, R, Z)
+        _acc_product(self.M, R, Z, self.ws)
 
     def finish(self, shift_c):
         d = self.n_features
@@ -698,6 +737,15 @@ def _as_float(X) -> np.ndarray:
     return X if X.dtype.kind == "f" else X.astype(np.float64)
 
 
+def compute_dtype(X: np.ndarray) -> np.dtype:
+    """The E-step's compute type for a chunk: float32 for float32 data, else float64.
+
+    The statistics are summed in float64 either way (about the chunk's centre); float32
+    only shortens the E-step's products and elementwise passes.
+    """
+    return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
+
+
 def _chunk_ref(X: np.ndarray) -> np.ndarray:
     """The chunk's column means in float64: the centre every block is expanded about."""
     if not X.shape[0]:
@@ -720,7 +768,9 @@ def chunk_stats(
     X: (n_samples, n_features) float; sample_weight: (n_samples,) or None for ones;
     row_offset: global index of the chunk's first row (to report non-finite rows).
     Rows with NaN or inf are skipped and counted; with ``nonfinite='marginalize'`` NaN
-    entries are missing values (``dgmm.core.missing``) and inf is a ``DataError``.
+    entries are missing values (``dgmm.core.missing``) and inf is a ``DataError``. float32
+    chunks run the E-step in float32 (``compute_dtype``); the statistics are summed in
+    float64.
     """
     X = _as_float(X)
     gaps = None
@@ -731,7 +781,7 @@ def chunk_stats(
     kernel = _kernel(params.covariance_type)
     ref = _chunk_ref(X)
     dense_step = min(block_rows(k, d), max(1, X.shape[0]))
-    ws = _Workspace()
+    ws = _Workspace(compute_dtype(X))
     log_prob = kernel.log_prob(params, ref, dense_step, ws, prune=True)
     prune = log_prob.pruner is not None
     step = min(dense_step * PRUNE_BLOCK_FACTOR, max(1, X.shape[0])) if prune else dense_step
@@ -757,7 +807,7 @@ def chunk_stats(
             dense_left -= 1
         log_norm = _log_resp_inplace(R, ws, flush=True)
         if w is None:
-            loglik += float(log_norm.sum())
+            loglik += float(log_norm.sum(dtype=np.float64))
         else:
             loglik += float(w @ log_norm)
             R *= w
