@@ -196,11 +196,23 @@ def test_fsspec_urls(tmp_path, params):
     mem_zarr = mem.replace(".parquet", ".zarr")
     with dask.config.set(scheduler="sync"):
         outputs.write_predictions(X, params, mem_zarr, outputs=["labels"])
-    np.testing.assert_array_equal(zarr.open_group(mem_zarr, mode="r")["labels"][:], labels)
+    # memory:// has no atomic rename: each output is a version prefix named by the pointer
+    from dgmm.data.publish import POINTER_NAME, resolve
+
+    current = resolve(mem_zarr)
+    assert current.startswith(mem_zarr + "/v-")
+    np.testing.assert_array_equal(zarr.open_group(current, mode="r")["labels"][:], labels)
     fs = fsspec.filesystem("memory")
-    assert len(fs.ls(mem)) == 4
+    assert len(fs.ls(resolve(mem))) == 4
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(mem, detail=False)) == [
+        POINTER_NAME, resolve(mem).rsplit("/", 1)[1]]
     assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(mem.rsplit("/", 1)[0], detail=False)) == [
         "m.parquet", "m.zarr"]
+    # writing again publishes a new version and removes the superseded one
+    with dask.config.set(scheduler="sync"):
+        outputs.write_predictions(X, params, mem_zarr, outputs=["labels"])
+    assert resolve(mem_zarr) != current and not fs.exists(current)
+    assert len(fs.ls(mem_zarr, detail=False)) == 2
 
 
 # ------------------------------------------------------------------------- errors

@@ -51,7 +51,7 @@ from pydantic import (
     field_validator,
 )
 from ..core.types import CovarianceType, InitParams, NonFinitePolicy
-from ..data.files import format_from_suffix
+from ..data.files import format_from_suffix, is_url
 from ..errors import ConfigError
 
 __all__ = [
@@ -120,11 +120,6 @@ def parse_bytes(value: float | str) -> int:
             "unit such as '512MiB', '64 MB', '16GiB'"
         )
     return int(float(match.group(1)) * _BYTE_UNITS[unit])
-
-
-def is_url(path: str) -> bool:
-    """True for ``scheme://...`` (fsspec URLs), False for plain local paths."""
-    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", str(path)) is not None
 
 
 def _resolve_path(path: str | os.PathLike | None) -> str | None:
