@@ -12,27 +12,65 @@ Exit codes (distinct per class of failure, for schedulers):
 6     a checkpoint is corrupt or belongs to other settings or data
 7     another run holds the checkpoint directory's lock
 8     the fit failed numerically (a covariance not positive definite)
-130   interrupted (Ctrl-C)
+130   interrupted (SIGINT, Ctrl-C): the last checkpoint is kept; rerun to resume
+143   terminated (SIGTERM, e.g. a batch system at walltime): likewise
 ====  =========================================================================
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 
 from ._version import __version__
+from .data.redact import install_log_filter, redact
 from .errors import ConfigError, DgmmError
 
 EXIT_UNEXPECTED = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def _emit(line: str) -> None:
-    print(line, flush=True)
+    print(redact(line), flush=True)
+
+
+def _error(line: str) -> None:
+    print(redact(line), file=sys.stderr, flush=True)
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM or SIGINT: unwinds the run so that the
+    checkpoint lock is released and the cluster's workers are stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turn the first SIGTERM or SIGINT into ``Stopped``; later ones are ignored while
+    the run cleans up."""
+    stopping = []
+
+    def handler(signum, frame):
+        if stopping:
+            return
+        stopping.append(signum)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Fit Gaussian mixture models by out-of-core EM on a Dask cluster.",
         epilog="Exit codes: 0 done, 1 unexpected, 2 bad workflow/arguments, 3 bad data, "
         "4 cluster, 5 not converged (require_convergence), 6 bad checkpoint, "
-        "7 checkpoint directory locked, 8 numerical failure.",
+        "7 checkpoint directory locked, 8 numerical failure, 130 interrupted (SIGINT), "
+        "143 terminated (SIGTERM); after 130 or 143 rerun the same command to resume.",
     )
     parser.add_argument("--version", action="version", version=f"dgmm {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -113,7 +152,19 @@ def cmd_run(args) -> int:
 
     workflow = load_workflow(args.workflow, args.overrides)
     emit = (lambda line: None) if args.quiet else _emit
-    summary = run_workflow(workflow, restart=args.restart, force=args.force, emit=emit)
+    try:
+        with _stop_on_signals():
+            summary = run_workflow(workflow, restart=args.restart, force=args.force,
+                                   emit=emit)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        kept = (f"the checkpoints in {workflow.checkpoint.dir} are kept"
+                if workflow.checkpoint.dir else "no checkpoint directory is set, so the fit "
+                "starts over")
+        _error(f"dgmm: stopped by {signal.Signals(signum).name}: the run was stopped and "
+               f"its workers shut down; {kept}. Run `dgmm run {args.workflow}` again to "
+               "resume.")
+        return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
     if summary.did_nothing:
         _emit(f"nothing to do: the outputs of {args.workflow} are up to date "
               "(use --force to rerun)")
@@ -180,13 +231,15 @@ def cmd_predict(args) -> int:
 
 
 def _inspect_payload(path: str) -> dict:
-    from .workflow.checkpoint import CheckpointStore
+    from .data.files import is_url
     from .data.model_io import read_model_meta
+    from .data.publish import join, read_bytes, resolve
+    from .workflow.checkpoint import CheckpointStore
 
-    if os.path.isfile(os.path.join(path, "model.json")):
+    if read_bytes(join(resolve(path), "model.json")) is not None:
         meta = read_model_meta(path)
         return {"kind": "model", "path": path, **{k: v for k, v in meta.items() if k != "arrays"}}
-    if not os.path.isdir(path):
+    if not is_url(path) and not os.path.isdir(path):
         raise ConfigError(f"Nothing to inspect at {path!r}: give a model directory "
                           "(outputs.model) or a checkpoint directory (checkpoint.dir).")
     store = CheckpointStore(path)
@@ -206,7 +259,7 @@ def _inspect_payload(path: str) -> dict:
     return {
         "kind": "checkpoints",
         "path": path,
-        "checkpoints": [os.path.basename(c.path) for c in checkpoints],
+        "checkpoints": [c.path.rsplit("/", 1)[-1] for c in checkpoints],
         "latest": latest,
         "metrics_lines": len(metrics),
         "last_metrics": metrics[-1] if metrics else None,
@@ -251,6 +304,7 @@ def main(argv=None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    install_log_filter()
     if not args.debug:
         for noisy in ("distributed", "tornado", "bokeh", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -258,18 +312,17 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except DgmmError as exc:
         if args.debug:
-            traceback.print_exc()
-        print(f"dgmm: error: {exc}", file=sys.stderr, flush=True)
+            _error(traceback.format_exc())
+        _error(f"dgmm: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("dgmm: interrupted", file=sys.stderr, flush=True)
+        _error("dgmm: interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, not a user's mistake
         if args.debug:
-            traceback.print_exc()
-        print(f"dgmm: unexpected error: {type(exc).__name__}: {exc}\nThis is a bug in "
-              "dgmm or its environment; rerun with --debug for the traceback.",
-              file=sys.stderr, flush=True)
+            _error(traceback.format_exc())
+        _error(f"dgmm: unexpected error: {type(exc).__name__}: {exc}\nThis is a bug in "
+               "dgmm or its environment; rerun with --debug for the traceback.")
         return EXIT_UNEXPECTED
 
 

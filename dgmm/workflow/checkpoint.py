@@ -46,7 +46,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..data.publish import write_file
 from ..data.redact import redact
-from ..errors import CheckpointError, LockError
+from ..errors import CheckpointError, DataError, LockError
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ class CheckpointStore:
         try:
             write_file(self.fs, self._path(name), data)
         except OSError as exc:
-            raise CheckpointError(redact(
+            error = CheckpointError if self.is_local else DataError  # remote: store failed
+            raise error(redact(
                 f"Cannot write {self._display(name)}: {exc}. Check free space and "
                 "permissions of the checkpoint directory, or that its store is reachable."
             )) from None
@@ -322,7 +323,9 @@ class CheckpointStore:
                 old = self.fs.cat_file(path) if self.fs.exists(path) else b""
                 self.fs.pipe_file(path, old + line)
         except OSError as exc:
-            raise CheckpointError(f"Cannot append to {self._display(METRICS_NAME)}: {exc}.") from None
+            error = CheckpointError if self.is_local else DataError  # remote: store failed
+            raise error(redact(f"Cannot append to {self._display(METRICS_NAME)}: {exc}. Check "
+                               "that the checkpoint directory's store is reachable.")) from None
 
     def truncate_metrics(self, keep) -> int:
         """Keep only the ``metrics.jsonl`` records for which ``keep(record)`` is true
