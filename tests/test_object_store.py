@@ -240,8 +240,9 @@ def test_sigkill_at_random_moments_with_checkpoints_on_s3_then_bit_identical(
             return 0
 
     rng = np.random.default_rng(7)
-    plans = [lambda: fs.exists(f"{bucket}/ckpt/dgmm.lock"), lambda: lines() >= 3,
-             lambda: lines() >= 7]
+    # kill at a random moment after the lock is taken (initialisation or early
+    # iterations), then at a random moment after a few more checkpoints
+    plans = [lambda: fs.exists(f"{bucket}/ckpt/dgmm.lock"), lambda: lines() >= 5]
     for ready in plans:
         proc = subprocess.Popen([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"],
                                 cwd=tmp_path, env=s3_server.env(), stdout=subprocess.DEVNULL,
@@ -251,7 +252,7 @@ def test_sigkill_at_random_moments_with_checkpoints_on_s3_then_bit_identical(
             assert proc.poll() is None, "the run ended before the kill"
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        time.sleep(rng.uniform(0, 0.3))  # a random moment after the mark
+        time.sleep(rng.uniform(0, 0.5))  # a random moment after the mark
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     code, out, err = cli_in_process(capsys, "run", str(tmp_path / "wf.yaml"))
@@ -355,7 +356,7 @@ def test_killing_the_writer_mid_write_leaves_the_previous_version_readable(
 
 def test_a_flaky_store_ends_with_the_same_model_as_a_clean_run(
         s3_server, s3_data, reference, tmp_path, capsys):
-    proxy = FlakyProxy(s3_server.port, fail_every=5, max_failures=30)
+    proxy = FlakyProxy(s3_server.port, fail_every=4, max_failures=15)
     try:
         bucket = s3_server.create_bucket(bucket_name())
         options = s3_server.storage_options(endpoint=proxy.endpoint)
@@ -364,7 +365,7 @@ def test_a_flaky_store_ends_with_the_same_model_as_a_clean_run(
                        outputs={"model": f"{bucket}/model"})
         code, out, err = cli_in_process(capsys, "run", str(tmp_path / "wf.yaml"))
         assert code == 0, out + err
-        assert proxy.failures >= 10  # failures were injected (and retried)
+        assert proxy.failures == 15  # failures were injected (and retried)
     finally:
         proxy.stop()
     assert_same_model(load_params(f"{bucket}/model", s3_server.storage_options()), reference)
