@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dask.callbacks import Callback
+from fsspec.implementations.local import LocalFileSystem
 from scipy.stats import wishart
 
 from dgmm.core.families import COVARIANCE_TYPES
@@ -239,3 +240,30 @@ class FlakyProxy:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+
+
+# ----------------------------------------------------------- a disk that fails once
+
+
+class FailOnceFileSystem(LocalFileSystem):
+    """The local disk, except that the first attempt to write each file raises OSError
+    (a transient storage error); markers of the failed attempts go to the directory in
+    the storage option ``markers``. Protocol ``failonce://`` once registered."""
+
+    protocol = ("failonce",)
+
+    def __init__(self, markers: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.markers = markers
+
+    def open(self, path, mode="rb", **kwargs):
+        if "w" in mode:
+            import hashlib
+            import os
+
+            marker = os.path.join(self.markers, hashlib.sha1(
+                self._strip_protocol(path).encode()).hexdigest())
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                raise OSError(f"transient failure writing {path}")
+        return super().open(path, mode, **kwargs)

@@ -175,6 +175,26 @@ def test_write_predictions_with_a_distributed_client(tmp_path, params, cluster_c
     np.testing.assert_allclose(table["log_likelihood"].to_numpy(), loglik, rtol=1e-12)
 
 
+def test_a_transient_write_error_is_retried_on_the_cluster(tmp_path, params, cluster_client):
+    """Every part file fails on its first write: the Dask task retries write it."""
+    import fsspec
+
+    from helpers import FailOnceFileSystem
+
+    fsspec.register_implementation("failonce", FailOnceFileSystem, clobber=True)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    data = _data(params)
+    X = da.from_array(data, chunks=(60, 3))
+    labels, _, _ = _expected(data, params)
+    outputs.write_predictions(X, params, f"failonce://{tmp_path}/r.parquet",
+                              client=cluster_client,
+                              storage_options={"markers": str(markers)})
+    assert len(os.listdir(markers)) == len(X.chunks[0])  # each part failed once
+    _, _, table = _read_parquet_output(tmp_path / "r.parquet")
+    np.testing.assert_array_equal(table["label"].to_numpy(), labels)
+
+
 def test_fsspec_urls(tmp_path, params):
     data = _data(params)
     X = da.from_array(data, chunks=(60, 3))

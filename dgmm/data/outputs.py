@@ -48,6 +48,8 @@ from ..core.params import GMMParams
 log = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("labels", "probabilities", "log_likelihood")
+#: Dask task retries of a chunk writer on a distributed cluster
+WRITE_TASK_RETRIES = 2
 FORMATS = ("zarr", "parquet")
 
 
@@ -177,7 +179,10 @@ def compute_all(parts: list, client=None) -> list:
     """
     client = _distributed_client(client)
     if client is not None:
-        futures = client.compute(parts)
+        # each task writes its own chunk or file, so running it again is harmless: a
+        # transient storage error that outlives the storage client's own retries gets
+        # another chance on the cluster
+        futures = client.compute(parts, retries=WRITE_TASK_RETRIES)
         client.gather(futures, errors="skip")  # returns once every future is done or failed
         return client.gather(futures)  # raises the first error, if any
     from dask.local import get_sync
