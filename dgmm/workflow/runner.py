@@ -214,9 +214,11 @@ def _storage_error(workflow: Workflow, exc: BaseException) -> DataError:
 
 
 def _is_storage_error(exc: BaseException) -> bool:
+    module = type(exc).__module__ or ""
+    if module.startswith(("distributed", "tornado")):  # the cluster's comms, not storage
+        return False
     if isinstance(exc, OSError):
         return True
-    module = type(exc).__module__ or ""
     return module.startswith(("botocore", "aiobotocore", "aiohttp", "google", "azure"))
 
 
