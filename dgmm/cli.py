@@ -28,7 +28,6 @@ import sys
 import traceback
 
 from ._version import __version__
-from .data.redact import install_log_filter, redact
 from .errors import ConfigError, DgmmError
 
 EXIT_UNEXPECTED = 1
@@ -36,12 +35,20 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
+def _redact(text: str) -> str:
+    # imported when first needed: dgmm.data pulls in Dask, whose logging set-up must
+    # come after main() has configured it
+    from .data.redact import redact
+
+    return redact(text)
+
+
 def _emit(line: str) -> None:
-    print(redact(line), flush=True)
+    print(_redact(line), flush=True)
 
 
 def _error(line: str) -> None:
-    print(redact(line), file=sys.stderr, flush=True)
+    print(_redact(line), file=sys.stderr, flush=True)
 
 
 class Stopped(KeyboardInterrupt):
@@ -304,6 +311,8 @@ def main(argv=None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from .data.redact import install_log_filter
+
     install_log_filter()
     if not args.debug:
         for noisy in ("distributed", "tornado", "bokeh", "asyncio"):
