@@ -6,18 +6,68 @@ Each failure class has its own exit code (``dgmm.errors.EXIT_CODE_TABLE``, shown
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 
 from ._version import __version__
-from .errors import EXIT_CODE_TABLE, EXIT_INTERRUPTED, EXIT_UNEXPECTED, ConfigError, DgmmError
+from .errors import (
+    EXIT_CODE_TABLE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_UNEXPECTED,
+    ConfigError,
+    DgmmError,
+)
+
+
+def _redact(text: str) -> str:
+    # imported when first needed: dgmm.data pulls in Dask, whose logging set-up must
+    # come after main() has configured it
+    from .data.redact import redact
+
+    return redact(text)
 
 
 def _emit(line: str) -> None:
-    print(line, flush=True)
+    print(_redact(line), flush=True)
+
+
+def _error(line: str) -> None:
+    print(_redact(line), file=sys.stderr, flush=True)
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM or SIGINT: unwinds the run so that the
+    checkpoint lock is released and the cluster's workers are stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turn the first SIGTERM or SIGINT into ``Stopped``; later ones are ignored while
+    the run cleans up."""
+    stopping = []
+
+    def handler(signum, frame):
+        if stopping:
+            return
+        stopping.append(signum)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def exit_codes_text() -> str:
@@ -114,7 +164,19 @@ def cmd_run(args) -> int:
 
     workflow = load_workflow(args.workflow, args.overrides)
     emit = (lambda line: None) if args.quiet else _emit
-    summary = run_workflow(workflow, restart=args.restart, force=args.force, emit=emit)
+    try:
+        with _stop_on_signals():
+            summary = run_workflow(workflow, restart=args.restart, force=args.force,
+                                   emit=emit)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        kept = (f"the checkpoints in {workflow.checkpoint.dir} are kept"
+                if workflow.checkpoint.dir else "no checkpoint directory is set, so the fit "
+                "starts over")
+        _error(f"dgmm: stopped by {signal.Signals(signum).name}: the run was stopped and "
+               f"its workers shut down; {kept}. Run `dgmm run {args.workflow}` again to "
+               "resume.")
+        return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
     if summary.did_nothing:
         _emit(f"nothing to do: the outputs of {args.workflow} are up to date "
               "(use --force to rerun)")
@@ -186,13 +248,15 @@ def cmd_predict(args) -> int:
 
 
 def _inspect_payload(path: str) -> dict:
-    from .workflow.checkpoint import CheckpointStore
+    from .data.files import is_url
     from .data.model_io import read_model_meta
+    from .data.publish import join, read_bytes, resolve
+    from .workflow.checkpoint import CheckpointStore
 
-    if os.path.isfile(os.path.join(path, "model.json")):
+    if read_bytes(join(resolve(path), "model.json")) is not None:
         meta = read_model_meta(path)
         return {"kind": "model", "path": path, **{k: v for k, v in meta.items() if k != "arrays"}}
-    if not os.path.isdir(path):
+    if not is_url(path) and not os.path.isdir(path):
         raise ConfigError(f"Nothing to inspect at {path!r}: give a model directory "
                           "(outputs.model) or a checkpoint directory (checkpoint.dir).")
     store = CheckpointStore(path)
@@ -212,7 +276,7 @@ def _inspect_payload(path: str) -> dict:
     return {
         "kind": "checkpoints",
         "path": path,
-        "checkpoints": [os.path.basename(c.path) for c in checkpoints],
+        "checkpoints": [c.path.rsplit("/", 1)[-1] for c in checkpoints],
         "latest": latest,
         "metrics_lines": len(metrics),
         "last_metrics": metrics[-1] if metrics else None,
@@ -257,6 +321,9 @@ def main(argv=None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from .data.redact import install_log_filter
+
+    install_log_filter()
     if not args.debug:
         for noisy in ("distributed", "tornado", "bokeh", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -264,18 +331,17 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except DgmmError as exc:
         if args.debug:
-            traceback.print_exc()
-        print(f"dgmm: error: {exc}", file=sys.stderr, flush=True)
+            _error(traceback.format_exc())
+        _error(f"dgmm: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("dgmm: interrupted", file=sys.stderr, flush=True)
+        _error("dgmm: interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, not a user's mistake
         if args.debug:
-            traceback.print_exc()
-        print(f"dgmm: unexpected error: {type(exc).__name__}: {exc}\nThis is a bug in "
-              "dgmm or its environment; rerun with --debug for the traceback.",
-              file=sys.stderr, flush=True)
+            _error(traceback.format_exc())
+        _error(f"dgmm: unexpected error: {type(exc).__name__}: {exc}\nThis is a bug in "
+               "dgmm or its environment; rerun with --debug for the traceback.")
         return EXIT_UNEXPECTED
 
 

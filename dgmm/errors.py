@@ -77,7 +77,8 @@ EXIT_CODE_TABLE: tuple[ExitCode, ...] = (
     ExitCode(ConfigError.exit_code, ConfigError,
              "bad workflow file, override or command-line arguments"),
     ExitCode(DataError.exit_code, DataError,
-             "bad data (missing, wrong shape or dtype, NaN/inf, too few rows)"),
+             "bad data (missing, wrong shape or dtype, NaN/inf, too few rows; a store that "
+             "stays down)"),
     ExitCode(ClusterError.exit_code, ClusterError,
              "the cluster could not start, could not be reached, or was lost"),
     ExitCode(NotConvergedError.exit_code, NotConvergedError,
@@ -88,7 +89,9 @@ EXIT_CODE_TABLE: tuple[ExitCode, ...] = (
              "another run holds the checkpoint directory's lock"),
     ExitCode(FitError.exit_code, FitError,
              "the fit failed numerically (a covariance not positive definite)"),
-    ExitCode(EXIT_INTERRUPTED, None, "interrupted (Ctrl-C)"),
-    ExitCode(EXIT_TERMINATED, None, "terminated (SIGTERM)"),
+    ExitCode(EXIT_INTERRUPTED, None, "interrupted (SIGINT, Ctrl-C): the last checkpoint is kept; "
+             "rerun to resume"),
+    ExitCode(EXIT_TERMINATED, None, "terminated (SIGTERM, e.g. a batch system at walltime): "
+             "likewise"),
 )  # fmt: skip
 """Every exit code of the ``dgmm`` command, in increasing order (rendered by its --help)."""

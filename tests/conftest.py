@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import make_blobs
+from helpers import S3Server, make_blobs
 
 @pytest.fixture(scope="session")
 def cluster_client():
@@ -32,3 +32,13 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "configs").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3-API server on 127.0.0.1 at a free port, stopped by its PID at the end."""
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()

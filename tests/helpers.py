@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dask.callbacks import Callback
+from fsspec.implementations.local import LocalFileSystem
 from scipy.stats import wishart
 
 from dgmm.core.families import COVARIANCE_TYPES
@@ -87,3 +88,204 @@ class ComputeCounter(Callback):
 
     def _start(self, dsk):
         self.sizes.append(len(dsk))
+
+
+# ----------------------------------------------------------------- S3-API test server
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 30.0, process=None) -> None:
+    """Return once ``url`` answers; AssertionError if ``process`` ends or time runs out."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if process is not None and process.poll() is not None:
+                raise AssertionError(f"the server at {url} exited with {process.returncode}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer from {url} within {timeout} s")
+            time.sleep(0.1)
+
+
+class S3Server:
+    """moto's standalone S3-API server on 127.0.0.1 (a real HTTP server, own process).
+
+    ``storage_options`` and ``env`` hold dummy credentials and the endpoint, for fsspec
+    (s3fs) and for subprocesses respectively.
+    """
+
+    ACCESS_KEY = "dgmm-test-access"
+    SECRET_KEY = "dgmm-test-secret"
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_http(f"{self.endpoint}/moto-api/", process=self.process)
+
+    def storage_options(self, endpoint: str | None = None, **extra) -> dict:
+        return {"key": self.ACCESS_KEY, "secret": self.SECRET_KEY,
+                "endpoint_url": endpoint or self.endpoint, **extra}
+
+    def env(self, endpoint: str | None = None) -> dict:
+        """Environment for a subprocess that reaches the server without storage_options."""
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DGMM_", "AWS_"))}
+        env.update(AWS_ACCESS_KEY_ID=self.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=self.SECRET_KEY,
+                   AWS_ENDPOINT_URL=endpoint or self.endpoint, AWS_DEFAULT_REGION="us-east-1")
+        return env
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(**self.storage_options(), skip_instance_cache=True)
+
+    def create_bucket(self, name: str) -> str:
+        """A new bucket (no location constraint, as moto's us-east-1 wants); its URL."""
+        self.filesystem().call_s3("create_bucket", Bucket=name)
+        return f"s3://{name}"
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except Exception:  # noqa: BLE001
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+class FlakyProxy:
+    """An HTTP proxy on 127.0.0.1 in front of an S3 server that answers 503 instead of
+    forwarding: every ``fail_every``-th request (by arrival count) up to ``max_failures``
+    of them, and every request once ``down`` is set (the store stays down)."""
+
+    def __init__(self, upstream_port: int, fail_every: int = 0, max_failures: int = 0):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.fail_every, self.max_failures = fail_every, max_failures
+        self.count = self.failures = 0
+        self.down = False
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy._should_fail():
+                    error = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
+                             b"ServiceUnavailable</Code><Message>injected</Message></Error>")
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(error)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "transfer-encoding")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() in ("connection", "transfer-encoding", "content-length",
+                                       "server", "date"):
+                        continue
+                    self.send_header(key, value)
+                if self.command == "HEAD":
+                    self.send_header("Content-Length",
+                                     response.getheader("Content-Length") or "0")
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _should_fail(self) -> bool:
+        with self._lock:
+            self.count += 1
+            if self.down:
+                self.failures += 1
+                return True
+            if (self.fail_every and self.count % self.fail_every == 0
+                    and self.failures < self.max_failures):
+                self.failures += 1
+                return True
+            return False
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+# ----------------------------------------------------------- a disk that fails once
+
+
+class FailOnceFileSystem(LocalFileSystem):
+    """The local disk, except that the first attempt to write each file raises OSError
+    (a transient storage error); markers of the failed attempts go to the directory in
+    the storage option ``markers``. Protocol ``failonce://`` once registered."""
+
+    protocol = ("failonce",)
+
+    def __init__(self, markers: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.markers = markers
+
+    def open(self, path, mode="rb", **kwargs):
+        if "w" in mode:
+            import hashlib
+            import os
+
+            marker = os.path.join(self.markers, hashlib.sha1(
+                self._strip_protocol(path).encode()).hexdigest())
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                raise OSError(f"transient failure writing {path}")
+        return super().open(path, mode, **kwargs)

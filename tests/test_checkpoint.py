@@ -16,6 +16,7 @@ import uuid
 import numpy as np
 import pytest
 
+from dgmm.workflow import checkpoint
 from dgmm.workflow.checkpoint import LOCK_NAME, METRICS_NAME, CheckpointStore
 from dgmm.errors import CheckpointError, LockError
 
@@ -381,6 +382,37 @@ def test_a_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplo
             mine = json.loads((tmp_path / LOCK_NAME).read_text())
             assert mine["pid"] == os.getpid()
     assert f"took over the stale lock {tmp_path / LOCK_NAME} left by pid {holder.pid}" in caplog.text
+
+
+@pytest.mark.parametrize("failure", ["access_denied", "other_error"])
+def test_a_holder_whose_liveness_cannot_be_determined_is_alive(tmp_path, monkeypatch, failure):
+    """As on a node mounting /proc with hidepid=2: the holder's process cannot be examined
+    (psutil AccessDenied, or any other failure). Its lock is not taken over."""
+    import psutil
+
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+
+        class Unexaminable(psutil.Process):
+            def status(self):
+                if self.pid == holder.pid:
+                    if failure == "access_denied":
+                        raise psutil.AccessDenied(self.pid)
+                    raise RuntimeError("cannot read /proc")
+                return super().status()
+
+        monkeypatch.setattr(psutil, "Process", Unexaminable)
+        assert checkpoint._pid_alive(holder.pid, None)
+        with pytest.raises(LockError, match=rf"pid {holder.pid}"):
+            CheckpointStore(tmp_path).acquire()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+    finally:
+        holder.wait(timeout=30)
+    assert not checkpoint._pid_alive(holder.pid, None)  # a process that is gone is dead
 
 
 def test_a_recycled_pid_does_not_keep_a_lock(tmp_path, caplog):

@@ -235,7 +235,7 @@ def _npy(tmp_path, X):
         ("no_scheduler", 4, "Could not connect to the Dask scheduler"),
         ("collapsed", 8, "increase reg_covar"),
         ("bad_yaml", 2, "wf.yaml"),
-        ("url_model", 2, "outputs.model='memory://m'"),
+        ("unknown_protocol", 3, r"Cannot open 'nosuchproto://m'.*fsspec backend"),
     ],
 )
 def test_exit_codes_and_messages(tmp_path, case, code, message):
@@ -264,9 +264,9 @@ def test_exit_codes_and_messages(tmp_path, case, code, message):
         X[:100] = 3.0  # half the rows on one point, and no regularisation
         sections["data"] = _npy(tmp_path, X)
         sections["model"] = {"n_components": 2, "reg_covar": 0.0}
-    elif case == "url_model":
+    elif case == "unknown_protocol":
         sections["data"] = _npy(tmp_path, X)
-        sections["outputs"] = {"model": "memory://m", "predictions": None, "report": None}
+        sections["outputs"] = {"model": "nosuchproto://m", "predictions": None, "report": None}
     wf = write_workflow(tmp_path / "wf.yaml", **sections)
     if case == "bad_yaml":
         wf.write_text("data: {source: npy\nmodel: [")

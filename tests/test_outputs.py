@@ -175,6 +175,26 @@ def test_write_predictions_with_a_distributed_client(tmp_path, params, cluster_c
     np.testing.assert_allclose(table["log_likelihood"].to_numpy(), loglik, rtol=1e-12)
 
 
+def test_a_transient_write_error_is_retried_on_the_cluster(tmp_path, params, cluster_client):
+    """Every part file fails on its first write: the Dask task retries write it."""
+    import fsspec
+
+    from helpers import FailOnceFileSystem
+
+    fsspec.register_implementation("failonce", FailOnceFileSystem, clobber=True)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    data = _data(params)
+    X = da.from_array(data, chunks=(60, 3))
+    labels, _, _ = _expected(data, params)
+    outputs.write_predictions(X, params, f"failonce://{tmp_path}/r.parquet",
+                              client=cluster_client,
+                              storage_options={"markers": str(markers)})
+    assert len(os.listdir(markers)) == len(X.chunks[0])  # each part failed once
+    _, _, table = _read_parquet_output(tmp_path / "r.parquet")
+    np.testing.assert_array_equal(table["label"].to_numpy(), labels)
+
+
 def test_fsspec_urls(tmp_path, params):
     data = _data(params)
     X = da.from_array(data, chunks=(60, 3))
@@ -196,11 +216,23 @@ def test_fsspec_urls(tmp_path, params):
     mem_zarr = mem.replace(".parquet", ".zarr")
     with dask.config.set(scheduler="sync"):
         outputs.write_predictions(X, params, mem_zarr, outputs=["labels"])
-    np.testing.assert_array_equal(zarr.open_group(mem_zarr, mode="r")["labels"][:], labels)
+    # memory:// has no atomic rename: each output is a version prefix named by the pointer
+    from dgmm.data.publish import POINTER_NAME, resolve
+
+    current = resolve(mem_zarr)
+    assert current.startswith(mem_zarr + "/v-")
+    np.testing.assert_array_equal(zarr.open_group(current, mode="r")["labels"][:], labels)
     fs = fsspec.filesystem("memory")
-    assert len(fs.ls(mem)) == 4
+    assert len(fs.ls(resolve(mem))) == 4
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(mem, detail=False)) == [
+        POINTER_NAME, resolve(mem).rsplit("/", 1)[1]]
     assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(mem.rsplit("/", 1)[0], detail=False)) == [
         "m.parquet", "m.zarr"]
+    # writing again publishes a new version and removes the superseded one
+    with dask.config.set(scheduler="sync"):
+        outputs.write_predictions(X, params, mem_zarr, outputs=["labels"])
+    assert resolve(mem_zarr) != current and not fs.exists(current)
+    assert len(fs.ls(mem_zarr, detail=False)) == 2
 
 
 # ------------------------------------------------------------------------- errors

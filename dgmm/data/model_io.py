@@ -13,9 +13,10 @@ A model is a directory::
       precisions_cholesky.npy    same shape as covariances
 
 Every array is a standard ``.npy`` file, readable by NumPy (and by any language with an
-npy reader); ``model.json`` is the manifest. The directory is written under a temporary
-name and renamed into place, so a crash never leaves a half-written model that looks
-whole. ``load_model`` checks the checksums and returns a fitted ``GaussianMixture``.
+npy reader); ``model.json`` is the manifest. The directory is published atomically
+(:mod:`dgmm.data.publish`: renamed into place on a local disk; on an object store written
+under a new version prefix named by ``_dgmm_current.json``), so a crash never leaves a
+half-written model that looks whole. ``load_model`` checks the checksums and returns a fitted ``GaussianMixture``.
 """
 from __future__ import annotations
 
@@ -23,15 +24,16 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import time
-import uuid
 
 import numpy as np
 
 from .._version import __version__
 from ..errors import DataError
 from ..core import model_parameters
+from .files import is_url
+from .publish import join, publish_directory, read_bytes, resolve, write_bytes
+from .redact import redact
 from ..core.params import GMMParams
 
 FORMAT = "dgmm-model"
@@ -47,39 +49,23 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _fsync_write(path: str, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def _finite_or_none(value) -> float | None:
     """JSON has no infinities: the lower bound of a model never iterated is null."""
     value = float(value)
     return value if np.isfinite(value) else None
 
 
-def _restore_interrupted_swap(path: str) -> None:
-    """Put back a model moved aside by a replacement that was killed half-way."""
-    if os.path.exists(path):
-        return
-    parent, name = os.path.split(path)
-    if not os.path.isdir(parent):
-        return
-    for entry in sorted(os.listdir(parent)):
-        if entry.startswith(f".{name}.tmp-") and entry.endswith("-old"):
-            os.replace(os.path.join(parent, entry), path)
-            return
-
-
 def save_model(path, model, *, data_fingerprint: str | None = None,
-               settings_hash: str | None = None, extra: dict | None = None) -> str:
-    """Write a fitted ``GaussianMixture`` to the directory ``path``; returns the path.
+               settings_hash: str | None = None, extra: dict | None = None,
+               storage_options: dict | None = None) -> str:
+    """Write a fitted ``GaussianMixture`` to the directory ``path`` (a local path or an
+    fsspec URL); returns the path.
 
-    An existing model at ``path`` is replaced only once the new one is complete.
+    An existing model at ``path`` is replaced only once the new one is complete
+    (:func:`dgmm.data.publish.publish_directory`).
     """
-    path = os.path.abspath(os.fspath(path))
+    path = os.fspath(path)
+    path = path if is_url(path) else os.path.abspath(path)
     params: GMMParams = model.params_
     files = {name: _npy_bytes(arr) for name, arr in params.to_arrays().items()}
     settings = {}
@@ -111,74 +97,69 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
         },
         **(extra or {}),
     }
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
-    try:
+    manifest = json.dumps(meta, indent=2, allow_nan=True).encode()
+    with publish_directory(path, storage_options) as target:
         for name, blob in files.items():
-            _fsync_write(os.path.join(tmp, f"{name}.npy"), blob)
-        _fsync_write(os.path.join(tmp, "model.json"),
-                     json.dumps(meta, indent=2, allow_nan=True).encode())
-        _restore_interrupted_swap(path)
-        if os.path.isdir(path):
-            # two renames: a crash between them leaves the old model at ``old``, which
-            # the next save or load puts back (``_restore_interrupted_swap``)
-            old = f"{tmp}-old"
-            os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            write_bytes(join(target, f"{name}.npy"), blob, storage_options)
+        write_bytes(join(target, "model.json"), manifest, storage_options)
     return path
 
 
-def read_model_meta(path) -> dict:
+def _model_location(path, storage_options) -> str:
+    path = os.fspath(path)
+    return resolve(path if is_url(path) else os.path.abspath(path), storage_options)
+
+
+def read_model_meta(path, storage_options: dict | None = None) -> dict:
     """The ``model.json`` manifest of a saved model (raises ``DataError`` if unreadable)."""
-    _restore_interrupted_swap(os.path.abspath(os.fspath(path)))
-    manifest = os.path.join(os.fspath(path), "model.json")
-    if not os.path.isfile(manifest):
+    meta, _ = _read_manifest(path, storage_options)
+    return meta
+
+
+def _read_manifest(path, storage_options) -> tuple[dict, str]:
+    location = _model_location(path, storage_options)
+    manifest = join(location, "model.json")
+    try:
+        blob = read_bytes(manifest, storage_options)
+    except OSError as exc:
+        raise DataError(redact(f"The model manifest {manifest} cannot be read ({exc}). "
+                               "Check the storage and re-run.")) from None
+    if blob is None:
         raise DataError(
             f"No dgmm model at {path!s}: {manifest} does not exist. Give the directory "
             "written by a workflow's outputs.model (or by dgmm.data.save_model)."
         )
     try:
-        with open(manifest) as fh:
-            meta = json.load(fh)
-    except (OSError, ValueError) as exc:
+        meta = json.loads(blob)
+    except ValueError as exc:
         raise DataError(f"The model manifest {manifest} cannot be read ({exc}). "
                         "Re-run the fit to write the model again.") from None
-    if meta.get("format") != FORMAT or not isinstance(meta.get("arrays"), dict):
-        raise DataError(f"{manifest} is not a dgmm model manifest (format "
-                        f"{meta.get('format')!r}).")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(
+            meta.get("arrays"), dict):
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise DataError(f"{manifest} is not a dgmm model manifest (format {fmt!r}).")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise DataError(f"The model at {path!s} has format version {meta['format_version']},"
                         f" newer than this dgmm reads ({FORMAT_VERSION}). Upgrade dgmm.")
-    return meta
+    return meta, location
 
 
-def load_params(path) -> tuple[GMMParams, dict]:
+def load_params(path, storage_options: dict | None = None) -> tuple[GMMParams, dict]:
     """(parameters, manifest) of a saved model, checksums verified."""
-    meta = read_model_meta(path)
+    meta, location = _read_manifest(path, storage_options)
     arrays = {}
     for name in ARRAYS:
         entry = meta["arrays"].get(name)
         if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
             raise DataError(f"The model manifest in {path!s} has no valid entry for "
                             f"{name!r}; re-run the fit to write the model again.")
-        file = os.path.join(os.fspath(path), entry["file"])
+        file = join(location, entry["file"])
         try:
-            with open(file, "rb") as fh:
-                blob = fh.read()
+            blob = read_bytes(file, storage_options)
         except OSError as exc:
-            raise DataError(f"The model file {file} cannot be read ({exc}).") from None
+            raise DataError(redact(f"The model file {file} cannot be read ({exc}).")) from None
+        if blob is None:
+            raise DataError(f"The model file {file} cannot be read (it does not exist).")
         if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
             raise DataError(f"The model file {file} does not match its checksum in "
                             "model.json: it is corrupt. Re-run the fit to write it again.")

@@ -20,20 +20,18 @@ Layout on disk:
   input chunk, in row order, with columns ``label``, ``prob_0`` .. ``prob_{K-1}``,
   ``log_likelihood``.
 
-Atomicity: everything is written below a hidden sibling ``.<name>.tmp-<random>`` and moved
-to ``out_path`` only once every chunk is written. An existing output is moved aside, the new
-one moved in, and only then is the old one deleted. If writing fails the temporary
-directory is removed and any previous output is left as it was. On a local file system the
-moves are ``os.replace`` (atomic renames); on object stores fsspec's ``mv`` copies and
-deletes, which is not atomic, but the final name is still only written from a complete
-output.
+Atomicity (:mod:`dgmm.data.publish`): on a local disk everything is written below a
+hidden sibling ``.<name>.tmp-<random>`` and renamed to ``out_path`` once every chunk is
+written (a previous output is swapped out by a second rename and deleted). On an object
+store, which has no rename, the output is written below ``out_path/v-<time>-<random>/``
+and published by the small object ``out_path/_dgmm_current.json`` written last; dgmm's
+readers follow it, other readers read that object to find the current version. If
+writing fails what was written is removed and any previous output is left as it was.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import uuid
 
 import dask
 import dask.array as da
@@ -43,12 +41,15 @@ from ..engine import passes as engine
 from ..core import kernels, missing
 from .files import format_from_suffix
 from ..errors import ConfigError, DataError
+from .publish import publish_directory
 from .readers import _url_to_fs, _zarr_target
 from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("labels", "probabilities", "log_likelihood")
+#: Dask task retries of a chunk writer on a distributed cluster
+WRITE_TASK_RETRIES = 2
 FORMATS = ("zarr", "parquet")
 
 
@@ -192,7 +193,10 @@ def compute_all(parts: list, client=None) -> list:
     """
     client = _distributed_client(client)
     if client is not None:
-        futures = client.compute(parts)
+        # each task writes its own chunk or file, so running it again is harmless: a
+        # transient storage error that outlives the storage client's own retries gets
+        # another chance on the cluster
+        futures = client.compute(parts, retries=WRITE_TASK_RETRIES)
         client.gather(futures, errors="skip")  # returns once every future is done or failed
         return client.gather(futures)  # raises the first error, if any
     from dask.local import get_sync
@@ -208,56 +212,8 @@ def compute_all(parts: list, client=None) -> list:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-@contextlib.contextmanager
-def atomic_directory(out_path: str | os.PathLike, storage_options: dict | None = None):
-    """Yield a temporary sibling path to write a directory into; on success move it to
-    ``out_path`` (replacing what was there), on an exception delete it and leave
-    ``out_path`` untouched.
-
-    The temporary path is ``<parent>/.<name>.tmp-<random>``, in the same form as
-    ``out_path`` (a local path or a URL of the same protocol).
-    """
-    out_path = os.fspath(out_path).rstrip("/")
-    fs, final = _url_to_fs(out_path, storage_options)
-    parent, name = final.rsplit("/", 1) if "/" in final else ("", final)
-    token = uuid.uuid4().hex[:12]
-    tmp = f"{parent}/.{name}.tmp-{token}" if parent else f".{name}.tmp-{token}"
-    old = f"{parent}/.{name}.old-{token}" if parent else f".{name}.old-{token}"
-    local = "://" not in out_path and "::" not in out_path
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    try:
-        yield tmp if local else fs.unstrip_protocol(tmp)
-    except BaseException:
-        _remove_quietly(fs, tmp)
-        raise
-    _commit(fs, tmp, final, old, local)
-
-
-def _remove_quietly(fs, path: str) -> None:
-    """Delete a temporary directory; a failure is logged, never raised (it would hide
-    the error that made us clean up)."""
-    try:
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-    except OSError as exc:
-        log.warning("could not remove the temporary output %s: %s", path, exc)
-
-
-def _commit(fs, tmp: str, final: str, old: str, local: bool) -> None:
-    move = os.replace if local else (lambda a, b: fs.mv(a, b, recursive=True))
-    had_old = fs.exists(final)
-    if had_old:
-        move(final, old)
-    try:
-        move(tmp, final)
-    except BaseException:
-        if had_old:
-            move(old, final)
-        raise
-    if had_old:
-        fs.rm(old, recursive=True)
-    log.info("wrote %s", fs.unstrip_protocol(final))
+#: a temporary directory to write into, published as ``out_path`` once complete
+atomic_directory = publish_directory
 
 
 # ---------------------------------------------------------------------------- writers

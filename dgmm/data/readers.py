@@ -19,6 +19,7 @@ data is spent on it.
 from __future__ import annotations
 
 import bisect
+import glob
 import hashlib
 import json
 import logging
@@ -34,6 +35,8 @@ from dask.utils import format_bytes
 
 from ..engine.passes import DEFAULT_CHUNK_BYTES
 from ..errors import ConfigError, DataError
+from .files import is_url, url_to_fs
+from .publish import resolve
 
 log = logging.getLogger(__name__)
 
@@ -180,20 +183,8 @@ def _even_chunks(n_rows: int, step: int) -> tuple:
     return (step,) * full + ((rest,) if rest else ())
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path or "::" in path
-
-
-def _url_to_fs(path: str, storage_options: dict | None):
-    import fsspec
-
-    try:
-        return fsspec.core.url_to_fs(path, **(storage_options or {}))
-    except (ValueError, ImportError) as exc:
-        raise DataError(
-            f"Cannot open {path!r}: {exc}. Check the URL's protocol and that its fsspec "
-            "backend is installed, and the storage_options."
-        ) from exc
+_is_url = is_url
+_url_to_fs = url_to_fs
 
 
 def _zarr_target(path: str, storage_options: dict | None, read_only: bool = False):
@@ -337,7 +328,7 @@ def open_zarr(
     """
     import dask.array as da
 
-    path = os.fspath(path)
+    path = resolve(os.fspath(path), storage_options)
     out_dtype = _check_dtype(dtype)
     target = _check_target(target_chunk_bytes)
     fs, fs_path = _url_to_fs(path, storage_options)
@@ -598,6 +589,8 @@ def open_parquet(
         zero rows.
     """
     path = os.fspath(path)
+    if not glob.has_magic(path):
+        path = resolve(path, storage_options)
     out_dtype = _check_dtype(dtype)
     target = _check_target(target_chunk_bytes)
     fs, fs_path = _url_to_fs(path, storage_options)

@@ -21,7 +21,7 @@ covariance type), ``covariance_type`` and the generator settings. JSON floats ro
 float64 exactly.
 
 The output is written to a temporary sibling and moved into place when complete
-(``dgmm.outputs.atomic_directory``).
+(``dgmm.data.publish.publish_directory``).
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from .readers import (
 )
 from .outputs import atomic_directory, compute_all
 from ..core.families import family
+from .publish import resolve
 from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ def _write_parquet(tmp, row_chunks, params, document, settings, storage_options,
 
 def load_true_params(path: str | os.PathLike, storage_options: dict | None = None) -> GMMParams:
     """The generating parameters stored beside data written by :func:`make_gmm_data`."""
-    path = os.fspath(path).rstrip("/")
+    path = resolve(os.fspath(path).rstrip("/"), storage_options)
     fs, fs_path = _url_to_fs(path, storage_options)
     if not fs.exists(fs_path):
         raise DataError(f"{path!r} does not exist; cannot read its true parameters.")

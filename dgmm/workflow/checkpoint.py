@@ -7,9 +7,10 @@ Layout of a checkpoint directory::
     metrics.jsonl          one JSON object per line (``append_metrics``)
     dgmm.lock              JSON {pid, host, started, ...} while a run holds the directory
 
-Writes are atomic: bytes go to a temporary name in the same directory, are flushed and
-``fsync``-ed, then renamed into place (``os.replace``; ``fs.mv`` through fsspec) and the
-directory is ``fsync``-ed (local). The checksum file is written *before* its ``.npz``, so
+Writes are atomic (:func:`dgmm.data.publish.write_file`): on a local disk bytes go to a
+temporary name in the same directory, are flushed and ``fsync``-ed, then renamed into
+place and the directory is ``fsync``-ed; on an object store each file is one object
+written in one request, which readers see whole or not at all. The checksum file is written *before* its ``.npz``, so
 a checkpoint visible under its final name always has one; a newest checkpoint whose bytes
 do not match (truncated, corrupt) is skipped with a warning and the previous one is used.
 After each save only the newest ``keep`` checkpoints remain.
@@ -43,7 +44,9 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import CheckpointError, LockError
+from ..data.publish import write_file
+from ..data.redact import redact
+from ..errors import CheckpointError, DataError, LockError
 
 log = logging.getLogger(__name__)
 
@@ -131,27 +134,34 @@ def _process_start_time(pid: int) -> float | None:
 
 
 def _pid_alive(pid: int, start_time: float | None) -> bool:
-    """Whether ``pid`` on this host is still the process that wrote a lock."""
+    """Whether ``pid`` on this host is still the process that wrote a lock.
+
+    Only a definite answer makes a holder dead: no such process, a zombie, or a process
+    started at another time (the pid was reused). When liveness cannot be determined (no
+    permission, ``hidepid`` mounts, psutil missing or failing) the holder is alive.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except OSError:  # pragma: no cover
-        return True
+    except OSError:
+        pass  # exists but owned by someone else, or unknown: keep asking
     try:
         import psutil
-
+    except ImportError:  # pragma: no cover
+        return True
+    try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
         if start_time is not None and abs(process.create_time() - start_time) > 1.0:
             return False  # the pid was reused by another process
-    except ImportError:  # pragma: no cover
-        pass
-    except Exception:
+    except psutil.ZombieProcess:
         return False
+    except psutil.NoSuchProcess:
+        return False
+    except Exception:  # noqa: BLE001 - AccessDenied (hidepid=2) or anything else
+        return True
     return True
 
 
@@ -217,26 +227,14 @@ class CheckpointStore:
             ) from None
 
     def _atomic_write(self, name: str, data: bytes) -> None:
-        final = self._path(name)
-        tmp = self._path(f".{name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            if self.is_local:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(fd, "wb") as stream:
-                    stream.write(data)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.replace(tmp, final)
-                _fsync_dir(self.root)
-            else:
-                self.fs.pipe_file(tmp, data)
-                self.fs.mv(tmp, final)
+            write_file(self.fs, self._path(name), data)
         except OSError as exc:
-            self._remove_quietly(tmp)
-            raise CheckpointError(
+            error = CheckpointError if self.is_local else DataError  # remote: store failed
+            raise error(redact(
                 f"Cannot write {self._display(name)}: {exc}. Check free space and "
-                "permissions of the checkpoint directory."
-            ) from None
+                "permissions of the checkpoint directory, or that its store is reachable."
+            )) from None
 
     def _remove_quietly(self, path: str) -> None:
         try:
@@ -325,7 +323,9 @@ class CheckpointStore:
                 old = self.fs.cat_file(path) if self.fs.exists(path) else b""
                 self.fs.pipe_file(path, old + line)
         except OSError as exc:
-            raise CheckpointError(f"Cannot append to {self._display(METRICS_NAME)}: {exc}.") from None
+            error = CheckpointError if self.is_local else DataError  # remote: store failed
+            raise error(redact(f"Cannot append to {self._display(METRICS_NAME)}: {exc}. Check "
+                               "that the checkpoint directory's store is reachable.")) from None
 
     def truncate_metrics(self, keep) -> int:
         """Keep only the ``metrics.jsonl`` records for which ``keep(record)`` is true

@@ -14,16 +14,15 @@ The sample is taken from a few chunks spread evenly over the data (at most
 """
 from __future__ import annotations
 
+import io
 import logging
-import os
 import time
-import uuid
 
 import numpy as np
 
 from .._version import __version__
 from ..core import kernels
-from ..data.files import atomic_write_json
+from ..data.publish import join, write_bytes, write_json
 from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
@@ -67,10 +66,10 @@ def sample_rows(X, client=None, max_rows: int = SAMPLE_ROWS) -> np.ndarray:
     return out[np.isfinite(out).all(axis=1)]
 
 
-def _save_figure(fig, path: str) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+def _save_figure(fig, path: str, storage_options: dict | None = None) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    write_bytes(path, buffer.getvalue(), storage_options)
 
 
 def _figure(figsize):
@@ -83,7 +82,7 @@ def _figure(figsize):
     return fig
 
 
-def plot_loglik(history, path: str) -> None:
+def plot_loglik(history, path: str, storage_options: dict | None = None) -> None:
     import matplotlib.ticker
 
     fig = _figure((6, 4))
@@ -94,10 +93,11 @@ def plot_loglik(history, path: str) -> None:
     ax.set_ylabel("mean log-likelihood per row")
     ax.set_title("Convergence")
     ax.grid(alpha=0.3)
-    _save_figure(fig, path)
+    _save_figure(fig, path, storage_options)
 
 
-def plot_components(params: GMMParams, sample: np.ndarray, path: str) -> None:
+def plot_components(params: GMMParams, sample: np.ndarray, path: str,
+                    storage_options: dict | None = None) -> None:
     """Rows coloured by label with each component's ellipses (2-D or principal axes)."""
     from matplotlib import colormaps
     from matplotlib.patches import Ellipse
@@ -126,12 +126,13 @@ def plot_components(params: GMMParams, sample: np.ndarray, path: str) -> None:
     ax.set_title(f"{params.n_components} components ({params.covariance_type}), "
                  f"{len(sample):,} sampled rows")
     ax.set_aspect("equal", adjustable="datalim")
-    _save_figure(fig, path)
+    _save_figure(fig, path, storage_options)
 
 
-def write_report(directory: str, model, X, info, *, workflow=None, score=None, client=None):
-    """Write ``report.json`` (and plots when matplotlib is there); returns the paths."""
-    os.makedirs(directory, exist_ok=True)
+def write_report(directory: str, model, X, info, *, workflow=None, score=None, client=None,
+                 storage_options: dict | None = None):
+    """Write ``report.json`` (and plots when matplotlib is there) to ``directory`` (a
+    local path or an fsspec URL), each file atomically; returns the paths."""
     params: GMMParams = model.params_
     written = []
     plots: dict[str, str] = {}
@@ -143,9 +144,10 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
         have_plots = False
     if have_plots:
         if model.lower_bounds_:
-            plot_loglik(model.lower_bounds_, os.path.join(directory, "loglik.png"))
+            plot_loglik(model.lower_bounds_, join(directory, "loglik.png"), storage_options)
             plots["loglik"] = "loglik.png"
-        plot_components(params, sample_rows(X, client), os.path.join(directory, "components.png"))
+        plot_components(params, sample_rows(X, client), join(directory, "components.png"),
+                        storage_options)
         plots["components"] = "components.png"
     payload = {
         "dgmm_version": __version__,
@@ -172,10 +174,10 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
         "plots": plots if have_plots else "skipped: matplotlib is not installed "
                                            "(pip install 'dgmm[plots]')",
     }
-    path = os.path.join(directory, "report.json")
-    atomic_write_json(path, payload)
+    path = join(directory, "report.json")
+    write_json(path, payload, storage_options)
     written.append(path)
-    written.extend(os.path.join(directory, p) for p in plots.values())
+    written.extend(join(directory, p) for p in plots.values())
     if not have_plots:
         log.warning("report: matplotlib is not installed; plots skipped (pip install "
                     "'dgmm[plots]')")

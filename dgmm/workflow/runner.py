@@ -24,7 +24,6 @@ workflow run twice (or resumed) gives the same model.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -36,14 +35,15 @@ from typing import Callable
 from dask.utils import format_bytes
 
 from . import cluster as cluster_mod
-from ..data.files import atomic_write_json, read_json
 from ..data import readers as data_io
+from ..data.files import is_url
+from ..data.publish import join, read_json, write_json
+from ..data.redact import redact, register
 from .checkpoint import CheckpointStore
-from .schema import Workflow, is_url
+from .schema import Workflow
 from ..engine.em import EMState, IterationInfo
-from ..errors import CheckpointError, ConfigError, DataError, NotConvergedError
-from ..data.model_io import read_model_meta, save_model
-from ..estimators import load_model
+from ..errors import CheckpointError, DataError, NotConvergedError
+from ..data.model_io import load_params, read_model_meta, save_model
 
 log = logging.getLogger(__name__)
 
@@ -150,41 +150,78 @@ def _open_data(workflow: Workflow, client, emit):
 
 
 def _write_stamp(path: str, stamp: dict, storage_options: dict) -> None:
-    """The stamp of a finished output directory (local path or fsspec URL)."""
-    if not is_url(path):
-        atomic_write_json(os.path.join(path, STAMP_FILE), stamp)
-        return
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(path, **storage_options)
-    fs.pipe_file(f"{root.rstrip('/')}/{STAMP_FILE}", json.dumps(stamp).encode())
+    """The stamp of a finished output (local path or fsspec URL)."""
+    write_json(join(path, STAMP_FILE), stamp, storage_options)
 
 
 def _stamp_matches(path: str | None, expected: dict, storage_options: dict) -> bool:
     if path is None:
         return False
-    if is_url(path):
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(path, **storage_options)
-        try:
-            stamp = json.loads(fs.cat_file(f"{root.rstrip('/')}/{STAMP_FILE}"))
-        except (OSError, ValueError):
-            return False
-    else:
-        stamp = read_json(os.path.join(path, STAMP_FILE))
+    stamp = read_json(join(path, STAMP_FILE), storage_options)
     return isinstance(stamp, dict) and all(stamp.get(k) == v for k, v in expected.items())
 
 
-def _model_matches(path: str | None, expected: dict) -> bool:
-    if path is None or not os.path.isdir(path):
+def _model_matches(path: str | None, expected: dict, storage_options: dict) -> bool:
+    if path is None:
         return False
     try:
-        meta = read_model_meta(path)
+        meta = read_model_meta(path, storage_options)
     except DataError:
         return False
     return (meta.get("settings_hash") == expected["settings_hash"]
             and meta.get("data_fingerprint") == expected["data_fingerprint"])
+
+
+def _load_saved_model(path: str | None, storage_options: dict, client):
+    """The fitted estimator saved at ``path`` (what ``dgmm.load_model`` returns)."""
+    from ..estimators.gaussian_mixture import GaussianMixture
+    from ..data.model_io import SETTINGS
+
+    if path is None:
+        raise DataError("No fitted model: add 'fit' to steps, or point outputs.model at a "
+                        "model written by a previous fit.")
+    try:
+        params, meta = load_params(path, storage_options)
+    except DataError as exc:
+        raise DataError(f"No fitted model at outputs.model={path!r} ({exc}): add 'fit' to "
+                        "steps, or point outputs.model at a model written by a previous "
+                        "fit.") from None
+    settings = {k: v for k, v in meta.get("settings", {}).items()
+                if k in SETTINGS and not (isinstance(v, str) and k == "random_state")}
+    model = GaussianMixture.from_params(params, **settings, client=client)
+    model.n_iter_, model.converged_ = meta["n_iter"], meta["converged"]
+    bound = meta["lower_bound"]
+    model.lower_bound_ = -math.inf if bound is None else float(bound)
+    model.lower_bounds_ = list(meta["lower_bounds"])
+    model.n_nonfinite_ = meta.get("n_nonfinite", 0)
+    model.data_fingerprint_ = meta.get("data_fingerprint")
+    return model
+
+
+def _storage_error(workflow: Workflow, exc: BaseException) -> DataError:
+    """A storage failure (after the retries of the storage client) as a ``DataError``
+    naming the workflow's URLs, with secrets redacted."""
+    places = [("data.path", workflow.data.path), ("checkpoint.dir", workflow.checkpoint.dir),
+              ("outputs.model", workflow.outputs.model),
+              ("outputs.predictions", workflow.outputs.predictions),
+              ("outputs.report", workflow.outputs.report)]
+    urls = ", ".join(f"{key}={value}" for key, value in places if value and is_url(value))
+    return DataError(redact(
+        f"Storage failed: {type(exc).__name__}: {exc}"
+        + (f" (this workflow's URLs: {urls})" if urls else "")
+        + ". The requests were retried and still failed: check that the store is "
+        "reachable and the credentials in storage_options, then run again; finished "
+        "checkpoints and outputs are kept, and the run resumes from the last checkpoint."
+    ))
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    module = type(exc).__module__ or ""
+    if module.startswith(("distributed", "tornado")):  # the cluster's comms, not storage
+        return False
+    if isinstance(exc, OSError):
+        return True
+    return module.startswith(("botocore", "aiobotocore", "aiohttp", "google", "azure"))
 
 
 def run_workflow(
@@ -194,16 +231,25 @@ def run_workflow(
     force: bool = False,
     emit: Callable[[str], None] = lambda line: None,
 ) -> RunSummary:
-    """Run ``workflow.steps`` in order; see the module docstring. Returns a RunSummary."""
+    """Run ``workflow.steps`` in order; see the module docstring. Returns a RunSummary.
+
+    A storage failure that outlives the storage client's retries (a store that stays
+    down) raises ``DataError`` naming the workflow's URLs.
+    """
+    for section in ("data", "checkpoint", "outputs"):
+        register(getattr(workflow, section).storage_options)
+    try:
+        return _run(workflow, restart=restart, force=force, emit=emit)
+    except Exception as exc:
+        if _is_storage_error(exc):
+            raise _storage_error(workflow, exc) from None
+        raise
+
+
+def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
     summary = RunSummary()
     restart = restart or force
-    for key in ("model", "report"):
-        value = getattr(workflow.outputs, key)
-        if value is not None and is_url(value):
-            raise ConfigError(
-                f"outputs.{key}={value!r}: the {key} is written to a local directory; give "
-                "a local path (the data, the predictions and the checkpoints may be URLs)."
-            )
+    out_options = workflow.storage_options_for("outputs")
     emit(f"cluster: {cluster_mod.describe(workflow.cluster)}")
     with cluster_mod.connect(workflow.cluster) as client:
         if getattr(client, "dashboard_link", None):
@@ -216,7 +262,7 @@ def run_workflow(
 
         model = None
         if "fit" in workflow.steps:
-            if not force and not restart and _model_matches(outputs.model, stamp):
+            if not force and not restart and _model_matches(outputs.model, stamp, out_options):
                 summary.skipped.append("fit")
                 emit(f"fit: up to date ({outputs.model})")
             else:
@@ -226,19 +272,14 @@ def run_workflow(
                 model = _fit(workflow, X, client, stamp, restart, emit, summary)
                 summary.ran.append("fit")
         if model is None:
-            if outputs.model is None or not os.path.isdir(outputs.model):
-                raise DataError(
-                    f"No fitted model at outputs.model={outputs.model!r}: add 'fit' to "
-                    "steps, or point outputs.model at a model written by a previous fit."
-                )
-            model = load_model(outputs.model, client=client)
+            model = _load_saved_model(outputs.model, out_options, client)
         summary.n_iter, summary.converged = model.n_iter_, model.converged_
         summary.lower_bound = model.lower_bound_
         expected = {**stamp, "model_checksum": _params_checksum(model.params_)}
 
         if "predict" in workflow.steps:
             path = outputs.predictions
-            options = workflow.storage_options_for("outputs")
+            options = out_options
             if not force and _stamp_matches(path, expected, options):
                 summary.skipped.append("predict")
                 emit(f"predict: up to date ({path})")
@@ -255,9 +296,8 @@ def run_workflow(
             summary.outputs["predictions"] = path
 
         if "score" in workflow.steps:
-            score_path = (os.path.join(outputs.report, "score.json")
-                          if outputs.report else None)
-            previous = read_json(score_path) if score_path else None
+            score_path = join(outputs.report, "score.json") if outputs.report else None
+            previous = read_json(score_path, out_options) if score_path else None
             if (not force and previous is not None
                     and all(previous.get(k) == v for k, v in expected.items())):
                 summary.score = previous["score"]
@@ -271,14 +311,13 @@ def run_workflow(
                 summary.score = {"mean_log_likelihood": mean_ll, "bic": bic, "aic": aic,
                                  "n_rows": n}
                 if score_path:
-                    os.makedirs(outputs.report, exist_ok=True)
-                    atomic_write_json(score_path, {**expected, "score": summary.score})
+                    write_json(score_path, {**expected, "score": summary.score}, out_options)
                 emit(f"score: mean log-likelihood {mean_ll:.6f}, BIC {summary.score['bic']:.1f}")
                 summary.ran.append("score")
 
         if "report" in workflow.steps:
             if (not force and "fit" not in summary.ran
-                    and _stamp_matches(outputs.report, expected, {})):
+                    and _stamp_matches(outputs.report, expected, out_options)):
                 summary.skipped.append("report")
                 emit(f"report: up to date ({outputs.report})")
             else:
@@ -286,10 +325,10 @@ def run_workflow(
 
                 written = write_report(
                     outputs.report, model, X, info, workflow=workflow, score=summary.score,
-                    client=client,
+                    client=client, storage_options=out_options,
                 )
-                _write_stamp(outputs.report, expected, {})
-                emit(f"report: wrote {', '.join(os.path.basename(p) for p in written)} "
+                _write_stamp(outputs.report, expected, out_options)
+                emit(f"report: wrote {', '.join(p.rsplit('/', 1)[-1] for p in written)} "
                      f"in {outputs.report}")
                 summary.ran.append("report")
             summary.outputs["report"] = outputs.report
@@ -348,7 +387,8 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
                      f"iteration {resume.iteration}")
             fit(resume)
     if workflow.outputs.model:
-        save_model(workflow.outputs.model, estimator, **stamp)
+        save_model(workflow.outputs.model, estimator, **stamp,
+                   storage_options=workflow.storage_options_for("outputs"))
         emit(f"fit: {estimator.n_iter_} iterations, converged={estimator.converged_}, "
              f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")

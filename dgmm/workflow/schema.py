@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 from ..core.families import family
 from ..core.model_parameters import WORKFLOW_PARAMETERS
 from ..core.types import CovarianceType, InitParams, NonFinitePolicy
-from ..data.files import format_from_suffix
+from ..data.files import format_from_suffix, is_url
 from ..engine.passes import DEFAULT_CHUNK_BYTES
 from ..errors import ConfigError
 
@@ -71,11 +71,6 @@ CROSS_FIELD_ERROR = "dgmm_cross_field"
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def is_url(path: str) -> bool:
-    """True for ``scheme://...`` (fsspec URLs), False for plain local paths."""
-    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", str(path)) is not None
 
 
 def _key_problem(key: str, found: Any, problem: str) -> PydanticCustomError:
