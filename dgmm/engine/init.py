@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import passes as engine
+from .models import FetchRows, Pass, run_alone
 from ..core import kernels
 from ..errors import DataError
 from ..core.mstep import m_step
@@ -261,20 +262,13 @@ class InitResult:
     first_nonfinite: int
 
 
-def _fetch_rows(data: engine.ChunkedData, indices, client=None) -> np.ndarray:
-    rows = data.array[np.sort(np.asarray(indices))]
-    out = rows.compute() if client is None else client.compute(rows, sync=True)
-    return np.asarray(out, dtype=np.float64)
-
-
-def _uniform_row(data, rng, seed, client, split_every, on_first_pass, attempts=3):
+def _uniform_row_steps(data, rng, seed, on_first_pass, attempts=3):
     """One finite row drawn uniformly: a few direct reads, else one pass over the rows."""
     for _ in range(attempts):
-        row = _fetch_rows(data, [int(rng.integers(data.n_samples))], client)[0]
+        row = (yield FetchRows((int(rng.integers(data.n_samples)),)))[0]
         if np.isfinite(row).all():
             return row
-    draw = engine.map_reduce(data, _draw_chunk, 1, seed, split_every=split_every,
-                             client=client)
+    draw = yield Pass(_draw_chunk, (1, seed))
     if on_first_pass is not None:
         on_first_pass(draw.n_rows, draw.n_nonfinite, draw.first_nonfinite)
     if not draw.n_rows:
@@ -301,24 +295,28 @@ def kmeans_centers(data, n_components, seed, *, split_every, client, on_first_pa
     ``on_first_pass(n_rows, n_nonfinite, first_nonfinite)`` is called right after the
     first pass over the data (it may raise, e.g. on non-finite rows).
     """
+    return run_alone(data, kmeans_center_steps(data, n_components, seed, on_first_pass),
+                     split_every=split_every, client=client)
+
+
+def kmeans_center_steps(data, n_components, seed, on_first_pass=None):
+    """``kmeans_centers`` as a generator of requests (``dgmm.engine.models``)."""
     rng = np.random.default_rng([seed, 1])
-    centers = _uniform_row(data, rng, seed, client, split_every, on_first_pass)[None, :]
+    first_row = yield from _uniform_row_steps(data, rng, seed, on_first_pass)
+    centers = first_row[None, :]
     oversampling = 2.0 * n_components
-    reduce = lambda fn, *args: engine.map_reduce(  # noqa: E731
-        data, fn, *args, split_every=split_every, client=client
-    )
-    first = reduce(_cost_chunk, centers, None)
+    first = yield Pass(_cost_chunk, (centers, None))
     if on_first_pass is not None:
         on_first_pass(first.n_rows, first.n_nonfinite, first.first_nonfinite)
     phi = first.cost
     for round_id in range(1, KMEANS_PARALLEL_ROUNDS + 1):
         if round_id > 1:
-            phi = reduce(_cost_chunk, centers, None).cost
+            phi = (yield Pass(_cost_chunk, (centers, None))).cost
         if phi <= 0:
             break
-        drawn = reduce(_cost_chunk, centers, (seed, round_id, oversampling, phi)).rows
+        drawn = (yield Pass(_cost_chunk, (centers, (seed, round_id, oversampling, phi)))).rows
         centers = np.concatenate([centers, drawn])
-    counts = reduce(_lloyd_chunk, centers).counts
+    counts = (yield Pass(_lloyd_chunk, (centers,))).counts
     if centers.shape[0] > n_components:
         weights = np.maximum(counts, 1e-12)
         picked = _weighted_kmeans_plusplus(centers, weights, n_components, rng)
@@ -328,7 +326,7 @@ def kmeans_centers(data, n_components, seed, *, split_every, client, on_first_pa
         centers = np.concatenate([centers, extra])
     previous_inertia = np.inf
     for _ in range(KMEANS_MAX_ITER):
-        step = reduce(_lloyd_chunk, centers)
+        step = yield Pass(_lloyd_chunk, (centers,))
         moved = step.counts > 0
         centers = centers.copy()
         centers[moved] += step.sums[moved] / step.counts[moved, None]
@@ -355,31 +353,34 @@ def initial_params(
     ``on_first_pass(n_rows, n_nonfinite, first_nonfinite)`` is called as soon as the
     first pass over the data has counted its rows (for methods that read all rows).
     """
+    steps = initial_param_steps(data, n_components, covariance_type, init_params, reg_covar,
+                                seed, on_first_pass=on_first_pass)
+    return run_alone(data, steps, split_every=split_every, client=client)
+
+
+def initial_param_steps(data: engine.ChunkedData, n_components: int, covariance_type: str,
+                        init_params: str, reg_covar: float, seed: int, *,
+                        on_first_pass=None):
+    """``initial_params`` as a generator of requests (``dgmm.engine.models``): run alone
+    or in lockstep with other models, it returns the same ``InitResult``."""
+    if init_params not in ("kmeans", "random", "random_from_data", "k-means++"):
+        raise ValueError(f"unknown init_params {init_params!r}")
     d = data.n_features
     if init_params == "kmeans":
-        centers, first = kmeans_centers(
-            data, n_components, seed, split_every=split_every, client=client,
-            on_first_pass=on_first_pass,
-        )
-        stats = engine.map_reduce(
-            data, _labels_chunk, centers, covariance_type,
-            split_every=split_every, client=client,
-        )
+        centers, first = yield from kmeans_center_steps(data, n_components, seed,
+                                                        on_first_pass)
+        stats = yield Pass(_labels_chunk, (centers, covariance_type))
         params = m_step(stats, reg_covar).params
         return InitResult(params, first.n_rows, first.n_nonfinite, first.first_nonfinite)
     if init_params == "random":
         shift = np.zeros((n_components, d))
-        stats = engine.map_reduce(
-            data, _random_resp_chunk, shift, covariance_type, seed,
-            split_every=split_every, client=client,
-        )
+        stats = yield Pass(_random_resp_chunk, (shift, covariance_type, seed))
         if on_first_pass is not None:
             on_first_pass(stats.n_rows, stats.n_nonfinite, stats.first_nonfinite)
         params = m_step(stats, reg_covar).params
         return InitResult(params, stats.n_rows, stats.n_nonfinite, stats.first_nonfinite)
     if init_params == "random_from_data":
-        draw = engine.map_reduce(data, _draw_chunk, n_components, seed,
-                                 split_every=split_every, client=client)
+        draw = yield Pass(_draw_chunk, (n_components, seed))
         counts = (draw.n_rows, draw.n_nonfinite, draw.first_nonfinite)
         if on_first_pass is not None:
             on_first_pass(*counts)
@@ -388,26 +389,22 @@ def initial_params(
                             f"{n_components}. Use fewer components or more data.")
         params = _point_params(draw.rows, n_components, covariance_type, reg_covar)
         return InitResult(params, *counts)
-    if init_params == "k-means++":
-        centers = np.empty((0, d))
-        for pass_id in range(n_components):
-            pick = engine.map_reduce(
-                data, _plusplus_chunk, centers, seed, pass_id + 1,
-                split_every=split_every, client=client,
-            )
-            if pass_id == 0:
-                counts = (pick.n_rows, pick.n_nonfinite, pick.first_nonfinite)
-                if on_first_pass is not None:
-                    on_first_pass(*counts)
-                if pick.row is None:
-                    raise DataError(
-                        "No row to start k-means++ from: every row holds NaN or inf"
-                        + (" or has sample_weight 0." if data.weights is not None else ".")
-                        + " Clean the data or give some rows a positive weight."
-                    )
-            # every row already a center (duplicates): repeat the last one
-            row = pick.row if pick.row is not None else centers[-1]
-            centers = np.concatenate([centers, row[None, :]])
-        params = _point_params(centers, n_components, covariance_type, reg_covar)
-        return InitResult(params, *counts)
-    raise ValueError(f"unknown init_params {init_params!r}")
+    # k-means++
+    centers = np.empty((0, d))
+    for pass_id in range(n_components):
+        pick = yield Pass(_plusplus_chunk, (centers, seed, pass_id + 1))
+        if pass_id == 0:
+            counts = (pick.n_rows, pick.n_nonfinite, pick.first_nonfinite)
+            if on_first_pass is not None:
+                on_first_pass(*counts)
+            if pick.row is None:
+                raise DataError(
+                    "No row to start k-means++ from: every row holds NaN or inf"
+                    + (" or has sample_weight 0." if data.weights is not None else ".")
+                    + " Clean the data or give some rows a positive weight."
+                )
+        # every row already a center (duplicates): repeat the last one
+        row = pick.row if pick.row is not None else centers[-1]
+        centers = np.concatenate([centers, row[None, :]])
+    params = _point_params(centers, n_components, covariance_type, reg_covar)
+    return InitResult(params, *counts)
