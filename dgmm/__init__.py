@@ -20,6 +20,7 @@ from .errors import (
 _LAZY = {
     # importing these pulls in Dask and scikit-learn: done on first use
     "GaussianMixture": ("estimators", "GaussianMixture"),
+    "GaussianMixtureSelection": ("estimators", "GaussianMixtureSelection"),
     "load_model": ("estimators", "load_model"),
     "open_source": ("data", "open_source"),
     "make_gmm_data": ("data", "make_gmm_data"),
@@ -39,6 +40,7 @@ def __getattr__(name):
 
 __all__ = [
     "GaussianMixture",
+    "GaussianMixtureSelection",
     "GMMParams",
     "load_model",
     "open_source",
