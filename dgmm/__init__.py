@@ -21,6 +21,7 @@ _LAZY = {
     # importing these pulls in Dask and scikit-learn: done on first use
     "GaussianMixture": ("estimators", "GaussianMixture"),
     "MiniBatchGaussianMixture": ("estimators", "MiniBatchGaussianMixture"),
+    "GaussianMixtureSelection": ("estimators", "GaussianMixtureSelection"),
     "load_model": ("estimators", "load_model"),
     "open_source": ("data", "open_source"),
     "make_gmm_data": ("data", "make_gmm_data"),
@@ -41,6 +42,7 @@ def __getattr__(name):
 __all__ = [
     "GaussianMixture",
     "MiniBatchGaussianMixture",
+    "GaussianMixtureSelection",
     "GMMParams",
     "load_model",
     "open_source",

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from dask.callbacks import Callback
 
 from dgmm.engine import em
 
@@ -81,3 +82,66 @@ def test_state_record_round_trip():
     assert isinstance(again.params, GMMParams)
     np.testing.assert_array_equal(again.best.params.means, p.means)
     assert (again.seed, again.init_index, again.iteration, again.n_nonfinite) == (9, 1, 4, 2)
+
+
+def test_restart_seeds_come_from_a_seed_sequence():
+    assert em.restart_seed(5, 1) != em.restart_seed(5 + 7919, 0)
+    seeds = {em.restart_seed(s, i) for s in range(50) for i in range(20)}
+    assert len(seeds) == 1000
+    low, high = np.random.SeedSequence([123, 4]).generate_state(2, np.uint32)
+    assert em.restart_seed(123, 4) == int(low) + (int(high) << 32)
+
+
+def sequential_restart(data, settings, seed, index):
+    """One restart fitted alone: initial_params, then passes and M-steps until converged."""
+    from dgmm.core.mstep import m_step
+    from dgmm.engine.init import initial_params
+
+    params = initial_params(data, settings.n_components, settings.covariance_type,
+                            settings.init_params, settings.reg_covar,
+                            em.restart_seed(seed, index)).params
+    lower_bound, history, converged = -math.inf, [], False
+    while len(history) < settings.max_iter and not converged:
+        step = m_step(engine.estep_pass(data, params), settings.reg_covar, previous=params)
+        converged = abs(step.mean_loglik - lower_bound) < settings.tol
+        params, lower_bound = step.params, step.mean_loglik
+        history.append(lower_bound)
+    return params, tuple(history), converged
+
+
+class PassCounter(Callback):
+    """Counts the passes computed on the local scheduler: the graphs that merge chunk
+    values in a reduction tree (row fetches have none)."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes = 0
+
+    def _start(self, dsk):
+        self.passes += any("merge_all" in str(key) for key in dsk)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random"])
+def test_restarts_in_lockstep_equal_sequential_restarts(covariance_type, init_params):
+    X = make_blobs(700, 3, 4, seed=45)
+    data = engine.prepare(X, chunk_rows=60)
+    settings = em.EMSettings(4, covariance_type, tol=1e-6, max_iter=40, n_init=3,
+                             init_params=init_params)
+    with PassCounter() as counter:
+        result = em.fit_em(data, settings, seed=17)
+    restarts = result.final_state.restarts
+    assert [r.index for r in restarts] == [0, 1, 2]
+    alone_passes = []
+    for restart in restarts:
+        with PassCounter() as alone:
+            params, history, converged = sequential_restart(data, settings, 17, restart.index)
+        alone_passes.append(alone.passes)
+        for a, b in zip(restart.params.to_arrays().values(), params.to_arrays().values()):
+            np.testing.assert_array_equal(a, b)
+        assert restart.history == history and restart.converged == converged
+    assert len({r.history for r in restarts}) == 3  # the restarts really differ
+    # one pass serves every restart: the passes made are the most any restart needs
+    assert counter.passes == max(alone_passes) == result.final_state.passes
+    best = max(restarts, key=lambda r: r.lower_bound)
+    assert result.lower_bound == best.lower_bound and result.params is best.params

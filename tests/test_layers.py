@@ -152,7 +152,8 @@ WORKFLOW_ALLOWED = {
     "loading": {"schema", "profiles", "overrides"},
     "cluster": {"schema"},
     "checkpoint": set(),
-    "report": set(),
+    "plots": set(),
+    "report": {"plots"},
     "runner": {"schema", "cluster", "checkpoint", "report"},
 }
 

@@ -131,7 +131,7 @@ def test_report_2d_writes_json_and_plots(tmp_path):
     _assert_coloured_by_component(components, model.weights_, model.means_)
 
 
-def test_report_5d_draws_on_principal_axes(tmp_path, cluster_client):
+def test_report_5d_draws_a_scatter_plot_matrix(tmp_path, cluster_client):
     model, X, info = _fit(5, n_components=4, covariance_type="diag")
     out = tmp_path / "report"
 
@@ -143,8 +143,8 @@ def test_report_5d_draws_on_principal_axes(tmp_path, cluster_client):
     assert np.array(report["model"]["means"]).shape == (4, 5)
     assert report["data"]["shape"] == [3000, 5]
     components = _read_png(out / "components.png")
-    projected_means = model.means_ @ principal_axes(model.params_)
-    _assert_coloured_by_component(components, model.weights_, projected_means)
+    assert components.shape[0] > 1000 and components.shape[1] > 1000  # 5 x 5 panels
+    _assert_coloured_by_component(components, model.weights_, None)
     assert _n_colours(_read_png(out / "loglik.png")) > 2
 
 

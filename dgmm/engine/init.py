@@ -31,15 +31,15 @@ chunk), so the result never depends on which worker ran what.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
-import dask
 import numpy as np
 
 from . import passes as engine
+from .models import FetchRows, Pass, run_alone
 from ..core import kernels, missing
-from ..errors import DataError
 from ..core.families import family
+from ..errors import DataError
 from ..core.mstep import m_step
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, _min_index
@@ -258,6 +258,37 @@ def _weighted_lloyd(points, weights, centers, n_iter=30) -> np.ndarray:
     return centers
 
 
+@dataclass
+class InitResult:
+    """theta_0 and what the first pass over the data found."""
+
+    params: GMMParams
+    n_rows: int
+    n_nonfinite: int
+    first_nonfinite: int
+
+
+def _uniform_row_steps(data, rng, seed, on_first_pass, attempts=3):
+    """One finite row drawn uniformly: a few direct reads, else one pass over the rows."""
+    for _ in range(attempts):
+        row = (yield FetchRows((int(rng.integers(data.n_samples)),)))[0]
+        if np.isfinite(row).all():
+            return row
+    draw = yield Pass(_draw_chunk, (1, seed))
+    if on_first_pass is not None:
+        on_first_pass(draw.n_rows, draw.n_nonfinite, draw.first_nonfinite)
+    if not draw.n_rows:
+        raise DataError("Every row of the data holds NaN or inf: there is nothing to fit.")
+    return draw.rows[0]
+
+
+def _point_params(points, n_components, covariance_type, reg_covar) -> GMMParams:
+    """Components centred on ``points`` with covariance reg_covar * I and equal weights."""
+    cov = family(covariance_type).point_covariances(n_components, points.shape[1], reg_covar)
+    weights = np.full(n_components, 1.0 / n_components)
+    return GMMParams.from_covariances(weights, points, cov, covariance_type)
+
+
 @dataclass(frozen=True, eq=False)
 class ColumnSums:
     """Per column: the sum and the count of the observed (non-NaN) entries."""
@@ -288,54 +319,25 @@ def _impute_block(block, column_means):
     return X
 
 
-def _imputed(data: engine.ChunkedData, split_every, client) -> engine.ChunkedData:
-    """The data with NaN entries replaced by column means (for the initialisation only)."""
-    sums = engine.map_reduce(data, _column_sums_chunk, split_every=split_every, client=client)
+def _on_imputed_block(block, weights, row_offset, chunk_fn, column_means, args):
+    return chunk_fn(_impute_block(block, column_means), weights, row_offset, *args)
+
+
+def _imputed_steps(steps):
+    """The requests of ``steps`` answered as if NaN entries were their column's mean: one
+    pass first computes the means, then every pass imputes each block as it reads it."""
+    sums = yield Pass(_column_sums_chunk, ())
     means = np.where(sums.counts > 0, sums.sums / np.maximum(sums.counts, 1), 0.0)
-    impute = dask.delayed(_impute_block, pure=True)
-    return replace(
-        data,
-        blocks=[impute(block, means) for block in data.blocks],
-        array=data.array.map_blocks(_impute_block, means, dtype=data.dtype),
-    )
-
-
-@dataclass
-class InitResult:
-    """theta_0 and what the first pass over the data found."""
-
-    params: GMMParams
-    n_rows: int
-    n_nonfinite: int
-    first_nonfinite: int
-
-
-def _fetch_rows(data: engine.ChunkedData, indices, client=None) -> np.ndarray:
-    rows = data.array[np.sort(np.asarray(indices))]
-    out = rows.compute() if client is None else client.compute(rows, sync=True)
-    return np.asarray(out, dtype=np.float64)
-
-
-def _uniform_row(data, rng, seed, client, split_every, on_first_pass, attempts=3):
-    """One finite row drawn uniformly: a few direct reads, else one pass over the rows."""
-    for _ in range(attempts):
-        row = _fetch_rows(data, [int(rng.integers(data.n_samples))], client)[0]
-        if np.isfinite(row).all():
-            return row
-    draw = engine.map_reduce(data, _draw_chunk, 1, seed, split_every=split_every,
-                             client=client)
-    if on_first_pass is not None:
-        on_first_pass(draw.n_rows, draw.n_nonfinite, draw.first_nonfinite)
-    if not draw.n_rows:
-        raise DataError("Every row of the data holds NaN or inf: there is nothing to fit.")
-    return draw.rows[0]
-
-
-def _point_params(points, n_components, covariance_type, reg_covar) -> GMMParams:
-    """Components centred on ``points`` with covariance reg_covar * I and equal weights."""
-    cov = family(covariance_type).point_covariances(n_components, points.shape[1], reg_covar)
-    weights = np.full(n_components, 1.0 / n_components)
-    return GMMParams.from_covariances(weights, points, cov, covariance_type)
+    answer = None
+    while True:
+        try:
+            request = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(request, FetchRows):
+            answer = _impute_block((yield request), means)
+        else:
+            answer = yield Pass(_on_imputed_block, (request.chunk_fn, means, request.args))
 
 
 def kmeans_centers(data, n_components, seed, *, split_every, client, on_first_pass=None):
@@ -344,24 +346,28 @@ def kmeans_centers(data, n_components, seed, *, split_every, client, on_first_pa
     ``on_first_pass(n_rows, n_nonfinite, first_nonfinite)`` is called right after the
     first pass over the data (it may raise, e.g. on non-finite rows).
     """
+    return run_alone(data, kmeans_center_steps(data, n_components, seed, on_first_pass),
+                     split_every=split_every, client=client)
+
+
+def kmeans_center_steps(data, n_components, seed, on_first_pass=None):
+    """``kmeans_centers`` as a generator of requests (``dgmm.engine.models``)."""
     rng = np.random.default_rng([seed, 1])
-    centers = _uniform_row(data, rng, seed, client, split_every, on_first_pass)[None, :]
+    first_row = yield from _uniform_row_steps(data, rng, seed, on_first_pass)
+    centers = first_row[None, :]
     oversampling = 2.0 * n_components
-    reduce = lambda fn, *args: engine.map_reduce(  # noqa: E731
-        data, fn, *args, split_every=split_every, client=client
-    )
-    first = reduce(_cost_chunk, centers, None)
+    first = yield Pass(_cost_chunk, (centers, None))
     if on_first_pass is not None:
         on_first_pass(first.n_rows, first.n_nonfinite, first.first_nonfinite)
     phi = first.cost
     for round_id in range(1, KMEANS_PARALLEL_ROUNDS + 1):
         if round_id > 1:
-            phi = reduce(_cost_chunk, centers, None).cost
+            phi = (yield Pass(_cost_chunk, (centers, None))).cost
         if phi <= 0:
             break
-        drawn = reduce(_cost_chunk, centers, (seed, round_id, oversampling, phi)).rows
+        drawn = (yield Pass(_cost_chunk, (centers, (seed, round_id, oversampling, phi)))).rows
         centers = np.concatenate([centers, drawn])
-    counts = reduce(_lloyd_chunk, centers).counts
+    counts = (yield Pass(_lloyd_chunk, (centers,))).counts
     if centers.shape[0] > n_components:
         weights = np.maximum(counts, 1e-12)
         picked = _weighted_kmeans_plusplus(centers, weights, n_components, rng)
@@ -371,7 +377,7 @@ def kmeans_centers(data, n_components, seed, *, split_every, client, on_first_pa
         centers = np.concatenate([centers, extra])
     previous_inertia = np.inf
     for _ in range(KMEANS_MAX_ITER):
-        step = reduce(_lloyd_chunk, centers)
+        step = yield Pass(_lloyd_chunk, (centers,))
         moved = step.counts > 0
         centers = centers.copy()
         centers[moved] += step.sums[moved] / step.counts[moved, None]
@@ -400,33 +406,44 @@ def initial_params(
     first pass over the data has counted its rows (for methods that read all rows).
     ``nonfinite='marginalize'``: NaN entries are imputed for the initialisation only.
     """
+    steps = initial_param_steps(data, n_components, covariance_type, init_params, reg_covar,
+                                seed, on_first_pass=on_first_pass, nonfinite=nonfinite)
+    return run_alone(data, steps, split_every=split_every, client=client)
+
+
+def initial_param_steps(data: engine.ChunkedData, n_components: int, covariance_type: str,
+                        init_params: str, reg_covar: float, seed: int, *,
+                        on_first_pass=None, nonfinite: str = "drop"):
+    """``initial_params`` as a generator of requests (``dgmm.engine.models``): run alone
+    or in lockstep with other models, it returns the same ``InitResult``."""
+    if init_params not in ("kmeans", "random", "random_from_data", "k-means++"):
+        raise ValueError(f"unknown init_params {init_params!r}")
+    steps = _method_steps(data, n_components, covariance_type, init_params, reg_covar, seed,
+                          on_first_pass)
     if nonfinite == "marginalize":
-        data = _imputed(data, split_every, client)
+        steps = _imputed_steps(steps)
+    return (yield from steps)
+
+
+def _method_steps(data, n_components, covariance_type, init_params, reg_covar, seed,
+                  on_first_pass):
+    """The requests of one initialisation method (see ``initial_param_steps``)."""
     d = data.n_features
     if init_params == "kmeans":
-        centers, first = kmeans_centers(
-            data, n_components, seed, split_every=split_every, client=client,
-            on_first_pass=on_first_pass,
-        )
-        stats = engine.map_reduce(
-            data, _labels_chunk, centers, covariance_type,
-            split_every=split_every, client=client,
-        )
+        centers, first = yield from kmeans_center_steps(data, n_components, seed,
+                                                        on_first_pass)
+        stats = yield Pass(_labels_chunk, (centers, covariance_type))
         params = m_step(stats, reg_covar).params
         return InitResult(params, first.n_rows, first.n_nonfinite, first.first_nonfinite)
     if init_params == "random":
         shift = np.zeros((n_components, d))
-        stats = engine.map_reduce(
-            data, _random_resp_chunk, shift, covariance_type, seed,
-            split_every=split_every, client=client,
-        )
+        stats = yield Pass(_random_resp_chunk, (shift, covariance_type, seed))
         if on_first_pass is not None:
             on_first_pass(stats.n_rows, stats.n_nonfinite, stats.first_nonfinite)
         params = m_step(stats, reg_covar).params
         return InitResult(params, stats.n_rows, stats.n_nonfinite, stats.first_nonfinite)
     if init_params == "random_from_data":
-        draw = engine.map_reduce(data, _draw_chunk, n_components, seed,
-                                 split_every=split_every, client=client)
+        draw = yield Pass(_draw_chunk, (n_components, seed))
         counts = (draw.n_rows, draw.n_nonfinite, draw.first_nonfinite)
         if on_first_pass is not None:
             on_first_pass(*counts)
@@ -435,26 +452,22 @@ def initial_params(
                             f"{n_components}. Use fewer components or more data.")
         params = _point_params(draw.rows, n_components, covariance_type, reg_covar)
         return InitResult(params, *counts)
-    if init_params == "k-means++":
-        centers = np.empty((0, d))
-        for pass_id in range(n_components):
-            pick = engine.map_reduce(
-                data, _plusplus_chunk, centers, seed, pass_id + 1,
-                split_every=split_every, client=client,
-            )
-            if pass_id == 0:
-                counts = (pick.n_rows, pick.n_nonfinite, pick.first_nonfinite)
-                if on_first_pass is not None:
-                    on_first_pass(*counts)
-                if pick.row is None:
-                    raise DataError(
-                        "No row to start k-means++ from: every row holds NaN or inf"
-                        + (" or has sample_weight 0." if data.weights is not None else ".")
-                        + " Clean the data or give some rows a positive weight."
-                    )
-            # every row already a center (duplicates): repeat the last one
-            row = pick.row if pick.row is not None else centers[-1]
-            centers = np.concatenate([centers, row[None, :]])
-        params = _point_params(centers, n_components, covariance_type, reg_covar)
-        return InitResult(params, *counts)
-    raise ValueError(f"unknown init_params {init_params!r}")
+    # k-means++
+    centers = np.empty((0, d))
+    for pass_id in range(n_components):
+        pick = yield Pass(_plusplus_chunk, (centers, seed, pass_id + 1))
+        if pass_id == 0:
+            counts = (pick.n_rows, pick.n_nonfinite, pick.first_nonfinite)
+            if on_first_pass is not None:
+                on_first_pass(*counts)
+            if pick.row is None:
+                raise DataError(
+                    "No row to start k-means++ from: every row holds NaN or inf"
+                    + (" or has sample_weight 0." if data.weights is not None else ".")
+                    + " Clean the data or give some rows a positive weight."
+                )
+        # every row already a center (duplicates): repeat the last one
+        row = pick.row if pick.row is not None else centers[-1]
+        centers = np.concatenate([centers, row[None, :]])
+    params = _point_params(centers, n_components, covariance_type, reg_covar)
+    return InitResult(params, *counts)

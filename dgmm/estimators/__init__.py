@@ -4,6 +4,8 @@
 """
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria, load_model
 from .minibatch import MiniBatchGaussianMixture
+from .selection import GaussianMixtureSelection
 
-__all__ = ["GaussianMixture", "MiniBatchGaussianMixture", "ConvergenceWarning",
+__all__ = ["GaussianMixture", "GaussianMixtureSelection", "MiniBatchGaussianMixture",
+           "ConvergenceWarning",
            "information_criteria", "load_model"]

@@ -28,7 +28,6 @@ process); the setting is restored when ``fit`` returns.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 import math
 import warnings
 
@@ -118,6 +117,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     Parameters are those of ``sklearn.mixture.GaussianMixture`` (see its documentation),
     with the same defaults and constraints, plus ``client``, ``split_every`` and
     ``nonfinite`` (see the module docstring and ``dgmm.core.model_parameters``).
+
+    Restarts (``n_init``) run in lockstep, every pass serving all of them. Restart i starts
+    from the seed ``numpy.random.SeedSequence([root, i])`` (``dgmm.engine.em.restart_seed``)
+    where root is ``random_state`` when it is an int.
 
     Attributes (after ``fit``): ``weights_`` (K,), ``means_`` (K, d), ``covariances_``,
     ``precisions_``, ``precisions_cholesky_`` (shapes per covariance type, see
@@ -351,17 +354,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         fixed_init = self._fixed_init()
         partial = (fixed_init is None and any(
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init)))
-        if partial:
-            # initialise each restart by init_params, then override what the user gave
-            init_only = replace(settings, max_iter=0, n_init=1)
-
-            def fixed_init(data, init_index):
-                first = em.fit_em(data, init_only, seed=em.restart_seed(seed, init_index),
-                                  client=self.client)
-                return self._partial_init(first.params)
-
+        # partial: initialise each restart by init_params, then override what the user gave
         result = em.fit_em(
             data, settings, seed=seed, fixed_init=fixed_init, warm_start=warm,
+            init_transform=self._partial_init if partial else None,
             callback=self._verbose_callback(callback), resume=resume, client=self.client,
         )
         self._set_result(result.params, n_features)

@@ -5,9 +5,11 @@ report holds the JSON only and says plots were skipped):
 
 - ``loglik.png``: the mean log-likelihood per EM iteration;
 - ``components.png``: a sample of rows coloured by their label, with each component's
-  1, 2 and 3 standard-deviation ellipses. Data with two features are drawn as they are;
-  with more, on the first two principal axes of the fitted mixture's covariance (computed
-  from the parameters: no pass over the data).
+  standard-deviation ellipses. Data with two features are drawn as they are; with
+  more, as a scatter-plot matrix of the features (``dgmm.workflow.plots.pairs_figure``:
+  all up to six, beyond that the ones that separate the components most);
+- ``selection.png`` (for a model chosen by ``GaussianMixtureSelection``): the criterion
+  against K, one line per covariance type; the table goes into report.json.
 
 The sample is taken from a few chunks spread evenly over the data (at most
 ``SAMPLE_ROWS`` rows), so drawing never reads the whole data set.
@@ -130,9 +132,13 @@ def plot_components(params: GMMParams, sample: np.ndarray, path: str,
 
 
 def write_report(directory: str, model, X, info, *, workflow=None, score=None, client=None,
-                 storage_options: dict | None = None):
-    """Write ``report.json`` (and plots when matplotlib is there) to ``directory`` (a
-    local path or an fsspec URL), each file atomically; returns the paths."""
+                 storage_options: dict | None = None, selection=None):
+    """Write ``report.json`` (and plots) to ``directory`` (a local path or an fsspec URL),
+    each file atomically; returns the paths.
+
+    selection: a fitted ``GaussianMixtureSelection`` whose best model is ``model``: its
+    table goes into report.json and its criterion against K into ``selection.png``.
+    """
     params: GMMParams = model.params_
     written = []
     plots: dict[str, str] = {}
@@ -146,9 +152,25 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
         if model.lower_bounds_:
             plot_loglik(model.lower_bounds_, join(directory, "loglik.png"), storage_options)
             plots["loglik"] = "loglik.png"
-        plot_components(params, sample_rows(X, client), join(directory, "components.png"),
-                        storage_options)
+        sample = sample_rows(X, client)
+        target = join(directory, "components.png")
+        if params.n_features > 2:
+            # a scatter-plot matrix: each pair of features in its own units
+            from .plots import pairs_figure
+
+            labels = kernels.predict(sample, params) if len(sample) else None
+            names = getattr(info, "columns", None) if info is not None else None
+            _save_figure(pairs_figure(params, sample, labels, names=names), target,
+                         storage_options)
+        else:
+            plot_components(params, sample, target, storage_options)
         plots["components"] = "components.png"
+        if selection is not None:
+            from .plots import criterion_figure
+
+            _save_figure(criterion_figure(selection.results_, selection.criterion),
+                         join(directory, "selection.png"), storage_options)
+            plots["selection"] = "selection.png"
     payload = {
         "dgmm_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -171,6 +193,14 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
             "covariances": params.covariances.tolist(),
         },
         "score": score,
+        "selection": None if selection is None else {
+            "criterion": selection.criterion,
+            "best_params": selection.best_params_,
+            "n_passes": int(selection.n_passes_),
+            "results": [{key: getattr(value, "item", lambda: value)()
+                         for key, value in row.items()}
+                        for row in selection.results_.to_dict(orient="records")],
+        },
         "plots": plots if have_plots else "skipped: matplotlib is not installed "
                                            "(pip install 'dgmm[plots]')",
     }

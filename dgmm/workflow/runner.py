@@ -127,8 +127,8 @@ class _Progress:
 
     @staticmethod
     def _step(state: EMState) -> int:
-        # one increasing number across restarts: (init, iteration)
-        return state.init_index * 1_000_000 + state.iteration
+        # restarts run in lockstep: the passes made so far increase across all of them
+        return state.passes
 
 
 def _open_data(workflow: Workflow, client, emit):
@@ -375,14 +375,17 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
                 arrays, meta = found
                 try:
                     resume = EMState.from_record(arrays, meta)
+                    if not resume.restarts:
+                        raise KeyError("restarts")
                 except (KeyError, TypeError, ValueError) as exc:
                     raise CheckpointError(
                         f"The newest checkpoint in {cfg.dir} lacks what a fit needs ({exc}). "
                         "Run again with --restart to start over."
                     ) from None
                 summary.resumed_from = resume.iteration
-                done = (resume.init_index, resume.iteration)
-                store.truncate_metrics(lambda r: (r.get("init"), r.get("iteration")) <= done)
+                done = {r.index: r.iteration for r in resume.restarts}
+                store.truncate_metrics(
+                    lambda r: (r.get("iteration") or 0) <= done.get(r.get("init"), 0))
                 emit(f"resuming from checkpoint: init {resume.init_index + 1}, "
                      f"iteration {resume.iteration}")
             fit(resume)

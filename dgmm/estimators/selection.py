@@ -1,0 +1,362 @@
+"""``GaussianMixtureSelection``: choose K and the covariance type by BIC or AIC, fitting
+every candidate and restart in the same data passes."""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from dask.utils import format_bytes, parse_bytes
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ..core.families import COVARIANCE_TYPES, family
+from ..core.types import INIT_PARAMS
+from ..engine import em
+from ..engine import passes as engine
+from ..errors import ConfigError, DataError
+from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria
+
+log = logging.getLogger(__name__)
+
+#: parameters of ``GaussianMixture`` that every candidate shares
+_SHARED = ("tol", "reg_covar", "max_iter", "n_init", "init_params", "weights_init",
+           "means_init", "precisions_init", "random_state", "warm_start", "verbose",
+           "verbose_interval", "client", "split_every", "nonfinite")
+
+RESULT_COLUMNS = ["n_components", "covariance_type", "restart", "converged", "n_iter",
+                  "lower_bound", "n_parameters", "bic", "aic"]
+
+
+def candidate_bytes(n_components: int, covariance_type: str, n_features: int,
+                    chunk_rows: int, n_init: int) -> int:
+    """Bytes one candidate's restarts hold per chunk task: log-probabilities and
+    responsibilities (chunk_rows x K each) plus the statistics, per restart."""
+    stats = n_components * (1 + n_features) + int(
+        np.prod(family(covariance_type).s2_shape(n_components, n_features)))
+    return 8 * n_init * (2 * chunk_rows * n_components + stats)
+
+
+def waves(sizes: list[int], budget: int) -> list[list[int]]:
+    """Indices of consecutive candidates grouped so each group's bytes fit ``budget``
+    (a candidate larger than the budget runs alone)."""
+    groups, current, used = [], [], 0
+    for index, size in enumerate(sizes):
+        if current and used + size > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += size
+    if current:
+        groups.append(current)
+    return groups
+
+
+class GaussianMixtureSelection(DensityMixin, BaseEstimator):
+    """Gaussian mixtures for a grid of K and covariance types, the best by BIC or AIC.
+
+    Every candidate (K, covariance type) and every restart runs in the same data passes:
+    one read of each chunk per pass serves every live model, and a model that has
+    converged leaves the set. The passes made are the most any candidate needs alone.
+
+    Parameters
+    ----------
+    n_components : int, list or range of int >= 1
+        The values of K to try.
+    covariance_type : str or list of str
+        'full', 'tied', 'diag', 'spherical', or a list of them.
+    criterion : 'bic' or 'aic'
+        Lower is better. Computed from each restart's final lower bound (the mean
+        log-likelihood of the parameters before its last M-step) on the usable rows.
+    memory_budget : int or str, default '1GiB'
+        Bytes the responsibilities and statistics of all live models may take per chunk
+        task. A grid above it runs in waves of candidates (logged).
+    Every other parameter is ``dgmm.GaussianMixture``'s and applies to every candidate.
+
+    Seeds: the root seed is ``random_state`` when it is an int (otherwise an int drawn
+    from it, or from fresh entropy when None; kept as ``random_seed_``). Restart i of every
+    candidate starts from ``numpy.random.SeedSequence([root, i])`` (``dgmm.engine.em.
+    restart_seed``), exactly as ``GaussianMixture(random_state=root)`` does, so the
+    candidate (k, c) equals ``GaussianMixture(n_components=k, covariance_type=c,
+    random_state=random_seed_, ...)`` fitted alone.
+
+    Attributes
+    ----------
+    results_ : pandas.DataFrame
+        One row per candidate and restart: n_components, covariance_type, restart,
+        converged, n_iter, lower_bound, n_parameters, bic, aic.
+    best_params_ : dict
+        {'n_components': k, 'covariance_type': c} of the best candidate.
+    best_estimator_ : dgmm.GaussianMixture
+        The best candidate, fitted (its best restart).
+    n_passes_ : int
+        Data passes made (over all waves).
+    n_waves_ : int
+        Waves of candidates the memory budget asked for.
+    refused_ : dict
+        Candidates not fitted, (k, c) -> why (K larger than the usable rows).
+    random_seed_ : int
+        The root seed.
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, None, None, closed="neither"), list, tuple,
+                         range, np.ndarray],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES)), list, tuple],
+        "criterion": [StrOptions({"bic", "aic"})],
+        "memory_budget": [Interval(Integral, 1, None, closed="left"), str],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_PARAMS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "client": "no_validation",
+        "split_every": [Interval(Integral, 2, None, closed="left")],
+        "nonfinite": [StrOptions({"raise", "drop"})],
+    }
+
+    def __init__(
+        self,
+        n_components=(1, 2, 3, 4, 5, 6, 7, 8),
+        *,
+        covariance_type="full",
+        criterion="bic",
+        memory_budget="1GiB",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        client=None,
+        split_every=8,
+        nonfinite="raise",
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.criterion = criterion
+        self.memory_budget = memory_budget
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.client = client
+        self.split_every = split_every
+        self.nonfinite = nonfinite
+
+    # -- the grid --------------------------------------------------------------------
+    def _grid(self) -> list[tuple[int, str]]:
+        """(k, covariance type) per candidate, K varying fastest within each type."""
+        ks = self.n_components
+        if isinstance(ks, (Integral, np.integer)):
+            ks = [ks]
+        ks = np.asarray(ks).ravel().tolist() if isinstance(ks, np.ndarray) else list(ks)
+        if not ks:
+            raise ConfigError(
+                "GaussianMixtureSelection got an empty n_components grid. Give at least one "
+                "number of components, e.g. n_components=range(1, 9)."
+            )
+        bad = [k for k in ks if not isinstance(k, (Integral, np.integer)) or
+               isinstance(k, bool) or k < 1]
+        if bad:
+            raise ConfigError(
+                f"GaussianMixtureSelection n_components holds {bad!r}: every K must be an "
+                "integer >= 1. Remove those values from the grid."
+            )
+        types = ([self.covariance_type] if isinstance(self.covariance_type, str)
+                 else list(self.covariance_type))
+        if not types:
+            raise ConfigError(
+                "GaussianMixtureSelection got an empty covariance_type list. Give at least "
+                f"one of {', '.join(COVARIANCE_TYPES)}."
+            )
+        unknown = [c for c in types if c not in COVARIANCE_TYPES]
+        if unknown:
+            raise ConfigError(
+                f"GaussianMixtureSelection covariance_type holds {unknown!r}. Allowed: "
+                f"{', '.join(COVARIANCE_TYPES)}."
+            )
+        ks = list(dict.fromkeys(int(k) for k in ks))
+        types = list(dict.fromkeys(types))
+        return [(k, c) for c in types for k in ks]
+
+    def _candidate(self, k: int, covariance_type: str) -> GaussianMixture:
+        shared = {name: getattr(self, name) for name in _SHARED}
+        return GaussianMixture(n_components=k, covariance_type=covariance_type, **shared)
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit every candidate and keep the best by ``criterion``; returns self.
+
+        X: (n_samples, n_features) NumPy or Dask array; sample_weight: (n_samples,)
+        non-negative row weights or None.
+        """
+        self._validate_params()
+        grid = self._grid()
+        if self.warm_start:
+            raise ConfigError("GaussianMixtureSelection does not warm-start: set "
+                              "warm_start=False (each candidate starts from its own init).")
+        X = GaussianMixture(n_components=1)._check_X(X, fitting=True)
+        n_samples, n_features = X.shape
+        self.refused_ = {}
+        for k, c in grid:
+            if k > n_samples:
+                self.refused_[(k, c)] = (f"n_components={k} is larger than the {n_samples} "
+                                         "rows of the data")
+        if self.refused_:
+            names = ", ".join(f"(n_components={k}, covariance_type={c!r})"
+                              for k, c in self.refused_)
+            if len(self.refused_) == len(grid):
+                raise DataError(
+                    f"Every candidate has more components than the {n_samples} rows of the "
+                    f"data: {names}. Use smaller values of n_components or more data."
+                )
+            log.warning("candidates refused (more components than rows): %s", names)
+        grid = [kc for kc in grid if kc not in self.refused_]
+        estimators = [self._candidate(k, c) for k, c in grid]
+        for estimator in estimators:
+            estimator._check_parameters(n_features)
+        if sample_weight is not None:
+            sample_weight = GaussianMixture._check_sample_weight(sample_weight, n_samples)
+        data = engine.prepare(X, sample_weight)
+        self.random_seed_ = em.resolve_seed(self.random_state)
+        specs = [em.ModelSpec(est._settings(), self.random_seed_, *self._init_hooks(est))
+                 for est in estimators]
+
+        try:
+            budget = parse_bytes(self.memory_budget) if isinstance(self.memory_budget, str) \
+                else int(self.memory_budget)
+        except ValueError:
+            raise ConfigError(f"GaussianMixtureSelection memory_budget={self.memory_budget!r} "
+                              "is not a size: give bytes or a string like '512MiB'.") from None
+        chunk_rows = max(data.array.chunks[0])
+        sizes = [candidate_bytes(k, c, n_features, chunk_rows, int(self.n_init))
+                 for k, c in grid]
+        groups = waves(sizes, budget)
+        if len(groups) > 1:
+            log.info("the grid of %d candidates needs %s per chunk, above the memory budget "
+                     "of %s: it runs in %d waves of candidates", len(grid),
+                     format_bytes(sum(sizes)), format_bytes(budget), len(groups))
+        results = [None] * len(grid)
+        self.n_passes_ = 0
+        for number, group in enumerate(groups, 1):
+            if len(groups) > 1:
+                log.info("wave %d of %d: %s", number, len(groups),
+                         ", ".join(f"K={grid[i][0]} {grid[i][1]}" for i in group))
+            found, passes = em.fit_models(data, [specs[i] for i in group], client=self.client)
+            self.n_passes_ += passes
+            for i, result in zip(group, found):
+                results[i] = result
+        self.n_waves_ = len(groups)
+        self._collect(grid, estimators, results, n_features)
+        return self
+
+    def _init_hooks(self, estimator: GaussianMixture):
+        """(fixed_init, init_transform) as ``GaussianMixture.fit`` uses them."""
+        fixed = estimator._fixed_init()
+        partial = fixed is None and any(
+            v is not None for v in (self.weights_init, self.means_init, self.precisions_init))
+        return fixed, (estimator._partial_init if partial else None)
+
+    def _collect(self, grid, estimators, results, n_features):
+        rows, scores = [], []
+        for (k, c), result in zip(grid, results):
+            if isinstance(result, str):
+                self.refused_[(k, c)] = result
+                log.warning("candidate (n_components=%d, covariance_type=%r) refused: %s",
+                            k, c, result)
+                scores.append(math.inf)
+                continue
+            n_parameters = family(c).n_parameters(k, n_features)
+            for restart in result.final_state.restarts:
+                bic, aic = information_criteria(restart.lower_bound, result.n_rows,
+                                                n_parameters)
+                rows.append({"n_components": k, "covariance_type": c,
+                             "restart": restart.index, "converged": restart.converged,
+                             "n_iter": restart.iteration, "lower_bound": restart.lower_bound,
+                             "n_parameters": n_parameters, "bic": bic, "aic": aic})
+            bic, aic = information_criteria(result.lower_bound, result.n_rows, n_parameters)
+            scores.append(bic if self.criterion == "bic" else aic)
+        if all(isinstance(r, str) for r in results):
+            raise DataError(
+                "Every candidate has more components than the usable rows: "
+                + "; ".join(f"(n_components={k}, covariance_type={c!r}): {why}"
+                            for (k, c), why in self.refused_.items())
+            )
+        self.results_ = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        best = int(np.argmin(scores))
+        k, c = grid[best]
+        self.best_params_ = {"n_components": k, "covariance_type": c}
+        self.best_estimator_ = _fitted(estimators[best], results[best], n_features)
+        self.n_features_in_ = n_features
+        if not self.best_estimator_.converged_ and self.max_iter > 0:
+            warnings.warn(
+                f"The best candidate (n_components={k}, covariance_type={c!r}) did not "
+                "converge. Increase max_iter or tol.", ConvergenceWarning,
+            )
+
+    # -- the best model ----------------------------------------------------------------
+    def _best(self) -> GaussianMixture:
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_
+
+    def predict(self, X):
+        """Labels under the best model, shape (n_samples,)."""
+        return self._best().predict(X)
+
+    def predict_proba(self, X):
+        """Responsibilities under the best model, shape (n_samples, K)."""
+        return self._best().predict_proba(X)
+
+    def score_samples(self, X):
+        """log p(x_i) under the best model, shape (n_samples,)."""
+        return self._best().score_samples(X)
+
+    def score(self, X, y=None):
+        """Mean log-likelihood per row under the best model."""
+        return self._best().score(X)
+
+    def bic(self, X):
+        """BIC of the best model on X."""
+        return self._best().bic(X)
+
+    def aic(self, X):
+        """AIC of the best model on X."""
+        return self._best().aic(X)
+
+
+def _fitted(estimator: GaussianMixture, result: em.FitResult, n_features: int):
+    """``estimator`` holding ``result`` as ``GaussianMixture.fit`` would leave it."""
+    estimator._set_result(result.params, n_features)
+    estimator.converged_ = result.converged
+    estimator.n_iter_ = result.n_iter
+    estimator.lower_bound_ = result.lower_bound
+    estimator.lower_bounds_ = list(result.history)
+    estimator.n_nonfinite_ = result.n_nonfinite
+    estimator.fit_state_ = result.final_state
+    return estimator

@@ -1,0 +1,119 @@
+"""Pictures of fitted mixtures, drawn on a matplotlib Agg canvas (the process-wide backend
+is never switched): the information criterion against K for a grid, and a scatter-plot
+matrix of the features with every component's projected ellipses."""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
+
+from ..core.params import GMMParams
+
+#: features drawn in the scatter-plot matrix at most
+MAX_PAIR_FEATURES = 6
+#: ellipses at 1 and 2 standard deviations
+ELLIPSE_SIGMAS = (1.0, 2.0)
+
+
+def save_figure(fig: Figure, path: str, dpi: int = 100) -> None:
+    """Write ``fig`` as PNG through its own Agg canvas."""
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=dpi)
+
+
+def criterion_figure(results, criterion: str = "bic") -> Figure:
+    """``criterion`` of each candidate's best restart against K, one line per covariance
+    type (lower is better; the best candidate is circled).
+
+    results: a ``GaussianMixtureSelection.results_`` table.
+    """
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    best = results.groupby(["covariance_type", "n_components"], sort=False)[criterion].min()
+    for covariance_type in dict.fromkeys(results.covariance_type):
+        line = best.loc[covariance_type].sort_index()
+        ax.plot(line.index, line.values, marker="o", label=covariance_type)
+    (c, k), value = best.idxmin(), best.min()
+    ax.plot([k], [value], marker="o", markersize=14, markerfacecolor="none",
+            markeredgecolor="black", linestyle="none", label=f"best: K={k}, {c}")
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel(f"{criterion.upper()} (lower is better)")
+    ax.set_xticks(sorted(set(results.n_components)))
+    ax.set_title(f"{criterion.upper()} against K")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def separation(params: GMMParams) -> np.ndarray:
+    """Per feature, the variance of the component means (weighted) over the mean
+    within-component variance, (d,): how well the feature separates the components."""
+    w, means = params.weights, params.means
+    centre = w @ means
+    between = w @ (means - centre) ** 2
+    full = params.family.full_covariances(params.covariances, params.n_components,
+                                          params.n_features)
+    within = w @ np.diagonal(full, axis1=1, axis2=2)
+    return between / np.maximum(within, np.finfo(float).tiny)
+
+
+def pairs_features(params: GMMParams, max_features: int = MAX_PAIR_FEATURES):
+    """(feature indices to draw, in order; True when only the most separating ones)."""
+    d = params.n_features
+    if d <= max_features:
+        return list(range(d)), False
+    chosen = np.argsort(-separation(params), kind="stable")[:max_features]
+    return sorted(int(j) for j in chosen), True
+
+
+def _ellipse(ax, mean2, cov2, sigma, color):
+    values, vectors = np.linalg.eigh(cov2)
+    values = np.maximum(values, 0.0)
+    angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
+    ax.add_patch(Ellipse(mean2, 2 * sigma * np.sqrt(values[1]), 2 * sigma * np.sqrt(values[0]),
+                         angle=angle, fill=False, edgecolor=color, linewidth=1.2))
+
+
+def pairs_figure(params: GMMParams, sample: np.ndarray, labels: np.ndarray | None = None,
+                 names=None, max_features: int = MAX_PAIR_FEATURES) -> Figure:
+    """A scatter-plot matrix of ``sample`` (n, d) with every component's ellipses projected
+    on each pair of features; each panel in its own units. More than ``max_features``
+    features: the ones that separate the components most (``separation``), said in the
+    title. labels: (n,) component per row to colour the points, or None."""
+    d = params.n_features
+    names = list(names) if names is not None else [f"x{j}" for j in range(d)]
+    features, selected = pairs_features(params, max_features)
+    m = len(features)
+    full = params.family.full_covariances(params.covariances, params.n_components, d)
+    colors = [f"C{k % 10}" for k in range(params.n_components)]
+    size = min(2.2 * m + 1.0, 14.0)
+    fig = Figure(figsize=(size, size))
+    axes = fig.subplots(m, m, squeeze=False)
+    point_colors = None if labels is None else [colors[k] if k >= 0 else "0.6" for k in labels]
+    for r, i in enumerate(features):
+        for c, j in enumerate(features):
+            ax = axes[r][c]
+            if i == j:
+                ax.hist(sample[:, j], bins=40, color="0.6")
+                ax.set_yticks([])
+            else:
+                ax.scatter(sample[:, j], sample[:, i], s=2, alpha=0.35, linewidths=0,
+                           c=point_colors if point_colors is not None else "0.4")
+                for k in range(params.n_components):
+                    mean2 = params.means[k, [j, i]]
+                    cov2 = full[k][np.ix_([j, i], [j, i])]
+                    for sigma in ELLIPSE_SIGMAS:
+                        _ellipse(ax, mean2, cov2, sigma, colors[k])
+            if r == m - 1:
+                ax.set_xlabel(names[j])
+            if c == 0:
+                ax.set_ylabel(names[i])
+            ax.tick_params(labelsize=7)
+    title = f"{params.n_components} components ({params.covariance_type}), ellipses at 1 and 2 sd"
+    if selected:
+        title += (f"\nthe {m} of {d} features that separate the components most: "
+                  + ", ".join(names[j] for j in features))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
