@@ -1,24 +1,11 @@
 """The parameters of a Gaussian mixture model, declared once.
 
-Each ``ModelParameter`` gives a name, its default, its kind, its bounds or options, where
-it is used and a one-line doc. From this table:
-
-- the estimator builds its scikit-learn ``_parameter_constraints``
-  (``dgmm.estimators.constraints``) and the engine's ``EMSettings`` (``ENGINE_SETTINGS``);
-- the saved model records the ``SAVED`` parameters in ``model.json``;
-- the workflow's ``model:`` section is the ``WORKFLOW_PARAMETERS``. As pydantic fields::
-
-      fields = {p.name: (p.annotation, pydantic.Field(**p.field_kwargs()))
-                for p in WORKFLOW_PARAMETERS}
-      ModelConfig = pydantic.create_model("ModelConfig", **fields)
-
-  (``annotation`` is a plain ``typing`` type, ``field_kwargs`` holds ``default``,
-  ``ge``/``gt``/``le``/``lt`` and ``description``; the ``array`` kind takes nested lists or
-  a ``.npy`` path, which the workflow checks itself).
-
-Kinds: ``int``, ``float``, ``bool``, ``choice`` (one of ``options``), ``seed`` (None or an
-int within the bounds; the estimator also takes a NumPy random state), ``array`` (None or
-an array) and ``object`` (anything, not validated).
+Each ``ModelParameter`` gives a name, default, kind (``int``, ``float``, ``bool``,
+``choice``, ``seed``, ``array``, ``object``), bounds or options, where it is used and a
+one-line doc. The estimator's ``_parameter_constraints``, the engine's ``EMSettings``
+(``ENGINE_SETTINGS``), the ``SAVED`` entries of ``model.json`` and the workflow's
+``model:`` section (``WORKFLOW_PARAMETERS``, via ``annotation`` and ``field_kwargs``) all
+come from this table. See docs/design.md, "Model parameters declared once".
 """
 from __future__ import annotations
 

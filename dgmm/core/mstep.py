@@ -1,19 +1,10 @@
 """The M-step: new parameters as a pure function of the reduced sufficient statistics.
 
-mu_k    = c_k + S1_k / N_k
-Sigma_k = S2_k / N_k - (mu_k - c_k)(mu_k - c_k)^T + reg_covar * I
-pi_k    = N_k / sum_j N_j
-
-As in scikit-learn, ``N_k`` carries ``10 * eps`` so that it is never zero.
-
-Empty components. A component whose total responsibility ``N_k`` is below
-``EMPTY_FRACTION * n`` (it explains, in total, less than a 1e-12 share of the data) has no
-data to estimate a mean or a covariance from. It keeps its previous mean (the shift
-``c_k``) and its previous covariance, and its weight becomes ``N_k / sum N`` (about 0):
-the component stays defined, never NaN, and is reported in ``MStepResult.empty``.
-A component that collapses onto one point gets ``reg_covar * I`` (plus whatever the
-point's neighbours add); if that is still not positive definite (``reg_covar=0``), a
-``FitError`` says to increase ``reg_covar``.
+mu_k = c_k + S1_k / N_k, Sigma_k = S2_k / N_k - (mu_k - c_k)(mu_k - c_k)^T + reg_covar I,
+pi_k = N_k / sum_j N_j. A component with ``N_k`` below ``EMPTY_FRACTION * n`` keeps its
+previous mean and covariance with a weight of about 0 (``MStepResult.empty``); a
+covariance still not positive definite raises ``FitError`` (increase ``reg_covar``).
+See docs/design.md, "Sufficient statistics and the M-step".
 """
 from __future__ import annotations
 

@@ -1,20 +1,10 @@
 """Sufficient statistics of one E-step pass: a small value that merges by addition.
 
-For a chunk of rows x_i with weights w_i, responsibilities r_ik and a fixed shift c_k
-(the means the pass started with):
-
-- ``n_rows``  rows used (int); ``n`` = sum_i w_i (the total weight)
-- ``loglik``  sum_i w_i log p(x_i) under the parameters the pass started with
-- ``nk``      (K,)  sum_i w_i r_ik
-- ``s1``      (K, d) sum_i w_i r_ik (x_i - c_k)
-- ``s2``      sum_i w_i r_ik (x_i - c_k)(x_i - c_k)^T in the family's form
-              (``CovarianceFamily.s2_shape``): full the packed lower triangles (K, d(d+1)/2);
-              tied summed over k, packed (d(d+1)/2,); diag and spherical the diagonals (K, d).
-- ``n_nonfinite`` rows skipped because they hold NaN or inf, and ``first_nonfinite`` the
-  global index of the first such row (-1 when there is none).
-
-Merging is addition (``first_nonfinite`` takes the smallest index), so it is associative
-and commutative up to floating-point rounding; a fixed reduction tree makes it exact.
+``SuffStats`` holds the row count and total weight, the log-likelihood, ``nk`` (K,),
+``s1`` (K, d) and ``s2`` (in the family's form, ``CovarianceFamily.s2_shape``), all about
+a fixed shift c_k (the means the pass started with), plus the count and first index of
+rows skipped as non-finite. Merging is addition, so a fixed reduction tree makes it exact.
+Definitions: docs/design.md, "Sufficient statistics and the M-step".
 """
 from __future__ import annotations
 

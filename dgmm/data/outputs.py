@@ -1,32 +1,12 @@
 """Per-row predictions of a fitted mixture, streamed to Zarr or Parquet, written atomically.
 
-For every input row the outputs are
-
-- ``labels`` (int64): the most probable component, -1 for a row holding NaN or inf;
-- ``probabilities`` (float64, K columns): the responsibilities, NaN for such a row;
-- ``log_likelihood`` (float64): log p(x), NaN for such a row.
-
-All three come from one evaluation of the kernels per input chunk (one read of the data),
-written by the same task, chunk by chunk, in parallel; the driver never holds more than the
-task graph.
-
-Layout on disk:
-
-- Zarr (``*.zarr``): a group with arrays ``labels`` (N,), ``probabilities`` (N, K) and
-  ``log_likelihood`` (N,), chunked like the input rows. Zarr chunks are regular, so input
-  row chunks of unequal sizes (Parquet row groups of different lengths) are rechunked to
-  equal chunks of the largest input chunk's size first.
-- Parquet (``*.parquet``): a directory of part files ``part-00000.parquet``, ... one per
-  input chunk, in row order, with columns ``label``, ``prob_0`` .. ``prob_{K-1}``,
-  ``log_likelihood``.
-
-Atomicity (:mod:`dgmm.data.publish`): on a local disk everything is written below a
-hidden sibling ``.<name>.tmp-<random>`` and renamed to ``out_path`` once every chunk is
-written (a previous output is swapped out by a second rename and deleted). On an object
-store, which has no rename, the output is written below ``out_path/v-<time>-<random>/``
-and published by the small object ``out_path/_dgmm_current.json`` written last; dgmm's
-readers follow it, other readers read that object to find the current version. If
-writing fails what was written is removed and any previous output is left as it was.
+For every input row: ``labels`` (int64, -1 for a row holding NaN or inf),
+``probabilities`` (float64, K columns) and ``log_likelihood`` (float64), NaN for such a
+row, all from one kernel evaluation per input chunk, written by that chunk's task. A
+``*.zarr`` output is a group of those three arrays (rechunked to regular chunks when the
+input's are unequal); a ``*.parquet`` output is one part file per input chunk, columns
+``label``, ``prob_0`` .. ``prob_{K-1}``, ``log_likelihood``. Published atomically by
+:mod:`dgmm.data.publish`. Layouts: docs/workflows.md, "Predictions on disk".
 """
 from __future__ import annotations
 

@@ -1,19 +1,12 @@
 """Atomic publication of files and directories, on local disks and on object stores.
 
 A reader never sees a half-written file or directory, and a writer killed at any moment
-leaves the previous complete version readable.
-
-- One file (``write_file``): on a local disk the bytes go to a temporary sibling, are
-  ``fsync``-ed and renamed into place (the directory is ``fsync``-ed too). On an object
-  store one object is written in one request (a multipart upload appears only when it
-  completes), which readers see whole or not at all.
-- A directory (``publish_directory``): on a local disk it is written under a temporary
-  sibling ``.<name>.tmp-<token>``, ``fsync``-ed, and swapped in by two renames; a crash
-  between them leaves the old version at ``.<name>.tmp-<token>-old``, which the next
-  write or read puts back (``resolve``). Object stores have no rename: the directory is
-  written under a new prefix ``<name>/v-<time>-<token>/`` and then published by one small
-  object written last, ``<name>/_dgmm_current.json``, that names it. Readers follow it
-  (``resolve``); superseded and abandoned older prefixes are removed after publishing.
+leaves the previous complete version readable. ``write_file``: temporary sibling,
+``fsync``, rename (one request on an object store). ``publish_directory``: a temporary
+sibling ``.<name>.tmp-<token>`` swapped in by two renames (a crash between them is
+repaired by ``resolve``); on an object store a new prefix ``<name>/v-<time>-<token>/``
+named by ``<name>/_dgmm_current.json``, written last, which ``resolve`` follows; older
+prefixes are removed after publishing. See docs/storage.md, "Atomic writes without rename".
 """
 from __future__ import annotations
 

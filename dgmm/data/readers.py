@@ -1,20 +1,11 @@
 """Data sources: Zarr, Parquet, ``.npy`` and in-memory arrays as row-chunked Dask arrays.
 
-Every ``open_*`` function returns ``(X, info)``: ``X`` a lazy 2-D Dask array of shape
-(n_samples, n_features) with known row chunks and a single column chunk, in the requested
-floating dtype (float64 or float32); ``info`` a :class:`DataInfo` describing the source
-(shape, dtype, chunking, a fingerprint). Nothing here reads the data itself: shapes and row
-counts come from metadata (Zarr array metadata, Parquet footers, ``.npy`` headers).
-
-Chunking: one task reads about ``target_chunk_bytes`` (default
-``dgmm.engine.passes.DEFAULT_CHUNK_BYTES``) of output rows.
-Zarr tasks always cover a whole number of stored chunks (or shards), so a stored chunk is
-never split between tasks; Parquet tasks cover whole row groups (several small row groups,
-or several small files, are grouped up to the target); ``.npy`` files are cut by rows.
-
-Non-finite values (NaN, inf, and Parquet nulls, which read as NaN) are not checked here:
-the first E-step pass counts them (``kernels.split_finite``) so that no extra pass over the
-data is spent on it.
+Every ``open_*`` function returns ``(X, info)``: ``X`` a lazy 2-D Dask array with known row
+chunks and one column chunk, in float64 or float32; ``info`` a :class:`DataInfo` (shape,
+dtype, chunking, fingerprint). Opening reads metadata only. A task reads about
+``target_chunk_bytes`` of rows and never splits a stored Zarr chunk or a Parquet row group.
+Non-finite values are counted by the first E-step pass, not here. See docs/design.md,
+"Reading the data".
 """
 from __future__ import annotations
 

@@ -1,33 +1,12 @@
 """Initial parameters theta_0 at scale, every data pass a chunk map-reduce.
 
-Methods (``init_params``):
-
-- ``kmeans`` (default): k-means|| (Bahmani et al., 2012): one uniformly drawn row, then
-  ``KMEANS_PARALLEL_ROUNDS`` rounds that each sample every row with probability
-  ``min(1, l * w * D^2 / phi)`` (l = 2 K, two passes a round: the cost phi, then the
-  draw), a pass that weights each candidate by the rows nearest to it, weighted k-means++
-  and Lloyd on the candidates at the driver, then Lloyd iterations over the data (each one
-  pass) until the inertia changes by less than ``KMEANS_TOL`` relative or
-  ``KMEANS_MAX_ITER`` passes. A final pass turns the hard labels into theta_0.
-- ``k-means++``: K passes; each picks one row with probability proportional to
-  w * D^2 (each chunk proposes one row and its total, the tree keeps one of the two in
-  proportion to their totals). Each component starts as that row with covariance
-  ``reg_covar * I``, as in scikit-learn (without scikit-learn's extra local trials).
-- ``random_from_data``: K distinct finite rows drawn uniformly in one pass (each chunk
-  keeps its rows with the K smallest random keys, the merge keeps the K smallest);
-  covariance ``reg_covar * I``.
-- ``random``: uniform random responsibilities normalised per row, then one M-step.
-
-Missing entries (``nonfinite='marginalize'``): the initialisation runs on the data with each
-NaN entry replaced by its column's mean over the observed entries (one extra pass computes
-the means; rows holding +-inf are a ``DataError`` there). The imputation serves the
-initialisation only: EM then marginalises the missing entries exactly. Rows with every entry
-missing stay NaN, so the methods skip and count them as they do non-finite rows.
-
-Unlike scikit-learn, the initial weights always sum to 1 (scikit-learn leaves them at 1/n
-for ``k-means++`` and ``random_from_data``; its first E-step renormalises anyway).
-Randomness inside a chunk comes from a generator seeded by (seed, pass, first row of the
-chunk), so the result never depends on which worker ran what.
+Methods (``init_params``): ``kmeans`` (default; k-means|| candidates, then Lloyd passes
+over the data, then theta_0 from the hard labels), ``k-means++`` (K passes, covariance
+``reg_covar * I``), ``random_from_data`` (K distinct rows in one pass, covariance
+``reg_covar * I``) and ``random`` (random responsibilities, one M-step). With
+``nonfinite='marginalize'`` NaN entries are imputed by column means for the
+initialisation only. Initial weights sum to 1. Randomness inside a chunk is seeded by
+(seed, pass, first row of the chunk). Details: docs/design.md, "Initialisation".
 """
 from __future__ import annotations
 

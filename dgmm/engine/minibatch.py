@@ -1,37 +1,12 @@
 """Stepwise (mini-batch) EM over row chunks: the step loop, its state, checkpoints, polish.
 
-A pass visits the chunks in an order drawn from (seed, step counter at the start of the
-pass); inside a chunk, its usable rows are permuted by a generator seeded by (seed, step
-counter at the start of the chunk) and cut into batches of at most ``batch_size`` rows (the
-chunk's rows split evenly). Every batch is one step (``dgmm.core.stepwise``). The whole
-result is a function of (data, chunking, seed, initial parameters), never of which worker
-ran what, and feeding the chunks one by one in that order through ``partial_fit`` gives
-exactly the same numbers.
-
-Design on a cluster. Steps are sequential by nature: each needs the parameters of the one
-before, so a step cannot be split over the workers without a scheduler round trip per step,
-which costs as much as the whole E-step of a small batch. So the unit of work is the chunk:
-one task per chunk runs all the steps of that chunk's batches on the worker that holds the
-chunk, and hands the small state (parameters, running statistics, step counter, pass
-accumulators; independent of the data size) to the next chunk's task. Only that state
-travels between workers; the data stay where they are. While one worker steps through a
-chunk, the other workers read and decode the next chunks (a bounded window of prefetched
-chunks, so a pass that does not persist the data holds only a few chunks in memory), and
-the driver keeps the next chunk task queued behind the running one, so no task waits for a
-round trip either. The cost per step left over a batch EM pass is the M-step of K small
-matrices, the move of the running statistics to the new means and the fixed costs of a
-small E-step call, whatever the batch size; the cost per chunk is one task hand-over. What
-a pass gives up against a batch EM pass is the spread of its E-steps over the cores: the
-steps run on one core at a time while the others read ahead. Running a batch's statistics
-in parts on several threads of the stepping worker did not pay where it was measured (the
-other cores were busy reading), so a step runs on one thread.
-``benchmarks/bench_minibatch.py`` measures the seconds per pass of both and the difference
-per step.
-
-Convergence: ``tol`` applies to the change of the pass's mean log-likelihood (the weighted mean
-over the pass of each batch's log-likelihood under the parameters of its step) from one pass
-to the next. An optional polish runs batch EM iterations (``dgmm.engine.em.fit_em``) from the
-stepwise result.
+Chunks are visited in an order drawn from (seed, step counter); each chunk's rows are
+permuted by a generator seeded the same way and cut into batches of at most
+``batch_size`` rows, one step (``dgmm.core.stepwise``) each. The result depends only on
+(data, chunking, seed, initial parameters); ``partial_fit`` chunk by chunk gives the same
+numbers. One task per chunk runs that chunk's steps where the chunk is and hands the small
+state on; ``tol`` applies to the change of a pass's mean log-likelihood; an optional
+polish runs batch EM. Why and how: docs/design.md, "Mini-batch (stepwise) EM on a cluster".
 """
 from __future__ import annotations
 

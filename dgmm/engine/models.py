@@ -1,20 +1,10 @@
 """Many models in one pass: every live model's chunk function on one read of each chunk.
 
-A model (an initialisation, an EM run) asks for data as a sequence of requests:
-
-- ``Pass(chunk_fn, args)``: the merge over all chunks of ``chunk_fn(block, weights,
-  row_offset, *args)``, one pass over the data;
-- ``FetchRows(indices)``: a few rows by global index (not a pass).
-
-``multi_pass`` serves the pass requests of many models with one read of each chunk: a chunk
-task calls every model's function on the same block and returns the tuple of results
-(``MultiValue``), which the fixed reduction tree merges model by model. Each model's value
-goes through exactly the chunk calls and merges it would go through alone, so it is
-bit-identical to ``passes.map_reduce(data, chunk_fn, *args)``.
-
-``run_alone`` drives a generator that yields requests and receives their answers
-(``value = yield request``; its return value is its result) by itself; ``Lockstep`` serves
-the pending requests of many such models at once (``dgmm.engine.em`` drives it).
+A model is a generator of requests, ``Pass(chunk_fn, args)`` (a merge over all chunks) or
+``FetchRows(indices)``, that receives their answers. ``run_alone`` drives one model;
+``Lockstep`` serves many at once, and ``multi_pass`` answers their passes with one read of
+each chunk, each model's value bit-identical to ``passes.map_reduce`` alone. See
+docs/design.md, "Many models per pass".
 """
 from __future__ import annotations
 

@@ -1,30 +1,13 @@
 """``GaussianMixture``: the scikit-learn compatible estimator over the EM engine.
 
 Same constructor parameters, fitted attributes and methods as
-``sklearn.mixture.GaussianMixture``, plus:
-
-- ``client``: a ``distributed.Client`` to run on (default: the current default client,
-  or Dask's local threaded scheduler when there is none);
-- ``split_every``: fan-in of the reduction tree;
-- ``nonfinite``: 'raise' (default) or 'drop' rows holding NaN or inf, or 'marginalize':
-  a NaN entry is a missing value, marginalised exactly by EM and in the predictions
-  (``dgmm.core.missing``); +-inf stays an error and rows with every entry missing are
-  skipped and counted;
-- ``fit(X, sample_weight=..., callback=...)``: per-row weights and a per-iteration hook.
-
-It is a scikit-learn estimator (``Pipeline``, ``GridSearchCV``, ``clone``: a clone shares
-the ``client``); its parameters and their constraints are declared once in
-``dgmm.core.model_parameters``.
-
-``X`` may be a NumPy array or a Dask array. For a Dask array, ``predict``,
-``predict_proba`` and ``score_samples`` return lazy Dask arrays with the input's row
-chunks, so predictions on larger-than-memory data stream. For a NumPy array they return
-NumPy arrays, computed in blocks on every core of this process.
-
-Threads: the kernels run on one BLAS thread each, and while ``fit`` runs every BLAS pool
-of the process is held at one thread (``dgmm.threads``), apart from the callback, which
-runs with the caller's setting (unless dgmm kernels still run in other threads of the
-process); the setting is restored when ``fit`` returns.
+``sklearn.mixture.GaussianMixture``, plus ``client`` (a ``distributed.Client``; default the
+current client or Dask's threaded scheduler), ``split_every`` (reduction fan-in),
+``nonfinite`` ('raise', 'drop' or 'marginalize' NaN entries) and ``fit(X,
+sample_weight=..., callback=...)``. Parameters are declared in
+``dgmm.core.model_parameters``. Predictions on a Dask array are lazy Dask arrays with its
+row chunks; on a NumPy array, NumPy arrays. ``fit`` holds every BLAS pool at one thread
+except around the callback. See docs/design.md, "The estimator", and docs/python.md.
 """
 from __future__ import annotations
 

@@ -1,29 +1,12 @@
 """Checkpoints of a fit: atomic, checksummed, pruned, locked; local paths or fsspec URLs.
 
-Layout of a checkpoint directory::
-
-    ckpt-00000012.npz      arrays (np.savez, uncompressed) + '__meta__' (UTF-8 JSON bytes)
-    ckpt-00000012.sha256   "<sha256 hex>  ckpt-00000012.npz" (``sha256sum -c`` format)
-    metrics.jsonl          one JSON object per line (``append_metrics``)
-    dgmm.lock              JSON {pid, host, started, ...} while a run holds the directory
-
-Writes are atomic (:func:`dgmm.data.publish.write_file`): on a local disk bytes go to a
-temporary name in the same directory, are flushed and ``fsync``-ed, then renamed into
-place and the directory is ``fsync``-ed; on an object store each file is one object
-written in one request, which readers see whole or not at all. The checksum file is written *before* its ``.npz``, so
-a checkpoint visible under its final name always has one; a newest checkpoint whose bytes
-do not match (truncated, corrupt) is skipped with a warning and the previous one is used.
-After each save only the newest ``keep`` checkpoints remain.
-
-Arrays round-trip bit for bit (``.npy`` format, no pickling). ``meta`` must be JSON:
-NumPy scalars and arrays in it are converted to Python numbers and lists; put arrays that
-must keep their dtype in ``arrays``. Floats in ``meta`` round-trip exactly (JSON holds the
-shortest repr; inf and nan are written as ``Infinity`` / ``NaN``).
-
-Writers should hold :meth:`CheckpointStore.lock` (one run per directory). Exclusive
-creation is atomic on local disks (the lock is written under a temporary name and
-hard-linked into place, so it is never seen empty); through fsspec it relies on the
-filesystem's ``'xb'`` mode where it exists and is best effort otherwise.
+A directory holds ``ckpt-NNNNNNNN.npz`` (arrays plus ``'__meta__'`` JSON),
+``ckpt-NNNNNNNN.sha256`` (``sha256sum -c`` format, written before its ``.npz``),
+``metrics.jsonl`` and the lock ``dgmm.lock``. Every file is written atomically
+(:func:`dgmm.data.publish.write_file`); a newest checkpoint whose bytes do not match is
+skipped with a warning; only the newest ``keep`` remain. Arrays round-trip bit for bit;
+``meta`` must be JSON (floats exact). Writers hold :meth:`CheckpointStore.lock`.
+Rules: docs/design.md, "Checkpoint files"; layout: docs/workflows.md.
 """
 from __future__ import annotations
 
