@@ -2,7 +2,9 @@
 SIGKILL and resume of a real ``dgmm run``."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -287,7 +289,9 @@ def test_sigkill_in_mid_pass_then_rerun_is_bit_identical(tmp_path):
         proc.stdout.close()
     final = _run(run_dir)
     assert final.returncode == 0, final.stdout + final.stderr
-    assert "resuming from checkpoint: pass" in final.stdout
+    # the last kill came in the middle of pass 3
+    assert re.search(r"resuming from checkpoint: pass 3, chunk ([1-9]|1[01]), step",
+                     final.stdout), final.stdout
     got, meta = load_params(run_dir / "model")
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name),
@@ -296,3 +300,8 @@ def test_sigkill_in_mid_pass_then_rerun_is_bit_identical(tmp_path):
     assert meta["stepwise"]["record"]["n_steps"] == 3 * one_pass_steps
     for name, entry in meta["stepwise"]["arrays"].items():
         assert entry["sha256"] == expected_meta["stepwise"]["arrays"][name]["sha256"], name
+    # metrics.jsonl: one record per pass and per polish iteration though steps were redone
+    records = [json.loads(line) for line in
+               (run_dir / "ckpt" / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("pass") for r in records] == [1, 2, 3, None, None]
+    assert [r.get("polish_iteration") for r in records[3:]] == [1, 2]

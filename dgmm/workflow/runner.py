@@ -418,7 +418,10 @@ class _StepwiseProgress:
             self._metrics({"pass": st.n_passes, "n_steps": st.n_steps,
                            "lower_bound": st.lower_bound, "n_rows": st.n_rows,
                            "converged": st.converged, "seconds": info.seconds}, st)
-        else:  # polish
+        elif st.polish.iteration == 0:  # the polish starts from the stepwise result
+            self.emit(f"polish: batch EM from step {st.n_steps}")
+            save = False
+        else:
             polish = st.polish
             self.emit(f"polish iter {polish.iteration:4d}  step {st.n_steps}  "
                       f"mean log-lik {polish.lower_bound: .8f}  {info.seconds:6.2f} s")
