@@ -377,8 +377,9 @@ class ModelConfig(_DeclaredModelFields):
     def _algorithm_parameters(self):
         for parameter in WORKFLOW_PARAMETERS:
             own = parameter.algorithm
+            # a default value passes, so that a dumped workflow validates again
             if (own is not None and own != self.algorithm
-                    and parameter.name in self.model_fields_set):
+                    and getattr(self, parameter.name) != parameter.default):
                 raise _key_problem(
                     parameter.name, getattr(self, parameter.name),
                     f"applies to algorithm {own!r} only, but model.algorithm is "
