@@ -19,8 +19,9 @@ generates) the data, and runs the steps in order:
 refits from scratch (it implies ``restart``).
 
 Idempotence: every output carries a stamp (the settings hash, the data fingerprint, the
-checksum of the ``warm_start_from`` model if any, and the model's checksum). A step whose output exists with a matching stamp is skipped; when
-every step is skipped the run did nothing, and says so. ``force=True`` reruns every step.
+checksum of the ``warm_start_from`` model if any, and the model's checksum). A step whose
+output exists with a matching stamp is skipped; when every step is skipped the run did
+nothing, and says so. ``force=True`` reruns every step.
 
 When ``model.random_state`` is not set, the seed is derived from the settings hash, so a
 workflow run twice (or resumed) gives the same model.

@@ -414,8 +414,8 @@ class ModelConfig(_DeclaredModelFields):
 
         Excludes ``require_convergence`` (a workflow setting), ``algorithm``,
         ``warm_start_from`` (the runner reads that model), the parameters of another
-        algorithm, ``client`` and ``nonfinite`` (see ``Workflow.estimator_kwargs``). An init array given as a file
-        must have been read (``dgmm.workflow.loading.read_init_files``, which
+        algorithm, ``client`` and ``nonfinite`` (see ``Workflow.estimator_kwargs``). An
+        init array given as a file must have been read (``dgmm.workflow.loading.read_init_files``, which
         ``load_workflow`` calls); otherwise ``ConfigError``.
         """
         import numpy as np
