@@ -396,6 +396,7 @@ class _StepwiseProgress:
         self.every = every
         self.stamp = stamp
         self.n_chunks = n_chunks
+        self.pass_seconds = 0.0
 
     @staticmethod
     def key(state) -> int:
@@ -409,16 +410,18 @@ class _StepwiseProgress:
             self.emit("init: initial parameters ready")
             save = True
         elif phase == "chunk":
+            self.pass_seconds += info.seconds
             self.emit(f"pass {st.n_passes + 1} chunk {st.position}/{self.n_chunks} "
                       f"step {st.n_steps}  {info.seconds:6.2f} s")
             save = st.position % self.every == 0
         elif phase == "pass":
+            seconds, self.pass_seconds = self.pass_seconds + info.seconds, 0.0
             self.emit(f"pass {st.n_passes} done  step {st.n_steps}  "
-                      f"mean log-lik {st.lower_bound: .8f}  {info.seconds:6.2f} s")
+                      f"mean log-lik {st.lower_bound: .8f}  {seconds:6.2f} s")
             save = True
             self._metrics({"pass": st.n_passes, "n_steps": st.n_steps,
                            "lower_bound": st.lower_bound, "n_rows": st.n_rows,
-                           "converged": st.converged, "seconds": info.seconds}, st)
+                           "converged": st.converged, "seconds": seconds}, st)
         elif st.polish.iteration == 0:  # the polish starts from the stepwise result
             self.emit(f"polish: batch EM from step {st.n_steps}")
             save = False
