@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dgmm.data import readers as data_io
 from dgmm.data.model_io import load_params, save_model
 from dgmm.data.synthetic import make_gmm_data
 from dgmm.errors import CheckpointError, ConfigError
+from dgmm.workflow.checkpoint import CheckpointStore
 from dgmm.workflow.loading import load_workflow
 from dgmm.workflow.runner import run_workflow
 from dgmm.workflow.schema import DataConfig, ModelConfig, OutputsConfig, Workflow
@@ -194,6 +196,20 @@ def test_day2_update_continues_day1_and_a_rerun_does_nothing(tmp_path, cluster_c
 
     again = run_workflow(day2, emit=lines.append)
     assert again.did_nothing and again.skipped == ["fit"]
+
+    # an update stopped in mid-pass (its newest checkpoint left is after chunk 3 of 4)
+    # resumes there, from the day-1 model's statistics, to the same numbers
+    store = CheckpointStore(tmp_path / "ckpt-day2")
+    newest = store.list()[-1]
+    for suffix in (".npz", ".sha256"):
+        os.remove(newest.path.removesuffix(".npz") + suffix)
+    shutil.rmtree(tmp_path / "runs/day2/model")
+    lines.clear()
+    resumed = run_workflow(day2, emit=lines.append)
+    assert resumed.ran == ["fit"]
+    assert any(line.startswith("resuming from checkpoint: pass 3, chunk 3,")
+               for line in lines), lines
+    assert_same_model(dgmm.load_model(tmp_path / "runs/day2/model"), reference)
 
     # a new day-1 model makes the same day-2 update stale
     refit = _workflow(tmp_path / "day1.yaml", "day1.zarr", cluster_client, batch_size=300)
