@@ -9,9 +9,6 @@ from __future__ import annotations
 import colorsys
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -177,44 +174,6 @@ def test_report_overwrites_and_leaves_no_temporary_files(tmp_path):
 
 
 # ----------------------------------------------------------------- without matplotlib
-
-_NO_MATPLOTLIB = textwrap.dedent(
-    """
-    import json, sys
-    sys.modules["matplotlib"] = None  # `import matplotlib` now raises ImportError
-    import numpy as np
-    import dgmm
-    from dgmm.data import readers as io
-    from dgmm.workflow.report import write_report
-
-    rng = np.random.default_rng(0)
-    X = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 6])
-    array, info = io.from_array(X)
-    model = dgmm.GaussianMixture(2, random_state=0).fit(array)
-    written = write_report(sys.argv[1], model, array, info)
-    print(json.dumps({"written": written,
-                      "matplotlib_loaded": sys.modules.get("matplotlib") is not None}))
-    """
-)
-
-
-def test_report_without_matplotlib_writes_json_and_says_plots_were_skipped(tmp_path):
-    out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-c", _NO_MATPLOTLIB, str(out)],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
-
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["written"] == [str(out / "report.json")]
-    assert result["matplotlib_loaded"] is False
-    assert os.listdir(out) == ["report.json"]  # no PNG
-    report = json.loads((out / "report.json").read_text())
-    assert isinstance(report["plots"], str)
-    assert report["plots"].startswith("skipped") and "matplotlib" in report["plots"]
-    assert "dgmm[plots]" in report["plots"]  # how to get the plots
-    assert report["model"]["n_components"] == 2 and report["data"]["shape"] == [600, 2]
-    assert "plots skipped" in proc.stderr  # the warning is logged
-
 
 # ------------------------------------------------------------------- principal axes
 

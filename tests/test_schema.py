@@ -41,7 +41,7 @@ def test_model_defaults_are_scikit_learns():
 
 
 def test_model_section_has_exactly_the_estimator_parameters():
-    from dgmm import GaussianMixture
+    from dgmm import GaussianMixture, MiniBatchGaussianMixture
 
     signature = inspect.signature(GaussianMixture.__init__).parameters
     estimator = {name for name in signature if name != "self"}
@@ -49,7 +49,13 @@ def test_model_section_has_exactly_the_estimator_parameters():
     assert set(kwargs) == estimator - {"client", "nonfinite"}
     for name, value in kwargs.items():
         assert value == signature[name].default, name
-    assert set(ModelConfig.model_fields) == set(kwargs) | {"require_convergence"}
+    minibatch_signature = inspect.signature(MiniBatchGaussianMixture.__init__).parameters
+    minibatch = ModelConfig(algorithm="minibatch").estimator_kwargs()
+    assert set(minibatch) == set(minibatch_signature) - {"self", "client", "nonfinite"}
+    for name, value in minibatch.items():
+        assert value == minibatch_signature[name].default, name
+    assert set(ModelConfig.model_fields) == set(minibatch) | {
+        "require_convergence", "algorithm", "warm_start_from"}
 
 
 def test_inline_init_arrays_become_float64_arrays():

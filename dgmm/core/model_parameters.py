@@ -15,7 +15,10 @@ from typing import Any, Literal, Optional
 from .families import COVARIANCE_TYPES
 from .types import INIT_PARAMS, NONFINITE_POLICIES
 
-KINDS = ("int", "float", "bool", "choice", "seed", "array", "object")
+KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "object")
+#: how a workflow fits: batch EM (``GaussianMixture``) or stepwise EM on mini-batches
+#: (``MiniBatchGaussianMixture``)
+ALGORITHMS = ("em", "minibatch")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,10 @@ class ModelParameter:
     engine: a field of the engine's ``EMSettings``;
     saved: recorded in a saved model's ``model.json``;
     workflow: a field of a workflow's ``model:`` section;
-    changes_fit: changes the fitted numbers (part of a workflow's settings hash).
+    changes_fit: changes the fitted numbers (part of a workflow's settings hash);
+    algorithm: None for a parameter of every fit, else the one workflow ``algorithm``
+    it belongs to (``'minibatch'``: a parameter of ``MiniBatchGaussianMixture`` only, left
+    out of GaussianMixture and of the settings hash of a batch EM workflow).
     """
 
     name: str
@@ -46,12 +52,15 @@ class ModelParameter:
     saved: bool = False
     workflow: bool = True
     changes_fit: bool = True
+    algorithm: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
         if (self.kind == "choice") != bool(self.options):
             raise ValueError(f"{self.name}: options go with kind 'choice' only")
+        if self.algorithm is not None and self.algorithm not in ALGORITHMS:
+            raise ValueError(f"{self.name}: algorithm must be one of {ALGORITHMS}")
 
     @property
     def bounds(self) -> dict[str, float]:
@@ -66,6 +75,8 @@ class ModelParameter:
             return Literal[self.options]
         if self.kind == "seed":
             return Optional[int]
+        if self.kind == "path":
+            return Optional[str]
         return {"int": int, "float": float, "bool": bool}.get(self.kind, Any)
 
     def field_kwargs(self) -> dict[str, Any]:
@@ -81,6 +92,12 @@ class ModelParameter:
         if self.kind == "bool":
             return bool(value)
         return value
+
+
+def _minibatch(name, default, kind, doc, **kwargs) -> ModelParameter:
+    """A parameter of ``MiniBatchGaussianMixture`` only, saved with its models."""
+    return ModelParameter(name, default, kind, doc, estimator=False, saved=True,
+                          algorithm="minibatch", **kwargs)
 
 
 def _fit(name, default, kind, doc, **kwargs) -> ModelParameter:
@@ -123,6 +140,19 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     ModelParameter("require_convergence", False, "bool",
                    "Fail (exit code 5) when EM stops at max_iter without converging.",
                    estimator=False, changes_fit=False),
+    # the workflow's choice of estimator; a batch EM workflow's hash leaves it out
+    ModelParameter("algorithm", "em", "choice",
+                   "Batch EM (em) or stepwise EM on mini-batches (minibatch).",
+                   options=ALGORITHMS, estimator=False),
+    _minibatch("batch_size", 4096, "int", "Rows per step of stepwise EM.", ge=1),
+    _minibatch("step_power", 0.6, "float",
+               "alpha of the step size eta_t = (t + 2)^(-alpha).", gt=0.5, le=1.0),
+    _minibatch("polish_iter", 0, "int",
+               "Batch EM iterations run from the stepwise result.", ge=0),
+    ModelParameter("warm_start_from", None, "path",
+                   "A saved mini-batch model whose fit continues on this data "
+                   "(its running statistics and step counter).",
+                   estimator=False, algorithm="minibatch"),
 )
 
 BY_NAME: dict[str, ModelParameter] = {p.name: p for p in PARAMETERS}
@@ -131,3 +161,6 @@ WORKFLOW_PARAMETERS: tuple[ModelParameter, ...] = tuple(p for p in PARAMETERS if
 ENGINE_SETTINGS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.engine)
 SAVED: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.saved)
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
+#: the constructor parameters of ``MiniBatchGaussianMixture`` beyond GaussianMixture's
+MINIBATCH_PARAMETERS: tuple[ModelParameter, ...] = tuple(
+    p for p in PARAMETERS if p.algorithm == "minibatch" and p.saved)

@@ -11,12 +11,18 @@ A model is a directory::
       means.npy                  (K, d)
       covariances.npy            per covariance type (see dgmm.params)
       precisions_cholesky.npy    same shape as covariances
+      state.*.npy                a mini-batch fit's state only: the arrays of its
+                                 ``StepwiseState`` record (running statistics), its
+                                 scalars (step counter, passes) in ``model.json``
+                                 under ``stepwise``
 
 Every array is a standard ``.npy`` file, readable by NumPy (and by any language with an
 npy reader); ``model.json`` is the manifest. The directory is published atomically
 (:mod:`dgmm.data.publish`: renamed into place on a local disk; on an object store written
 under a new version prefix named by ``_dgmm_current.json``), so a crash never leaves a
-half-written model that looks whole. ``load_model`` checks the checksums and returns a fitted ``GaussianMixture``.
+half-written model that looks whole. ``load_model`` checks the checksums and returns a
+fitted ``GaussianMixture`` (a ``MiniBatchGaussianMixture`` whose ``partial_fit``
+continues, for a model with a state).
 """
 from __future__ import annotations
 
@@ -55,6 +61,14 @@ def _finite_or_none(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def _entries(files: dict[str, bytes], arrays: dict) -> dict:
+    """The manifest entries of array files: file name, shape, sha256."""
+    return {name: {"file": f"{name}.npy",
+                   "shape": list(np.shape(arrays[name.removeprefix("state.")])),
+                   "sha256": hashlib.sha256(blob).hexdigest()}
+            for name, blob in files.items()}
+
+
 def save_model(path, model, *, data_fingerprint: str | None = None,
                settings_hash: str | None = None, extra: dict | None = None,
                storage_options: dict | None = None) -> str:
@@ -68,9 +82,17 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
     path = path if is_url(path) else os.path.abspath(path)
     params: GMMParams = model.params_
     files = {name: _npy_bytes(arr) for name, arr in params.to_arrays().items()}
+    state = getattr(model, "state_", None)
+    stepwise = None
+    if state is not None:
+        state_arrays, state_meta = state.to_record()
+        state_files = {f"state.{name}": _npy_bytes(arr) for name, arr in state_arrays.items()}
+        stepwise = {"record": state_meta, "arrays": _entries(state_files, state_arrays)}
     settings = {}
     for name in SETTINGS:
-        value = getattr(model, name, None)
+        if not hasattr(model, name):  # e.g. batch_size of a GaussianMixture
+            continue
+        value = getattr(model, name)
         if isinstance(value, np.generic):
             value = value.item()
         settings[name] = value if isinstance(value, (int, float, str, type(None))) else repr(value)
@@ -90,13 +112,13 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
         "n_nonfinite": int(getattr(model, "n_nonfinite_", 0)),
         "data_fingerprint": data_fingerprint,
         "settings_hash": settings_hash,
-        "arrays": {
-            name: {"file": f"{name}.npy", "shape": list(getattr(params, name).shape),
-                   "sha256": hashlib.sha256(blob).hexdigest()}
-            for name, blob in files.items()
-        },
+        "arrays": _entries(files, params.to_arrays()),
         **(extra or {}),
     }
+    if stepwise is not None:
+        meta["estimator"] = type(model).__name__
+        meta["stepwise"] = stepwise
+        files.update(state_files)
     manifest = json.dumps(meta, indent=2, allow_nan=True).encode()
     with publish_directory(path, storage_options) as target:
         for name, blob in files.items():
@@ -144,12 +166,11 @@ def _read_manifest(path, storage_options) -> tuple[dict, str]:
     return meta, location
 
 
-def load_params(path, storage_options: dict | None = None) -> tuple[GMMParams, dict]:
-    """(parameters, manifest) of a saved model, checksums verified."""
-    meta, location = _read_manifest(path, storage_options)
+def _read_arrays(path, location: str, entries: dict, names,
+                 storage_options: dict | None) -> dict[str, np.ndarray]:
     arrays = {}
-    for name in ARRAYS:
-        entry = meta["arrays"].get(name)
+    for name in names:
+        entry = entries.get(name)
         if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
             raise DataError(f"The model manifest in {path!s} has no valid entry for "
                             f"{name!r}; re-run the fit to write the model again.")
@@ -164,4 +185,27 @@ def load_params(path, storage_options: dict | None = None) -> tuple[GMMParams, d
             raise DataError(f"The model file {file} does not match its checksum in "
                             "model.json: it is corrupt. Re-run the fit to write it again.")
         arrays[name] = np.load(io.BytesIO(blob), allow_pickle=False)
+    return arrays
+
+
+def load_params(path, storage_options: dict | None = None) -> tuple[GMMParams, dict]:
+    """(parameters, manifest) of a saved model, checksums verified."""
+    meta, location = _read_manifest(path, storage_options)
+    arrays = _read_arrays(path, location, meta["arrays"], ARRAYS, storage_options)
     return GMMParams(**arrays, covariance_type=meta["covariance_type"]), meta
+
+
+def load_state_record(path, meta: dict, storage_options: dict | None = None
+                      ) -> tuple[dict[str, np.ndarray], dict] | None:
+    """(arrays, metadata) of the ``StepwiseState`` saved with a mini-batch model, checksums
+    verified (``StepwiseState.from_record`` takes them); None for a model without one."""
+    stepwise = meta.get("stepwise")
+    if stepwise is None:
+        return None
+    entries = stepwise.get("arrays") if isinstance(stepwise, dict) else None
+    if not isinstance(entries, dict) or not isinstance(stepwise.get("record"), dict):
+        raise DataError(f"The model manifest in {path!s} has an unreadable 'stepwise' "
+                        "entry; re-run the fit to write the model again.")
+    location = _model_location(path, storage_options)
+    arrays = _read_arrays(path, location, entries, list(entries), storage_options)
+    return {name.removeprefix("state."): arr for name, arr in arrays.items()}, stepwise["record"]

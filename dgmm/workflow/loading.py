@@ -331,14 +331,16 @@ def _absolute(path: str | None, base_dir: str) -> str | None:
 def resolve_paths(workflow: Workflow, base_dir: str | os.PathLike) -> Workflow:
     """A copy of ``workflow`` whose relative local paths are absolute against ``base_dir``.
 
-    Concerns ``data.path``, the ``model.*_init`` files, ``checkpoint.dir`` and
+    Concerns ``data.path``, the ``model.*_init`` files, ``model.warm_start_from``,
+    ``checkpoint.dir`` and
     ``outputs.model`` / ``predictions`` / ``report``; URLs are kept as written.
     """
     base = os.path.abspath(os.fspath(base_dir))
     data = workflow.data.model_copy(update={"path": _absolute(workflow.data.path, base)})
     model = workflow.model.model_copy(update={
         name: _absolute(getattr(workflow.model, name), base)
-        for name in INIT_ARRAY_NAMES if isinstance(getattr(workflow.model, name), str)
+        for name in (*INIT_ARRAY_NAMES, "warm_start_from")
+        if isinstance(getattr(workflow.model, name), str)
     })  # fmt: skip
     checkpoint = workflow.checkpoint.model_copy(
         update={"dir": _absolute(workflow.checkpoint.dir, base)}

@@ -1,7 +1,6 @@
 """The ``report`` step: ``report.json`` and PNG plots of a fitted mixture.
 
-Plots (matplotlib is an optional extra, ``pip install dgmm[plots]``; without it the
-report holds the JSON only and says plots were skipped):
+Plots:
 
 - ``loglik.png``: the mean log-likelihood per EM iteration;
 - ``components.png``: a sample of rows coloured by their label, with each component's
@@ -142,35 +141,28 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
     params: GMMParams = model.params_
     written = []
     plots: dict[str, str] = {}
-    try:
-        import matplotlib  # noqa: F401
+    if model.lower_bounds_:
+        plot_loglik(model.lower_bounds_, join(directory, "loglik.png"), storage_options)
+        plots["loglik"] = "loglik.png"
+    sample = sample_rows(X, client)
+    target = join(directory, "components.png")
+    if params.n_features > 2:
+        # a scatter-plot matrix: each pair of features in its own units
+        from .plots import pairs_figure
 
-        have_plots = True
-    except ImportError:
-        have_plots = False
-    if have_plots:
-        if model.lower_bounds_:
-            plot_loglik(model.lower_bounds_, join(directory, "loglik.png"), storage_options)
-            plots["loglik"] = "loglik.png"
-        sample = sample_rows(X, client)
-        target = join(directory, "components.png")
-        if params.n_features > 2:
-            # a scatter-plot matrix: each pair of features in its own units
-            from .plots import pairs_figure
+        labels = kernels.predict(sample, params) if len(sample) else None
+        names = getattr(info, "columns", None) if info is not None else None
+        _save_figure(pairs_figure(params, sample, labels, names=names), target,
+                     storage_options)
+    else:
+        plot_components(params, sample, target, storage_options)
+    plots["components"] = "components.png"
+    if selection is not None:
+        from .plots import criterion_figure
 
-            labels = kernels.predict(sample, params) if len(sample) else None
-            names = getattr(info, "columns", None) if info is not None else None
-            _save_figure(pairs_figure(params, sample, labels, names=names), target,
-                         storage_options)
-        else:
-            plot_components(params, sample, target, storage_options)
-        plots["components"] = "components.png"
-        if selection is not None:
-            from .plots import criterion_figure
-
-            _save_figure(criterion_figure(selection.results_, selection.criterion),
-                         join(directory, "selection.png"), storage_options)
-            plots["selection"] = "selection.png"
+        _save_figure(criterion_figure(selection.results_, selection.criterion),
+                     join(directory, "selection.png"), storage_options)
+        plots["selection"] = "selection.png"
     payload = {
         "dgmm_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -201,14 +193,10 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
                          for key, value in row.items()}
                         for row in selection.results_.to_dict(orient="records")],
         },
-        "plots": plots if have_plots else "skipped: matplotlib is not installed "
-                                           "(pip install 'dgmm[plots]')",
+        "plots": plots,
     }
     path = join(directory, "report.json")
     write_json(path, payload, storage_options)
     written.append(path)
     written.extend(join(directory, p) for p in plots.values())
-    if not have_plots:
-        log.warning("report: matplotlib is not installed; plots skipped (pip install "
-                    "'dgmm[plots]')")
     return written

@@ -6,7 +6,11 @@ generates) the data, and runs the steps in order:
 - ``fit``: EM with a checkpoint after every ``checkpoint.every`` iterations (under the
   checkpoint directory's lock); a run that finds a checkpoint of the same settings and
   data resumes from the newest valid one and ends with exactly the parameters of an
-  uninterrupted run. The fitted model is written to ``outputs.model``.
+  uninterrupted run. The fitted model is written to ``outputs.model``. With
+  ``model.algorithm: minibatch`` the fit is stepwise EM (``MiniBatchGaussianMixture``),
+  checkpointed after every ``checkpoint.every`` chunk tasks and at the end of each pass;
+  ``model.warm_start_from`` continues a saved mini-batch model on this data (its
+  running statistics and step counter) for ``max_iter`` more passes.
 - ``predict``: per-row labels, probabilities and log-likelihood to ``outputs.predictions``.
 - ``score``: mean log-likelihood, BIC and AIC of the data under the model.
 - ``report``: ``report.json`` and plots in ``outputs.report``.
@@ -14,9 +18,10 @@ generates) the data, and runs the steps in order:
 ``restart=True`` deletes the checkpoints first; ``force=True`` reruns every step and
 refits from scratch (it implies ``restart``).
 
-Idempotence: every output carries a stamp (the settings hash, the data fingerprint and
-the model's checksum). A step whose output exists with a matching stamp is skipped; when
-every step is skipped the run did nothing, and says so. ``force=True`` reruns every step.
+Idempotence: every output carries a stamp (the settings hash, the data fingerprint, the
+checksum of the ``warm_start_from`` model if any, and the model's checksum). A step whose
+output exists with a matching stamp is skipped; when every step is skipped the run did
+nothing, and says so. ``force=True`` reruns every step.
 
 When ``model.random_state`` is not set, the seed is derived from the settings hash, so a
 workflow run twice (or resumed) gives the same model.
@@ -24,6 +29,7 @@ workflow run twice (or resumed) gives the same model.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -42,8 +48,9 @@ from ..data.redact import redact, register
 from .checkpoint import CheckpointStore
 from .schema import Workflow
 from ..engine.em import EMState, IterationInfo
-from ..errors import CheckpointError, DataError, NotConvergedError
-from ..data.model_io import load_params, read_model_meta, save_model
+from ..errors import CheckpointError, ConfigError, DataError, NotConvergedError
+from ..data.model_io import read_model_meta, save_model
+from ..estimators import load_model
 
 log = logging.getLogger(__name__)
 
@@ -168,34 +175,43 @@ def _model_matches(path: str | None, expected: dict, storage_options: dict) -> b
         meta = read_model_meta(path, storage_options)
     except DataError:
         return False
-    return (meta.get("settings_hash") == expected["settings_hash"]
-            and meta.get("data_fingerprint") == expected["data_fingerprint"])
+    return all(meta.get(key) == value for key, value in expected.items())
+
+
+def _warm_start_checksum(workflow: Workflow) -> str:
+    """sha256 of the ``warm_start_from`` model's array checksums and saved state."""
+    path = workflow.model.warm_start_from
+    if workflow.outputs.model is not None and (
+            os.path.abspath(path) == os.path.abspath(workflow.outputs.model)):
+        raise ConfigError(
+            f"model.warm_start_from and outputs.model are both {path!r}: an update writes "
+            "a new model next to the one it continues. Give outputs.model a path of its "
+            "own (for example one directory per day)."
+        )
+    meta = read_model_meta(path)
+    if meta.get("stepwise") is None:
+        raise ConfigError(
+            f"model.warm_start_from={path!r}: that model was not fitted by mini-batch EM, "
+            "so it has no running statistics to continue. Point warm_start_from at a model "
+            "written by a workflow with model.algorithm: minibatch."
+        )
+    text = json.dumps({"arrays": meta["arrays"], "stepwise": meta["stepwise"]},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _load_saved_model(path: str | None, storage_options: dict, client):
-    """The fitted estimator saved at ``path`` (what ``dgmm.load_model`` returns)."""
-    from ..estimators.gaussian_mixture import GaussianMixture
-    from ..data.model_io import SETTINGS
-
+    """The fitted estimator saved at ``path`` (``dgmm.load_model`` with the outputs'
+    storage options)."""
     if path is None:
         raise DataError("No fitted model: add 'fit' to steps, or point outputs.model at a "
                         "model written by a previous fit.")
     try:
-        params, meta = load_params(path, storage_options)
+        return load_model(path, storage_options=storage_options, client=client)
     except DataError as exc:
         raise DataError(f"No fitted model at outputs.model={path!r} ({exc}): add 'fit' to "
                         "steps, or point outputs.model at a model written by a previous "
                         "fit.") from None
-    settings = {k: v for k, v in meta.get("settings", {}).items()
-                if k in SETTINGS and not (isinstance(v, str) and k == "random_state")}
-    model = GaussianMixture.from_params(params, **settings, client=client)
-    model.n_iter_, model.converged_ = meta["n_iter"], meta["converged"]
-    bound = meta["lower_bound"]
-    model.lower_bound_ = -math.inf if bound is None else float(bound)
-    model.lower_bounds_ = list(meta["lower_bounds"])
-    model.n_nonfinite_ = meta.get("n_nonfinite", 0)
-    model.data_fingerprint_ = meta.get("data_fingerprint")
-    return model
 
 
 def _storage_error(workflow: Workflow, exc: BaseException) -> DataError:
@@ -258,6 +274,8 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
         emit(f"data: {info.describe()}")
         data_io.validate_rows(info, workflow.model.n_components)
         stamp = {"settings_hash": workflow.settings_hash(), "data_fingerprint": info.fingerprint}
+        if workflow.model.warm_start_from is not None:
+            stamp["warm_start_checksum"] = _warm_start_checksum(workflow)
         outputs = workflow.outputs
 
         model = None
@@ -269,7 +287,8 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                 if data_io.decide_persist(info.nbytes, workflow.data.persist, client):
                     emit(f"data: keeping {format_bytes(info.nbytes)} in worker memory")
                     X = client.persist(X)
-                model = _fit(workflow, X, client, stamp, restart, emit, summary)
+                fit = _fit_minibatch if workflow.model.algorithm == "minibatch" else _fit
+                model = fit(workflow, X, client, stamp, restart, emit, summary)
                 summary.ran.append("fit")
         if model is None:
             model = _load_saved_model(outputs.model, out_options, client)
@@ -393,6 +412,147 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
         save_model(workflow.outputs.model, estimator, **stamp,
                    storage_options=workflow.storage_options_for("outputs"))
         emit(f"fit: {estimator.n_iter_} iterations, converged={estimator.converged_}, "
+             f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
+             f"{workflow.outputs.model}")
+    return estimator
+
+
+class _StepwiseProgress:
+    """Turns stepwise callbacks into progress lines (pass and step), metrics and
+    checkpoints: after every ``every`` chunk tasks of a pass, at the end of every pass,
+    after initialisation and after every ``every`` polish iterations."""
+
+    def __init__(self, emit, store: CheckpointStore | None, every: int, stamp: dict,
+                 n_chunks: int):
+        self.emit = emit
+        self.store = store
+        self.every = every
+        self.stamp = stamp
+        self.n_chunks = n_chunks
+        self.pass_seconds = 0.0
+
+    @staticmethod
+    def key(state) -> int:
+        """One increasing number across restarts: (steps, polish iteration)."""
+        polish = 0 if state.polish is None else state.polish.iteration + 1
+        return state.n_steps * 1_000_000 + polish
+
+    def __call__(self, info) -> None:
+        st, phase = info.state, info.phase
+        if phase == "init":
+            self.emit("init: initial parameters ready")
+            save = True
+        elif phase == "chunk":
+            self.pass_seconds += info.seconds
+            self.emit(f"pass {st.n_passes + 1} chunk {st.position}/{self.n_chunks} "
+                      f"step {st.n_steps}  {info.seconds:6.2f} s")
+            save = st.position % self.every == 0
+        elif phase == "pass":
+            seconds, self.pass_seconds = self.pass_seconds + info.seconds, 0.0
+            self.emit(f"pass {st.n_passes} done  step {st.n_steps}  "
+                      f"mean log-lik {st.lower_bound: .8f}  {seconds:6.2f} s")
+            save = True
+            self._metrics({"pass": st.n_passes, "n_steps": st.n_steps,
+                           "lower_bound": st.lower_bound, "n_rows": st.n_rows,
+                           "converged": st.converged, "seconds": seconds}, st)
+        elif st.polish.iteration == 0:  # the polish starts from the stepwise result
+            self.emit(f"polish: batch EM from step {st.n_steps}")
+            save = False
+        else:
+            polish = st.polish
+            self.emit(f"polish iter {polish.iteration:4d}  step {st.n_steps}  "
+                      f"mean log-lik {polish.lower_bound: .8f}  {info.seconds:6.2f} s")
+            save = polish.converged or polish.iteration % self.every == 0
+            self._metrics({"polish_iteration": polish.iteration, "n_steps": st.n_steps,
+                           "lower_bound": polish.lower_bound,
+                           "converged": polish.converged, "seconds": info.seconds}, st)
+        if self.store is not None and save:
+            arrays, meta = st.to_record()
+            meta.update(self.stamp)
+            self.store.save(self.key(st), arrays, meta)
+
+    def _metrics(self, record: dict, state) -> None:
+        if self.store is not None:
+            bound = record["lower_bound"]
+            record["lower_bound"] = bound if math.isfinite(bound) else None
+            self.store.append_metrics({**record, "key": self.key(state), "time": time.time()})
+
+
+def _fit_minibatch(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummary):
+    """The fit step with ``model.algorithm: minibatch`` (stepwise EM, resumable)."""
+    from ..engine.minibatch import StepwiseState
+    from ..estimators.gaussian_mixture import ConvergenceWarning
+    from ..estimators.minibatch import MiniBatchGaussianMixture, continuation
+
+    cfg = workflow.checkpoint
+    kwargs = workflow.estimator_kwargs()
+    kwargs["random_state"] = _seed(workflow)
+    kwargs["verbose"] = 0
+    start = None
+    warm_from = workflow.model.warm_start_from
+    if warm_from is not None:
+        saved = load_model(warm_from,
+                           storage_options=workflow.storage_options_for("outputs"))
+        for name in ("n_components", "covariance_type"):
+            if getattr(saved, name) != kwargs[name]:
+                raise ConfigError(
+                    f"model.{name}={kwargs[name]!r} differs from the {name} "
+                    f"{getattr(saved, name)!r} of the model at warm_start_from={warm_from!r}; "
+                    f"an update continues that model: set model.{name} to its value."
+                )
+        if saved.n_features_in_ != X.shape[1]:
+            raise DataError(
+                f"The data at {workflow.data.path!r} have {X.shape[1]} features, but the "
+                f"model at warm_start_from={warm_from!r} has {saved.n_features_in_}. An "
+                "update needs rows with the same features."
+            )
+        start = continuation(saved.state_)
+        # max_iter more passes after those of the saved model
+        kwargs["max_iter"] = start.n_passes + workflow.model.max_iter
+        emit(f"warm start: {warm_from} ({start.n_passes} passes, {start.n_steps} steps)")
+    estimator = MiniBatchGaussianMixture(**kwargs, client=client)
+    store = (CheckpointStore(cfg.dir, keep=cfg.keep,
+                             storage_options=workflow.storage_options_for("checkpoint"))
+             if cfg.dir else None)
+    n_chunks = len(X.chunks[0]) if hasattr(X, "chunks") else 1
+
+    def fit(resume):
+        progress = _StepwiseProgress(emit, store, cfg.every, stamp, n_chunks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator.fit(X, callback=progress, resume=resume)
+
+    if store is None:
+        fit(start)
+    else:
+        with store.lock():
+            if restart:
+                removed = store.clear()
+                if removed:
+                    emit(f"restart: removed {len(removed)} checkpoint file(s) in {cfg.dir}")
+            resume = start
+            found = store.load_latest(expect=stamp)
+            if found is not None:
+                arrays, meta = found
+                try:
+                    resume = StepwiseState.from_record(arrays, meta)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise CheckpointError(
+                        f"The newest checkpoint in {cfg.dir} lacks what a mini-batch fit "
+                        f"needs ({exc}). Run again with --restart to start over."
+                    ) from None
+                summary.resumed_from = resume.n_steps
+                done = _StepwiseProgress.key(resume)
+                store.truncate_metrics(lambda r: r.get("key", -1) <= done)
+                emit(f"resuming from checkpoint: pass {resume.n_passes + 1}, chunk "
+                     f"{resume.position}, step {resume.n_steps}")
+            fit(resume)
+    if workflow.outputs.model:
+        extra = {k: v for k, v in stamp.items()
+                 if k not in ("settings_hash", "data_fingerprint")}
+        save_model(workflow.outputs.model, estimator, settings_hash=stamp["settings_hash"],
+                   data_fingerprint=stamp["data_fingerprint"], extra=extra)
+        emit(f"fit: {estimator.n_passes_} passes, {estimator.n_steps_} steps, "
              f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")
     return estimator

@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from ..core.families import family
 from ..core.model_parameters import WORKFLOW_PARAMETERS
-from ..core.types import CovarianceType, InitParams, NonFinitePolicy
+from ..core.types import CovarianceType, NonFinitePolicy
 from ..data.files import format_from_suffix, is_url
 from ..engine.passes import DEFAULT_CHUNK_BYTES
 from ..errors import ConfigError
@@ -303,6 +303,13 @@ class ModelConfig(_DeclaredModelFields):
     ``weights_init``, ``means_init`` and ``precisions_init`` are nested lists of numbers
     or the path of a ``.npy`` file (read by ``dgmm.workflow.loading.read_init_files``).
     ``nonfinite`` comes from ``data.nonfinite``.
+
+    ``algorithm`` chooses the estimator: ``em`` (batch EM, the default) or ``minibatch``
+    (``dgmm.MiniBatchGaussianMixture``, stepwise EM; ``max_iter`` counts passes). The
+    parameters declared for one algorithm (``batch_size``, ``step_power``,
+    ``polish_iter``, ``warm_start_from``) are refused with the other.
+    ``warm_start_from`` names a saved mini-batch model whose fit continues on this
+    workflow's data.
     """
 
     #: the .npy init files read after validation, by parameter name
@@ -356,17 +363,62 @@ class ModelConfig(_DeclaredModelFields):
                 )  # fmt: skip
         return self
 
-    def estimator_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``dgmm.GaussianMixture`` (init arrays as float64 arrays).
+    @field_validator("warm_start_from", mode="before")
+    @classmethod
+    def _warm_start_path(cls, value):
+        return None if value is None else _path_text(value)
 
-        Excludes ``require_convergence`` (a workflow setting), ``client`` and
-        ``nonfinite`` (see ``Workflow.estimator_kwargs``). An init array given as a file
-        must have been read (``dgmm.workflow.loading.read_init_files``, which
+    @model_validator(mode="after")
+    def _algorithm_parameters(self):
+        for parameter in WORKFLOW_PARAMETERS:
+            own = parameter.algorithm
+            # a default value passes, so that a dumped workflow validates again
+            if (own is not None and own != self.algorithm
+                    and getattr(self, parameter.name) != parameter.default):
+                raise _key_problem(
+                    parameter.name, getattr(self, parameter.name),
+                    f"applies to algorithm {own!r} only, but model.algorithm is "
+                    f"{self.algorithm!r}; set model.algorithm: {own} or remove "
+                    f"{parameter.name}",
+                )  # fmt: skip
+        if self.warm_start_from is not None and is_url(self.warm_start_from):
+            raise _key_problem(
+                "warm_start_from", self.warm_start_from,
+                "a saved model is a local directory; copy it locally first",
+            )  # fmt: skip
+        if self.algorithm == "minibatch" and self.n_init != 1:
+            raise _key_problem(
+                "n_init", self.n_init,
+                "mini-batch EM runs one initialisation; set n_init: 1",
+            )  # fmt: skip
+        return self
+
+    def settings_payload(self) -> dict[str, Any]:
+        """The fields that change the fitted numbers, as JSON: those of another
+        ``algorithm`` are left out, and so is ``algorithm: em`` itself, so a batch EM
+        workflow hashes as it did before mini-batch EM existed."""
+        exclude = {p.name for p in WORKFLOW_PARAMETERS
+                   if not p.changes_fit or (p.algorithm not in (None, self.algorithm))}
+        if self.algorithm == "em":
+            exclude.add("algorithm")
+        return self.model_dump(mode="json", exclude=exclude)
+
+    def estimator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``dgmm.GaussianMixture`` or, with ``algorithm:
+        minibatch``, ``dgmm.MiniBatchGaussianMixture`` (init arrays as float64 arrays).
+
+        Excludes ``require_convergence`` (a workflow setting), ``algorithm``,
+        ``warm_start_from`` (the runner reads that model), the parameters of another
+        algorithm, ``client`` and ``nonfinite`` (see ``Workflow.estimator_kwargs``). An
+        init array given as a file must have been read (``dgmm.workflow.loading.read_init_files``, which
         ``load_workflow`` calls); otherwise ``ConfigError``.
         """
         import numpy as np
 
-        kwargs = self.model_dump(exclude={"require_convergence"})
+        kwargs = self.model_dump(exclude={
+            "require_convergence", "algorithm", "warm_start_from",
+            *(p.name for p in WORKFLOW_PARAMETERS
+              if p.algorithm not in (None, self.algorithm))})
         for name in INIT_ARRAY_NAMES:
             value = kwargs[name]
             if isinstance(value, list):
@@ -721,15 +773,15 @@ class Workflow(BaseModel):
         Data: source, path, array_path, columns, dtype, nonfinite and the synthetic block;
         not ``storage_options`` (credentials, endpoints), ``chunk_bytes`` or ``persist``
         (performance). Model: every parameter except ``verbose``, ``verbose_interval`` and
-        ``require_convergence``; an init array given as a file is represented by its path
+        ``require_convergence``, and those of another ``algorithm`` (``algorithm: em``
+        itself is left out); ``warm_start_from`` by its path (the runner adds the saved
+        model's checksum to its stamps); an init array given as a file is represented by its path
         and the sha256 of the bytes read (see ``ModelConfig.init_file``).
         """
         data = self.data.model_dump(
             mode="json", exclude={"storage_options", "chunk_bytes", "persist"}
         )
-        model = self.model.model_dump(
-            mode="json", exclude={"verbose", "verbose_interval", "require_convergence"}
-        )
+        model = self.model.settings_payload()
         for name in INIT_ARRAY_NAMES:
             if isinstance(model[name], str):
                 model[name] = {"file": model[name], "sha256": self.model.init_file(name).sha256}
