@@ -17,9 +17,9 @@ from the same initial parameters, for the same number of iterations with tol=0:
   ``dgmm.data.open_parquet`` (one part file per task) and persisted on the workers before
   the fit; the time per iteration is the mean interval between successive iteration
   callbacks, iterations 2..n (the first includes sending the code and the first graph).
-  ``reg_covar`` 1e-6 (dgmm's default; Spark adds none). Peak memory: the largest sum of the RSS of the driver (this
-  process), the nannies and the workers, sampled every 50 ms from the cluster's start to
-  its shutdown.
+  ``reg_covar`` 1e-6 (dgmm's default; Spark adds none). Peak memory: the largest sum of
+  the RSS of the driver (this process), the nannies and the workers, sampled every 50 ms
+  from the cluster's start to its shutdown.
 
 The two never run at the same time: Spark's JVM is shut down before the cluster starts. The
 mean log-likelihoods are printed side by side (after the first iteration: that of the
