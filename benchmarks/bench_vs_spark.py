@@ -261,10 +261,26 @@ def run_spark(case: Case, path: str, n_iter: int, n_workers: int, memory: str, s
 # ------------------------------------------------------------------------------- dgmm
 
 
+def persist_round_robin(client, X):
+    """X's row chunks computed and held on the workers in turn (chunk i on worker
+    i mod W), under the array's own keys: the scheduler's own placement of a persist can
+    leave 7 chunks on one worker and 1 on the other. Returns (array, futures)."""
+    import dask.array as da
+    from distributed import wait
+
+    workers = sorted(client.scheduler_info()["workers"])
+    blocks = X.to_delayed(optimize_graph=True).ravel()
+    futures = [client.compute(block, workers=[workers[i % len(workers)]])
+               for i, block in enumerate(blocks)]
+    wait(futures)
+    graph = {future.key: future for future in futures}
+    return da.Array(graph, X.name, chunks=X.chunks, dtype=X.dtype), futures
+
+
 def run_dgmm(case: Case, path: str, start, n_iter: int, n_workers: int, part_bytes: int):
     """dgmm's seconds per iteration, mean log-likelihoods and summed peak RSS."""
     import psutil
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client, LocalCluster
 
     import dgmm
     from dgmm.data import open_parquet
@@ -276,8 +292,7 @@ def run_dgmm(case: Case, path: str, start, n_iter: int, n_workers: int, part_byt
             X, info = open_parquet(path, target_chunk_bytes=part_bytes)
             if case.scale != 1.0:
                 X = X * case.scale
-            X = client.persist(X)
-            wait(X)
+            X, futures = persist_round_robin(client, X)
             held = {}
             for workers in client.who_has().values():
                 for worker in workers:
