@@ -18,8 +18,9 @@ from the same initial parameters, for the same number of iterations with tol=0:
   the fit; the time per iteration is the mean interval between successive iteration
   callbacks, iterations 2..n (the first includes sending the code and the first graph).
   ``reg_covar`` 1e-6 (dgmm's default; Spark adds none). Peak memory: the largest sum of
-  the RSS of the driver (this process), the nannies and the workers, sampled every 50 ms
-  from the cluster's start to its shutdown.
+  the RSS of this process (driver, scheduler, nannies) and its children (the workers),
+  sampled every 50 ms from the cluster's start to its shutdown. The chunks are held on
+  the workers in turn (chunk i on worker i mod W).
 
 The two never run at the same time: Spark's JVM is shut down before the cluster starts. The
 mean log-likelihoods are printed side by side (after the first iteration: that of the
@@ -406,7 +407,7 @@ def main(argv=None) -> int:
             if os.path.exists(path):
                 from dgmm.data import open_parquet
 
-                info = open_parquet(path)[1]
+                info = open_parquet(path, target_chunk_bytes=1)[1]  # a task per part
                 part_rows = info.row_chunks[0]
                 print(f"\n{case.name}: reusing {path}")
             else:
