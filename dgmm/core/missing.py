@@ -41,7 +41,7 @@ FLUSH_LOG_RATIO = -50.0
 #: nats of slack on the pruning bounds (see ``_DenseGaps``)
 PRUNE_SLACK_NATS = 1.0
 #: target size in bytes of the largest per-block work array (rows x K x d doubles)
-BLOCK_BYTES = 1 << 22
+BLOCK_BYTES = 1 << 24
 
 
 def _block_rows(n_components: int, n_features: int) -> int:
@@ -138,8 +138,9 @@ def _spd_inverse(A: np.ndarray):
 
 
 def _missing_patterns(miss: np.ndarray, m: int):
-    """(row_pattern (n,), idx (P, m)) for rows (n, d) with exactly m missing entries each:
-    the distinct patterns as sorted column indices and each row's pattern number."""
+    """(row_pattern (n,), idx (P, m), row_idx (n, m)) for rows (n, d) with exactly m
+    missing entries each: the distinct patterns as sorted column indices, each row's
+    pattern number and its own missing columns."""
     cols = np.nonzero(miss)[1].reshape(-1, m)  # row-major: ascending within a row
     if miss.shape[1] <= 64:
         keys = np.bitwise_or.reduce(np.left_shift(np.uint64(1), cols.astype(np.uint64)),
@@ -148,7 +149,7 @@ def _missing_patterns(miss: np.ndarray, m: int):
     else:
         _, first, row_pattern = np.unique(cols, axis=0, return_index=True,
                                           return_inverse=True)
-    return row_pattern.reshape(-1), cols[first]
+    return row_pattern.reshape(-1), cols[first], cols
 
 
 class _DenseGaps:
@@ -173,7 +174,6 @@ class _DenseGaps:
         self.n_components, self.n_features = k, d
         self.U = params.family.precision_factors(params.precisions_cholesky)  # (F, d, d)
         self.precisions = self.U @ self.U.transpose(0, 2, 1)
-        self.both = np.concatenate([self.precisions, self.U], axis=2)  # (F, d, 2d)
         self.means = params.means
         with np.errstate(divide="ignore"):
             self.const = np.log(params.weights) + params.log_det_cholesky()  # (K,)
@@ -181,6 +181,15 @@ class _DenseGaps:
         self.s1 = np.zeros((k, d))
         self.s2 = np.zeros((k, d, d))  # lower triangles
         self._bounds = None
+        self._buffers = {}
+
+    def _buffer(self, name: str, shape: tuple) -> np.ndarray:
+        """A C-contiguous work array of ``shape``, reused from block to block."""
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            buf = self._buffers[name] = np.empty(size)
+        return buf[:size].reshape(shape)
 
     def _bound_data(self):
         """Per component: log of the precision's diagonal (K, d), 1 / lam_min and
@@ -202,7 +211,8 @@ class _DenseGaps:
         """(K, n) bool: the pairs that may survive the flush (see the class docstring)."""
         m = idx.shape[1]
         log_diag, inv_low, log_low, usable = self._bound_data()
-        b_sq = np.einsum("kni,kni->kn", b, b) * inv_low[:, None]
+        b_sq = np.square(b).sum(axis=2) if m > 1 else np.square(b[:, :, 0])
+        b_sq *= inv_low[:, None]
         lower_q = q0 - b_sq
         lower_q -= 1e-8 * (q0 + b_sq)
         np.maximum(lower_q, 0.0, out=lower_q)
@@ -226,7 +236,7 @@ class _DenseGaps:
         self.order = order = np.argsort(counts, kind="stable")
         X, missing_rows, counts = X[order], missing_rows[order], counts[order]
         n = X.shape[0]
-        self.deltas = np.empty((k_all, n, d))
+        self.deltas = self._buffer("deltas", (k_all, n, d))
         L = np.empty((k_all, n))
         self.groups = []
         bounds = np.flatnonzero(np.diff(counts)) + 1
@@ -242,14 +252,15 @@ class _DenseGaps:
                 L[:, rows] = (self.const[:, None] - 0.5 * d * LOG_2PI
                               - 0.5 * np.einsum("kni,kni->kn", y, y))
                 continue
-            row_pattern, idx = _missing_patterns(miss, m)
+            n_m = stop - start
+            row_pattern, idx, row_idx = _missing_patterns(miss, m)
             n_patterns = idx.shape[0]
-            row_idx = idx[row_pattern]  # (n_m, m)
             np.copyto(delta, 0.0, where=miss[None])
-            gy = delta @ self.both
-            where = np.broadcast_to(row_idx, (k_all,) + row_idx.shape)
-            b = np.take_along_axis(gy[:, :, :d], where, axis=2)  # Lambda_mo delta_o
-            y = gy[:, :, d:]
+            y = np.matmul(delta, self.U, out=self._buffer("y", (k_all, n_m, d)))
+            g = np.matmul(delta, self.precisions, out=self._buffer("g", (k_all, n_m, d)))
+            # b = Lambda_mo delta_o: the entries of Lambda delta_0 at m
+            flat_idx = (np.arange(n_m)[:, None] * d + row_idx).reshape(-1)
+            b = np.take(g.reshape(k_all, n_m * d), flat_idx, axis=1).reshape(k_all, n_m, m)
             q0 = np.einsum("kni,kni->kn", y, y)
             base = (self.const - 0.5 * (d - m) * LOG_2PI)[:, None]  # (K, 1)
             if prune:
@@ -266,6 +277,15 @@ class _DenseGaps:
                 self.precisions[block_factor[:, None, None], block_idx[:, :, None],
                                 block_idx[:, None, :]])  # (B, m, m), (B,)
             pair_block = pair_block.reshape(-1)
+            # the statistics need each (component, pattern) once, with its summed weight
+            if n_factors > 1:
+                stat_keys, stat_of_pair = keys, pair_block
+            else:
+                stat_keys, stat_of_pair = np.unique(comp * n_patterns + row_pattern[row],
+                                                    return_inverse=True)
+            stat_comp, stat_pattern = np.divmod(stat_keys, n_patterns)
+            stat_block = np.searchsorted(
+                keys, (stat_comp if n_factors > 1 else 0) * n_patterns + stat_pattern)
             pair_cov = cond_cov[pair_block]  # (pairs, m, m)
             pair_b = b[comp, row]  # (pairs, m)
             t = -np.einsum("pij,pj->pi", pair_cov, pair_b)
@@ -275,7 +295,8 @@ class _DenseGaps:
             L[:, rows] = Lm
             pair_idx = row_idx[row]
             delta[comp[:, None], row[:, None], pair_idx] = t
-            self.groups.append((start, comp, row, pair_idx, pair_cov))
+            self.groups.append((start, comp, row, stat_of_pair.reshape(-1), stat_comp,
+                                idx[stat_pattern], cond_cov[stat_block]))
         out = np.empty_like(L)
         out[:, order] = L
         return out
@@ -296,19 +317,21 @@ class _DenseGaps:
                 G = D * root[k][:, None]
             # lower triangle of s2[k] += G^T G (the upper one of its Fortran-ordered view)
             _blas.dsyrk(1.0, G.T, beta=1.0, c=self.s2[k].T, trans=0, overwrite_c=1)
-        # the conditional covariances on the missing blocks, every pair of a group at once
+        # the conditional covariances on the missing blocks: per group, each (component,
+        # pattern) once with the sum of its rows' responsibilities
         flat_s2 = self.s2.reshape(-1)
-        for start, comp, row, pair_idx, pair_cov in self.groups:
-            weight = R[comp, start + row]
-            nonzero = weight != 0
-            if not nonzero.any():
+        for start, comp, row, stat_of_pair, stat_comp, stat_idx, stat_cov in self.groups:
+            weight = np.bincount(stat_of_pair, weights=R[comp, start + row],
+                                 minlength=stat_comp.size)
+            used = np.flatnonzero(weight)
+            if not used.size:
                 continue
-            comp, pair_idx = comp[nonzero], pair_idx[nonzero]
-            where = (comp[:, None, None] * (d * d) + pair_idx[:, :, None] * d
-                     + pair_idx[:, None, :])
+            used_comp, used_idx = stat_comp[used], stat_idx[used]
+            where = (used_comp[:, None, None] * (d * d) + used_idx[:, :, None] * d
+                     + used_idx[:, None, :])
             flat_s2 += np.bincount(
                 where.reshape(-1),
-                weights=(weight[nonzero, None, None] * pair_cov[nonzero]).reshape(-1),
+                weights=(weight[used, None, None] * stat_cov[used]).reshape(-1),
                 minlength=k_all * d * d)
 
     def finish(self, family):
