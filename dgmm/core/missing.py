@@ -13,7 +13,7 @@ Lambda_k = U_k U_k^T:
 
 Rows are grouped by missingness pattern: the inverse of Lambda_k,mm runs once per
 (pattern, component), batched over the patterns with the same number of missing entries (m
-sweeps over the whole batch); per row the work is one (d, 2d) product per component plus
+sweeps over the whole batch); per row the work is one (d, d) product per component plus
 O(m^2), never a factorisation of the observed block. For
 diag and spherical, whose features are independent within a component, missing entries drop
 out of the density and enter the statistics as mu_km and sigma^2_km.
@@ -156,8 +156,8 @@ class _DenseGaps:
     """Marginal E-step and expected statistics through precision matrices (full, tied).
 
     Per block the rows are sorted by their number of missing entries m; per group of equal
-    m, one product delta_0 @ [Lambda_k | U_k] for all components gives Lambda_k delta_0
-    (whose entries at m are b = Lambda_mo delta_o) and q_0 = ||U_k^T delta_0||^2,
+    m, one product delta_0 @ Lambda_k for all components gives g = Lambda_k delta_0
+    (whose entries at m are b = Lambda_mo delta_o) and q_0 = delta_0 . g,
     delta_0 = x - mu_k with zeros at m. With t = -inv(Lambda_mm) b the completed row is
     delta_0 + t (at m) and its quadratic form q_0 + t . b. The inverses run once per
     distinct (pattern, component) among the pairs that are computed.
@@ -256,12 +256,11 @@ class _DenseGaps:
             row_pattern, idx, row_idx = _missing_patterns(miss, m)
             n_patterns = idx.shape[0]
             np.copyto(delta, 0.0, where=miss[None])
-            y = np.matmul(delta, self.U, out=self._buffer("y", (k_all, n_m, d)))
             g = np.matmul(delta, self.precisions, out=self._buffer("g", (k_all, n_m, d)))
             # b = Lambda_mo delta_o: the entries of Lambda delta_0 at m
             flat_idx = (np.arange(n_m)[:, None] * d + row_idx).reshape(-1)
             b = np.take(g.reshape(k_all, n_m * d), flat_idx, axis=1).reshape(k_all, n_m, m)
-            q0 = np.einsum("kni,kni->kn", y, y)
+            q0 = np.einsum("kni,kni->kn", delta, g)  # delta_0^T Lambda delta_0
             base = (self.const - 0.5 * (d - m) * LOG_2PI)[:, None]  # (K, 1)
             if prune:
                 comp, row = np.nonzero(self._keep(q0, b, base, row_pattern, idx))
