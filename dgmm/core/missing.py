@@ -289,9 +289,8 @@ class _DenseGaps:
             pair_b = b[comp, row]  # (pairs, m)
             t = -np.einsum("pij,pj->pi", pair_cov, pair_b)
             quad = q0[comp, row] + np.einsum("pi,pi->p", t, pair_b)
-            Lm = np.full((k_all, stop - start), -np.inf)
-            Lm[comp, row] = base[comp, 0] - half_logdet[pair_block] - 0.5 * quad
-            L[:, rows] = Lm
+            L[:, rows] = -np.inf
+            L[comp, start + row] = base[comp, 0] - half_logdet[pair_block] - 0.5 * quad
             pair_idx = row_idx[row]
             delta[comp[:, None], row[:, None], pair_idx] = t
             self.groups.append((start, comp, row, stat_of_pair.reshape(-1), stat_comp,
