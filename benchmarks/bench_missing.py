@@ -13,8 +13,9 @@ each pass on Dask's synchronous scheduler in this process (one core, one BLAS th
 the per-row cost without scheduling noise). The two runs alternate ``--repeats`` times;
 it prints the smallest seconds per iteration of each (the least disturbed by other work on
 the machine, whose load average is printed too) and their ratio (target <= 2).
-``--spread`` sets how far apart the true means lie: the statistics of both skip the
-(row, component) pairs that provably cannot count (separated components).
+``--spread`` sets how far apart the true means lie: the statistics skip the (row,
+component) pairs that provably cannot count (separated components), for the complete rows
+of 'full' from 32 features on, for the rows with gaps at every size.
 
 Example::
 
