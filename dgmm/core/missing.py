@@ -13,7 +13,7 @@ Lambda_k = U_k U_k^T:
 
 Rows are grouped by missingness pattern: the inverse of Lambda_k,mm runs once per
 (pattern, component), batched over the patterns with the same number of missing entries (m
-sweeps over the whole batch); per row the work is one (d, 2d) product per component plus
+sweeps over the whole batch); per row the work is one (d, d) product per component plus
 O(m^2), never a factorisation of the observed block. For
 diag and spherical, whose features are independent within a component, missing entries drop
 out of the density and enter the statistics as mu_km and sigma^2_km.
@@ -38,8 +38,10 @@ LOG_2PI = math.log(2.0 * math.pi)
 #: in the statistics, responsibilities below exp(-50) of their row's largest are set to 0
 #: (the complete rows' kernels do the same; see ``kernels.FLUSH_LOG_RATIO``)
 FLUSH_LOG_RATIO = -50.0
+#: nats of slack on the pruning bounds (see ``_DenseGaps``)
+PRUNE_SLACK_NATS = 1.0
 #: target size in bytes of the largest per-block work array (rows x K x d doubles)
-BLOCK_BYTES = 1 << 22
+BLOCK_BYTES = 1 << 24
 
 
 def _block_rows(n_components: int, n_features: int) -> int:
@@ -135,15 +137,36 @@ def _spd_inverse(A: np.ndarray):
     return inverse.reshape(batch_shape + (m, m)), half_logdet.reshape(batch_shape)
 
 
+def _missing_patterns(miss: np.ndarray, m: int):
+    """(row_pattern (n,), idx (P, m), row_idx (n, m)) for rows (n, d) with exactly m
+    missing entries each: the distinct patterns as sorted column indices, each row's
+    pattern number and its own missing columns."""
+    cols = np.nonzero(miss)[1].reshape(-1, m)  # row-major: ascending within a row
+    if miss.shape[1] <= 64:
+        keys = np.bitwise_or.reduce(np.left_shift(np.uint64(1), cols.astype(np.uint64)),
+                                    axis=1)
+        _, first, row_pattern = np.unique(keys, return_index=True, return_inverse=True)
+    else:
+        _, first, row_pattern = np.unique(cols, axis=0, return_index=True,
+                                          return_inverse=True)
+    return row_pattern.reshape(-1), cols[first], cols
+
+
 class _DenseGaps:
     """Marginal E-step and expected statistics through precision matrices (full, tied).
 
     Per block the rows are sorted by their number of missing entries m; per group of equal
-    m, the factorisations run per (distinct pattern, component), and per component one
-    product delta_0 @ [Lambda_k | U_k] gives Lambda_k delta_0 (whose entries at m are
-    Lambda_mo delta_o) and U_k^T delta_0, delta_0 = x - mu_k with zeros at m. With
-    t = -inv(Lambda_mm) Lambda_mo delta_o the completed row is delta_0 + t (at m) and its
-    quadratic form ||U_k^T delta_0||^2 + t . (Lambda_mo delta_o).
+    m, one product delta_0 @ Lambda_k for all components gives g = Lambda_k delta_0
+    (whose entries at m are b = Lambda_mo delta_o) and q_0 = delta_0 . g,
+    delta_0 = x - mu_k with zeros at m. With t = -inv(Lambda_mm) b the completed row is
+    delta_0 + t (at m) and its quadratic form q_0 + t . b. The inverses run once per
+    distinct (pattern, component) among the pairs that are computed.
+
+    For the statistics, pairs the flush would zero are skipped (``prune``): q_0 bounds the
+    quadratic form from above and q_0 - |b|^2 / lam_min(Lambda_k) from below; log det
+    Lambda_mm lies between m log lam_min(Lambda_k) and the sum of the logs of its
+    diagonal (interlacing, Hadamard). A pair whose upper bound lies more than
+    -FLUSH_LOG_RATIO (+ slack) below the largest lower bound of its row is -inf.
     """
 
     def __init__(self, params: GMMParams):
@@ -151,26 +174,69 @@ class _DenseGaps:
         self.n_components, self.n_features = k, d
         self.U = params.family.precision_factors(params.precisions_cholesky)  # (F, d, d)
         self.precisions = self.U @ self.U.transpose(0, 2, 1)
-        self.both = np.concatenate([self.precisions, self.U], axis=2)  # (F, d, 2d)
         self.means = params.means
         with np.errstate(divide="ignore"):
             self.const = np.log(params.weights) + params.log_det_cholesky()  # (K,)
         self.nk = np.zeros(k)
         self.s1 = np.zeros((k, d))
         self.s2 = np.zeros((k, d, d))  # lower triangles
+        self._bounds = None
+        self._buffers = {}
 
-    def _factor(self, k: int) -> int:
-        return k if self.U.shape[0] > 1 else 0
+    def _buffer(self, name: str, shape: tuple) -> np.ndarray:
+        """A C-contiguous work array of ``shape``, reused from block to block."""
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            buf = self._buffers[name] = np.empty(size)
+        return buf[:size].reshape(shape)
 
-    def log_prob(self, X: np.ndarray) -> np.ndarray:
-        """(K, n) log pi_k + log N(x_o; mu_ko, Sigma_k,oo); keeps the completed rows."""
+    def _bound_data(self):
+        """Per component: log of the precision's diagonal (K, d), 1 / lam_min and
+        log lam_min (K,) (lam_min less a rounding margin; +inf/NaN-free: components
+        whose margin leaves nothing positive are never pruned)."""
+        if self._bounds is None:
+            k = self.n_components
+            lam = np.linalg.eigvalsh(self.precisions)
+            tau = 8 * self.n_features * np.finfo(np.float64).eps * lam[:, -1]
+            low = lam[:, 0] - tau
+            usable = low > 0
+            low = np.where(usable, low, 1.0)
+            f = np.arange(k) if self.U.shape[0] > 1 else np.zeros(k, dtype=int)
+            log_diag = np.log(np.diagonal(self.precisions, axis1=1, axis2=2))[f]
+            self._bounds = (log_diag, (1.0 / low)[f], np.log(low)[f], usable[f])
+        return self._bounds
+
+    def _keep(self, q0, b, base, row_pattern, idx):
+        """(K, n) bool: the pairs that may survive the flush (see the class docstring)."""
+        m = idx.shape[1]
+        log_diag, inv_low, log_low, usable = self._bound_data()
+        b_sq = np.square(b).sum(axis=2) if m > 1 else np.square(b[:, :, 0])
+        b_sq *= inv_low[:, None]
+        lower_q = q0 - b_sq
+        lower_q -= 1e-8 * (q0 + b_sq)
+        np.maximum(lower_q, 0.0, out=lower_q)
+        upper = base - 0.5 * (m * log_low[:, None] + lower_q)
+        upper[~usable] = np.inf
+        sum_log_diag = log_diag[:, idx].sum(axis=2)[:, row_pattern]  # (K, n)
+        lower = base - 0.5 * (sum_log_diag + q0 * (1.0 + 1e-8))
+        floor = lower.max(axis=0) + (FLUSH_LOG_RATIO - PRUNE_SLACK_NATS)
+        return ~(upper < floor)
+
+    def log_prob(self, X: np.ndarray, prune: bool = False) -> np.ndarray:
+        """(K, n) log pi_k + log N(x_o; mu_ko, Sigma_k,oo); keeps the completed rows.
+
+        ``prune`` (statistics only): pairs that provably fall under FLUSH_LOG_RATIO of
+        their row's largest are -inf and their completion is not computed.
+        """
         k_all, d = self.n_components, self.n_features
+        n_factors = self.U.shape[0]
         missing_rows = np.isnan(X)
         counts = missing_rows.sum(axis=1)
         self.order = order = np.argsort(counts, kind="stable")
         X, missing_rows, counts = X[order], missing_rows[order], counts[order]
         n = X.shape[0]
-        self.deltas = np.empty((k_all, n, d))
+        self.deltas = self._buffer("deltas", (k_all, n, d))
         L = np.empty((k_all, n))
         self.groups = []
         bounds = np.flatnonzero(np.diff(counts)) + 1
@@ -178,15 +244,6 @@ class _DenseGaps:
             m = int(counts[start])
             rows = slice(start, stop)
             Xm, miss = X[rows], missing_rows[rows]
-            if m:
-                keys = np.packbits(miss, axis=1)
-                patterns, row_pattern = np.unique(keys, axis=0, return_inverse=True)
-                row_pattern = row_pattern.reshape(-1)
-                pattern_masks = np.unpackbits(patterns, axis=1, count=d).astype(bool)
-                idx = np.nonzero(pattern_masks)[1].reshape(patterns.shape[0], m)
-                row_idx = idx[row_pattern]
-                block = self.precisions[:, idx[:, :, None], idx[:, None, :]]
-                cond_cov, half_logdet = _spd_inverse(block)  # (F, P, m, m), (F, P)
             # all components at once: (K, n_m, d) rows, one batched product
             delta = self.deltas[:, rows]
             np.subtract(Xm[None], self.means[:, None, :], out=delta)
@@ -195,28 +252,59 @@ class _DenseGaps:
                 L[:, rows] = (self.const[:, None] - 0.5 * d * LOG_2PI
                               - 0.5 * np.einsum("kni,kni->kn", y, y))
                 continue
+            n_m = stop - start
+            row_pattern, idx, row_idx = _missing_patterns(miss, m)
+            n_patterns = idx.shape[0]
             np.copyto(delta, 0.0, where=miss[None])
-            gy = delta @ self.both
-            where = np.broadcast_to(row_idx, (k_all,) + row_idx.shape)
-            b = np.take_along_axis(gy[:, :, :d], where, axis=2)  # Lambda_mo delta_o
-            t = -(cond_cov[:, row_pattern] @ b[..., None])[..., 0]
-            np.put_along_axis(delta, where, t, axis=2)
-            y = gy[:, :, d:]
-            quad = np.einsum("kni,kni->kn", y, y) + np.einsum("kni,kni->kn", t, b)
-            L[:, rows] = (self.const[:, None] - 0.5 * (d - m) * LOG_2PI
-                          - half_logdet[:, row_pattern] - 0.5 * quad)
-            if m:
-                self.groups.append((rows, row_pattern, idx, cond_cov))
+            g = np.matmul(delta, self.precisions, out=self._buffer("g", (k_all, n_m, d)))
+            # b = Lambda_mo delta_o: the entries of Lambda delta_0 at m
+            flat_idx = (np.arange(n_m)[:, None] * d + row_idx).reshape(-1)
+            b = np.take(g.reshape(k_all, n_m * d), flat_idx, axis=1).reshape(k_all, n_m, m)
+            q0 = np.einsum("kni,kni->kn", delta, g)  # delta_0^T Lambda delta_0
+            base = (self.const - 0.5 * (d - m) * LOG_2PI)[:, None]  # (K, 1)
+            if prune:
+                comp, row = np.nonzero(self._keep(q0, b, base, row_pattern, idx))
+            else:
+                comp = np.repeat(np.arange(k_all), stop - start)
+                row = np.tile(np.arange(stop - start), k_all)
+            factor = comp if n_factors > 1 else np.zeros_like(comp)
+            keys, pair_block = np.unique(factor * n_patterns + row_pattern[row],
+                                         return_inverse=True)
+            block_factor, block_pattern = np.divmod(keys, n_patterns)
+            block_idx = idx[block_pattern]
+            cond_cov, half_logdet = _spd_inverse(
+                self.precisions[block_factor[:, None, None], block_idx[:, :, None],
+                                block_idx[:, None, :]])  # (B, m, m), (B,)
+            pair_block = pair_block.reshape(-1)
+            # the statistics need each (component, pattern) once, with its summed weight
+            if n_factors > 1:
+                stat_keys, stat_of_pair = keys, pair_block
+            else:
+                stat_keys, stat_of_pair = np.unique(comp * n_patterns + row_pattern[row],
+                                                    return_inverse=True)
+            stat_comp, stat_pattern = np.divmod(stat_keys, n_patterns)
+            stat_block = np.searchsorted(
+                keys, (stat_comp if n_factors > 1 else 0) * n_patterns + stat_pattern)
+            pair_cov = cond_cov[pair_block]  # (pairs, m, m)
+            pair_b = b[comp, row]  # (pairs, m)
+            t = -np.einsum("pij,pj->pi", pair_cov, pair_b)
+            quad = q0[comp, row] + np.einsum("pi,pi->p", t, pair_b)
+            L[:, rows] = -np.inf
+            L[comp, start + row] = base[comp, 0] - half_logdet[pair_block] - 0.5 * quad
+            pair_idx = row_idx[row]
+            delta[comp[:, None], row[:, None], pair_idx] = t
+            self.groups.append((start, comp, row, stat_of_pair.reshape(-1), stat_comp,
+                                idx[stat_pattern], cond_cov[stat_block]))
         out = np.empty_like(L)
         out[:, order] = L
         return out
 
     def add_stats(self, R: np.ndarray) -> None:
         """Add the block of the last ``log_prob``; R (K, n) responsibilities times weights."""
-        d = self.n_features
+        k_all, d = self.n_components, self.n_features
         R = R[:, self.order]
         root = np.sqrt(R)
-        for k in range(self.n_components):
+        for k in range(k_all):
             D = self.deltas[k]
             self.nk[k] += R[k].sum()
             self.s1[k] += R[k] @ D
@@ -227,15 +315,22 @@ class _DenseGaps:
                 G = D * root[k][:, None]
             # lower triangle of s2[k] += G^T G (the upper one of its Fortran-ordered view)
             _blas.dsyrk(1.0, G.T, beta=1.0, c=self.s2[k].T, trans=0, overwrite_c=1)
-            flat_s2 = self.s2[k].reshape(-1)
-            f = self._factor(k)
-            for rows, row_pattern, idx, cond_cov in self.groups:
-                per_pattern = np.bincount(row_pattern, weights=R[k, rows],
-                                          minlength=idx.shape[0])
-                where = (idx[:, :, None] * d + idx[:, None, :]).reshape(-1)
-                flat_s2 += np.bincount(
-                    where, weights=(per_pattern[:, None, None] * cond_cov[f]).reshape(-1),
-                    minlength=d * d)
+        # the conditional covariances on the missing blocks: per group, each (component,
+        # pattern) once with the sum of its rows' responsibilities
+        flat_s2 = self.s2.reshape(-1)
+        for start, comp, row, stat_of_pair, stat_comp, stat_idx, stat_cov in self.groups:
+            weight = np.bincount(stat_of_pair, weights=R[comp, start + row],
+                                 minlength=stat_comp.size)
+            used = np.flatnonzero(weight)
+            if not used.size:
+                continue
+            used_comp, used_idx = stat_comp[used], stat_idx[used]
+            where = (used_comp[:, None, None] * (d * d) + used_idx[:, :, None] * d
+                     + used_idx[:, None, :])
+            flat_s2 += np.bincount(
+                where.reshape(-1),
+                weights=(weight[used, None, None] * stat_cov[used]).reshape(-1),
+                minlength=k_all * d * d)
 
     def finish(self, family):
         lower = np.tril(self.s2)
@@ -268,7 +363,7 @@ class _IndependentGaps:
         self.M = np.zeros((params.n_components, 3 * d))
         self.nk = np.zeros(params.n_components)
 
-    def log_prob(self, X: np.ndarray) -> np.ndarray:
+    def log_prob(self, X: np.ndarray, prune: bool = False) -> np.ndarray:
         d = X.shape[1]
         observed = ~np.isnan(X)
         Z = np.empty((X.shape[0], 3 * d))
@@ -336,7 +431,7 @@ def gap_stats(gaps: Gaps, params: GMMParams) -> SuffStats:
     step = _block_rows(k, d)
     for start in range(0, X.shape[0], step):
         stop = min(start + step, X.shape[0])
-        L = model.log_prob(X[start:stop])
+        L = model.log_prob(X[start:stop], prune=True)
         log_norm = _normalise(L, flush=True)
         if w is None:
             loglik += float(log_norm.sum())
