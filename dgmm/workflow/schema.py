@@ -46,7 +46,6 @@ __all__ = [
     "ClusterConfig",
     "CheckpointConfig",
     "OutputsConfig",
-    "ComponentsRange",
     "SelectConfig",
     "Workflow",
     "InitFile",
@@ -638,33 +637,32 @@ class OutputsConfig(BaseModel):
 # -------------------------------------------------------------------------- select
 
 
-class ComponentsRange(BaseModel):
-    """The values of K from ``start`` to ``stop`` (both included) by ``step``."""
-
-    model_config = _FORBID
-
-    start: int = Field(..., ge=1)
-    stop: int = Field(..., ge=1)
-    step: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _not_empty(self):
-        if self.stop < self.start:
-            raise _key_problem(
-                "stop", self.stop,
-                f"is below start ({self.start}), so the grid of K is empty; give stop >= "
-                "start (stop is included)",
-            )  # fmt: skip
-        return self
-
-    def values(self) -> list[int]:
-        return list(range(self.start, self.stop + 1, self.step))
+def _components_range(value: dict) -> list[int]:
+    """The values of K of a ``{start, stop, step}`` mapping (stop included)."""
+    unknown = sorted(set(value) - {"start", "stop", "step"})
+    if unknown:
+        raise ValueError(f"has the unknown keys {unknown}: a range of K takes start, stop "
+                         "and step")
+    bounds = {}
+    for key in ("start", "stop", "step"):
+        if key not in value and key != "step":
+            raise ValueError(f"a range of K needs start and stop (stop included), e.g. "
+                             f"{{start: 1, stop: 8}}; {key} is missing")
+        number = value.get(key, 1)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ValueError(f"{key} must be an integer >= 1, found {number!r}")
+        bounds[key] = number
+    if bounds["stop"] < bounds["start"]:
+        raise ValueError(f"stop ({bounds['stop']}) is below start ({bounds['start']}), so "
+                         "the grid of K is empty; give stop >= start (stop is included)")
+    return list(range(bounds["start"], bounds["stop"] + 1, bounds["step"]))
 
 
 class SelectConfig(BaseModel):
     """Section ``select``: fit a grid of K x covariance type, keep the best by ``criterion``.
 
-    ``n_components`` is a list of K or a ``{start, stop, step}`` range (stop included);
+    ``n_components`` is a list of K or a ``{start, stop, step}`` range (stop included,
+    kept as the list of its values);
     ``covariance_type`` a name or a list of names; ``criterion`` ``bic`` or ``aic`` (lower
     is better); ``memory_budget`` the bytes per chunk task the live candidates may take
     (above it the grid runs in waves; it does not change the numbers). Every other
@@ -673,7 +671,7 @@ class SelectConfig(BaseModel):
 
     model_config = _FORBID
 
-    n_components: list[int] | ComponentsRange
+    n_components: list[int]
     covariance_type: CovarianceType | list[CovarianceType] = "full"
     criterion: Literal["bic", "aic"] = "bic"
     memory_budget: int | str = "1GiB"
@@ -685,6 +683,8 @@ class SelectConfig(BaseModel):
             return value  # refused by the int check below
         if isinstance(value, int):
             value = [value]
+        if isinstance(value, dict):
+            value = _components_range(value)
         if isinstance(value, list):
             if not value:
                 raise ValueError("is an empty grid: list at least one number of components "
@@ -719,16 +719,15 @@ class SelectConfig(BaseModel):
 
     def ks(self) -> list[int]:
         """The values of K, in the order given."""
-        ks = self.n_components
-        return ks.values() if isinstance(ks, ComponentsRange) else list(ks)
+        return list(self.n_components)
 
     def covariance_types(self) -> list[str]:
         types = self.covariance_type
         return [types] if isinstance(types, str) else list(types)
 
     def payload(self) -> dict[str, Any]:
-        """What changes the fitted numbers: the grid (a range as its values) and the
-        criterion (it picks the model)."""
+        """What changes the fitted numbers: the grid and the criterion (it picks the
+        model)."""
         return {"n_components": self.ks(), "covariance_type": self.covariance_types(),
                 "criterion": self.criterion}
 
