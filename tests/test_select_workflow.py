@@ -115,6 +115,8 @@ def test_an_override_can_set_the_grid_and_an_empty_one_exits_2(project):
     workflow = _load(project, "select: {n_components: [2, 3]}\n",
                      overrides=["select.n_components=[1, 5]"])
     assert workflow.select.ks() == [1, 5]
+    shown = dgmm("validate", "workflows/w.yaml", cwd=project, check=0)
+    assert "select:  K in [2, 3] x full, best by BIC" in shown.stdout
     proc = dgmm("validate", "workflows/w.yaml", "--set", "select.n_components=[]",
                 cwd=project, check=2)
     assert "empty grid" in proc.stderr and "Traceback" not in proc.stderr
