@@ -302,3 +302,33 @@ def test_every_k_larger_than_the_rows_exits_3(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "Every candidate has more components than the 30 rows" in proc.stderr
     assert "n_components=50" in proc.stderr
+
+
+def test_selection_resumed_from_any_round_ends_where_an_uninterrupted_fit_ends():
+    """GaussianMixtureSelection.fit(callback=..., resume=...) on its own: a state from any
+    round (through SelectionState's record, as a checkpoint stores it) continues to the
+    same table and the same best model, bit for bit."""
+    from dgmm import GaussianMixtureSelection
+    from dgmm.estimators.selection import SelectionState
+    from helpers import make_blobs
+
+    X = make_blobs(3000, 2, 3, seed=5)
+    kwargs = dict(n_components=[1, 2, 3], covariance_type=["full", "spherical"], n_init=2,
+                  tol=1e-6, max_iter=12, random_state=4)
+    rounds = []
+    reference = GaussianMixtureSelection(**kwargs).fit(X, callback=rounds.append)
+    assert rounds[0].n_live == 6 and rounds[-1].n_live == 0
+    assert [r.passes for r in rounds] == sorted(r.passes for r in rounds)
+    for picked in (rounds[1], rounds[len(rounds) // 2], rounds[-2]):
+        arrays, meta = picked.to_record()
+        state = SelectionState.from_record(arrays, json.loads(json.dumps(meta)))
+        resumed = GaussianMixtureSelection(**{**kwargs, "random_state": None}).fit(
+            X, resume=state)
+        assert resumed.random_seed_ == reference.random_seed_
+        assert resumed.results_.equals(reference.results_)
+        if picked is rounds[-2]:  # every restart initialised: only the missing passes run
+            assert all(st is not None for st in state.states)
+            assert resumed.n_passes_ == reference.n_passes_
+        for name, arr in reference.best_estimator_.params_.to_arrays().items():
+            np.testing.assert_array_equal(getattr(resumed.best_estimator_.params_, name),
+                                          arr, err_msg=name)
