@@ -100,9 +100,10 @@ def test_a_bad_select_section_is_a_config_error_naming_the_key(project, select, 
 
 
 @pytest.mark.parametrize("model, message", [
-    ("model: {n_components: 4}\n", r"model\.n_components: found 4; the select section "
-                                   "chooses n_components"),
-    ("model: {covariance_type: diag}\n", r"model\.covariance_type: .*chooses covariance_type"),
+    ("model: {n_components: 4}\n",
+     r"w\.yaml:5: model\.n_components: found 4; the select section chooses n_components"),
+    ("model: {covariance_type: diag}\n",
+     r"w\.yaml:5: model\.covariance_type: .*chooses covariance_type"),
     ("model: {means_init: [[0.0, 1.0]]}\n", r"model\.means_init: .*remove model\.means_init"),
     ("model: {warm_start: true}\n", r"model\.warm_start: .*set warm_start: false"),
 ])
