@@ -194,8 +194,14 @@ def cmd_validate(args) -> int:
     _emit(f"{args.workflow}: valid")
     _emit(f"  data:    {workflow.data.source} at {workflow.data.path}")
     m = workflow.model
-    _emit(f"  model:   {m.n_components} components, {m.covariance_type}, "
-          f"init {m.init_params}, max_iter {m.max_iter}, tol {m.tol}")
+    if workflow.select is not None:
+        s = workflow.select
+        _emit(f"  select:  K in {s.ks()} x {', '.join(s.covariance_types())}, best by "
+              f"{s.criterion.upper()}; init {m.init_params}, n_init {m.n_init}, "
+              f"max_iter {m.max_iter}, tol {m.tol}")
+    else:
+        _emit(f"  model:   {m.n_components} components, {m.covariance_type}, "
+              f"init {m.init_params}, max_iter {m.max_iter}, tol {m.tol}")
     _emit(f"  cluster: {cluster.describe(workflow.cluster)}")
     _emit(f"  steps:   {', '.join(workflow.steps)}")
     _emit(f"  settings hash: {workflow.settings_hash()[:16]}")

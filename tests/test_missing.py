@@ -483,3 +483,44 @@ def test_missing_blocks_are_inverted_once_per_pattern_not_per_row(monkeypatch):
     monkeypatch.setattr(missing, "_spd_inverse", original)
     expected = reference_pass(X, None, params)[0]  # the mean log-likelihood
     assert stats.loglik / stats.n == pytest.approx(expected, rel=1e-12)
+
+
+# ------------------------------------------------- with the model grid and mini-batch EM
+
+
+def test_a_grid_candidate_with_gaps_equals_its_own_fit():
+    from dgmm.estimators import GaussianMixtureSelection
+
+    X = with_gaps(make_blobs(600, 3, 3, seed=131), 0.2, 132, empty_rows=(5,))
+    grid = GaussianMixtureSelection(n_components=[2, 3], covariance_type=["full", "diag"],
+                                    nonfinite=MARGINALIZE, n_init=2, random_state=4,
+                                    max_iter=30).fit(X)
+    for k, c in [(2, "diag"), (3, "full")]:
+        alone = GaussianMixture(k, covariance_type=c, nonfinite=MARGINALIZE, n_init=2,
+                                random_state=4, max_iter=30).fit(X)
+        rows = grid.results_[(grid.results_.n_components == k)
+                             & (grid.results_.covariance_type == c)]
+        assert max(rows.lower_bound) == alone.lower_bound_
+    best = grid.best_estimator_
+    assert np.isfinite(best.score_samples(X)[~np.isnan(X).all(axis=1)]).all()
+
+
+def test_minibatch_with_gaps_marginalises_and_without_gaps_equals_drop():
+    from dgmm import MiniBatchGaussianMixture
+
+    X = make_blobs(2000, 3, 3, seed=141)
+    kwargs = dict(batch_size=200, max_iter=2, random_state=0, init_params="random_from_data")
+    drop = MiniBatchGaussianMixture(3, nonfinite="drop", **kwargs).fit(X)
+    marg = MiniBatchGaussianMixture(3, nonfinite=MARGINALIZE, **kwargs).fit(X)
+    np.testing.assert_array_equal(drop.means_, marg.means_)  # no gaps: the same steps
+    Xg = with_gaps(X, 0.15, 142, empty_rows=(7,))
+    gaps = MiniBatchGaussianMixture(3, nonfinite=MARGINALIZE, batch_size=200, max_iter=8,
+                                    random_state=0).fit(Xg)
+    assert gaps.n_nonfinite_ == np.isnan(Xg).all(axis=1).sum() >= 1  # every entry missing
+    full = GaussianMixture(3, nonfinite=MARGINALIZE, random_state=0, tol=1e-8).fit(Xg)
+    # the stepwise fit reaches batch EM's optimum of the observed-data likelihood
+    assert gaps.score(Xg) == pytest.approx(full.score(Xg), abs=0.02)
+    with pytest.raises(DataError, match="infinite"):
+        bad = Xg.copy()
+        bad[3, 1] = np.inf
+        MiniBatchGaussianMixture(3, nonfinite=MARGINALIZE, **kwargs).fit(bad)

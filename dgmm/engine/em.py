@@ -14,6 +14,7 @@ restart run alone.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -440,8 +441,13 @@ class _ModelFit:
                          best.history, self.n_rows, self.n_nonfinite, final)
 
 
-def _run_lockstep(data, fits: list[_ModelFit], *, split_every: int, client) -> int:
-    """Run the fits' restarts together until none is live; returns the passes made."""
+def _run_lockstep(data, fits: list[_ModelFit], *, split_every: int, client,
+                  after_round=None) -> int:
+    """Run the fits' restarts together until none is live; returns the passes made.
+
+    after_round: ``after_round(passes, live)`` after every round of requests (once the
+    fits' callbacks have seen its events): the passes made so far, and per fit whether
+    any of its restarts is still live."""
     driver = models.Lockstep(data, split_every=split_every, client=client)
     for fit in fits:
         fit.report(0.0)
@@ -463,6 +469,9 @@ def _run_lockstep(data, fits: list[_ModelFit], *, split_every: int, client) -> i
         for f, fit in enumerate(fits):
             fit.passes += f in moved
             fit.report(seconds)
+        if after_round is not None:
+            after_round(driver.passes, tuple(any(r.live for r in fit.restarts)
+                                             for fit in fits))
 
 
 @single_blas_thread()
@@ -517,6 +526,9 @@ def fit_models(
     specs: list[ModelSpec],
     *,
     client=None,
+    resume: list[EMState | None] | None = None,
+    callback: Callable[[int, IterationInfo], None] | None = None,
+    after_round: Callable[[int, tuple[bool, ...]], None] | None = None,
 ) -> tuple[list, int]:
     """Fit many models in lockstep: one pass serves every live restart of every model.
 
@@ -524,12 +536,22 @@ def fit_models(
     Returns (per model a ``FitResult``, or for a model with more components than usable
     rows the reason it was refused (a str); passes made). All settings must share
     ``split_every``.
+
+    resume: per model an ``EMState`` from the callback to continue from, or None (start
+    that model afresh); callback: ``callback(model_index, info)`` as ``fit_em``'s;
+    after_round: ``after_round(passes, live)`` after every round of requests, once the
+    callback has seen its events (a consistent moment to checkpoint every model): the
+    passes made by this call, and per model whether it is still live.
     """
     split_every = {spec.settings.split_every for spec in specs}
     if len(split_every) != 1:
         raise ValueError("models fitted together must share split_every")
+    resume = resume or [None] * len(specs)
     fits = [_ModelFit(data, spec.settings, spec.seed, fixed_init=spec.fixed_init,
-                      init_transform=spec.init_transform, refuse_small=True)
-            for spec in specs]
-    passes = _run_lockstep(data, fits, split_every=split_every.pop(), client=client)
+                      init_transform=spec.init_transform, refuse_small=True,
+                      resume=state if state is not None and state.restarts else None,
+                      callback=None if callback is None else functools.partial(callback, i))
+            for i, (spec, state) in enumerate(zip(specs, resume))]
+    passes = _run_lockstep(data, fits, split_every=split_every.pop(), client=client,
+                           after_round=after_round)
     return [fit.refused or fit.result() for fit in fits], passes

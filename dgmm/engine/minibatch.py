@@ -23,7 +23,7 @@ import numpy as np
 from . import em
 from . import passes as engine
 from .init import initial_params
-from ..core import kernels
+from ..core import kernels, missing
 from ..core.params import GMMParams
 from ..core.stats import SuffStats
 from ..core.stepwise import statistics_of, step_size, stepwise_update
@@ -182,10 +182,19 @@ def batch_bounds(n_rows: int, batch_size: int) -> np.ndarray:
 
 
 def _usable_rows(X, weights, row_offset, nonfinite):
-    """The chunk's rows (float) without non-finite ones; 'raise' names the first."""
+    """The chunk's rows (float) without non-finite ones; 'raise' names the first;
+    'marginalize' keeps rows with NaN entries (missing values) but not those with every
+    entry missing, and +-inf is a ``DataError``."""
     X = np.asarray(X)
     if X.dtype.kind != "f":
         X = X.astype(np.float64)
+    if nonfinite == "marginalize":
+        missing.split_gaps(X, weights, row_offset)  # DataError on +-inf or a bad weight
+        usable = ~np.isnan(X).all(axis=1)
+        if usable.all():
+            return X, weights, 0
+        return (X[usable], None if weights is None else np.asarray(weights)[usable],
+                int((~usable).sum()))
     finite = np.isfinite(X).all(axis=1)
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
@@ -220,7 +229,7 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
     for start, stop in zip(bounds[:-1], bounds[1:]):
         take = rows[start:stop]
         batch_w = None if weights is None else weights[take]
-        stats = kernels.chunk_stats(X[take], params, batch_w)
+        stats = kernels.chunk_stats(X[take], params, batch_w, nonfinite=settings.nonfinite)
         if not stats.n > 0:  # no rows, or only zero weights: nothing to learn from
             continue
         step = stepwise_update(params, running, stats,

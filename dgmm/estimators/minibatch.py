@@ -61,7 +61,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
         "client": "no_validation",
         "split_every": [Interval(numbers.Integral, 2, None, closed="left")],
-        "nonfinite": [StrOptions({"raise", "drop"})],
+        "nonfinite": [StrOptions({"raise", "drop", "marginalize"})],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "step_power": [Interval(numbers.Real, 0.5, 1.0, closed="right")],
         "polish_iter": [Interval(numbers.Integral, 0, None, closed="left")],

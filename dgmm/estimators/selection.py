@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -54,6 +55,59 @@ def waves(sizes: list[int], budget: int) -> list[list[int]]:
     if current:
         groups.append(current)
     return groups
+
+
+@dataclass(frozen=True)
+class SelectionState:
+    """Where a grid fit stands after a round of requests: what a callback receives and
+    what ``fit(..., resume=state)`` continues from.
+
+    seed: the root seed; candidates: (k, covariance type) of each fitted candidate;
+    states: per candidate its latest ``em.EMState`` (None while none of its restarts
+    is initialised); live: per candidate whether it still runs; passes: data passes
+    made so far; events: the round's ((k, c), ``em.IterationInfo``) events.
+    """
+
+    seed: int
+    candidates: tuple[tuple[int, str], ...]
+    states: tuple
+    live: tuple[bool, ...]
+    passes: int
+    events: tuple = ()
+
+    @property
+    def n_live(self) -> int:
+        return sum(self.live)
+
+    def to_record(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, JSON-able metadata) that ``from_record`` turns back into this state."""
+        arrays, entries = {}, []
+        for index, ((k, c), state, live) in enumerate(zip(self.candidates, self.states,
+                                                          self.live)):
+            entry = {"n_components": k, "covariance_type": c, "live": live, "state": None}
+            if state is not None:
+                state_arrays, entry["state"] = state.to_record()
+                arrays.update({f"candidate{index}.{name}": value
+                               for name, value in state_arrays.items()})
+            entries.append(entry)
+        return arrays, {"kind": "selection", "seed": self.seed, "passes": self.passes,
+                        "candidates": entries}
+
+    @classmethod
+    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> "SelectionState":
+        candidates, states, live = [], [], []
+        for index, entry in enumerate(meta["candidates"]):
+            candidates.append((int(entry["n_components"]), str(entry["covariance_type"])))
+            live.append(bool(entry["live"]))
+            state = None
+            if entry["state"] is not None:
+                prefix = f"candidate{index}."
+                state = em.EMState.from_record(
+                    {name[len(prefix):]: value for name, value in arrays.items()
+                     if name.startswith(prefix)}, entry["state"])
+            states.append(state)
+        return cls(int(meta["seed"]), tuple(candidates), tuple(states), tuple(live),
+                   int(meta["passes"]))
 
 
 class GaussianMixtureSelection(DensityMixin, BaseEstimator):
@@ -123,7 +177,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "client": "no_validation",
         "split_every": [Interval(Integral, 2, None, closed="left")],
-        "nonfinite": [StrOptions({"raise", "drop"})],
+        "nonfinite": [StrOptions({"raise", "drop", "marginalize"})],
     }
 
     def __init__(
@@ -210,11 +264,15 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         return GaussianMixture(n_components=k, covariance_type=covariance_type, **shared)
 
     # -- fitting ---------------------------------------------------------------------
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
         """Fit every candidate and keep the best by ``criterion``; returns self.
 
         X: (n_samples, n_features) NumPy or Dask array; sample_weight: (n_samples,)
-        non-negative row weights or None.
+        non-negative row weights or None; callback: called with a ``SelectionState``
+        after every round of requests (every pass, and the row fetches of
+        initialisations); resume: a ``SelectionState`` from a callback to continue from
+        (its seed is used; each candidate found in it continues from its state, and ends
+        exactly where an uninterrupted fit ends).
         """
         self._validate_params()
         grid = self._grid()
@@ -240,11 +298,12 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         grid = [kc for kc in grid if kc not in self.refused_]
         estimators = [self._candidate(k, c) for k, c in grid]
         for estimator in estimators:
-            estimator._check_parameters(n_features)
+            estimator._check_initial_parameters(n_features)
         if sample_weight is not None:
             sample_weight = GaussianMixture._check_sample_weight(sample_weight, n_samples)
         data = engine.prepare(X, sample_weight)
-        self.random_seed_ = em.resolve_seed(self.random_state)
+        self.random_seed_ = (resume.seed if resume is not None
+                             else em.resolve_seed(self.random_state))
         specs = [em.ModelSpec(est._settings(), self.random_seed_, *self._init_hooks(est))
                  for est in estimators]
 
@@ -263,12 +322,35 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                      "of %s: it runs in %d waves of candidates", len(grid),
                      format_bytes(sum(sizes)), format_bytes(budget), len(groups))
         results = [None] * len(grid)
-        self.n_passes_ = 0
+        saved = {} if resume is None else {
+            kc: state for kc, state in zip(resume.candidates, resume.states)}
+        states = [saved.get(kc) for kc in grid]
+        live = [True] * len(grid)
+        self.n_passes_ = 0 if resume is None else resume.passes
         for number, group in enumerate(groups, 1):
             if len(groups) > 1:
                 log.info("wave %d of %d: %s", number, len(groups),
                          ", ".join(f"K={grid[i][0]} {grid[i][1]}" for i in group))
-            found, passes = em.fit_models(data, [specs[i] for i in group], client=self.client)
+            events = []
+
+            def on_event(position, info, group=group, events=events):
+                states[group[position]] = info.state
+                events.append((grid[group[position]], info))
+
+            def after_round(passes, group_live, group=group, events=events):
+                for i, is_live in zip(group, group_live):
+                    live[i] = is_live
+                if callback is not None:
+                    callback(SelectionState(self.random_seed_, tuple(grid), tuple(states),
+                                            tuple(live), self.n_passes_ + passes,
+                                            tuple(events)))
+                events.clear()
+
+            found, passes = em.fit_models(
+                data, [specs[i] for i in group], client=self.client,
+                resume=[states[i] for i in group],
+                callback=on_event if callback is not None else None,
+                after_round=after_round)
             self.n_passes_ += passes
             for i, result in zip(group, found):
                 results[i] = result

@@ -219,7 +219,7 @@ def _problems_from(
     for error in exc.errors():
         loc = tuple(error["loc"])
         if error["type"] == CROSS_FIELD_ERROR:  # raised by the section: add the key at fault
-            loc = loc + (error["ctx"]["key"],)
+            loc = loc + tuple(error["ctx"]["key"].split("."))  # "model.x": a key path
         path, owner = _display_path(loc, root_model)
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path = path + ("kind",)

@@ -64,6 +64,7 @@ class RunSummary:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     resumed_from: int | None = None
+    best_params: dict | None = None
     n_iter: int | None = None
     converged: bool | None = None
     lower_bound: float | None = None
@@ -278,7 +279,7 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
             stamp["warm_start_checksum"] = _warm_start_checksum(workflow)
         outputs = workflow.outputs
 
-        model = None
+        model = selection = None
         if "fit" in workflow.steps:
             if not force and not restart and _model_matches(outputs.model, stamp, out_options):
                 summary.skipped.append("fit")
@@ -287,11 +288,17 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                 if data_io.decide_persist(info.nbytes, workflow.data.persist, client):
                     emit(f"data: keeping {format_bytes(info.nbytes)} in worker memory")
                     X = client.persist(X)
-                fit = _fit_minibatch if workflow.model.algorithm == "minibatch" else _fit
-                model = fit(workflow, X, client, stamp, restart, emit, summary)
+                if workflow.select is not None:
+                    model, selection = _fit_selection(workflow, X, client, stamp, restart,
+                                                      emit, summary)
+                else:
+                    fit = _fit_minibatch if workflow.model.algorithm == "minibatch" else _fit
+                    model = fit(workflow, X, client, stamp, restart, emit, summary)
                 summary.ran.append("fit")
         if model is None:
             model = _load_saved_model(outputs.model, out_options, client)
+            if workflow.select is not None:
+                selection = _load_selection(workflow, model, out_options)
         summary.n_iter, summary.converged = model.n_iter_, model.converged_
         summary.lower_bound = model.lower_bound_
         expected = {**stamp, "model_checksum": _params_checksum(model.params_)}
@@ -344,7 +351,7 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
 
                 written = write_report(
                     outputs.report, model, X, info, workflow=workflow, score=summary.score,
-                    client=client, storage_options=out_options,
+                    client=client, storage_options=out_options, selection=selection,
                 )
                 _write_stamp(outputs.report, expected, out_options)
                 emit(f"report: wrote {', '.join(p.rsplit('/', 1)[-1] for p in written)} "
@@ -556,3 +563,180 @@ def _fit_minibatch(workflow: Workflow, X, client, stamp, restart, emit, summary:
              f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")
     return estimator
+
+
+# ------------------------------------------------------------------------- selection
+
+
+class _SelectionProgress:
+    """Turns the rounds of a grid fit into progress lines, metrics and checkpoints."""
+
+    def __init__(self, emit, store: CheckpointStore | None, every: int, stamp: dict,
+                 n_candidates: int):
+        self.emit = emit
+        self.store = store
+        self.every = every
+        self.stamp = stamp
+        self.n_candidates = n_candidates
+        self.saved_passes = -1
+        self.last_passes = None
+        self.started = time.perf_counter()
+        self._done: set = set()  # candidates already reported done
+
+    def __call__(self, progress) -> None:
+        finished = []
+        for (k, c), info in progress.events:
+            st = info.state
+            if info.phase == "iteration" and self.store is not None:
+                self.store.append_metrics({
+                    "n_components": k, "covariance_type": c, "init": st.init_index,
+                    "iteration": st.iteration, "lower_bound": st.lower_bound,
+                    "change": info.change if math.isfinite(info.change) else None,
+                    "seconds": info.seconds, "converged": st.converged,
+                    "time": time.time(),
+                })
+        for (k, c), state, live in zip(progress.candidates, progress.states, progress.live):
+            if not live and state is not None and (k, c) not in self._done:
+                self._done.add((k, c))
+                best = state.best
+                finished.append(
+                    f"candidate K={k} {c}: done, {best.n_iter} iterations, converged="
+                    f"{best.converged}, mean log-lik {best.lower_bound:.6f}"
+                    if best is not None else f"candidate K={k} {c}: done")
+        moved = progress.passes != self.last_passes
+        if moved:
+            self.last_passes = progress.passes
+            self.emit(f"pass {progress.passes:4d}  candidates live {progress.n_live}/"
+                      f"{self.n_candidates}  {time.perf_counter() - self.started:7.1f} s")
+        for line in finished:
+            self.emit(line)
+        if self.store is None or not moved:
+            return
+        if finished or progress.n_live == 0 or progress.passes - self.saved_passes >= self.every:
+            arrays, meta = progress.to_record()
+            meta.update(self.stamp)
+            self.store.save(progress.passes, arrays, meta)
+            self.saved_passes = progress.passes
+
+
+def _selection_estimator(workflow: Workflow, client):
+    from ..estimators.selection import GaussianMixtureSelection
+
+    kwargs = workflow.estimator_kwargs()
+    for name in ("n_components", "covariance_type"):
+        kwargs.pop(name)
+    kwargs["random_state"] = _seed(workflow)
+    kwargs["verbose"] = 0
+    select = workflow.select
+    return GaussianMixtureSelection(
+        n_components=select.ks(), covariance_type=select.covariance_types(),
+        criterion=select.criterion, memory_budget=select.memory_budget, client=client,
+        **kwargs)
+
+
+def _fit_selection(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummary):
+    """The ``fit`` step of a workflow with a ``select`` section: every candidate of the
+    grid in the same passes, checkpointed as a whole; returns (best model, selection)."""
+    from ..estimators.gaussian_mixture import ConvergenceWarning
+    from ..estimators.selection import SelectionState
+
+    cfg = workflow.checkpoint
+    selection = _selection_estimator(workflow, client)
+    grid = [(k, c) for c in workflow.select.covariance_types() for k in workflow.select.ks()]
+    emit(f"select: {len(grid)} candidates (K in {workflow.select.ks()} x "
+         f"{', '.join(workflow.select.covariance_types())}), best by "
+         f"{workflow.select.criterion.upper()}")
+    store = (CheckpointStore(cfg.dir, keep=cfg.keep,
+                             storage_options=workflow.storage_options_for("checkpoint"))
+             if cfg.dir else None)
+
+    def fit(resume):
+        progress = _SelectionProgress(emit, store, cfg.every, stamp, len(grid))
+        if resume is not None:
+            progress._done = {kc for kc, live in zip(resume.candidates, resume.live)
+                              if not live}
+            progress.saved_passes = progress.last_passes = resume.passes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            selection.fit(X, callback=progress, resume=resume)
+
+    if store is None:
+        fit(None)
+    else:
+        with store.lock():
+            if restart:
+                removed = store.clear()
+                if removed:
+                    emit(f"restart: removed {len(removed)} checkpoint file(s) in {cfg.dir}")
+            resume = None
+            found = store.load_latest(expect=stamp)
+            if found is not None:
+                arrays, meta = found
+                try:
+                    resume = SelectionState.from_record(arrays, meta)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise CheckpointError(
+                        f"The newest checkpoint in {cfg.dir} lacks what a model selection "
+                        f"needs ({exc}). Run again with --restart to start over."
+                    ) from None
+                done = {}
+                for (k, c), state in zip(resume.candidates, resume.states):
+                    for r in (state.restarts if state is not None else ()):
+                        done[(k, c, r.index)] = r.iteration
+                store.truncate_metrics(lambda r: (r.get("iteration") or 0) <= done.get(
+                    (r.get("n_components"), r.get("covariance_type"), r.get("init")), 0))
+                summary.resumed_from = resume.passes
+                emit(f"resuming from checkpoint: pass {resume.passes}, "
+                     f"{resume.n_live} of {len(resume.candidates)} candidates live")
+            fit(resume)
+    for (k, c), why in selection.refused_.items():
+        emit(f"select: refused candidate K={k} {c}: {why}")
+    best = selection.best_estimator_
+    summary.best_params = dict(selection.best_params_)
+    emit(f"select: best by {selection.criterion.upper()}: K={best.n_components} "
+         f"{best.covariance_type} ({selection.n_passes_} passes for "
+         f"{len(selection.results_)} fits)")
+    if workflow.outputs.model:
+        save_model(workflow.outputs.model, best, **stamp,
+                   extra={"selection": _selection_record(selection)},
+                   storage_options=workflow.storage_options_for("outputs"))
+        emit(f"fit: {best.n_iter_} iterations, converged={best.converged_}, "
+             f"mean log-likelihood {best.lower_bound_:.6f}; model written to "
+             f"{workflow.outputs.model}")
+    return best, selection
+
+
+def _selection_record(selection) -> dict:
+    """The selection's table and choice as JSON (kept with the saved model)."""
+    return {
+        "criterion": selection.criterion,
+        "best_params": dict(selection.best_params_),
+        "n_passes": int(selection.n_passes_),
+        "refused": [{"n_components": k, "covariance_type": c, "reason": why}
+                    for (k, c), why in selection.refused_.items()],
+        "results": [{key: getattr(value, "item", lambda: value)() for key, value in row.items()}
+                    for row in selection.results_.to_dict(orient="records")],
+    }
+
+
+def _load_selection(workflow: Workflow, model, storage_options: dict):
+    """The selection of a fit run earlier, from the saved model's record (for the report)."""
+    import pandas as pd
+
+    from ..estimators.selection import RESULT_COLUMNS
+
+    record = read_model_meta(workflow.outputs.model, storage_options).get("selection")
+    if record is None:
+        raise DataError(
+            f"The model at outputs.model={workflow.outputs.model!r} holds no model "
+            "selection table: it was not written by a workflow with a select section. Add "
+            "'fit' to steps, or point outputs.model at the model of this workflow."
+        )
+    selection = _selection_estimator(workflow, None)
+    selection.results_ = pd.DataFrame(record["results"], columns=RESULT_COLUMNS)
+    selection.best_params_ = record["best_params"]
+    selection.n_passes_ = record["n_passes"]
+    selection.refused_ = {(r["n_components"], r["covariance_type"]): r["reason"]
+                          for r in record.get("refused", ())}
+    selection.best_estimator_ = model
+    return selection

@@ -46,6 +46,7 @@ __all__ = [
     "ClusterConfig",
     "CheckpointConfig",
     "OutputsConfig",
+    "SelectConfig",
     "Workflow",
     "InitFile",
     "Step",
@@ -685,6 +686,104 @@ class OutputsConfig(BaseModel):
         return self
 
 
+# -------------------------------------------------------------------------- select
+
+
+def _components_range(value: dict) -> list[int]:
+    """The values of K of a ``{start, stop, step}`` mapping (stop included)."""
+    unknown = sorted(set(value) - {"start", "stop", "step"})
+    if unknown:
+        raise ValueError(f"has the unknown keys {unknown}: a range of K takes start, stop "
+                         "and step")
+    bounds = {}
+    for key in ("start", "stop", "step"):
+        if key not in value and key != "step":
+            raise ValueError(f"a range of K needs start and stop (stop included), e.g. "
+                             f"{{start: 1, stop: 8}}; {key} is missing")
+        number = value.get(key, 1)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ValueError(f"{key} must be an integer >= 1, found {number!r}")
+        bounds[key] = number
+    if bounds["stop"] < bounds["start"]:
+        raise ValueError(f"stop ({bounds['stop']}) is below start ({bounds['start']}), so "
+                         "the grid of K is empty; give stop >= start (stop is included)")
+    return list(range(bounds["start"], bounds["stop"] + 1, bounds["step"]))
+
+
+class SelectConfig(BaseModel):
+    """Section ``select``: fit a grid of K x covariance type, keep the best by ``criterion``.
+
+    ``n_components`` is a list of K or a ``{start, stop, step}`` range (stop included,
+    kept as the list of its values);
+    ``covariance_type`` a name or a list of names; ``criterion`` ``bic`` or ``aic`` (lower
+    is better); ``memory_budget`` the bytes per chunk task the live candidates may take
+    (above it the grid runs in waves; it does not change the numbers). Every other
+    parameter comes from the ``model`` section. See ``dgmm.GaussianMixtureSelection``.
+    """
+
+    model_config = _FORBID
+
+    n_components: list[int]
+    covariance_type: CovarianceType | list[CovarianceType] = "full"
+    criterion: Literal["bic", "aic"] = "bic"
+    memory_budget: int | str = "1GiB"
+
+    @field_validator("n_components", mode="before")
+    @classmethod
+    def _ks(cls, value):
+        if isinstance(value, bool):
+            return value  # refused by the int check below
+        if isinstance(value, int):
+            value = [value]
+        if isinstance(value, dict):
+            value = _components_range(value)
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("is an empty grid: list at least one number of components "
+                                 "K, e.g. [2, 4, 8], or give {start: 1, stop: 8}")
+            below = [k for k in value if isinstance(k, int) and not isinstance(k, bool)
+                     and k < 1]
+            if below:
+                raise ValueError(f"holds K = {below}: every K must be an integer >= 1; "
+                                 "remove those values")
+            repeated = sorted({k for k in value if value.count(k) > 1})
+            if repeated:
+                raise ValueError(f"lists {repeated} more than once; give each K once")
+        return value
+
+    @field_validator("covariance_type")
+    @classmethod
+    def _types(cls, value):
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("is an empty list: give at least one of full, tied, diag, "
+                                 "spherical")
+            repeated = sorted({c for c in value if value.count(c) > 1})
+            if repeated:
+                raise ValueError(f"lists {repeated} more than once; give each type once")
+        return value
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _budget(cls, value):
+        _positive_size(value, "1GiB")
+        return value
+
+    def ks(self) -> list[int]:
+        """The values of K, in the order given."""
+        return list(self.n_components)
+
+    def covariance_types(self) -> list[str]:
+        types = self.covariance_type
+        return [types] if isinstance(types, str) else list(types)
+
+    def payload(self) -> dict[str, Any]:
+        """What changes the fitted numbers: the grid and the criterion (it picks the
+        model)."""
+        return {"n_components": self.ks(), "covariance_type": self.covariance_types(),
+                "criterion": self.criterion}
+
+
 # -------------------------------------------------------------------------- workflow
 
 
@@ -699,6 +798,7 @@ class Workflow(BaseModel):
     cluster: ClusterConfig = Field(default_factory=LocalClusterConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    select: SelectConfig | None = None
     steps: list[Step] = Field(default_factory=lambda: ["fit", "predict", "report"])
 
     _source_file: str | None = PrivateAttr(default=None)
@@ -745,6 +845,46 @@ class Workflow(BaseModel):
             )  # fmt: skip
         return self
 
+    @model_validator(mode="after")
+    def _select_takes_k_and_type(self):
+        if self.select is None:
+            return self
+        model = self.model
+        for name in ("n_components", "covariance_type"):
+            default = type(model).model_fields[name].default
+            if getattr(model, name) != default:
+                raise _key_problem(
+                    f"model.{name}", getattr(model, name),
+                    f"the select section chooses {name}: remove model.{name} (or the "
+                    "select section to fit one model)",
+                )  # fmt: skip
+        for name in INIT_ARRAY_NAMES:
+            if getattr(model, name) is not None:
+                raise _key_problem(
+                    f"model.{name}", "...",
+                    f"initial arrays fit one K, but the select section fits a grid of K: "
+                    f"remove model.{name} (or the select section)",
+                )  # fmt: skip
+        if model.warm_start:
+            raise _key_problem(
+                "model.warm_start", True,
+                "the select section starts every candidate from its own initialisation: "
+                "set warm_start: false",
+            )  # fmt: skip
+        if model.algorithm != "em":
+            raise _key_problem(
+                "model.algorithm", model.algorithm,
+                "the select section fits its grid by batch EM: set model.algorithm: em, "
+                "or remove the select section",
+            )  # fmt: skip
+        if model.warm_start_from is not None:
+            raise _key_problem(
+                "model.warm_start_from", model.warm_start_from,
+                "the select section starts every candidate from its own initialisation: "
+                "remove model.warm_start_from (or the select section)",
+            )  # fmt: skip
+        return self
+
     @property
     def source_file(self) -> str | None:
         """The workflow file this was loaded from (None when built in code)."""
@@ -775,8 +915,9 @@ class Workflow(BaseModel):
         (performance). Model: every parameter except ``verbose``, ``verbose_interval`` and
         ``require_convergence``, and those of another ``algorithm`` (``algorithm: em``
         itself is left out); ``warm_start_from`` by its path (the runner adds the saved
-        model's checksum to its stamps); an init array given as a file is represented by its path
-        and the sha256 of the bytes read (see ``ModelConfig.init_file``).
+        model's checksum to its stamps); an init array given as a file is represented by
+        its path and the sha256 of the bytes read (see ``ModelConfig.init_file``). Select
+        (when given): the grid and the criterion, not ``memory_budget``.
         """
         data = self.data.model_dump(
             mode="json", exclude={"storage_options", "chunk_bytes", "persist"}
@@ -785,7 +926,10 @@ class Workflow(BaseModel):
         for name in INIT_ARRAY_NAMES:
             if isinstance(model[name], str):
                 model[name] = {"file": model[name], "sha256": self.model.init_file(name).sha256}
-        return {"schema": "dgmm-settings-1", "data": data, "model": model}
+        payload = {"schema": "dgmm-settings-1", "data": data, "model": model}
+        if self.select is not None:  # absent otherwise: one-model hashes stay as they were
+            payload["select"] = self.select.payload()
+        return payload
 
     def settings_hash(self) -> str:
         """Stable sha256 (hex) of :meth:`settings_payload`, for checkpoints and re-runs."""
