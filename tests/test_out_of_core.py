@@ -30,8 +30,9 @@ MEMORY_WORDS = ("pausing", "paused", "restarting", "exceeded", "unmanaged memory
                 "memory budget", "spill")
 
 
-def _rss() -> int:
-    return psutil.Process().memory_info().rss
+#: a worker's resident memory; a lambda, so that cloudpickle sends it by value and the
+#: workers never import this module (which imports the estimator, and with it sklearn)
+_rss = lambda: __import__("psutil").Process().memory_info().rss  # noqa: E731
 
 
 def _pids(client) -> dict:
