@@ -12,7 +12,6 @@ import threading
 import time
 
 import numpy as np
-import psutil
 import pytest
 
 from dgmm import GaussianMixture
