@@ -204,12 +204,12 @@ def test_parquet_workflow_on_s3_with_parquet_predictions(s3_server, s3_data, tmp
         "source: zarr", "source: parquet"))
     assert cli_in_process(capsys, "run", str(tmp_path / "wf.yaml"))[0] == 0
     params, meta = load_params(f"{bucket}/model", options)
-    # the same rows in the same chunks as the Zarr data: the same fit as a NumPy-backed one
-    import dask.array as da
-
+    # the estimator on the same Parquet data, read by the same reader (the same tasks):
+    # the same fit as the workflow's
+    X, _ = dgmm.open_source("parquet", s3_data["parquet"], storage_options=options)
     local = dgmm.GaussianMixture(**{k: v for k, v in MODEL.items()
                                     if k != "require_convergence"})
-    local.fit(da.from_array(s3_data["X"], chunks=(CHUNK, 3)))
+    local.fit(X)
     np.testing.assert_allclose(params.means, local.means_, rtol=1e-10)
     np.testing.assert_allclose(params.covariances, local.covariances_, rtol=1e-10)
     fs = s3_server.filesystem()
