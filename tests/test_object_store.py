@@ -3,11 +3,9 @@ predictions and report on s3://; kills, flaky and dead stores, secrets."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 
