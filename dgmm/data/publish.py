@@ -56,7 +56,8 @@ def _local_path(fs, path: str) -> str:
     return fs._strip_protocol(path)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Flush a local directory's entries (a rename into it) to disk, where possible."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory handles
@@ -96,7 +97,7 @@ def write_file(fs, path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    _fsync_dir(parent or ".")
+    fsync_dir(parent or ".")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, storage_options: dict | None = None) -> str:
@@ -163,7 +164,7 @@ def _fsync_tree(root: str) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def _remove_tree_quietly(fs, path: str) -> None:
@@ -256,13 +257,13 @@ def _swap_local(tmp: str, final: str) -> None:
         except BaseException:
             os.replace(old, final)
             raise
-        _fsync_dir(parent)
+        fsync_dir(parent)
         import shutil
 
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
 
 def _remove_superseded(fs, final: str, current: str) -> None:

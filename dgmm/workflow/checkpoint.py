@@ -27,7 +27,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from ..data.publish import write_file
+from ..data.publish import fsync_dir, write_file
 from ..data.redact import redact
 from ..errors import CheckpointError, DataError, LockError
 
@@ -92,19 +92,6 @@ def _sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
 
 
 def _process_start_time(pid: int) -> float | None:
@@ -473,7 +460,7 @@ class CheckpointStore:
                 return False
             finally:
                 os.unlink(tmp)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             return True
         try:
             with self.fs.open(path, "xb") as stream:
