@@ -24,8 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_vs_sklearn import (  # noqa: E402
-    CASES, QUICK_CASES, compute_every_pair, initial_parameters, make_data)
+from bench_vs_sklearn import CASES, QUICK_CASES, compute_every_pair, initial_parameters, make_data  # noqa: E402
 
 from dgmm.core import kernels  # noqa: E402
 from dgmm.core.mstep import m_step  # noqa: E402

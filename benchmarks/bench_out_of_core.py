@@ -73,8 +73,8 @@ def parse_args(argv=None):
 
 def _matching_store(args):
     """(DataInfo, true params) of an existing store written with these settings, or None."""
-    from dgmm.data import synthetic as datasets
     from dgmm.data import readers as io
+    from dgmm.data import synthetic as datasets
     from dgmm.errors import DgmmError
 
     if args.regenerate or not os.path.exists(args.path):
@@ -109,10 +109,8 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster, wait
 
     from dgmm import GaussianMixture
-
-    from dgmm.data import synthetic as datasets
-
     from dgmm.data import readers as io
+    from dgmm.data import synthetic as datasets
 
     cluster = LocalCluster(
         n_workers=args.workers, threads_per_worker=args.threads_per_worker,

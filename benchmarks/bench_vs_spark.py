@@ -211,7 +211,6 @@ def stop_spark(spark) -> None:
 
 def run_spark(case: Case, path: str, n_iter: int, n_workers: int, memory: str, seed: int):
     """Spark's start, seconds per iteration, mean log-likelihoods and JVM peak RSS."""
-    import psutil
     from pyspark.ml.clustering import GaussianMixture
     from pyspark.ml.feature import VectorAssembler
     from pyspark.sql import functions as F

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import S3Server, make_blobs
+
 
 @pytest.fixture(scope="session")
 def cluster_client():

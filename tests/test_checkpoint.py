@@ -16,9 +16,9 @@ import uuid
 import numpy as np
 import pytest
 
+from dgmm.errors import CheckpointError, LockError
 from dgmm.workflow import checkpoint
 from dgmm.workflow.checkpoint import LOCK_NAME, METRICS_NAME, CheckpointStore
-from dgmm.errors import CheckpointError, LockError
 
 LOGGER = "dgmm.workflow.checkpoint"
 
@@ -339,9 +339,8 @@ def test_lock_file_names_the_holder_and_is_removed_on_exit(store_dir):
 
 def test_the_same_store_cannot_lock_twice(tmp_path):
     store = CheckpointStore(tmp_path)
-    with store.lock():
-        with pytest.raises(LockError, match=r"is already held by this store"):
-            store.acquire()
+    with store.lock(), pytest.raises(LockError, match=r"is already held by this store"):
+        store.acquire()
 
 
 LOCK_HOLDER = textwrap.dedent("""
@@ -377,10 +376,9 @@ def test_a_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplo
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)
     assert (tmp_path / LOCK_NAME).exists()  # left behind
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        with CheckpointStore(tmp_path).lock():
-            mine = json.loads((tmp_path / LOCK_NAME).read_text())
-            assert mine["pid"] == os.getpid()
+    with caplog.at_level(logging.WARNING, logger=LOGGER), CheckpointStore(tmp_path).lock():
+        mine = json.loads((tmp_path / LOCK_NAME).read_text())
+        assert mine["pid"] == os.getpid()
     assert f"took over the stale lock {tmp_path / LOCK_NAME} left by pid {holder.pid}" in caplog.text
 
 
@@ -420,9 +418,8 @@ def test_a_recycled_pid_does_not_keep_a_lock(tmp_path, caplog):
     (tmp_path / LOCK_NAME).write_text(json.dumps(
         {"pid": os.getpid(), "host": socket.gethostname(), "started": 1.0, "process_start": 1.0}
     ))  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        with CheckpointStore(tmp_path).lock():
-            pass
+    with caplog.at_level(logging.WARNING, logger=LOGGER), CheckpointStore(tmp_path).lock():
+        pass
     assert "took over the stale lock" in caplog.text
 
 
@@ -440,9 +437,8 @@ def test_an_empty_lock_file(tmp_path, caplog):
         CheckpointStore(tmp_path).acquire()
     old = time.time() - 3600
     os.utime(lock, (old, old))  # its creator died before writing it
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        with CheckpointStore(tmp_path).lock():
-            pass
+    with caplog.at_level(logging.WARNING, logger=LOGGER), CheckpointStore(tmp_path).lock():
+        pass
     assert "took over the stale lock" in caplog.text and "an empty lock file" in caplog.text
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from dgmm.workflow.checkpoint import CheckpointStore
 from dgmm.data.model_io import load_params
+from dgmm.workflow.checkpoint import CheckpointStore
 
 INPROCESS_CLUSTER = {"kind": "local", "n_workers": 1, "threads_per_worker": 2,
                      "processes": False, "dashboard_address": None}

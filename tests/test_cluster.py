@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
+from dgmm.errors import ClusterError
 from dgmm.workflow.cluster import (
     SCHEDULER_PLACEHOLDER,
     connect,
@@ -29,7 +30,6 @@ from dgmm.workflow.schema import (
     SlurmClusterConfig,
     cluster_config_from_mapping,
 )
-from dgmm.errors import ClusterError
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"

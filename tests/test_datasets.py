@@ -9,9 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm.data import synthetic as datasets
-
 from dgmm.data import readers as io
+from dgmm.data import synthetic as datasets
 from dgmm.errors import ConfigError, DataError
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")

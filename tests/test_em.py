@@ -3,14 +3,12 @@ import math
 import numpy as np
 import pytest
 from dask.callbacks import Callback
+from helpers import COVARIANCE_TYPES, ComputeCounter, make_blobs, params_for
 
+from dgmm.core.params import GMMParams
 from dgmm.engine import em
-
 from dgmm.engine import passes as engine
 from dgmm.errors import DataError
-from dgmm.core.params import GMMParams
-
-from helpers import COVARIANCE_TYPES, ComputeCounter, make_blobs, params_for
 
 
 def run(data, settings, **kw):

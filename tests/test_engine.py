@@ -3,13 +3,11 @@ import pickle
 import dask.array as da
 import numpy as np
 import pytest
-
-from dgmm.engine import passes as engine
+from helpers import COVARIANCE_TYPES, assert_stats_close, make_blobs, params_for
 
 from dgmm.core import kernels
 from dgmm.core.params import GMMParams
-
-from helpers import COVARIANCE_TYPES, assert_stats_close, make_blobs, params_for
+from dgmm.engine import passes as engine
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

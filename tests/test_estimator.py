@@ -4,15 +4,14 @@ import warnings
 import dask.array as da
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, ComputeCounter, make_blobs
 from sklearn import datasets
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from sklearn.utils._param_validation import InvalidParameterError
 
 from dgmm import GaussianMixture
 from dgmm.errors import ConfigError, DataError
-
-from helpers import COVARIANCE_TYPES, ComputeCounter, make_blobs
 
 
 def standardised(X):

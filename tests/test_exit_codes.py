@@ -6,10 +6,11 @@ import re
 import subprocess
 import sys
 
+from helpers import REPO
+
 from dgmm import errors
 from dgmm.cli import _parser
 from dgmm.errors import EXIT_CODE_TABLE, DgmmError
-from helpers import REPO
 
 DOCS = REPO / "docs" / "cli.md"
 

@@ -9,10 +9,10 @@ shifts the whole path a little.
 import dask.array as da
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, make_blobs, params_for
 
 import dgmm
 from dgmm.core import kernels
-from helpers import COVARIANCE_TYPES, make_blobs, params_for
 
 
 def fit(X, covariance_type, start):

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES
 
 from dgmm.engine import passes as engine
 from dgmm.engine.init import initial_params, kmeans_centers
-
-from helpers import COVARIANCE_TYPES
 
 
 def separated(n=3000, d=2, k=4, seed=50):

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, make_blobs, params_for
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from dgmm.core import kernels
 from dgmm.core.params import GMMParams
-
-from helpers import COVARIANCE_TYPES, make_blobs, params_for
 
 
 def full_covariances(params: GMMParams) -> np.ndarray:

@@ -7,6 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import MINIMAL_WORKFLOW as MINIMAL
+from helpers import REPO
+from helpers import write_file as write
 
 from dgmm.errors import ConfigError
 from dgmm.workflow.loading import (
@@ -22,9 +25,6 @@ from dgmm.workflow.schema import (
     SlurmClusterConfig,
     Workflow,
 )
-from helpers import MINIMAL_WORKFLOW as MINIMAL
-from helpers import REPO
-from helpers import write_file as write
 
 SHIPPED_WORKFLOWS = sorted((REPO / "workflows").glob("*.yaml"))
 SHIPPED_PROFILES = sorted((REPO / "configs").glob("*.yaml"))

@@ -12,20 +12,25 @@ import time
 import dask.array as da
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, make_blobs, params_for
 from sklearn.utils._param_validation import InvalidParameterError
 
 from dgmm import MiniBatchGaussianMixture
 from dgmm.core import kernels
 from dgmm.core.mstep import m_step
 from dgmm.core.params import GMMParams
-from dgmm.core.stepwise import (as_average, blend, moved_to, statistics_of, step_size,
-                                stepwise_update)
+from dgmm.core.stepwise import (
+    as_average,
+    blend,
+    moved_to,
+    statistics_of,
+    step_size,
+    stepwise_update,
+)
 from dgmm.engine import em
 from dgmm.engine import minibatch as stepwise
 from dgmm.engine import passes as engine
 from dgmm.errors import ConfigError, DataError
-
-from helpers import COVARIANCE_TYPES, make_blobs, params_for
 
 ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
 

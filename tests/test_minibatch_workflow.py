@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import COVARIANCE_TYPES, make_blobs
 
 import dgmm
 from dgmm import GaussianMixture, MiniBatchGaussianMixture
@@ -26,8 +27,6 @@ from dgmm.workflow.checkpoint import CheckpointStore
 from dgmm.workflow.loading import load_workflow
 from dgmm.workflow.runner import run_workflow
 from dgmm.workflow.schema import DataConfig, ModelConfig, OutputsConfig, Workflow
-
-from helpers import COVARIANCE_TYPES, make_blobs
 
 ROOT = Path(__file__).resolve().parents[1]
 ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")

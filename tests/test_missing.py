@@ -3,6 +3,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, assert_stats_close, make_blobs, params_for
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
@@ -14,8 +15,6 @@ from dgmm.engine import em
 from dgmm.engine import passes as engine
 from dgmm.errors import DataError
 from dgmm.estimators import GaussianMixture
-
-from helpers import COVARIANCE_TYPES, assert_stats_close, make_blobs, params_for
 
 MARGINALIZE = "marginalize"
 

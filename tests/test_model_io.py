@@ -14,13 +14,12 @@ import warnings
 import dask.array as da
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, make_blobs
 
 import dgmm
 from dgmm.data import model_io
 from dgmm.errors import DataError
 from dgmm.estimators.gaussian_mixture import ConvergenceWarning
-
-from helpers import COVARIANCE_TYPES, make_blobs
 
 ARRAY_ATTRIBUTES = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 

@@ -58,7 +58,7 @@ def test_engine_settings_are_the_declared_engine_parameters():
     for name, field in fields.items():
         if field.default is not dataclasses.MISSING:
             assert field.default == mp.DEFAULTS[name], name
-    assert DEFAULT_SPLIT_EVERY == mp.DEFAULTS["split_every"]
+    assert mp.DEFAULTS["split_every"] == DEFAULT_SPLIT_EVERY
     # the estimator hands the engine plain Python values of its parameters
     model = GaussianMixture(np.int64(3), tol=np.float32(0.5), covariance_type="tied",
                             split_every=np.int32(4))

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, make_blobs, params_for
 
 from dgmm.core import kernels
-from dgmm.errors import FitError
 from dgmm.core.mstep import m_step
 from dgmm.core.params import GMMParams
-
-from helpers import COVARIANCE_TYPES, make_blobs, params_for
+from dgmm.errors import FitError
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

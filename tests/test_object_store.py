@@ -12,12 +12,12 @@ import uuid
 import numpy as np
 import pytest
 import yaml
+from helpers import FlakyProxy, make_blobs
 
 import dgmm
 from dgmm.data.model_io import load_params
 from dgmm.data.publish import POINTER_NAME, resolve
 from dgmm.workflow.checkpoint import CheckpointStore
-from helpers import FlakyProxy, make_blobs
 
 CLUSTER = {"kind": "local", "n_workers": 1, "threads_per_worker": 2, "processes": False,
            "dashboard_address": None}

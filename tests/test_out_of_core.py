@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 
 from dgmm import GaussianMixture
-
-from dgmm.data import synthetic as datasets
-
 from dgmm.data import readers as io
+from dgmm.data import synthetic as datasets
 
 MEMORY_LIMIT = 256 * 2**20
 N_WORKERS = 2

@@ -16,11 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm.data import readers as io
-
 from dgmm.core import kernels
-
 from dgmm.data import outputs
+from dgmm.data import readers as io
 from dgmm.data.synthetic import sample_chunk, true_params
 from dgmm.errors import ConfigError, DataError
 
@@ -178,7 +176,6 @@ def test_write_predictions_with_a_distributed_client(tmp_path, params, cluster_c
 def test_a_transient_write_error_is_retried_on_the_cluster(tmp_path, params, cluster_client):
     """Every part file fails on its first write: the Dask task retries write it."""
     import fsspec
-
     from helpers import FailOnceFileSystem
 
     fsspec.register_implementation("failonce", FailOnceFileSystem, clobber=True)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import pytest
+from helpers import MINIMAL_WORKFLOW as MINIMAL
+from helpers import write_file as write
 
 from dgmm.errors import ConfigError
 from dgmm.workflow.loading import load_workflow
 from dgmm.workflow.overrides import apply_override, parse_override
 from dgmm.workflow.schema import LocalClusterConfig, SlurmClusterConfig
-from helpers import MINIMAL_WORKFLOW as MINIMAL
-from helpers import write_file as write
 
 
 @pytest.mark.parametrize(

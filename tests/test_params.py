@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, random_covariances
 
-from dgmm.errors import ConfigError, FitError
 from dgmm.core.families import family
 from dgmm.core.params import GMMParams
-
-from helpers import COVARIANCE_TYPES, random_covariances
+from dgmm.errors import ConfigError, FitError
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

@@ -2,12 +2,11 @@
 import matplotlib
 import numpy as np
 import pandas as pd
+from helpers import COVARIANCE_TYPES, random_covariances
 from matplotlib.patches import Ellipse
 
 from dgmm.core.params import GMMParams
 from dgmm.workflow import plots
-
-from helpers import COVARIANCE_TYPES, random_covariances
 
 
 def table():

@@ -4,14 +4,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import MINIMAL_WORKFLOW as MINIMAL
+from helpers import REPO
+from helpers import write_file as write
 
 from dgmm.errors import ConfigError
 from dgmm.workflow.loading import load_cluster_profile, load_workflow
 from dgmm.workflow.profiles import find_cluster_profile, profile_dirs
 from dgmm.workflow.schema import AddressClusterConfig, LocalClusterConfig
-from helpers import MINIMAL_WORKFLOW as MINIMAL
-from helpers import REPO
-from helpers import write_file as write
 
 
 def test_profile_dirs_are_next_to_the_workflow_directory_then_the_current_one(project, tmp_path_factory):

@@ -35,10 +35,9 @@ def test_a_local_directory_is_swapped_in_and_an_interrupted_swap_repaired(tmp_pa
     os.replace(target, tmp_path / ".out.tmp-0123456789ab-old")
     assert publish.resolve(target) == str(target)  # reading puts it back
     assert (target / "v.txt").read_text() == "two"
-    with pytest.raises(RuntimeError):
-        with publish.publish_directory(target) as tmp:
-            publish.write_bytes(publish.join(tmp, "v.txt"), b"three")
-            raise RuntimeError("writer failed")
+    with pytest.raises(RuntimeError), publish.publish_directory(target) as tmp:
+        publish.write_bytes(publish.join(tmp, "v.txt"), b"three")
+        raise RuntimeError("writer failed")
     assert (target / "v.txt").read_text() == "two"
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
@@ -51,10 +50,9 @@ def test_a_store_without_rename_publishes_versions_named_by_a_pointer():
         publish.write_bytes(publish.join(first, "v.txt"), b"one")
         assert publish.resolve(url) == url  # not yet visible
     assert publish.resolve(url) == first
-    with pytest.raises(RuntimeError):
-        with publish.publish_directory(url) as failed:
-            publish.write_bytes(publish.join(failed, "v.txt"), b"half")
-            raise RuntimeError("writer failed")
+    with pytest.raises(RuntimeError), publish.publish_directory(url) as failed:
+        publish.write_bytes(publish.join(failed, "v.txt"), b"half")
+        raise RuntimeError("writer failed")
     assert publish.resolve(url) == first and not fs.exists(failed)
     with publish.publish_directory(url) as second:
         publish.write_bytes(publish.join(second, "v.txt"), b"two")

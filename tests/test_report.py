@@ -13,15 +13,14 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, make_blobs
 
 import dgmm
-from dgmm.data import readers as dgmm_io
 from dgmm import GaussianMixture
-from dgmm.estimators.gaussian_mixture import ConvergenceWarning
 from dgmm.core.params import GMMParams
+from dgmm.data import readers as dgmm_io
+from dgmm.estimators.gaussian_mixture import ConvergenceWarning
 from dgmm.workflow.report import full_covariances, principal_axes, sample_rows, write_report
-
-from helpers import COVARIANCE_TYPES, make_blobs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TAB10 = [  # matplotlib's tab10, the colours of components 0, 1, 2, ...

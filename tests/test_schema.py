@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import REPO
 from pydantic import ValidationError
 
 from dgmm.core.families import COVARIANCE_TYPES, family
@@ -25,7 +26,6 @@ from dgmm.workflow.schema import (
     SlurmClusterConfig,
     Workflow,
 )
-from helpers import REPO
 
 # ------------------------------------------------------------ defaults mirror estimators
 

@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 import yaml
+from helpers import MINIMAL_WORKFLOW as MINIMAL
+from helpers import REPO
+from helpers import write_file as write
 
 from dgmm.data.model_io import load_params, read_model_meta
 from dgmm.errors import ConfigError
 from dgmm.workflow.loading import load_workflow
 from dgmm.workflow.schema import Workflow
-from helpers import MINIMAL_WORKFLOW as MINIMAL
-from helpers import REPO
-from helpers import write_file as write
 
 INPROCESS_CLUSTER = {"kind": "local", "n_workers": 1, "threads_per_worker": 2,
                      "processes": False, "dashboard_address": None}
@@ -309,9 +309,10 @@ def test_selection_resumed_from_any_round_ends_where_an_uninterrupted_fit_ends()
     """GaussianMixtureSelection.fit(callback=..., resume=...) on its own: a state from any
     round (through SelectionState's record, as a checkpoint stores it) continues to the
     same table and the same best model, bit for bit."""
+    from helpers import make_blobs
+
     from dgmm import GaussianMixtureSelection
     from dgmm.estimators.selection import SelectionState
-    from helpers import make_blobs
 
     X = make_blobs(3000, 2, 3, seed=5)
     kwargs = dict(n_components=[1, 2, 3], covariance_type=["full", "spherical"], n_init=2,

@@ -9,13 +9,12 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, make_blobs
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 import dgmm
 from dgmm.errors import ConfigError, DataError
-
-from helpers import COVARIANCE_TYPES, make_blobs
 
 
 def fit_quietly(model, X):

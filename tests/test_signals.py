@@ -12,10 +12,10 @@ import numpy as np
 import psutil
 import pytest
 import yaml
+from helpers import make_blobs
 
 from dgmm.data.model_io import load_params
 from dgmm.workflow.checkpoint import LOCK_NAME
-from helpers import make_blobs
 
 MODEL = {"n_components": 4, "covariance_type": "full", "random_state": 0, "max_iter": 40,
          "tol": 0.0, "require_convergence": False}

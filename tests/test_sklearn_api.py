@@ -7,6 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import sklearn.exceptions
+from helpers import COVARIANCE_TYPES
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
@@ -23,8 +24,6 @@ from sklearn.utils.validation import check_is_fitted
 
 import dgmm
 from dgmm.errors import ConfigError, DataError
-
-from helpers import COVARIANCE_TYPES, make_blobs
 
 #: The only checks allowed to fail: those scikit-learn 1.9 itself expects its own
 #: GaussianMixture to fail, declared in sklearn/utils/_test_common/instance_generator.py

@@ -1,11 +1,9 @@
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, assert_stats_close, make_blobs, params_for
 
 from dgmm.core import kernels
-from dgmm.core.params import GMMParams
 from dgmm.core.stats import SuffStats, merge_all
-
-from helpers import COVARIANCE_TYPES, assert_stats_close, make_blobs, params_for
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

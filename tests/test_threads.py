@@ -5,13 +5,13 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import COVARIANCE_TYPES, make_blobs
 from threadpoolctl import OpenBLASController, get_cached_controller, threadpool_info
+
 from dgmm import GaussianMixture
 from dgmm.core import kernels
 from dgmm.core.params import GMMParams
 from dgmm.core.threads import active_calls, caller_blas_threads, single_blas_thread
-
-from helpers import COVARIANCE_TYPES, make_blobs
 
 
 def blas_threads() -> list[int]:
@@ -45,9 +45,8 @@ def test_region_limits_to_one_thread_and_restores(two_blas_threads):
 
 
 def test_exception_inside_a_region_still_restores(two_blas_threads):
-    with pytest.raises(RuntimeError):
-        with single_blas_thread():
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), single_blas_thread():
+        raise RuntimeError("boom")
     assert set(blas_threads()) == {2}
 
 
@@ -288,10 +287,8 @@ def test_an_interrupted_change_keeps_the_count_paired(two_blas_threads, monkeypa
         return real()
 
     monkeypatch.setattr(threads, "get_cached_controller", interrupted_on_third_call)
-    with pytest.raises(KeyboardInterrupt):
-        with single_blas_thread():
-            with caller_blas_threads():
-                pass
+    with pytest.raises(KeyboardInterrupt), single_blas_thread(), caller_blas_threads():
+        pass
     monkeypatch.setattr(threads, "get_cached_controller", real)
     assert active_calls() == 0
     with single_blas_thread():

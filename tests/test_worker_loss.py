@@ -28,9 +28,9 @@ import psutil
 import pytest
 
 import dgmm
+from dgmm.errors import ClusterError
 from dgmm.workflow.cluster import connect
 from dgmm.workflow.schema import AddressClusterConfig
-from dgmm.errors import ClusterError
 
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "SIGKILL"), reason="needs POSIX signals to kill a worker process"

@@ -114,7 +114,7 @@ def _acc_gemm(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         acc[...] = out.T
 
 
-def _acc_product(acc: np.ndarray, a: np.ndarray, b: np.ndarray, ws: "_Workspace") -> None:
+def _acc_product(acc: np.ndarray, a: np.ndarray, b: np.ndarray, ws: _Workspace) -> None:
     """acc += a @ b with acc float64: one dgemm for float64 operands; for float32 operands
     one sgemm over the block into a float32 buffer, then added to the float64 sums (the
     rounding of a block's partial sum stays within the block)."""
@@ -391,7 +391,7 @@ class _LogProb:
     the subclasses hold each kernel's layout.
     """
 
-    pruner: "_PrunedLogProb | None" = None
+    pruner: _PrunedLogProb | None = None
 
     def __init__(self, params: GMMParams, ref: np.ndarray, rows: int, ws: _Workspace,
                  prune: bool = False):

@@ -61,7 +61,7 @@ class GMMParams:
         return self.means.shape[1]
 
     @classmethod
-    def from_covariances(cls, weights, means, covariances, covariance_type) -> "GMMParams":
+    def from_covariances(cls, weights, means, covariances, covariance_type) -> GMMParams:
         """Build from covariances; the precision factors are computed."""
         covariances = np.asarray(covariances, dtype=np.float64)
         return cls(
@@ -75,7 +75,7 @@ class GMMParams:
     @classmethod
     def from_precisions_cholesky(
         cls, weights, means, precisions_cholesky, covariance_type
-    ) -> "GMMParams":
+    ) -> GMMParams:
         """Build from precision factors; the covariances are computed."""
         precisions_cholesky = np.asarray(precisions_cholesky, dtype=np.float64)
         return cls(
@@ -116,7 +116,7 @@ class GMMParams:
             digest.update(np.ascontiguousarray(array).tobytes())
         return (type(self).__name__, digest.hexdigest())
 
-    def allclose(self, other: "GMMParams", rtol: float = 0.0, atol: float = 0.0) -> bool:
+    def allclose(self, other: GMMParams, rtol: float = 0.0, atol: float = 0.0) -> bool:
         """True when every array matches ``other`` within the tolerances."""
         return self.covariance_type == other.covariance_type and all(
             np.allclose(a, b, rtol=rtol, atol=atol)

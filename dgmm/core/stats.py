@@ -39,7 +39,7 @@ class SuffStats:
     first_nonfinite: int = field(default=-1)
 
     @classmethod
-    def zeros(cls, covariance_type: str, shift: np.ndarray) -> "SuffStats":
+    def zeros(cls, covariance_type: str, shift: np.ndarray) -> SuffStats:
         """The neutral element for ``merge``: statistics of no rows."""
         n_components, n_features = shift.shape
         return cls(
@@ -56,7 +56,7 @@ class SuffStats:
         """``s2`` as matrices (full (K, d, d), tied (d, d)) or diagonals (K, d)."""
         return family(self.covariance_type).unpack_s2(self.s2, self.shift.shape[1])
 
-    def merge(self, other: "SuffStats") -> "SuffStats":
+    def merge(self, other: SuffStats) -> SuffStats:
         """Statistics of the union of both row sets (both must share the same shift)."""
         return SuffStats(
             covariance_type=self.covariance_type,

@@ -35,12 +35,12 @@ import time
 import numpy as np
 
 from .._version import __version__
-from ..errors import DataError
 from ..core import model_parameters
+from ..core.params import GMMParams
+from ..errors import DataError
 from .files import is_url
 from .publish import join, publish_directory, read_bytes, resolve, write_bytes
 from .redact import redact
-from ..core.params import GMMParams
 
 FORMAT = "dgmm-model"
 FORMAT_VERSION = 1

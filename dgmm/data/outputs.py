@@ -17,13 +17,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..engine import passes as engine
 from ..core import kernels, missing
-from .files import format_from_suffix
+from ..core.params import GMMParams
+from ..engine import passes as engine
 from ..errors import ConfigError, DataError
+from .files import format_from_suffix
 from .publish import publish_directory
 from .readers import _url_to_fs, _zarr_target
-from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
 

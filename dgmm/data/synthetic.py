@@ -16,8 +16,13 @@ import os
 
 import dask
 import numpy as np
-from .files import format_from_suffix
+
+from ..core.families import family
+from ..core.params import GMMParams
 from ..errors import ConfigError, DataError
+from .files import format_from_suffix
+from .outputs import atomic_directory, compute_all
+from .publish import resolve
 from .readers import (
     DataInfo,
     _check_dtype,
@@ -27,10 +32,6 @@ from .readers import (
     open_parquet,
     open_zarr,
 )
-from .outputs import atomic_directory, compute_all
-from ..core.families import family
-from .publish import resolve
-from ..core.params import GMMParams
 
 log = logging.getLogger(__name__)
 

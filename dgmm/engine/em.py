@@ -18,19 +18,19 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
-from . import models
-from . import passes as engine
-from ..errors import DataError
-from .init import initial_param_steps
 from ..core.model_parameters import DEFAULTS
 from ..core.mstep import m_step
 from ..core.params import GMMParams
 from ..core.threads import caller_blas_threads, single_blas_thread
+from ..errors import DataError
+from . import models
+from . import passes as engine
+from .init import initial_param_steps
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class EMState:
         return arrays, meta
 
     @classmethod
-    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> "EMState":
+    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> EMState:
         cov = meta["covariance_type"]
 
         def params(prefix):
@@ -285,7 +285,7 @@ class _Restart:
     """One restart while the fit runs: its state, and its initialisation's requests
     (a generator from ``dgmm.engine.init``) until theta_0 is ready."""
 
-    def __init__(self, fit: "_ModelFit", state: RestartState, init_steps=None):
+    def __init__(self, fit: _ModelFit, state: RestartState, init_steps=None):
         self.fit = fit
         self.state = state
         self.init_steps = init_steps

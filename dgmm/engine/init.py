@@ -14,15 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import passes as engine
-from .models import FetchRows, Pass, run_alone
 from ..core import kernels, missing
 from ..core.families import family
-from ..errors import DataError
 from ..core.mstep import m_step
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, _min_index
 from ..core.threads import single_blas_thread
+from ..errors import DataError
+from . import passes as engine
+from .models import FetchRows, Pass, run_alone
 
 KMEANS_PARALLEL_ROUNDS = 2
 KMEANS_MAX_ITER = 20
@@ -54,7 +54,7 @@ class CostSample:
     n_nonfinite: int = 0
     first_nonfinite: int = -1
 
-    def merge(self, other: "CostSample") -> "CostSample":
+    def merge(self, other: CostSample) -> CostSample:
         return CostSample(
             self.cost + other.cost,
             np.concatenate([self.rows, other.rows]),
@@ -76,7 +76,7 @@ class RowDraw:
     n_nonfinite: int = 0
     first_nonfinite: int = -1
 
-    def merge(self, other: "RowDraw") -> "RowDraw":
+    def merge(self, other: RowDraw) -> RowDraw:
         keys = np.concatenate([self.keys, other.keys])
         order = np.argsort(keys, kind="stable")[: self.k]
         return RowDraw(
@@ -116,7 +116,7 @@ class LloydStats:
     sums: np.ndarray
     inertia: float
 
-    def merge(self, other: "LloydStats") -> "LloydStats":
+    def merge(self, other: LloydStats) -> LloydStats:
         return LloydStats(
             self.counts + other.counts, self.sums + other.sums, self.inertia + other.inertia
         )
@@ -171,7 +171,7 @@ class WeightedPick:
     n_nonfinite: int = 0
     first_nonfinite: int = -1
 
-    def merge(self, other: "WeightedPick") -> "WeightedPick":
+    def merge(self, other: WeightedPick) -> WeightedPick:
         total = self.total + other.total
         if other.row is None or other.total <= 0:
             keep = self
@@ -275,7 +275,7 @@ class ColumnSums:
     sums: np.ndarray
     counts: np.ndarray
 
-    def merge(self, other: "ColumnSums") -> "ColumnSums":
+    def merge(self, other: ColumnSums) -> ColumnSums:
         return ColumnSums(self.sums + other.sums, self.counts + other.counts)
 
 

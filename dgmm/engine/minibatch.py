@@ -14,21 +14,21 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import dask
 import numpy as np
 
-from . import em
-from . import passes as engine
-from .init import initial_params
 from ..core import kernels, missing
 from ..core.params import GMMParams
 from ..core.stats import SuffStats
 from ..core.stepwise import statistics_of, step_size, stepwise_update
 from ..core.threads import caller_blas_threads, single_blas_thread
 from ..errors import DataError
+from . import em
+from . import passes as engine
+from .init import initial_params
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class StepwiseState:
     polish: em.EMState | None = None
 
     @classmethod
-    def initial(cls, seed: int, params: GMMParams, reg_covar: float) -> "StepwiseState":
+    def initial(cls, seed: int, params: GMMParams, reg_covar: float) -> StepwiseState:
         """Step 0: the running statistics of ``params`` themselves."""
         return cls(seed=seed, params=params, running=statistics_of(params, reg_covar))
 
@@ -127,7 +127,7 @@ class StepwiseState:
         return arrays, meta
 
     @classmethod
-    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> "StepwiseState":
+    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> StepwiseState:
         cov = meta["covariance_type"]
         params = GMMParams(
             **{k: arrays[f"params.{k}"] for k in

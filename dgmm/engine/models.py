@@ -37,7 +37,7 @@ class MultiValue:
 
     parts: tuple
 
-    def merge(self, other: "MultiValue") -> "MultiValue":
+    def merge(self, other: MultiValue) -> MultiValue:
         return MultiValue(tuple(a.merge(b) for a, b in zip(self.parts, other.parts)))
 
 

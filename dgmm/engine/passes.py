@@ -17,11 +17,12 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+
 from ..core import kernels
-from ..errors import DataError
 from ..core.model_parameters import DEFAULTS
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, merge_all
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 

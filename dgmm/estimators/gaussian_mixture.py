@@ -21,14 +21,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..engine import em
-from ..engine import passes as engine
 from ..core import kernels, missing
-from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
-from ..errors import ConfigError, DataError
 from ..core.families import family
+from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
 from ..core.params import GMMParams
 from ..data import model_io
+from ..engine import em
+from ..engine import passes as engine
+from ..errors import ConfigError, DataError
 from .constraints import parameter_constraints
 
 __all__ = ["ConvergenceWarning", "GaussianMixture", "information_criteria", "load_model"]
@@ -384,7 +384,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_features_in_ = n_features
 
     @classmethod
-    def from_params(cls, params: GMMParams, **kwargs) -> "GaussianMixture":
+    def from_params(cls, params: GMMParams, **kwargs) -> GaussianMixture:
         """A fitted estimator holding ``params`` (e.g. loaded from a model file)."""
         kwargs.setdefault("n_components", params.n_components)
         kwargs.setdefault("covariance_type", params.covariance_type)

@@ -94,7 +94,7 @@ class SelectionState:
                         "candidates": entries}
 
     @classmethod
-    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> "SelectionState":
+    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> SelectionState:
         candidates, states, live = [], [], []
         for index, entry in enumerate(meta["candidates"]):
             candidates.append((int(entry["n_components"]), str(entry["covariance_type"])))

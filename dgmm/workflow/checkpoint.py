@@ -590,7 +590,5 @@ class CheckpointStore:
         """Remove temporary files left by killed writers (we hold the lock). Candidate
         lock files are other processes' work in progress, unless long abandoned."""
         for name in self._names():
-            if _TMP_MARK in name:
-                self._remove_quietly(self._path(name))
-            elif _CANDIDATE_MARK in name and self._age(name) > _CANDIDATE_GRACE_S:
+            if _TMP_MARK in name or _CANDIDATE_MARK in name and self._age(name) > _CANDIDATE_GRACE_S:
                 self._remove_quietly(self._path(name))

@@ -23,8 +23,8 @@ import numpy as np
 
 from .._version import __version__
 from ..core import kernels
-from ..data.publish import join, write_bytes, write_json
 from ..core.params import GMMParams
+from ..data.publish import join, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 

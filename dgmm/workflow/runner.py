@@ -35,22 +35,22 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from dask.utils import format_bytes
 
-from . import cluster as cluster_mod
 from ..data import readers as data_io
 from ..data.files import is_url
+from ..data.model_io import read_model_meta, save_model
 from ..data.publish import join, read_json, write_json
 from ..data.redact import redact, register
-from .checkpoint import CheckpointStore
-from .schema import Workflow
 from ..engine.em import EMState, IterationInfo
 from ..errors import CheckpointError, ConfigError, DataError, NotConvergedError
-from ..data.model_io import read_model_meta, save_model
 from ..estimators import load_model
+from . import cluster as cluster_mod
+from .checkpoint import CheckpointStore
+from .schema import Workflow
 
 log = logging.getLogger(__name__)
 

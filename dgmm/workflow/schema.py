@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 import yaml
 from dask.utils import parse_bytes
 from pydantic import (
-    create_model,
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     TypeAdapter,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
