@@ -151,8 +151,9 @@ def main(argv=None) -> int:
               f"mean log-likelihood {converged_ll:.5f}, {batch_total:.1f} s")
 
         batch_pass = statistics.median(
-            b - a for a, b in zip([0.0] + batch_times[:-1], batch_times))
-        mb_pass = statistics.median(b - a for a, b in zip([0.0] + mb_times[:-1], mb_times))
+            b - a for a, b in zip([0.0] + batch_times[:-1], batch_times, strict=True))
+        mb_pass = statistics.median(
+            b - a for a, b in zip([0.0] + mb_times[:-1], mb_times, strict=True))
         steps_per_pass = mb.n_steps_ / mb.n_passes_
         per_step = (mb_pass - batch_pass) / steps_per_pass
         print(f"median seconds per pass: batch EM {batch_pass:.2f}, mini-batch {mb_pass:.2f} "
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
         target1 = mb_ll[0] >= ten
         print(f"target 1: mini-batch after 1 pass {mb_ll[0]:.5f} vs batch EM after 10 "
               f"{ten:.5f}: {'met' if target1 else 'NOT met'}")
-        within = [t for ll, t in zip(mb_ll, mb_times) if ll >= converged_ll - 0.01]
+        within = [t for ll, t in zip(mb_ll, mb_times, strict=True) if ll >= converged_ll - 0.01]
         if within:
             ratio = within[0] / batch_total
             print(f"target 2: within 0.01 of the converged value after {within[0]:.1f} s vs "

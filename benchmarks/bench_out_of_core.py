@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             args.path, dtype=args.dtype, target_chunk_bytes=int(args.target_chunk_mib * 2**20)
         )
         gib = info.nbytes / 2**30
-        print("load average %.2f %.2f %.2f" % os.getloadavg())
+        print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         print(f"data: {info.n_samples} rows x {info.n_features} features {info.dtype} = "
               f"{gib:.2f} GiB in {info.n_chunks} tasks; cluster: {args.workers} workers x "
               f"{args.threads_per_worker} thread(s) x {args.memory_limit}")

@@ -68,7 +68,7 @@ def tasks_formula(n_chunks: int) -> int:
 
 
 def load_average() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def fit_line(xs, ys):

@@ -135,7 +135,7 @@ class PeakRSS:
 
 
 def load_average() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def parts_for(case: Case, n_workers: int, part_mib: float) -> int:
@@ -286,35 +286,38 @@ def run_dgmm(case: Case, path: str, start, n_iter: int, n_workers: int, part_byt
     from dgmm.data import open_parquet
 
     me = psutil.Process()
-    with PeakRSS(lambda: [me, *me.children(recursive=True)]) as peak:
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address=":0") as cluster, Client(cluster) as client:
-            X, info = open_parquet(path, target_chunk_bytes=part_bytes)
-            if case.scale != 1.0:
-                X = X * case.scale
-            X, futures = persist_round_robin(client, X)
-            held = {}
-            for workers in client.who_has().values():
-                for worker in workers:
-                    held[worker] = held.get(worker, 0) + 1
-            weights, means, covariances = start
-            stamps, iterates = [], []
+    with (
+        PeakRSS(lambda: [me, *me.children(recursive=True)]) as peak,
+        LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                     dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        X, info = open_parquet(path, target_chunk_bytes=part_bytes)
+        if case.scale != 1.0:
+            X = X * case.scale
+        X, futures = persist_round_robin(client, X)
+        held = {}
+        for workers in client.who_has().values():
+            for worker in workers:
+                held[worker] = held.get(worker, 0) + 1
+        weights, means, covariances = start
+        stamps, iterates = [], []
 
-            def on_step(step):
-                stamps.append(time.perf_counter())
-                iterates.append(step.state.params)
+        def on_step(step):
+            stamps.append(time.perf_counter())
+            iterates.append(step.state.params)
 
-            model = dgmm.GaussianMixture(
-                case.n_components, covariance_type="full", tol=0.0,
-                max_iter=n_iter, weights_init=weights, means_init=means,
-                precisions_init=np.linalg.inv(covariances), client=client,
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tol=0 never converges, by design
-                model.fit(X, callback=on_step)
-            # stamps: after init, then after each iteration; skip the first iteration
-            per_iter = np.diff(stamps)[1:]
-            n_processes = len(me.children(recursive=True)) + 1
+        model = dgmm.GaussianMixture(
+            case.n_components, covariance_type="full", tol=0.0,
+            max_iter=n_iter, weights_init=weights, means_init=means,
+            precisions_init=np.linalg.inv(covariances), client=client,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tol=0 never converges, by design
+            model.fit(X, callback=on_step)
+        # stamps: after init, then after each iteration; skip the first iteration
+        per_iter = np.diff(stamps)[1:]
+        n_processes = len(me.children(recursive=True)) + 1
     return {
         "per_iter": float(per_iter.mean()) if per_iter.size else math.nan,
         "per_iter_all": per_iter,
@@ -339,7 +342,7 @@ def spark_style_loglik(X: np.ndarray, weights, means, covariances, rows: int = 6
     for start in range(0, X.shape[0], rows):
         block = X[start : start + rows]
         density = np.zeros(block.shape[0])
-        for w, mu, cov in zip(weights, means, covariances):
+        for w, mu, cov in zip(weights, means, covariances, strict=True):
             density += eps + w * np.exp(multivariate_normal.logpdf(block, mu, cov))
         total += np.log(density).sum()
     return total / X.shape[0]

@@ -115,11 +115,12 @@ def wait_for_http(url: str, timeout: float = 30.0, process=None) -> None:
             return
         except urllib.error.HTTPError:
             return  # it answers
-        except OSError:
+        except OSError as exc:
             if process is not None and process.poll() is not None:
-                raise AssertionError(f"the server at {url} exited with {process.returncode}")
+                raise AssertionError(
+                    f"the server at {url} exited with {process.returncode}") from exc
             if time.monotonic() > deadline:
-                raise AssertionError(f"no answer from {url} within {timeout} s")
+                raise AssertionError(f"no answer from {url} within {timeout} s") from exc
             time.sleep(0.1)
 
 

@@ -36,7 +36,8 @@ def store_dir(request, tmp_path):
 def tricky_arrays(seed=0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     special = np.array([-0.0, 0.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324,
-                        np.finfo(np.float64).tiny / 3, np.finfo(np.float64).max, 1.0 + 2**-52])  # fmt: skip
+                        np.finfo(np.float64).tiny / 3, np.finfo(np.float64).max,
+                        1.0 + 2**-52])  # fmt: skip
     payload_nan = np.array([0x7FF8_0000_DEAD_BEEF], dtype=np.uint64).view(np.float64)
     return {
         "means": rng.standard_normal((4, 3)),
@@ -128,7 +129,8 @@ def test_a_checkpoint_is_an_npz_with_a_sha256sum_sidecar(tmp_path):
     with np.load(tmp_path / "ckpt-00000003.npz", allow_pickle=False) as archive:
         document = json.loads(archive["__meta__"].tobytes())
     assert document["step"] == 3 and document["meta"] == {"k": 1} and document["format"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-00000003.npz", "ckpt-00000003.sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-00000003.npz",
+                                                          "ckpt-00000003.sha256"]
 
 
 def test_saving_a_step_again_replaces_it(tmp_path):
@@ -155,7 +157,8 @@ def test_only_the_newest_keep_remain(store_dir):
 
 
 def test_keep_must_be_positive(tmp_path):
-    with pytest.raises(CheckpointError, match=r"keep must be an integer >= 1 .*got 0; set checkpoint\.keep"):
+    with pytest.raises(CheckpointError, match=r"keep must be an integer >= 1 .*got 0; set "
+                       r"checkpoint\.keep"):
         CheckpointStore(tmp_path, keep=0)
 
 
@@ -179,7 +182,8 @@ def test_a_corrupt_newest_checkpoint_is_skipped_with_a_warning(store_dir, how, c
     assert meta == {"step": 2} and arrays["x"][0] == 2.0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("skipping checkpoint" in w and "ckpt-00000003.npz" in w for w in warnings)
-    assert any("resuming from the older checkpoint" in w and "ckpt-00000002.npz" in w for w in warnings)
+    assert any("resuming from the older checkpoint" in w and "ckpt-00000002.npz" in w
+               for w in warnings)
     with pytest.raises(CheckpointError, match=r"Checkpoint .*ckpt-00000003\.npz is unusable: .*"
                        r"start over with --restart"):
         store.load(3)
@@ -206,7 +210,8 @@ def test_all_corrupt_names_every_file(tmp_path):
     store.save(2, {"x": np.ones(10)}, {})
     corrupt(store, 1, "flip")
     corrupt(store, 2, "truncate")
-    with pytest.raises(CheckpointError, match=r"Every checkpoint in .* is unusable: .*ckpt-00000002\.npz "
+    with pytest.raises(CheckpointError, match=r"Every checkpoint in .* is unusable: "
+                       r".*ckpt-00000002\.npz "
                        r"\(checksum mismatch.*ckpt-00000001\.npz \(checksum mismatch.*--restart"):
         store.load_latest()
 
@@ -233,12 +238,13 @@ def test_expected_meta_matches(tmp_path):
 def test_other_settings_or_data_are_refused_naming_the_keys(tmp_path):
     store = CheckpointStore(tmp_path)
     store.save(5, {"x": np.ones(1)}, {"settings_hash": "a" * 64, "data_fingerprint": "f1"})
-    with pytest.raises(CheckpointError, match=r"ckpt-00000005\.npz was written with other settings or "
-                       r"data: settings_hash \(checkpoint aaaaaaaaaaaaaaaa\.\.\., now bbbbbbbbbbbbbbbb\.\.\.\) "
+    with pytest.raises(CheckpointError, match=r"ckpt-00000005\.npz was written with other settings "
+                       r"or data: settings_hash \(checkpoint aaaaaaaaaaaaaaaa\.\.\., now "
+                       r"bbbbbbbbbbbbbbbb\.\.\.\) "
                        r"differ\. Use --restart to start over"):
         store.load_latest(expect={"settings_hash": "b" * 64, "data_fingerprint": "f1"})
-    with pytest.raises(CheckpointError, match=r"settings_hash .*, data_fingerprint \(checkpoint f1, now "
-                       r"f2\) differ.*or restore the settings and data"):
+    with pytest.raises(CheckpointError, match=r"settings_hash .*, data_fingerprint \(checkpoint "
+                       r"f1, now f2\) differ.*or restore the settings and data"):
         store.load_latest(expect={"settings_hash": "c" * 64, "data_fingerprint": "f2"})
     with pytest.raises(CheckpointError, match=r"seed \(checkpoint None, now 3\) differ"):
         store.load_latest(expect={"seed": 3})
@@ -279,7 +285,8 @@ def test_meta_must_be_json(tmp_path):
 @pytest.mark.parametrize(
     "arrays, message",
     [
-        ({"__meta__": np.ones(1)}, r"array names must be non-empty strings without '/', other than '__meta__'"),
+        ({"__meta__": np.ones(1)}, r"array names must be non-empty strings without '/', other than "
+         r"'__meta__'"),
         ({"a/b": np.ones(1)}, r"got 'a/b'"),
         ({"objects": np.array([{}, None], dtype=object)}, r"'objects' has dtype object"),
     ],
@@ -327,11 +334,14 @@ def test_lock_file_names_the_holder_and_is_removed_on_exit(store_dir):
         holder = json.loads(store.fs.cat_file(store._path(LOCK_NAME)))
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
         other = CheckpointStore(store_dir)
-        with pytest.raises(LockError, match=rf"The checkpoint directory .* is in use by another dgmm "
-                           rf"run: pid {os.getpid()} on host {socket.gethostname()} \(since .*\)\. "
-                           rf"Wait .* remove the lock file .*{LOCK_NAME} and run again"):
-            with other.lock():
-                pass
+        with (
+            pytest.raises(LockError, match=rf"The checkpoint directory .* is in use by another "
+                          rf"dgmm run: pid {os.getpid()} on host {socket.gethostname()} "
+                          rf"\(since .*\)\. Wait .* remove the lock file .*{LOCK_NAME} "
+                          rf"and run again"),
+            other.lock(),
+        ):
+            pass
     assert LOCK_NAME not in store._names()
     with CheckpointStore(store_dir).lock():  # free again
         pass
@@ -379,7 +389,8 @@ def test_a_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger=LOGGER), CheckpointStore(tmp_path).lock():
         mine = json.loads((tmp_path / LOCK_NAME).read_text())
         assert mine["pid"] == os.getpid()
-    assert f"took over the stale lock {tmp_path / LOCK_NAME} left by pid {holder.pid}" in caplog.text
+    assert (f"took over the stale lock {tmp_path / LOCK_NAME} left by pid {holder.pid}"
+            in caplog.text)
 
 
 @pytest.mark.parametrize("failure", ["access_denied", "other_error"])
@@ -425,8 +436,8 @@ def test_a_recycled_pid_does_not_keep_a_lock(tmp_path, caplog):
 
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "node-17", "started": 1e9}))
-    with pytest.raises(LockError, match=r"pid 1 on host node-17 \(since 2001-09-.*\)\. .*if it is gone, "
-                       r"remove the lock file .*dgmm\.lock"):
+    with pytest.raises(LockError, match=r"pid 1 on host node-17 \(since 2001-09-.*\)\. .*if it is "
+                       r"gone, remove the lock file .*dgmm\.lock"):
         CheckpointStore(tmp_path).acquire()
 
 

@@ -129,20 +129,26 @@ def test_connect_takes_only_a_validated_profile():
     with connect(profile) as client:
         assert client.submit(len, "abc").result() == 3
     for unvalidated in ("local", {"kind": "local"}):
-        with pytest.raises(TypeError, match=r"cluster_config must be a validated cluster "
-                           r"profile, not (str|dict): look a name up with .*load_cluster_profile"):
-            with connect(unvalidated):
-                pass
-    with pytest.raises(ClusterError, match=r"Could not start a local Dask cluster \(.*\): .*"
-                       r"Check the local profile"):
-        with connect(LocalClusterConfig(processes=False, dashboard_address="nonsense:xyz")):
+        with (
+            pytest.raises(TypeError, match=r"cluster_config must be a validated cluster "
+                          r"profile, not (str|dict): look a name up with .*load_cluster_profile"),
+            connect(unvalidated),
+        ):
             pass
+    with (
+        pytest.raises(ClusterError, match=r"Could not start a local Dask cluster \(.*\): .*"
+                      r"Check the local profile"),
+        connect(LocalClusterConfig(processes=False, dashboard_address="nonsense:xyz")),
+    ):
+        pass
 
 
 def test_the_body_error_still_shuts_the_cluster_down():
-    with pytest.raises(RuntimeError, match="boom"):
-        with connect(LocalClusterConfig(processes=False, dashboard_address=None)) as client:
-            raise RuntimeError("boom")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        connect(LocalClusterConfig(processes=False, dashboard_address=None)) as client,
+    ):
+        raise RuntimeError("boom")
     assert client.status == "closed"
 
 
@@ -167,19 +173,23 @@ def test_connect_with_the_address_from_an_environment_variable(scheduler_address
 
 def test_unset_address_variable(monkeypatch):
     monkeypatch.delenv("DGMM_TEST_NO_SUCH_VAR", raising=False)
-    with pytest.raises(ClusterError, match=r"reads the scheduler address from the environment "
-                       r"variable DGMM_TEST_NO_SUCH_VAR, which is not set\. Export it"):
-        with connect(AddressClusterConfig(address_env="DGMM_TEST_NO_SUCH_VAR")):
-            pass
+    with (
+        pytest.raises(ClusterError, match=r"reads the scheduler address from the environment "
+                      r"variable DGMM_TEST_NO_SUCH_VAR, which is not set\. Export it"),
+        connect(AddressClusterConfig(address_env="DGMM_TEST_NO_SUCH_VAR")),
+    ):
+        pass
 
 
 def test_a_closed_port_fails_quickly_with_what_to_check():
     address = f"tcp://127.0.0.1:{_free_port()}"
     start = time.perf_counter()
-    with pytest.raises(ClusterError, match=rf"Could not connect to the Dask scheduler at "
-                       rf"{address} within 1 s: .*Is the scheduler running"):
-        with connect(AddressClusterConfig(address=address, timeout=1)):
-            pass
+    with (
+        pytest.raises(ClusterError, match=rf"Could not connect to the Dask scheduler at "
+                      rf"{address} within 1 s: .*Is the scheduler running"),
+        connect(AddressClusterConfig(address=address, timeout=1)),
+    ):
+        pass
     assert time.perf_counter() - start < 10
 
 
@@ -201,10 +211,12 @@ def test_a_scheduler_without_dgmm_is_refused(tmp_path):
         while not scheduler_file.exists() and time.time() < deadline:
             time.sleep(0.1)
         address = json.loads(scheduler_file.read_text())["address"]
-        with pytest.raises(ClusterError, match=rf"dgmm cannot be imported on the scheduler .* at "
-                           rf"{address}\. .*install dgmm .* that runs `dask scheduler`"):
-            with connect(AddressClusterConfig(address=address, timeout=10)):
-                pass
+        with (
+            pytest.raises(ClusterError, match=rf"dgmm cannot be imported on the scheduler .* at "
+                          rf"{address}\. .*install dgmm .* that runs `dask scheduler`"),
+            connect(AddressClusterConfig(address=address, timeout=10)),
+        ):
+            pass
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -285,14 +297,18 @@ def test_rendered_script_matches_the_clusters_own(monkeypatch):
 
 def test_a_batch_profile_without_its_submit_command(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no sbatch, no qsub
-    with pytest.raises(ClusterError, match=r"The 'slurm' profile submits worker jobs with "
-                       r"`sbatch`, which is not on PATH here\. Run dgmm on a login node"):
-        with connect(SlurmClusterConfig(cores=1, memory="1GB", jobs=2)):
-            pass
+    with (
+        pytest.raises(ClusterError, match=r"The 'slurm' profile submits worker jobs with "
+                      r"`sbatch`, which is not on PATH here\. Run dgmm on a login node"),
+        connect(SlurmClusterConfig(cores=1, memory="1GB", jobs=2)),
+    ):
+        pass
     pbs = PBSClusterConfig(cores=1, memory="1GB", adaptive={"minimum": 0, "maximum": 2})
-    with pytest.raises(ClusterError, match=r"The 'pbs' profile submits worker jobs with `qsub`"):
-        with connect(pbs):
-            pass
+    with (
+        pytest.raises(ClusterError, match=r"The 'pbs' profile submits worker jobs with `qsub`"),
+        connect(pbs),
+    ):
+        pass
     assert describe(pbs) == "pbs cluster: adaptive 0-2 jobs of 1 cores, 1GB, walltime 01:00:00"
 
 

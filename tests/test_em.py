@@ -30,7 +30,8 @@ def test_resume_from_any_state_is_bit_identical(covariance_type):
         # through a copy, as a checkpoint file would give it back
         state = em.EMState.from_record({k: v.copy() for k, v in arrays.items()}, dict(meta))
         resumed, _ = run(data, settings, resume=state)
-        for a, b in zip(resumed.params.to_arrays().values(), full.params.to_arrays().values()):
+        for a, b in zip(resumed.params.to_arrays().values(), full.params.to_arrays().values(),
+                        strict=True):
             np.testing.assert_array_equal(a, b)
         assert resumed.lower_bound == full.lower_bound
         assert resumed.n_iter == full.n_iter and resumed.history == full.history
@@ -43,7 +44,7 @@ def test_callback_reports_progress():
     assert infos[0].phase == "init" and math.isnan(infos[0].change)
     iters = infos[1:]
     assert [i.state.iteration for i in iters] == list(range(1, result.n_iter + 1))
-    for prev, cur in zip(iters, iters[1:]):
+    for prev, cur in zip(iters, iters[1:], strict=False):
         assert cur.change == pytest.approx(cur.state.lower_bound - prev.state.lower_bound)
     assert all(i.rows_per_second > 0 and i.seconds > 0 for i in iters)
     assert iters[-1].state.converged and result.converged
@@ -135,7 +136,8 @@ def test_restarts_in_lockstep_equal_sequential_restarts(covariance_type, init_pa
         with PassCounter() as alone:
             params, history, converged = sequential_restart(data, settings, 17, restart.index)
         alone_passes.append(alone.passes)
-        for a, b in zip(restart.params.to_arrays().values(), params.to_arrays().values()):
+        for a, b in zip(restart.params.to_arrays().values(), params.to_arrays().values(),
+                        strict=True):
             np.testing.assert_array_equal(a, b)
         assert restart.history == history and restart.converged == converged
     assert len({r.history for r in restarts}) == 3  # the restarts really differ

@@ -58,7 +58,8 @@ def assert_same_fit(sk, dg, rtol=1e-6, shift=0.0):
     np.testing.assert_allclose(dg.weights_, sk.weights_, rtol=rtol)
     np.testing.assert_allclose(dg.means_ - shift, sk.means_, rtol=rtol, atol=rtol * 1e-3)
     scale = np.abs(sk.covariances_).max()
-    np.testing.assert_allclose(dg.covariances_, sk.covariances_, rtol=rtol, atol=rtol * 1e-3 * scale)
+    np.testing.assert_allclose(dg.covariances_, sk.covariances_, rtol=rtol,
+                               atol=rtol * 1e-3 * scale)
     np.testing.assert_allclose(dg.precisions_cholesky_, sk.precisions_cholesky_, rtol=1e-5,
                                atol=1e-9 * np.abs(sk.precisions_cholesky_).max())
 
@@ -112,7 +113,7 @@ def fit_fixed(X, covariance_type, client=None, **kw):
 
 
 def assert_params_close(a, b, rtol=1e-10):
-    for x, y in zip(a.params_.to_arrays().values(), b.params_.to_arrays().values()):
+    for x, y in zip(a.params_.to_arrays().values(), b.params_.to_arrays().values(), strict=True):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * np.abs(y).max())
     assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=rtol)
 
@@ -403,7 +404,8 @@ def test_nonfinite_rows_at_predict_time():
     X = make_blobs(200, 2, 2, seed=34)
     model = GaussianMixture(2, random_state=0).fit(X)
     X[[3, 50]] = np.nan
-    with pytest.raises(DataError, match=r"2 row\(s\) with NaN or inf values \(the first at row 3\)"):
+    with pytest.raises(DataError,
+                       match=r"2 row\(s\) with NaN or inf values \(the first at row 3\)"):
         model.predict(X)
     lazy = model.predict(da.from_array(X, chunks=(64, -1))).compute()
     proba = model.predict_proba(da.from_array(X, chunks=(64, -1))).compute()

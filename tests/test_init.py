@@ -36,7 +36,7 @@ def test_initial_params_are_valid_and_reproducible(method, covariance_type):
     data = engine.prepare(X, chunk_rows=500)
     a = initial_params(data, 4, covariance_type, method, 1e-6, seed=3)
     b = initial_params(data, 4, covariance_type, method, 1e-6, seed=3)
-    for x, y in zip(a.params.to_arrays().values(), b.params.to_arrays().values()):
+    for x, y in zip(a.params.to_arrays().values(), b.params.to_arrays().values(), strict=True):
         np.testing.assert_array_equal(x, y)
         assert np.isfinite(x).all()
     np.testing.assert_allclose(a.params.weights.sum(), 1.0)

@@ -23,7 +23,8 @@ def full_covariances(params: GMMParams) -> np.ndarray:
 def reference_log_prob(X, params):
     covs = full_covariances(params)
     return np.stack(
-        [multivariate_normal(m, c).logpdf(X) for m, c in zip(params.means, covs)], axis=1
+        [multivariate_normal(m, c).logpdf(X)
+         for m, c in zip(params.means, covs, strict=True)], axis=1
     ) + np.log(params.weights)
 
 

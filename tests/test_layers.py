@@ -97,8 +97,8 @@ def test_the_checker_sees_a_violation(tmp_path):
 
 def test_importing_the_core_loads_no_dask_and_no_sklearn():
     code = ("import sys, importlib, pkgutil, dgmm.core as c\n"
-            "for m in pkgutil.iter_modules(c.__path__): importlib.import_module('dgmm.core.' + m.name)\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "for m in pkgutil.iter_modules(c.__path__): importlib.import_module('dgmm.core.' + "
+            "m.name)\nprint(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'dask', 'distributed', 'sklearn', 'zarr', 'pyarrow'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -167,11 +167,13 @@ def test_an_init_file_is_read_once_at_load(project):
 
 def test_an_unreadable_init_file_is_a_config_error(project):
     write(project, MINIMAL + "model: {n_components: 2, means_init: missing.npy}\n")
-    with pytest.raises(ConfigError, match=r"model\.means_init: cannot read the \.npy file .*missing\.npy"):
+    with pytest.raises(ConfigError, match=r"model\.means_init: cannot read the \.npy file "
+                       r".*missing\.npy"):
         load_workflow("workflows/w.yaml")
     (project / "bad.npy").write_text("not an array")
     write(project, MINIMAL + "model: {n_components: 2, means_init: bad.npy}\n")
-    with pytest.raises(ConfigError, match=r"model\.means_init: cannot read the \.npy file .*bad\.npy"):
+    with pytest.raises(ConfigError, match=r"model\.means_init: cannot read the \.npy file "
+                       r".*bad\.npy"):
         load_workflow("workflows/w.yaml")
 
 
@@ -202,13 +204,15 @@ def test_missing_file_names_the_path(project):
 
 def test_yaml_syntax_error_gives_file_and_line(project):
     write(project, "data:\n  source: zarr\n  path: [unclosed\nsteps: [fit]\n")
-    with pytest.raises(ConfigError, match=r"workflows/w\.yaml:4:\d+: invalid YAML in workflow file"):
+    with pytest.raises(ConfigError,
+                       match=r"workflows/w\.yaml:4:\d+: invalid YAML in workflow file"):
         load_workflow("workflows/w.yaml")
 
 
 def test_a_key_given_twice_is_refused_with_both_lines(project):
     write(project, MINIMAL + "model:\n  n_components: 2\n  n_components: 3\n")
-    with pytest.raises(ConfigError, match=r"w\.yaml:7:\d+: .*'n_components' appears twice .*line 6"):
+    with pytest.raises(ConfigError,
+                       match=r"w\.yaml:7:\d+: .*'n_components' appears twice .*line 6"):
         load_workflow("workflows/w.yaml")
 
 
@@ -243,42 +247,67 @@ def test_unknown_key_names_section_allowed_keys_and_the_closest(project):
 def test_unknown_top_level_key(project):
     write(project, MINIMAL + "modle: {}\n")
     with pytest.raises(ConfigError, match=r"unknown key 'modle' at the top level; allowed keys: "
-                       r"checkpoint, cluster, data, model, name, outputs, select, steps \(did you mean 'model'"):
+                       r"checkpoint, cluster, data, model, name, outputs, select, steps \(did you "
+                       r"mean 'model'"):
         load_workflow("workflows/w.yaml")
 
 
 BAD_VALUES = [
-    ("model: {n_components: 0}", r"w\.yaml:5: model\.n_components: found 0; must be greater than or equal to 1"),
-    ("model: {covariance_type: fulll}", r"model\.covariance_type: found 'fulll'; must be 'full', 'tied', 'diag' or 'spherical'"),
-    ("model: {init_params: kmedoids}", r"model\.init_params: found 'kmedoids'; must be 'kmeans', 'k-means\+\+', 'random' or 'random_from_data'"),
+    ("model: {n_components: 0}",
+     r"w\.yaml:5: model\.n_components: found 0; must be greater than or equal to 1"),
+    ("model: {covariance_type: fulll}",
+     r"model\.covariance_type: found 'fulll'; must be 'full', 'tied', 'diag' or 'spherical'"),
+    ("model: {init_params: kmedoids}",
+     r"model\.init_params: found 'kmedoids'; must be 'kmeans', 'k-means\+\+', 'random' or "
+     r"'random_from_data'"),
     ("model: {tol: -1}", r"model\.tol: found -1; must be greater than or equal to 0"),
     ("model: {reg_covar: abc}", r"model\.reg_covar: found 'abc'; must be a valid number"),
     ("model: {max_iter: 2.5}", r"model\.max_iter: found 2\.5; must be a valid integer"),
-    ("model: {random_state: -1}", r"model\.random_state: found -1; must be greater than or equal to 0"),
+    ("model: {random_state: -1}",
+     r"model\.random_state: found -1; must be greater than or equal to 0"),
     ("model: {split_every: 1}", r"model\.split_every: found 1; must be greater than or equal to 2"),
     ("model: {warm_start: maybe}", r"model\.warm_start: found 'maybe'; must be a valid boolean"),
-    ("model: {n_components: 2, weights_init: [1.0]}", r"model\.weights_init: found \[1\.0\]; has 1 weights but n_components is 2"),
-    ("model: {n_components: 2, means_init: [1.0, 2.0]}", r"model\.means_init: .*must be a list of n_components rows"),
-    ("model: {n_components: 1, means_init: [[1, x]]}", r"model\.means_init: .*found the element 'x'"),
-    ("model: {covariance_type: diag, precisions_init: [[[1]]]}", r"model\.precisions_init: .*must be nested 2 deep for covariance_type 'diag'"),
+    ("model: {n_components: 2, weights_init: [1.0]}",
+     r"model\.weights_init: found \[1\.0\]; has 1 weights but n_components is 2"),
+    ("model: {n_components: 2, means_init: [1.0, 2.0]}",
+     r"model\.means_init: .*must be a list of n_components rows"),
+    ("model: {n_components: 1, means_init: [[1, x]]}",
+     r"model\.means_init: .*found the element 'x'"),
+    ("model: {covariance_type: diag, precisions_init: [[[1]]]}",
+     r"model\.precisions_init: .*must be nested 2 deep for covariance_type 'diag'"),
     ("checkpoint: {every: 0}", r"checkpoint\.every: found 0; must be greater than or equal to 1"),
     ("checkpoint: {keep: 0}", r"checkpoint\.keep: found 0; must be greater than or equal to 1"),
-    ("outputs: {predictions: out.csv}", r"outputs\.predictions_format: .*cannot tell the format of outputs\.predictions .*out\.csv"),
-    ("outputs: {predictions_format: hdf5}", r"outputs\.predictions_format: found 'hdf5'; must be 'zarr' or 'parquet'"),
-    ("cluster: {kind: local, n_workers: 0}", r"cluster\.n_workers: found 0; must be greater than or equal to 1"),
-    ("cluster: {kind: local, memory_limit: lots}", r"cluster\.memory_limit: found 'lots'; must be a positive size"),
-    ("cluster: {kind: local, memory_limit: [1]}", r"cluster\.memory_limit: found \[1\]; must be a valid string or a valid integer\."),
-    ("cluster: {n_workers: 2}", r"w\.yaml:5: cluster\.kind: missing; must be one of 'local', 'address', 'slurm', 'pbs'"),
-    ("cluster: {kind: kubernetes}", r"cluster\.kind: found 'kubernetes'; must be one of 'local', 'address', 'slurm', 'pbs'"),
-    ("cluster: {kind: address}", r"cluster\.address_env: found null; a scheduler address is needed: set address"),
-    ("cluster: {kind: address, address: 'tcp://h:1', address_env: X}", r"cluster\.address_env: found 'X'; give address or address_env, not both"),
+    ("outputs: {predictions: out.csv}",
+     r"outputs\.predictions_format: .*cannot tell the format of outputs\.predictions .*out\.csv"),
+    ("outputs: {predictions_format: hdf5}",
+     r"outputs\.predictions_format: found 'hdf5'; must be 'zarr' or 'parquet'"),
+    ("cluster: {kind: local, n_workers: 0}",
+     r"cluster\.n_workers: found 0; must be greater than or equal to 1"),
+    ("cluster: {kind: local, memory_limit: lots}",
+     r"cluster\.memory_limit: found 'lots'; must be a positive size"),
+    ("cluster: {kind: local, memory_limit: [1]}",
+     r"cluster\.memory_limit: found \[1\]; must be a valid string or a valid integer\."),
+    ("cluster: {n_workers: 2}",
+     r"w\.yaml:5: cluster\.kind: missing; must be one of 'local', 'address', 'slurm', 'pbs'"),
+    ("cluster: {kind: kubernetes}",
+     r"cluster\.kind: found 'kubernetes'; must be one of 'local', 'address', 'slurm', 'pbs'"),
+    ("cluster: {kind: address}",
+     r"cluster\.address_env: found null; a scheduler address is needed: set address"),
+    ("cluster: {kind: address, address: 'tcp://h:1', address_env: X}",
+     r"cluster\.address_env: found 'X'; give address or address_env, not both"),
     ("cluster: {kind: slurm, memory: 4GB}", r"cluster\.cores: missing; this key is required"),
-    ("cluster: {kind: slurm, cores: 4, memory: 4GB, walltime: soon}", r"cluster\.walltime: found 'soon'; must look like HH:MM:SS"),
-    ("cluster: {kind: slurm, cores: 4, memory: 4GB, processes: 8}", r"cluster\.processes: found 8; must be <= cores \(4\)"),
-    ("cluster: {kind: pbs, cores: 4, memory: 4GB, jobs: 2, adaptive: {maximum: 3}}", r"cluster\.adaptive: .*give either jobs .* or adaptive"),
-    ("cluster: {kind: pbs, cores: 4, memory: 4GB, adaptive: {minimum: 3, maximum: 2}}", r"cluster\.adaptive\.maximum: found 2; must be >= minimum \(3\)"),
-    ("cluster: {kind: pbs, cores: 4, memory: 4GB, adaptive: {minimum: 1}}", r"cluster\.adaptive\.maximum: missing"),
-    ("cluster: {kind: slurm, cores: 4, memory: 4GB, qeue: long}", r"cluster\.qeue: found 'long'; unknown key 'qeue' in section 'cluster'.*did you mean 'queue'"),
+    ("cluster: {kind: slurm, cores: 4, memory: 4GB, walltime: soon}",
+     r"cluster\.walltime: found 'soon'; must look like HH:MM:SS"),
+    ("cluster: {kind: slurm, cores: 4, memory: 4GB, processes: 8}",
+     r"cluster\.processes: found 8; must be <= cores \(4\)"),
+    ("cluster: {kind: pbs, cores: 4, memory: 4GB, jobs: 2, adaptive: {maximum: 3}}",
+     r"cluster\.adaptive: .*give either jobs .* or adaptive"),
+    ("cluster: {kind: pbs, cores: 4, memory: 4GB, adaptive: {minimum: 3, maximum: 2}}",
+     r"cluster\.adaptive\.maximum: found 2; must be >= minimum \(3\)"),
+    ("cluster: {kind: pbs, cores: 4, memory: 4GB, adaptive: {minimum: 1}}",
+     r"cluster\.adaptive\.maximum: missing"),
+    ("cluster: {kind: slurm, cores: 4, memory: 4GB, qeue: long}",
+     r"cluster\.qeue: found 'long'; unknown key 'qeue' in section 'cluster'.*did you mean 'queue'"),
 ]
 
 
@@ -291,29 +320,47 @@ def test_each_bad_value_names_key_value_and_what_is_allowed(project, snippet, me
 
 def test_a_check_across_keys_gives_the_line_of_the_key_at_fault(project):
     write(project, MINIMAL + "cluster:\n  kind: slurm\n  cores: 4\n  memory: 4GB\n  processes: 8\n")
-    with pytest.raises(ConfigError, match=r"\(1\) workflows/w\.yaml:9: cluster\.processes: found 8; "
-                       r"must be <= cores \(4\)"):
+    with pytest.raises(ConfigError, match=r"\(1\) workflows/w\.yaml:9: cluster\.processes: found "
+                       r"8; must be <= cores \(4\)"):
         load_workflow("workflows/w.yaml")
 
 
 BAD_DATA = [
-    ("source: hdf5\n  path: x", r"data\.source: found 'hdf5'; must be 'zarr', 'parquet', 'npy' or 'synthetic'"),
+    ("source: hdf5\n  path: x",
+     r"data\.source: found 'hdf5'; must be 'zarr', 'parquet', 'npy' or 'synthetic'"),
     ("source: zarr", r"w\.yaml:1: data\.path: missing; this key is required"),
-    ("source: zarr\n  path: x\n  dtype: int8", r"data\.dtype: found 'int8'; must be 'float64' or 'float32'"),
-    ("source: zarr\n  path: x\n  persist: maybe", r"data\.persist: found 'maybe'; must be 'auto', true or false"),
-    ("source: zarr\n  path: x\n  nonfinite: ignore", r"data\.nonfinite: found 'ignore'; must be 'raise', 'drop' or 'marginalize'"),
-    ("source: zarr\n  path: x\n  chunk_bytes: 12XB", r"data\.chunk_bytes: found '12XB'; must be a positive size"),
-    ("source: zarr\n  path: x\n  chunk_bytes: 0", r"data\.chunk_bytes: found 0; must be a positive size"),
-    ("source: zarr\n  path: x\n  columns: [a]", r"data\.columns: found \['a'\]; columns applies to parquet sources only, but data\.source is 'zarr'"),
-    ("source: parquet\n  path: x\n  columns: []", r"data\.columns: found \[\]; must list at least one column"),
-    ("source: parquet\n  path: x\n  columns: [a, a]", r"data\.columns: .*lists the columns \['a'\] more than once"),
-    ("source: parquet\n  path: x\n  array_path: g/a", r"data\.array_path: found 'g/a'; array_path applies to zarr sources only"),
-    ("source: npy\n  path: s3://b/x.npy", r"data\.path: found 's3://b/x\.npy'; an npy source must be a local file"),
-    ("source: npy\n  path: x.npy\n  storage_options: {anon: true}", r"data\.storage_options: .*npy sources are local files"),
-    ("source: synthetic\n  path: x.zarr", r"data\.synthetic: found null; data\.source is 'synthetic' but there is no data\.synthetic block"),
-    ("source: zarr\n  path: x\n  synthetic: {rows: 10}", r"data\.synthetic: .*applies when data\.source is 'synthetic', but it is 'zarr'"),
-    ("source: synthetic\n  path: x\n  synthetic: {rows: 0}", r"data\.synthetic\.rows: found 0; must be greater than 0"),
-    ("source: synthetic\n  path: x\n  synthetic: {covariance_type: full, rowz: 5}", r"unknown key 'rowz' in section 'data\.synthetic'"),
+    ("source: zarr\n  path: x\n  dtype: int8",
+     r"data\.dtype: found 'int8'; must be 'float64' or 'float32'"),
+    ("source: zarr\n  path: x\n  persist: maybe",
+     r"data\.persist: found 'maybe'; must be 'auto', true or false"),
+    ("source: zarr\n  path: x\n  nonfinite: ignore",
+     r"data\.nonfinite: found 'ignore'; must be 'raise', 'drop' or 'marginalize'"),
+    ("source: zarr\n  path: x\n  chunk_bytes: 12XB",
+     r"data\.chunk_bytes: found '12XB'; must be a positive size"),
+    ("source: zarr\n  path: x\n  chunk_bytes: 0",
+     r"data\.chunk_bytes: found 0; must be a positive size"),
+    ("source: zarr\n  path: x\n  columns: [a]",
+     r"data\.columns: found \['a'\]; columns applies to parquet sources only, but data\.source is "
+     r"'zarr'"),
+    ("source: parquet\n  path: x\n  columns: []",
+     r"data\.columns: found \[\]; must list at least one column"),
+    ("source: parquet\n  path: x\n  columns: [a, a]",
+     r"data\.columns: .*lists the columns \['a'\] more than once"),
+    ("source: parquet\n  path: x\n  array_path: g/a",
+     r"data\.array_path: found 'g/a'; array_path applies to zarr sources only"),
+    ("source: npy\n  path: s3://b/x.npy",
+     r"data\.path: found 's3://b/x\.npy'; an npy source must be a local file"),
+    ("source: npy\n  path: x.npy\n  storage_options: {anon: true}",
+     r"data\.storage_options: .*npy sources are local files"),
+    ("source: synthetic\n  path: x.zarr",
+     r"data\.synthetic: found null; data\.source is 'synthetic' but there is no data\.synthetic "
+     r"block"),
+    ("source: zarr\n  path: x\n  synthetic: {rows: 10}",
+     r"data\.synthetic: .*applies when data\.source is 'synthetic', but it is 'zarr'"),
+    ("source: synthetic\n  path: x\n  synthetic: {rows: 0}",
+     r"data\.synthetic\.rows: found 0; must be greater than 0"),
+    ("source: synthetic\n  path: x\n  synthetic: {covariance_type: full, rowz: 5}",
+     r"unknown key 'rowz' in section 'data\.synthetic'"),
 ]
 
 
@@ -325,12 +372,16 @@ def test_each_bad_data_setting(project, data, message):
 
 
 BAD_STEPS = [
-    ("steps: []", r"steps: found \[\]; must list at least one step from \['fit', 'predict', 'score', 'report'\]"),
-    ("steps: [fit, train]", r"steps\[1\]: found 'train'; must be 'fit', 'predict', 'score' or 'report'"),
+    ("steps: []",
+     r"steps: found \[\]; must list at least one step from "
+     r"\['fit', 'predict', 'score', 'report'\]"),
+    ("steps: [fit, train]",
+     r"steps\[1\]: found 'train'; must be 'fit', 'predict', 'score' or 'report'"),
     ("steps: [fit, fit]", r"steps: .*lists \['fit'\] more than once"),
     ("steps: [fit, predict]", r"step 'predict' writes to outputs\.predictions, which is not set"),
     ("steps: [fit, report]", r"step 'report' writes to outputs\.report, which is not set"),
-    ("steps: [score]", r"has no 'fit' step, so the model is read from outputs\.model, which is not set"),
+    ("steps: [score]",
+     r"has no 'fit' step, so the model is read from outputs\.model, which is not set"),
 ]
 
 

@@ -66,8 +66,10 @@ def test_moving_the_shift_equals_statistics_about_the_new_shift(covariance_type)
     about_new = kernels.chunk_stats_from_resp(X, resp, new, covariance_type, w)
     moved = moved_to(about_old, new)
     np.testing.assert_array_equal(moved.shift, new)
-    np.testing.assert_allclose(moved.s1, about_new.s1, rtol=1e-9, atol=1e-9 * abs(about_new.s1).max())
-    np.testing.assert_allclose(moved.s2, about_new.s2, rtol=1e-9, atol=1e-9 * abs(about_new.s2).max())
+    np.testing.assert_allclose(moved.s1, about_new.s1, rtol=1e-9,
+                               atol=1e-9 * abs(about_new.s1).max())
+    np.testing.assert_allclose(moved.s2, about_new.s2, rtol=1e-9,
+                               atol=1e-9 * abs(about_new.s2).max())
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -155,10 +157,7 @@ def test_converges_to_the_batch_em_optimum_on_separated_data(covariance_type):
     assert sorted(order) == [0, 1, 2]
     np.testing.assert_allclose(model.means_, batch.params.means[order], atol=0.02)
     np.testing.assert_allclose(model.weights_, batch.params.weights[order], atol=0.01)
-    if covariance_type != "tied":
-        cov = batch.params.covariances[order]
-    else:
-        cov = batch.params.covariances
+    cov = batch.params.covariances[order] if covariance_type != "tied" else batch.params.covariances
     np.testing.assert_allclose(model.covariances_, cov, rtol=0.05, atol=0.02)
     assert model.score(X) == pytest.approx(batch.lower_bound, abs=2e-3)
     assert model.score(X) <= batch.lower_bound + 1e-6
@@ -288,7 +287,8 @@ def test_nonfinite_rows_are_dropped_or_named():
     bad[42, 1] = np.inf
     p0 = params_for("full", X)
     kwargs = dict(batch_size=200, max_iter=1, tol=0.0, random_state=0, **init_kwargs(p0))
-    with pytest.raises(DataError, match=r"4 row\(s\) with NaN or inf .*first at row 5.*nonfinite='drop'"):
+    with pytest.raises(DataError, match=r"4 row\(s\) with NaN or inf .*first at row "
+                       r"5.*nonfinite='drop'"):
         MiniBatchGaussianMixture(3, **kwargs).fit(bad)
     keep = np.isfinite(bad).all(axis=1)
     with pytest.warns(UserWarning):
@@ -324,12 +324,14 @@ def test_an_empty_component_stays_defined(caplog):
 
 def test_parameters_are_checked_with_clear_messages():
     X = make_blobs(100, 2, 2)
-    with pytest.raises(InvalidParameterError, match=r"'step_power' parameter .* range \(0.5, 1.0\]"):
+    with pytest.raises(InvalidParameterError,
+                       match=r"'step_power' parameter .* range \(0.5, 1.0\]"):
         MiniBatchGaussianMixture(2, step_power=0.5).fit(X)
     with pytest.raises(InvalidParameterError, match=r"'batch_size' parameter"):
         MiniBatchGaussianMixture(2, batch_size=0).fit(X)
     model = MiniBatchGaussianMixture(2, max_iter=1).fit(X)
-    with pytest.raises(ConfigError, match="X has 3 features, but MiniBatchGaussianMixture is expecting 2 features"):
+    with pytest.raises(ConfigError, match="X has 3 features, but MiniBatchGaussianMixture is "
+                       "expecting 2 features"):
         model.partial_fit(np.ones((10, 3)))
 
 

@@ -51,7 +51,7 @@ def reference_pass(X, w, params):
     w = np.ones(X.shape[0]) if w is None else w
     loglik = n = 0.0
     nk, s1, s2 = np.zeros(k_all), np.zeros((k_all, d)), np.zeros((k_all, d, d))
-    for x, wi in zip(X, w):
+    for x, wi in zip(X, w, strict=True):
         o = ~np.isnan(x)
         if not o.any():
             continue
@@ -68,7 +68,8 @@ def reference_pass(X, w, params):
             extra = np.zeros((d, d))
             if m.any():
                 c_oo, c_mo = cov[k][np.ix_(o, o)], cov[k][np.ix_(m, o)]
-                x_hat[m] = params.means[k][m] + c_mo @ np.linalg.solve(c_oo, x[o] - params.means[k][o])
+                x_hat[m] = params.means[k][m] + c_mo @ np.linalg.solve(
+                    c_oo, x[o] - params.means[k][o])
                 extra[np.ix_(m, m)] = cov[k][np.ix_(m, m)] - c_mo @ np.linalg.solve(c_oo, c_mo.T)
             nk[k] += wi * resp[k]
             s1[k] += wi * resp[k] * x_hat
@@ -187,7 +188,8 @@ def test_data_without_gaps_give_exactly_todays_results(covariance_type):
     today = fit(X, params, 5, w, chunk_rows=128, nonfinite="raise")
     marginal = fit(X, params, 5, w, chunk_rows=128)
     assert marginal.history == today.history
-    for a, b in zip(marginal.params.to_arrays().values(), today.params.to_arrays().values()):
+    for a, b in zip(marginal.params.to_arrays().values(), today.params.to_arrays().values(),
+                    strict=True):
         np.testing.assert_array_equal(a, b)
     for rows in (X, X.astype(np.float32)):
         a = kernels.chunk_stats(rows, params, w, 0, nonfinite=MARGINALIZE)
@@ -378,9 +380,10 @@ def _matched_errors(params, means, covariances):
     cost = ((params.means[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
     rows, cols = linear_sum_assignment(cost)
     fitted = params.family.full_covariances(params.covariances, *params.means.shape)
-    mean_error = sum(np.linalg.norm(params.means[i] - means[j]) for i, j in zip(rows, cols))
+    mean_error = sum(np.linalg.norm(params.means[i] - means[j])
+                     for i, j in zip(rows, cols, strict=True))
     cov_error = sum(np.linalg.norm(fitted[i] - covariances[j]) / np.linalg.norm(covariances[j])
-                    for i, j in zip(rows, cols))
+                    for i, j in zip(rows, cols, strict=True))
     return mean_error, cov_error
 
 

@@ -99,18 +99,22 @@ def test_checkpoint_and_outputs_storage_options_default_to_the_data_section(proj
 def test_override_on_an_unknown_path(project):
     write(project, MINIMAL)
     with pytest.raises(ConfigError, match=r"override 'model\.n_compnents=3': unknown key "
-                       r"'n_compnents' in section 'model'; allowed keys: .*did you mean 'n_components'"):
+                       r"'n_compnents' in section 'model'; allowed keys: .*did you mean "
+                       r"'n_components'"):
         load_workflow("workflows/w.yaml", ["model.n_compnents=3"])
-    with pytest.raises(ConfigError, match=r"override 'modl\.tol=3': unknown key 'modl' at the top level"):
+    with pytest.raises(ConfigError, match=r"override 'modl\.tol=3': unknown key 'modl' at the top "
+                       r"level"):
         load_workflow("workflows/w.yaml", ["modl.tol=3"])
-    with pytest.raises(ConfigError, match=r"override 'model\.tol\.x=1': model\.tol is a value, not a section"):
+    with pytest.raises(ConfigError, match=r"override 'model\.tol\.x=1': model\.tol is a value, not "
+                       r"a section"):
         load_workflow("workflows/w.yaml", ["model.tol.x=1"])
 
 
 def test_an_invalid_override_value_is_attributed_to_the_override(project):
     write(project, MINIMAL)
-    with pytest.raises(ConfigError, match=r"\(1\) --set model\.n_components=0: model\.n_components: "
-                       r"found 0; must be greater than or equal to 1\. Fix the file or the --set overrides"):
+    with pytest.raises(ConfigError, match=r"\(1\) --set model\.n_components=0: "
+                       r"model\.n_components: found 0; must be greater than or equal to 1\. "
+                       r"Fix the file or the --set overrides"):
         load_workflow("workflows/w.yaml", ["model.n_components=0"])
 
 
@@ -125,7 +129,8 @@ def test_override_a_key_of_a_named_profile(project):
     write(project, MINIMAL + "cluster: local\n")
     workflow = load_workflow("workflows/w.yaml", ["cluster.n_workers=3", "cluster.processes=false"])
     assert workflow.cluster == LocalClusterConfig(n_workers=3, processes=False)
-    with pytest.raises(ConfigError, match=r"--set cluster\.n_workers=0: cluster\.n_workers: found 0"):
+    with pytest.raises(ConfigError,
+                       match=r"--set cluster\.n_workers=0: cluster\.n_workers: found 0"):
         load_workflow("workflows/w.yaml", ["cluster.n_workers=0"])
     with pytest.raises(ConfigError, match=r"unknown key 'cores' in section 'cluster'"):
         load_workflow("workflows/w.yaml", ["cluster.cores=3"])

@@ -11,15 +11,15 @@ from dgmm.errors import ConfigError, FitError
 def test_precision_factor_round_trip(covariance_type):
     cov = random_covariances(covariance_type, 3, 4)
     chol = family(covariance_type).precision_cholesky(cov)
-    np.testing.assert_allclose(family(covariance_type).covariances_from_precision_cholesky(chol), cov,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(family(covariance_type).covariances_from_precision_cholesky(chol),
+                               cov, rtol=1e-12, atol=1e-12)
     params = GMMParams.from_covariances(np.ones(3) / 3, np.zeros((3, 4)), cov, covariance_type)
     again = family(covariance_type).precision_cholesky_from_precisions(params.precisions)
     np.testing.assert_allclose(again, chol, rtol=1e-10, atol=1e-12)
     if covariance_type in ("full", "tied"):
         mats = cov if covariance_type == "full" else cov[None]
         precs = params.precisions if covariance_type == "full" else params.precisions[None]
-        for c, p in zip(mats, precs):
+        for c, p in zip(mats, precs, strict=True):
             np.testing.assert_allclose(c @ p, np.eye(4), atol=1e-10)
 
 
@@ -32,7 +32,8 @@ def test_not_positive_definite_is_a_fit_error():
 
 
 def test_shape_and_type_are_checked():
-    with pytest.raises(ConfigError, match=r"covariances for covariance_type='diag' must have shape \(2, 3\)"):
+    with pytest.raises(ConfigError, match=r"covariances for covariance_type='diag' must have shape "
+                       r"\(2, 3\)"):
         GMMParams(np.ones(2) / 2, np.zeros((2, 3)), np.ones((2, 2)), np.ones((2, 2)), "diag")
     with pytest.raises(ConfigError, match="covariance_type must be one of"):
         GMMParams(np.ones(2) / 2, np.zeros((2, 3)), np.ones(2), np.ones(2), "round")

@@ -14,7 +14,8 @@ from dgmm.workflow.profiles import find_cluster_profile, profile_dirs
 from dgmm.workflow.schema import AddressClusterConfig, LocalClusterConfig
 
 
-def test_profile_dirs_are_next_to_the_workflow_directory_then_the_current_one(project, tmp_path_factory):
+def test_profile_dirs_are_next_to_the_workflow_directory_then_the_current_one(project,
+                                                                              tmp_path_factory):
     assert profile_dirs(project / "workflows") == [project / "configs"]
     cwd = tmp_path_factory.mktemp("cwd")
     os.chdir(cwd)
@@ -63,8 +64,8 @@ def test_profile_by_path(project):
 def test_unknown_profile_lists_where_it_looked_and_what_exists(project):
     write(project, "kind: local\n", "configs/mine.yaml")
     write(project, MINIMAL + "cluster: theirs\n")
-    with pytest.raises(ConfigError, match=r"cluster profile 'theirs' not found: looked for theirs\.yaml "
-                       r"in .*configs.*Available profiles: local, mine\."):
+    with pytest.raises(ConfigError, match=r"cluster profile 'theirs' not found: looked for "
+                       r"theirs\.yaml in .*configs.*Available profiles: local, mine\."):
         load_workflow("workflows/w.yaml")
 
 
@@ -82,8 +83,9 @@ def test_invalid_profile_name(project):
 def test_an_invalid_profile_is_reported_against_its_own_file(project):
     write(project, "kind: slurm\ncores: 0\nmemory: 4GB\n", "configs/bad.yaml")
     write(project, MINIMAL + "cluster: bad\n")
-    with pytest.raises(ConfigError, match=r"Invalid cluster profile .*configs/bad\.yaml \(1 problem\): "
-                       r"\(1\) .*configs/bad\.yaml:2: cores: found 0; must be greater than or equal to 1"):
+    with pytest.raises(ConfigError, match=r"Invalid cluster profile .*configs/bad\.yaml "
+                       r"\(1 problem\): \(1\) .*configs/bad\.yaml:2: cores: found 0; "
+                       r"must be greater than or equal to 1"):
         load_workflow("workflows/w.yaml")
 
 
@@ -96,5 +98,6 @@ def test_a_check_across_keys_of_a_profile_names_its_line(project):
 
 def test_a_profile_with_a_yaml_error(project):
     write(project, "kind: [local\n", "configs/broken.yaml")
-    with pytest.raises(ConfigError, match=r"configs/broken\.yaml:2:\d+: invalid YAML in cluster profile"):
+    with pytest.raises(ConfigError, match=r"configs/broken\.yaml:2:\d+: invalid YAML in cluster "
+                       r"profile"):
         load_cluster_profile("broken", workflow_dir=project / "workflows")

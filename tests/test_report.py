@@ -81,7 +81,7 @@ def _assert_coloured_by_component(rgb, weights, means_2d=None):
         f"{np.round(weights, 3)}: points are not coloured by their label"
     )
     if means_2d is not None:
-        rows, cols = zip(*[np.argwhere(m).mean(axis=0) for m in masks])
+        rows, cols = zip(*[np.argwhere(m).mean(axis=0) for m in masks], strict=True)
         # image columns grow with the first coordinate, image rows fall with the second
         assert np.array_equal(np.argsort(cols), np.argsort(means_2d[:, 0]))
         assert np.array_equal(np.argsort(rows), np.argsort(-means_2d[:, 1]))

@@ -70,7 +70,8 @@ def test_an_init_file_must_be_read_before_the_estimator_gets_it():
     model = ModelConfig(n_components=2, means_init="m.npy")
     assert model.means_init == "m.npy"  # kept as written
     with pytest.raises(ConfigError, match=r"model\.means_init: the \.npy file 'm\.npy' has not "
-                       r"been read\. Load the workflow with dgmm\.workflow\.loading\.load_workflow"):
+                       r"been read\. Load the workflow with "
+                       r"dgmm\.workflow\.loading\.load_workflow"):
         model.estimator_kwargs()
 
 
@@ -151,7 +152,8 @@ def test_precisions_init_shape_follows_the_covariance_family(covariance_type):
 def test_predictions_format_comes_from_the_suffix():
     assert OutputsConfig(predictions="p.zarr").predictions_format == "zarr"
     assert OutputsConfig(predictions="s3://b/p.parquet").predictions_format == "parquet"
-    assert OutputsConfig(predictions="p.data", predictions_format="zarr").predictions_format == "zarr"
+    outputs = OutputsConfig(predictions="p.data", predictions_format="zarr")
+    assert outputs.predictions_format == "zarr"
     assert OutputsConfig().predictions_format is None
 
 

@@ -40,7 +40,7 @@ def test_each_candidate_equals_its_own_fit(covariance_type):
         for k in grid:
             alone = fit_quietly(dgmm.GaussianMixture(k, covariance_type=c, **common), Xd)
             rows = table[(table.n_components == k) & (table.covariance_type == c)]
-            for restart, row in zip(alone.fit_state_.restarts, rows.itertuples()):
+            for restart, row in zip(alone.fit_state_.restarts, rows.itertuples(), strict=True):
                 assert row.restart == restart.index
                 assert row.lower_bound == restart.lower_bound  # bit-identical
                 assert row.n_iter == restart.iteration and row.converged == restart.converged

@@ -13,6 +13,7 @@ that none of them is left running.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -119,10 +120,8 @@ class DaskProcesses:
         for proc in [self.scheduler, *self.workers]:
             if proc is None:
                 continue
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 found.extend(psutil.Process(proc.pid).children(recursive=True))
-            except psutil.NoSuchProcess:
-                pass
         self.seen_pids.update(p.pid for p in found)
         return found
 
@@ -155,10 +154,8 @@ class DaskProcesses:
         # worker processes of the nannies: their nanny stops them; make sure of it
         _, still = psutil.wait_procs(children, timeout=STOP_TIMEOUT)
         for child in still:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(still, timeout=STOP_TIMEOUT)
         for log in self._logs:
             log.close()
@@ -220,7 +217,8 @@ def _fit(X, client, *, covariance_type="diag", n_components=K, max_iter=8, callb
         client=client, **_fixed_init(covariance_type, X.shape[1], n_components),
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dgmm.estimators.gaussian_mixture.ConvergenceWarning)  # tol=0
+        warnings.simplefilter(  # tol=0
+            "ignore", dgmm.estimators.gaussian_mixture.ConvergenceWarning)
         model.fit(X, callback=callback)
     return model
 

@@ -331,7 +331,7 @@ class _Full(CovarianceFamily):
 
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, c, int(n))
-                          for m, c, n in zip(means, covariances, counts)])
+                          for m, c, n in zip(means, covariances, counts, strict=True)])
 
 
 class _Tied(CovarianceFamily):
@@ -419,7 +419,7 @@ class _Tied(CovarianceFamily):
 
     def sample(self, rng, means, covariances, counts):
         return np.vstack([rng.multivariate_normal(m, covariances, int(n))
-                          for m, n in zip(means, counts)])
+                          for m, n in zip(means, counts, strict=True)])
 
 
 class _Diagonal(CovarianceFamily):
@@ -460,7 +460,7 @@ class _Diagonal(CovarianceFamily):
     def sample(self, rng, means, covariances, counts):
         d = means.shape[1]
         return np.vstack([m + rng.standard_normal(size=(int(n), d)) * np.sqrt(c)
-                          for m, c, n in zip(means, covariances, counts)])
+                          for m, c, n in zip(means, covariances, counts, strict=True)])
 
 
 class _Diag(_Diagonal):

@@ -240,7 +240,7 @@ class _DenseGaps:
         L = np.empty((k_all, n))
         self.groups = []
         bounds = np.flatnonzero(np.diff(counts)) + 1
-        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, n]):
+        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, n], strict=True):
             m = int(counts[start])
             rows = slice(start, stop)
             Xm, miss = X[rows], missing_rows[rows]

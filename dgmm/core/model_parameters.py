@@ -10,7 +10,7 @@ come from this table. See docs/design.md, "Model parameters declared once".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from .families import COVARIANCE_TYPES
 from .types import INIT_PARAMS, NONFINITE_POLICIES
@@ -74,9 +74,9 @@ class ModelParameter:
         if self.kind == "choice":
             return Literal[self.options]
         if self.kind == "seed":
-            return Optional[int]
+            return int | None
         if self.kind == "path":
-            return Optional[str]
+            return str | None
         return {"int": int, "float": float, "bool": bool}.get(self.kind, Any)
 
     def field_kwargs(self) -> dict[str, Any]:

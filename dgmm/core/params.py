@@ -120,5 +120,5 @@ class GMMParams:
         """True when every array matches ``other`` within the tolerances."""
         return self.covariance_type == other.covariance_type and all(
             np.allclose(a, b, rtol=rtol, atol=atol)
-            for a, b in zip(self.to_arrays().values(), other.to_arrays().values())
+            for a, b in zip(self.to_arrays().values(), other.to_arrays().values(), strict=True)
         )

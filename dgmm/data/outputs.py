@@ -257,7 +257,7 @@ def _write_zarr(combined, outputs, tmp, params, storage_options, client) -> None
     blocks = combined.to_delayed().ravel()
     parts = [
         write(block, targets, start)
-        for block, start in zip(blocks, _row_starts(combined.chunks[0]))
+        for block, start in zip(blocks, _row_starts(combined.chunks[0]), strict=True)
     ]
     _check_written(compute_all(parts, client), n_rows)
 

@@ -217,7 +217,8 @@ def publish_directory(path: str | os.PathLike, storage_options: dict | None = No
     token = uuid.uuid4().hex[:12]
     if renames_atomically(fs):
         parent_fs, name = final.rsplit("/", 1) if "/" in final else ("", final)
-        tmp_fs = f"{parent_fs}/.{name}{TMP_MARK}{token}" if parent_fs else f".{name}{TMP_MARK}{token}"
+        tmp_fs = (f"{parent_fs}/.{name}{TMP_MARK}{token}" if parent_fs
+                  else f".{name}{TMP_MARK}{token}")
         final_local, tmp_local = _local_path(fs, final), _local_path(fs, tmp_fs)
         os.makedirs(os.path.dirname(final_local) or ".", exist_ok=True)
         try:

@@ -528,7 +528,7 @@ def _group_row_groups(files, metas, row_bytes: int, target: int):
             piece_rows.append(current_rows)
         current, current_rows = [], 0
 
-    for file, meta in zip(files, metas):
+    for file, meta in zip(files, metas, strict=True):
         for rg in range(meta.num_row_groups):
             n = meta.row_group(rg).num_rows
             if n == 0:
@@ -590,7 +590,7 @@ def open_parquet(
         results = list(pool.map(lambda f: _file_metadata(fs, f), files))
     metas = [meta for meta, _ in results]
     columns = _select_columns(metas[0].schema.to_arrow_schema(), columns, path)
-    for file, meta in zip(files[1:], metas[1:]):
+    for file, meta in zip(files[1:], metas[1:], strict=True):
         names = meta.schema.to_arrow_schema().names
         absent = [c for c in columns if c not in names]
         if absent:
@@ -611,7 +611,7 @@ def open_parquet(
             "url": fs.unstrip_protocol(fs_path),
             "files": [
                 dict(stat, row_groups=[m.row_group(i).num_rows for i in range(m.num_row_groups)])
-                for m, (_, stat) in zip(metas, results)
+                for m, (_, stat) in zip(metas, results, strict=True)
             ],
             "columns": columns,
             "dtype": out_dtype.name,

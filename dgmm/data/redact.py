@@ -33,9 +33,9 @@ def _collect(value, name: str | None, out: set[str]) -> None:
     elif isinstance(value, (list, tuple)):
         for item in value:
             _collect(item, name, out)
-    elif isinstance(value, str) and name is not None and _SECRET_NAME.search(name):
-        if len(value) >= _MIN_LENGTH:
-            out.add(value)
+    elif (isinstance(value, str) and name is not None and _SECRET_NAME.search(name)
+          and len(value) >= _MIN_LENGTH):
+        out.add(value)
 
 
 def register(storage_options) -> None:

@@ -99,7 +99,8 @@ def sample_chunk(
 
 def _document(params: GMMParams, **settings) -> dict:
     doc = {"format": DOCUMENT_FORMAT, "covariance_type": params.covariance_type}
-    doc.update({name: params.to_arrays()[name].tolist() for name in ("weights", "means", "covariances")})
+    doc.update({name: params.to_arrays()[name].tolist()
+                for name in ("weights", "means", "covariances")})
     doc["settings"] = settings
     return doc
 
@@ -256,7 +257,7 @@ def _write_zarr(tmp, row_chunks, params, document, settings, compress, zarr_form
     starts = np.concatenate([[0], np.cumsum(row_chunks)[:-1]]).astype(int).tolist()
     parts = [
         write(n, i, start, settings["seed"], params, settings["dtype"], z)
-        for i, (n, start) in enumerate(zip(row_chunks, starts))
+        for i, (n, start) in enumerate(zip(row_chunks, starts, strict=True))
     ]
     compute_all(parts, client)
 

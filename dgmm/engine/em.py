@@ -244,7 +244,8 @@ def resolve_seed(random_state) -> int:
         return int(random_state.randint(np.iinfo(np.int32).max))
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(np.iinfo(np.int32).max))
-    raise ValueError(f"random_state must be None, an int or a numpy generator, got {random_state!r}")
+    raise ValueError(
+        f"random_state must be None, an int or a numpy generator, got {random_state!r}")
 
 
 def restart_seed(seed: int, init_index: int) -> int:
@@ -551,7 +552,7 @@ def fit_models(
                       init_transform=spec.init_transform, refuse_small=True,
                       resume=state if state is not None and state.restarts else None,
                       callback=None if callback is None else functools.partial(callback, i))
-            for i, (spec, state) in enumerate(zip(specs, resume))]
+            for i, (spec, state) in enumerate(zip(specs, resume, strict=True))]
     passes = _run_lockstep(data, fits, split_every=split_every.pop(), client=client,
                            after_round=after_round)
     return [fit.refused or fit.result() for fit in fits], passes

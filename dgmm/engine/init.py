@@ -192,10 +192,7 @@ def _plusplus_chunk(block, weights, row_offset, centers, seed, pass_id) -> Weigh
     counts = (int(X.shape[0]), n_bad, first_bad)
     if not X.shape[0]:
         return WeightedPick(0.0, None, rng.random(), *counts)
-    if centers.shape[0]:
-        score = _sq_distances(X, centers).min(axis=1)
-    else:
-        score = np.ones(X.shape[0])
+    score = _sq_distances(X, centers).min(axis=1) if centers.shape[0] else np.ones(X.shape[0])
     if w is not None:
         score = score * w
     total = float(score.sum())
@@ -214,10 +211,7 @@ def _weighted_kmeans_plusplus(points, weights, k, rng) -> np.ndarray:
     d2 = ((points - points[first]) ** 2).sum(axis=1)
     for _ in range(1, k):
         score = weights * d2
-        if score.sum() <= 0:
-            idx = rng.integers(n)
-        else:
-            idx = rng.choice(n, p=score / score.sum())
+        idx = rng.integers(n) if score.sum() <= 0 else rng.choice(n, p=score / score.sum())
         centers.append(points[idx])
         d2 = np.minimum(d2, ((points - points[idx]) ** 2).sum(axis=1))
     return np.array(centers)

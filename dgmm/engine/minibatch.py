@@ -226,7 +226,7 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
     params, running, n_steps = state.params, state.running, state.n_steps
     loglik, weight = state.pass_loglik, state.pass_weight
     empty: set[int] = set()
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         take = rows[start:stop]
         batch_w = None if weights is None else weights[take]
         stats = kernels.chunk_stats(X[take], params, batch_w, nonfinite=settings.nonfinite)

@@ -38,7 +38,7 @@ class MultiValue:
     parts: tuple
 
     def merge(self, other: MultiValue) -> MultiValue:
-        return MultiValue(tuple(a.merge(b) for a, b in zip(self.parts, other.parts)))
+        return MultiValue(tuple(a.merge(b) for a, b in zip(self.parts, other.parts, strict=True)))
 
 
 def _multi_chunk(block, weights, row_offset, requests: tuple[Pass, ...]) -> MultiValue:
@@ -106,5 +106,5 @@ class Lockstep:
             values = multi_pass(self.data, list(passes.values()), split_every=self.split_every,
                                 client=self.client)
             self.passes += 1
-            answers.update(zip(passes.keys(), values))
+            answers.update(zip(passes.keys(), values, strict=True))
         return answers

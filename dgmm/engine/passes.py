@@ -99,7 +99,8 @@ def prepare(X, sample_weight=None, chunk_rows: int | None = None) -> ChunkedData
             w = sample_weight.rechunk((array.chunks[0],)).map_blocks(
                 _checked_weights, dtype=np.float64, meta=np.empty((0,), np.float64))
         else:
-            w = da.from_array(np.asarray(sample_weight, dtype=np.float64), chunks=(array.chunks[0],))
+            w = da.from_array(np.asarray(sample_weight, dtype=np.float64),
+                              chunks=(array.chunks[0],))
         weights = list(w.to_delayed(optimize_graph=True).ravel())
     offsets = np.concatenate([[0], np.cumsum(array.chunks[0])[:-1]]).astype(int).tolist()
     return ChunkedData(
@@ -146,7 +147,7 @@ def pass_graph(
     weights = data.weights or [None] * data.n_chunks
     holders = holders or [None] * data.n_chunks
     parts = []
-    for block, w, offset, holder in zip(data.blocks, weights, data.offsets, holders):
+    for block, w, offset, holder in zip(data.blocks, weights, data.offsets, holders, strict=True):
         if holder is None:
             parts.append(fn(block, w, offset, *shared))
         else:

@@ -355,6 +355,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
+                stacklevel=2,
             )
 
     @staticmethod

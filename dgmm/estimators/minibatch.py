@@ -184,7 +184,8 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Mini-batch EM stopped at max_iter passes before the mean log-likelihood "
-                "settled. Increase max_iter or tol, or add polish_iter.", ConvergenceWarning)
+                "settled. Increase max_iter or tol, or add polish_iter.", ConvergenceWarning,
+                stacklevel=2)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None, *, callback=None):

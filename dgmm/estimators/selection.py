@@ -83,7 +83,7 @@ class SelectionState:
         """(arrays, JSON-able metadata) that ``from_record`` turns back into this state."""
         arrays, entries = {}, []
         for index, ((k, c), state, live) in enumerate(zip(self.candidates, self.states,
-                                                          self.live)):
+                                                          self.live, strict=True)):
             entry = {"n_components": k, "covariance_type": c, "live": live, "state": None}
             if state is not None:
                 state_arrays, entry["state"] = state.to_record()
@@ -323,7 +323,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                      format_bytes(sum(sizes)), format_bytes(budget), len(groups))
         results = [None] * len(grid)
         saved = {} if resume is None else {
-            kc: state for kc, state in zip(resume.candidates, resume.states)}
+            kc: state for kc, state in zip(resume.candidates, resume.states, strict=True)}
         states = [saved.get(kc) for kc in grid]
         live = [True] * len(grid)
         self.n_passes_ = 0 if resume is None else resume.passes
@@ -338,7 +338,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                 events.append((grid[group[position]], info))
 
             def after_round(passes, group_live, group=group, events=events):
-                for i, is_live in zip(group, group_live):
+                for i, is_live in zip(group, group_live, strict=True):
                     live[i] = is_live
                 if callback is not None:
                     callback(SelectionState(self.random_seed_, tuple(grid), tuple(states),
@@ -352,7 +352,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                 callback=on_event if callback is not None else None,
                 after_round=after_round)
             self.n_passes_ += passes
-            for i, result in zip(group, found):
+            for i, result in zip(group, found, strict=True):
                 results[i] = result
         self.n_waves_ = len(groups)
         self._collect(grid, estimators, results, n_features)
@@ -367,7 +367,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
 
     def _collect(self, grid, estimators, results, n_features):
         rows, scores = [], []
-        for (k, c), result in zip(grid, results):
+        for (k, c), result in zip(grid, results, strict=True):
             if isinstance(result, str):
                 self.refused_[(k, c)] = result
                 log.warning("candidate (n_components=%d, covariance_type=%r) refused: %s",
@@ -399,7 +399,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         if not self.best_estimator_.converged_ and self.max_iter > 0:
             warnings.warn(
                 f"The best candidate (n_components={k}, covariance_type={c!r}) did not "
-                "converge. Increase max_iter or tol.", ConvergenceWarning,
+                "converge. Increase max_iter or tol.", ConvergenceWarning, stacklevel=2,
             )
 
     # -- the best model ----------------------------------------------------------------

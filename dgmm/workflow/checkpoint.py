@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,10 +207,8 @@ class CheckpointStore:
             )) from None
 
     def _remove_quietly(self, path: str) -> None:
-        try:
+        with suppress(OSError, FileNotFoundError):
             self.fs.rm_file(path)
-        except (OSError, FileNotFoundError):
-            pass
 
     @staticmethod
     def _serialize(step: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> bytes:
@@ -320,7 +318,8 @@ class CheckpointStore:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
-                log.warning("skipping unreadable line %d of %s", number, self._display(METRICS_NAME))
+                log.warning("skipping unreadable line %d of %s", number,
+                            self._display(METRICS_NAME))
         return records
 
     def clear(self, *, metrics: bool = True) -> list[str]:
@@ -590,5 +589,6 @@ class CheckpointStore:
         """Remove temporary files left by killed writers (we hold the lock). Candidate
         lock files are other processes' work in progress, unless long abandoned."""
         for name in self._names():
-            if _TMP_MARK in name or _CANDIDATE_MARK in name and self._age(name) > _CANDIDATE_GRACE_S:
+            if (_TMP_MARK in name
+                    or _CANDIDATE_MARK in name and self._age(name) > _CANDIDATE_GRACE_S):
                 self._remove_quietly(self._path(name))

@@ -130,7 +130,8 @@ def _busy_port_is_not_a_warning() -> Iterator[None]:
     """Distributed warns when the dashboard port is taken and uses another one; the link
     the caller prints (``client.dashboard_link``) has the real port, so log it instead."""
     with warnings.catch_warnings(record=True) as caught:  # other warnings keep their filters
-        warnings.filterwarnings("always", message=r"Port \d+ is already in use", category=UserWarning)
+        warnings.filterwarnings("always", message=r"Port \d+ is already in use",
+                                category=UserWarning)
         yield
     for warning in caught:
         if "already in use" in str(warning.message):
@@ -252,7 +253,8 @@ def render_job_script(cluster_config) -> str:
         )
     cluster_class = _jobqueue_class(config.kind)
     try:
-        job = cluster_class.job_cls(SCHEDULER_PLACEHOLDER, name="dummy-name", **jobqueue_kwargs(config))
+        job = cluster_class.job_cls(SCHEDULER_PLACEHOLDER, name="dummy-name",
+                                    **jobqueue_kwargs(config))
     except (TypeError, ValueError) as exc:
         raise ClusterError(f"Invalid {config.kind} profile for dask-jobqueue: {exc}.") from None
     return job.job_script()

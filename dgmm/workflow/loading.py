@@ -100,7 +100,8 @@ def _read_yaml(path: str | os.PathLike, what: str) -> _Document:
             "path; relative paths are relative to the current directory."
         ) from None
     except IsADirectoryError:
-        raise ConfigError(f"{what} {path!r} is a directory; give the path of a YAML file.") from None
+        raise ConfigError(
+            f"{what} {path!r} is a directory; give the path of a YAML file.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read {what} {path!r}: {exc}.") from None
     try:
@@ -239,7 +240,8 @@ def _problems_from(
     for items in problems.values():  # one problem per key: "found x; must be a or b"
         text = items[0].text
         for item in items[1:]:
-            alternative = item.text.partition("; ")[2] if item.text.startswith("found ") else item.text
+            alternative = (item.text.partition("; ")[2] if item.text.startswith("found ")
+                           else item.text)
             text += " or " + alternative.removeprefix("must be ")
         merged.append(_Problem(items[0].where, items[0].key, text))
     return merged

@@ -189,7 +189,7 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
             "criterion": selection.criterion,
             "best_params": selection.best_params_,
             "n_passes": int(selection.n_passes_),
-            "results": [{key: getattr(value, "item", lambda: value)()
+            "results": [{key: getattr(value, "item", lambda value=value: value)()
                          for key, value in row.items()}
                         for row in selection.results_.to_dict(orient="records")],
         },

@@ -595,7 +595,8 @@ class _SelectionProgress:
                     "seconds": info.seconds, "converged": st.converged,
                     "time": time.time(),
                 })
-        for (k, c), state, live in zip(progress.candidates, progress.states, progress.live):
+        for (k, c), state, live in zip(progress.candidates, progress.states, progress.live,
+                                       strict=True):
             if not live and state is not None and (k, c) not in self._done:
                 self._done.add((k, c))
                 best = state.best
@@ -653,7 +654,7 @@ def _fit_selection(workflow: Workflow, X, client, stamp, restart, emit, summary:
     def fit(resume):
         progress = _SelectionProgress(emit, store, cfg.every, stamp, len(grid))
         if resume is not None:
-            progress._done = {kc for kc, live in zip(resume.candidates, resume.live)
+            progress._done = {kc for kc, live in zip(resume.candidates, resume.live, strict=True)
                               if not live}
             progress.saved_passes = progress.last_passes = resume.passes
         with warnings.catch_warnings():
@@ -680,7 +681,7 @@ def _fit_selection(workflow: Workflow, X, client, stamp, restart, emit, summary:
                         f"needs ({exc}). Run again with --restart to start over."
                     ) from None
                 done = {}
-                for (k, c), state in zip(resume.candidates, resume.states):
+                for (k, c), state in zip(resume.candidates, resume.states, strict=True):
                     for r in (state.restarts if state is not None else ()):
                         done[(k, c, r.index)] = r.iteration
                 store.truncate_metrics(lambda r: (r.get("iteration") or 0) <= done.get(
@@ -714,7 +715,8 @@ def _selection_record(selection) -> dict:
         "n_passes": int(selection.n_passes_),
         "refused": [{"n_components": k, "covariance_type": c, "reason": why}
                     for (k, c), why in selection.refused_.items()],
-        "results": [{key: getattr(value, "item", lambda: value)() for key, value in row.items()}
+        "results": [{key: getattr(value, "item", lambda value=value: value)()
+                     for key, value in row.items()}
                     for row in selection.results_.to_dict(orient="records")],
     }
 

@@ -6,6 +6,7 @@ the ``.npy`` init files and resolves cluster profile names after validation.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -93,12 +94,10 @@ def _path_text(value):
 def _positive_size(value, example: str) -> int:
     """Bytes from an int or a text such as ``'64MiB'`` (``dask.utils.parse_bytes``)."""
     nbytes = None
-    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
-        if not isinstance(value, float) or value == int(value):
-            try:
-                nbytes = parse_bytes(value)
-            except (ValueError, TypeError):
-                pass
+    if (not isinstance(value, bool) and isinstance(value, (int, float, str))
+            and (not isinstance(value, float) or value == int(value))):
+        with contextlib.suppress(ValueError, TypeError):
+            nbytes = parse_bytes(value)
     if nbytes is None or nbytes <= 0:
         raise ValueError(
             f"must be a positive size: a number of bytes or a number with a unit such as "
@@ -411,8 +410,9 @@ class ModelConfig(_DeclaredModelFields):
         Excludes ``require_convergence`` (a workflow setting), ``algorithm``,
         ``warm_start_from`` (the runner reads that model), the parameters of another
         algorithm, ``client`` and ``nonfinite`` (see ``Workflow.estimator_kwargs``). An
-        init array given as a file must have been read (``dgmm.workflow.loading.read_init_files``, which
-        ``load_workflow`` calls); otherwise ``ConfigError``.
+        init array given as a file must have been read
+        (``dgmm.workflow.loading.read_init_files``, which ``load_workflow`` calls); otherwise
+        ``ConfigError``.
         """
         import numpy as np
 
