@@ -1,7 +1,7 @@
 """The parameters of a Gaussian mixture model, declared once.
 
 Each ``ModelParameter`` gives a name, default, kind (``int``, ``float``, ``bool``,
-``choice``, ``seed``, ``array``, ``object``), bounds or options, where it is used and a
+``choice``, ``seed``, ``size``: an int or None for automatic, ``array``, ``object``), bounds or options, where it is used and a
 one-line doc. The estimator's ``_parameter_constraints``, the engine's ``EMSettings``
 (``ENGINE_SETTINGS``), the ``SAVED`` entries of ``model.json`` and the workflow's
 ``model:`` section (``WORKFLOW_PARAMETERS``, via ``annotation`` and ``field_kwargs``) all
@@ -15,7 +15,7 @@ from typing import Any, Literal
 from .families import COVARIANCE_TYPES
 from .types import INIT_PARAMS, NONFINITE_POLICIES
 
-KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "object")
+KINDS = ("int", "float", "bool", "choice", "seed", "size", "array", "path", "object")
 #: how a workflow fits: batch EM (``GaussianMixture``) or stepwise EM on mini-batches
 #: (``MiniBatchGaussianMixture``)
 ALGORITHMS = ("em", "minibatch")
@@ -73,7 +73,7 @@ class ModelParameter:
         """The Python type of a value given in a configuration file."""
         if self.kind == "choice":
             return Literal[self.options]
-        if self.kind == "seed":
+        if self.kind in ("seed", "size"):
             return int | None
         if self.kind == "path":
             return str | None
@@ -85,7 +85,7 @@ class ModelParameter:
 
     def coerce(self, value):
         """``value`` as the plain Python type of its kind (e.g. a NumPy int as ``int``)."""
-        if self.kind == "int":
+        if self.kind == "int" or (self.kind == "size" and value is not None):
             return int(value)
         if self.kind == "float":
             return float(value)
@@ -116,6 +116,9 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     _fit("n_init", 1, "int", "Initialisations; the best lower bound is kept.", ge=1),
     _fit("init_params", "kmeans", "choice", "How the initial parameters are chosen.",
          options=INIT_PARAMS),
+    _fit("init_size", None, "size",
+         "Rows of the in-memory sample the initial search runs on (None: from K, d and "
+         "tol; 0: no sample, the initialisation reads all rows).", ge=0),
     ModelParameter("weights_init", None, "array",
                    "User-given initial weights, shape (K,)."),
     ModelParameter("means_init", None, "array",

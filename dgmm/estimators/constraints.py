@@ -28,6 +28,8 @@ def sklearn_constraints(parameter: ModelParameter) -> list | str:
         return ["boolean"]
     if kind == "choice":
         return [StrOptions(set(parameter.options))]
+    if kind == "size":
+        return [_interval(Integral, parameter), None]
     if kind == "seed":
         return ["random_state"]  # None, an int in [0, 2**32 - 1] or a RandomState
     if kind == "array":
