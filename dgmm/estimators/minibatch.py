@@ -3,7 +3,10 @@
 GaussianMixture's parameters plus, as in ``sklearn.cluster.MiniBatchKMeans``:
 ``batch_size`` (rows per step), ``step_power`` (alpha in eta_t = (t + 2)^(-alpha)),
 ``max_iter`` counted in passes over the data, ``tol`` on the change of the pass's mean
-log-likelihood, and ``polish_iter`` (batch EM iterations run from the stepwise result).
+log-likelihood, ``polish_iter`` (batch EM iterations run from the stepwise result) and
+``wave_width`` (chunks stepped side by side from one state, their running statistics
+averaged after each wave: the chains of a wave run on as many workers; a setting, so that
+the result never depends on the cluster).
 ``fit`` starts over (or continues the current model with ``warm_start=True``);
 ``partial_fit`` runs one pass over the rows it is given from the current model, its
 running statistics and step counter (the first call initialises). Inference (predict,
