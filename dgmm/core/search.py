@@ -83,25 +83,39 @@ class SearchSettings:
 @dataclass(frozen=True)
 class Start:
     """One initial parameter set found by the search, with the restart it came from and
-    its mean log-likelihood on the rows it was last fitted on."""
+    its mean log-likelihood on the rows it was last fitted on; n_collapsed: its components
+    still collapsed after re-seeding (``collapsed``), which ranks it below every start
+    with fewer."""
 
     params: GMMParams
     loglik: float
     restart: int
+    n_collapsed: int = 0
 
 
-def _sq_distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    d2 = ((X * X).sum(axis=1)[:, None] - 2.0 * (X @ centers.T)
-          + (centers * centers).sum(axis=1)[None, :])
-    return np.maximum(d2, 0.0, out=d2)
+def _sq_distances(X: np.ndarray, centers: np.ndarray, row_norms=None) -> np.ndarray:
+    """Squared distances (n, k); ``row_norms`` (n,) = sum of squares of X's rows."""
+    row_norms = np.einsum("ij,ij->i", X, X) if row_norms is None else row_norms
+    d2 = centers @ (-2.0 * X.T)
+    d2 += np.einsum("ij,ij->i", centers, centers)[:, None]
+    d2 += row_norms[None, :]
+    return np.maximum(d2.T, 0.0)
+
+
+def _nearest(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest center per row (n,)."""
+    scores = centers @ (-2.0 * X.T)
+    scores += np.einsum("ij,ij->i", centers, centers)[:, None]
+    return scores.argmin(axis=0)
 
 
 def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
     """Greedy k-means++ seeding (2 + log k trials per center, as scikit-learn): indices."""
     n = X.shape[0]
     trials = 2 + int(np.log(n_clusters))
+    norms = np.einsum("ij,ij->i", X, X)
     indices = [int(rng.integers(n))]
-    closest = _sq_distances(X, X[indices]).ravel()
+    closest = _sq_distances(X, X[indices], norms).ravel()
     for _ in range(1, n_clusters):
         total = closest.sum()
         if total <= 0:
@@ -109,7 +123,7 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) ->
             continue
         candidates = np.searchsorted(np.cumsum(closest), rng.random(trials) * total)
         candidates = np.minimum(candidates, n - 1)
-        d2 = np.minimum(closest[None, :], _sq_distances(X, X[candidates]).T)
+        d2 = np.minimum(closest[None, :], _sq_distances(X, X[candidates], norms).T)
         best = int(np.argmin(d2.sum(axis=1)))
         indices.append(int(candidates[best]))
         closest = d2[best]
@@ -121,20 +135,17 @@ def lloyd(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     the mean feature variance; returns the labels (n,)."""
     threshold = LLOYD_TOL * float(np.mean(np.var(X, axis=0)))
     k = centers.shape[0]
-    labels = np.zeros(X.shape[0], dtype=np.int64)
     for _ in range(LLOYD_MAX_ITER):
-        labels = _sq_distances(X, centers).argmin(axis=1)
+        labels = _nearest(X, centers)
         counts = np.bincount(labels, minlength=k)
-        sums = np.zeros_like(centers)
-        np.add.at(sums, labels, X)
-        moved = counts > 0
         new = centers.copy()
-        new[moved] = sums[moved] / counts[moved, None]
+        for j in np.flatnonzero(counts):
+            new[j] = X[labels == j].mean(axis=0)
         shift = float(((new - centers) ** 2).sum())
         centers = new
         if shift <= threshold:
             break
-    return _sq_distances(X, centers).argmin(axis=1)
+    return _nearest(X, centers)
 
 
 def _complete(X: np.ndarray) -> np.ndarray:
@@ -187,8 +198,19 @@ def em(X: np.ndarray, params: GMMParams, settings: SearchSettings, tol: float,
     return params, loglik
 
 
-def _collapsed(params: GMMParams) -> np.ndarray:
-    return np.flatnonzero(params.weights < COLLAPSED_FRACTION / params.n_components)
+def collapsed(params: GMMParams, reg_covar: float) -> np.ndarray:
+    """Components that are empty or collapsed: weight below ``COLLAPSED_FRACTION / K``,
+    or (a covariance of its own) a variance in some direction of at most twice
+    ``reg_covar``, i.e. its rows vary less than the regulariser there (a component sitting
+    on repeated rows)."""
+    k, d = params.n_components, params.n_features
+    bad = params.weights < COLLAPSED_FRACTION / k
+    kind = params.family
+    if kind.covariance_shape(k, d)[:1] == (k,):
+        full = kind.full_covariances(params.covariances, k, d)
+        smallest = np.linalg.eigvalsh(full)[:, 0]
+        bad |= smallest <= 2.0 * reg_covar
+    return np.flatnonzero(bad)
 
 
 def reseed(X: np.ndarray, params: GMMParams, components: np.ndarray,
@@ -220,18 +242,21 @@ def _restart(X, settings, seed, restart, tol) -> Start | None:
     try:
         params = initial_params(X, settings, rng)
         params, loglik = em(X, params, settings, tol, settings.max_iter)
+        bad = collapsed(params, settings.reg_covar)
         for _ in range(RESEED_ROUNDS):
-            collapsed = _collapsed(params)
-            if not collapsed.size or settings.n_components == 1:
+            if not bad.size or settings.n_components == 1:
                 break
-            moved, moved_loglik = em(X, reseed(X, params, collapsed, settings), settings, tol,
+            moved, moved_loglik = em(X, reseed(X, params, bad, settings), settings, tol,
                                      settings.max_iter)
-            if not moved_loglik > loglik:
+            moved_bad = collapsed(moved, settings.reg_covar)
+            if (moved_bad.size, -moved_loglik) >= (bad.size, -loglik):
                 break
-            params, loglik = moved, moved_loglik
+            params, loglik, bad = moved, moved_loglik, moved_bad
     except (FitError, np.linalg.LinAlgError):
         return None
-    return Start(params, loglik, restart) if np.isfinite(loglik) else None
+    if not np.isfinite(loglik):
+        return None
+    return Start(params, loglik, restart, int(bad.size))
 
 
 @single_blas_thread()
@@ -259,7 +284,7 @@ def search(sample: np.ndarray, settings: SearchSettings, seed: int, n_starts: in
             f"{settings.covariance_type}) failed with a covariance that is not positive "
             "definite. Increase reg_covar, or use fewer components."
         )
-    found.sort(key=lambda s: -s.loglik)
+    found.sort(key=lambda s: (s.n_collapsed, -s.loglik))
     best = [found[i % len(found)] for i in range(n_starts)]
     if prefix.shape[0] == sample.shape[0]:
         return best
@@ -267,5 +292,5 @@ def search(sample: np.ndarray, settings: SearchSettings, seed: int, n_starts: in
     for start in best:
         params, loglik = em(sample, start.params, settings, settings.tol / 4,
                             settings.max_iter)
-        polished.append(Start(params, loglik, start.restart))
+        polished.append(Start(params, loglik, start.restart, start.n_collapsed))
     return polished

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import kernels, missing
+from ..core import kernels
+from ..core.kernels import missing
 from ..core.stats import _min_index
 from . import passes as engine
 

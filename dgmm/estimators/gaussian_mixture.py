@@ -11,6 +11,7 @@ except around the callback. See docs/design.md, "The estimator", and docs/python
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -29,6 +30,7 @@ from ..core.params import GMMParams
 from ..data import model_io
 from ..engine import em
 from ..engine import passes as engine
+from ..engine import search
 from ..errors import ConfigError, DataError
 from .constraints import parameter_constraints
 
@@ -125,6 +127,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        init_size=None,
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -143,6 +146,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.init_size = init_size
         self.weights_init = weights_init
         self.means_init = means_init
         self.precisions_init = precisions_init
@@ -302,14 +306,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return callback
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None, sample=None,
+            search_callback=None):
         """Estimate the parameters by EM; returns self.
 
         X: (n_samples, n_features) NumPy or Dask array; sample_weight: (n_samples,)
         non-negative row weights or None; callback: called with an ``em.IterationInfo``
-        after initialisation and each iteration; resume: an ``em.EMState`` to continue.
+        after initialisation and each iteration; resume: an ``em.EMState`` to continue;
+        sample: a ``RowSample`` drawn before (from a checkpoint), used instead of the
+        sample pass; search_callback: called with a ``dgmm.engine.search.SearchEvent``
+        when the sample is drawn and when the search has found the starts.
+
+        Unless ``init_size=0`` or the initial parameters are given, one pass draws a
+        sample of rows, the restarts of ``init_params`` run on it in memory, and EM on
+        all rows starts from the best of them (``dgmm.engine.search``).
         """
-        self._fit(X, sample_weight, callback, resume)
+        self._fit(X, sample_weight, callback, resume, sample, search_callback)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -318,7 +330,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._fit(X, sample_weight, callback, None)
         return self.predict(X)
 
-    def _fit(self, X, sample_weight, callback, resume):
+    @staticmethod
+    def _needs_search(settings: em.EMSettings, resume) -> bool:
+        """True when the restarts start from the sample search: ``init_size`` is not 0
+        and some restart is not initialised yet (a resumed fit whose restarts all are
+        continues without it)."""
+        if not search.uses_sample(settings):
+            return False
+        return resume is None or len(resume.restarts) < settings.n_init or any(
+            r.params is None for r in resume.restarts)
+
+    def _fit(self, X, sample_weight, callback, resume, sample=None, search_callback=None):
         X = self._check_X(X, fitting=True)
         n_samples, n_features = X.shape
         if n_samples < self.n_components:
@@ -339,6 +361,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         partial = (fixed_init is None and any(
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init)))
         # partial: initialise each restart by init_params, then override what the user gave
+        if fixed_init is None and not partial and warm is None and self._needs_search(
+                settings, resume):
+            starts, sample = search.sample_starts(
+                data, [settings], [seed], client=self.client, sample=sample,
+                callback=search_callback)
+            fixed_init = functools.partial(_start_of, starts[0])
+            self.n_sample_rows_ = sample.rows.shape[0]
         result = em.fit_em(
             data, settings, seed=seed, fixed_init=fixed_init, warm_start=warm,
             init_transform=self._partial_init if partial else None,
@@ -480,6 +509,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         X = self.params_.family.sample(rng, self.means_, self.covariances_, counts)
         y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
         return X, y
+
+
+def _start_of(starts, data, init_index):
+    """theta_0 of restart ``init_index``: the search's ``init_index``-th best."""
+    return starts[init_index % len(starts)]
 
 
 def load_model(path, *, storage_options: dict | None = None, **kwargs):

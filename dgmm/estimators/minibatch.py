@@ -55,6 +55,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
         "n_init": [Options(numbers.Integral, {1})],
         "init_params": [StrOptions(set(INIT_PARAMS))],
+        "init_size": [Interval(numbers.Integral, 0, None, closed="left"), None],
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
@@ -81,6 +82,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        init_size=None,
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -98,7 +100,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
     ):
         super().__init__(
             n_components, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar,
-            max_iter=max_iter, n_init=n_init, init_params=init_params,
+            max_iter=max_iter, n_init=n_init, init_params=init_params, init_size=init_size,
             weights_init=weights_init, means_init=means_init,
             precisions_init=precisions_init, random_state=random_state,
             warm_start=warm_start, verbose=verbose, verbose_interval=verbose_interval,

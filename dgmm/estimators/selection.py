@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,17 +17,24 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.families import COVARIANCE_TYPES, family
+from ..core.params import GMMParams
 from ..core.types import INIT_PARAMS
 from ..engine import em
 from ..engine import passes as engine
+from ..engine import search
 from ..errors import ConfigError, DataError
-from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria
+from .gaussian_mixture import (
+    ConvergenceWarning,
+    GaussianMixture,
+    _start_of,
+    information_criteria,
+)
 
 log = logging.getLogger(__name__)
 
 #: parameters of ``GaussianMixture`` that every candidate shares
-_SHARED = ("tol", "reg_covar", "max_iter", "n_init", "init_params", "weights_init",
-           "means_init", "precisions_init", "random_state", "warm_start", "verbose",
+_SHARED = ("tol", "reg_covar", "max_iter", "n_init", "init_params", "init_size",
+           "weights_init", "means_init", "precisions_init", "random_state", "warm_start", "verbose",
            "verbose_interval", "client", "split_every", "nonfinite")
 
 RESULT_COLUMNS = ["n_components", "covariance_type", "restart", "converged", "n_iter",
@@ -168,6 +176,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "init_params": [StrOptions(set(INIT_PARAMS))],
+        "init_size": [Interval(Integral, 0, None, closed="left"), None],
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
@@ -192,6 +201,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        init_size=None,
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -212,6 +222,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.init_size = init_size
         self.weights_init = weights_init
         self.means_init = means_init
         self.precisions_init = precisions_init
@@ -264,7 +275,8 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         return GaussianMixture(n_components=k, covariance_type=covariance_type, **shared)
 
     # -- fitting ---------------------------------------------------------------------
-    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None, sample=None,
+            search_callback=None):
         """Fit every candidate and keep the best by ``criterion``; returns self.
 
         X: (n_samples, n_features) NumPy or Dask array; sample_weight: (n_samples,)
@@ -272,7 +284,10 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         after every round of requests (every pass, and the row fetches of
         initialisations); resume: a ``SelectionState`` from a callback to continue from
         (its seed is used; each candidate found in it continues from its state, and ends
-        exactly where an uninterrupted fit ends).
+        exactly where an uninterrupted fit ends); sample, search_callback: as
+        ``GaussianMixture.fit``'s. Unless ``init_size=0`` (or initial parameters are
+        given), one pass draws a sample for the whole grid and every candidate's restarts
+        start from the search on it.
         """
         self._validate_params()
         grid = self._grid()
@@ -306,6 +321,9 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                              else em.resolve_seed(self.random_state))
         specs = [em.ModelSpec(est._settings(), self.random_seed_, *self._init_hooks(est))
                  for est in estimators]
+        saved = {} if resume is None else {
+            kc: state for kc, state in zip(resume.candidates, resume.states, strict=True)}
+        specs = self._searched(data, grid, specs, saved, sample, search_callback)
 
         try:
             budget = parse_bytes(self.memory_budget) if isinstance(self.memory_budget, str) \
@@ -322,8 +340,6 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                      "of %s: it runs in %d waves of candidates", len(grid),
                      format_bytes(sum(sizes)), format_bytes(budget), len(groups))
         results = [None] * len(grid)
-        saved = {} if resume is None else {
-            kc: state for kc, state in zip(resume.candidates, resume.states, strict=True)}
         states = [saved.get(kc) for kc in grid]
         live = [True] * len(grid)
         self.n_passes_ = 0 if resume is None else resume.passes
@@ -357,6 +373,32 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         self.n_waves_ = len(groups)
         self._collect(grid, estimators, results, n_features)
         return self
+
+    def _searched(self, data, grid, specs, saved, sample, search_callback):
+        """``specs`` with the candidates that start from the sample search given their
+        starts: one sample pass for the whole grid (each candidate uses the prefix it
+        needs), then each candidate's search in memory. A candidate resumed with every
+        restart initialised needs none; one refused for too many components is left to
+        the fit, which refuses it."""
+        wanted = [i for i, spec in enumerate(specs)
+                  if spec.fixed_init is None and spec.init_transform is None
+                  and GaussianMixture._needs_search(spec.settings, saved.get(grid[i]))]
+        if not wanted:
+            return specs
+        found, sample = search.sample_starts(
+            data, [specs[i].settings for i in wanted], [self.random_seed_] * len(wanted),
+            client=self.client, sample=sample, callback=search_callback, refuse_small=True)
+        self.n_sample_rows_ = sample.rows.shape[0]
+        specs = list(specs)
+        for i, starts in zip(wanted, found, strict=True):
+            if isinstance(starts, str):  # refused by its first pass: any valid parameters
+                k, c = grid[i]
+                kind = family(c)
+                starts = [GMMParams.from_covariances(
+                    np.full(k, 1.0 / k), np.zeros((k, data.n_features)),
+                    kind.point_covariances(k, data.n_features, 1.0), c)]
+            specs[i] = replace(specs[i], fixed_init=functools.partial(_start_of, starts))
+        return specs
 
     def _init_hooks(self, estimator: GaussianMixture):
         """(fixed_init, init_transform) as ``GaussianMixture.fit`` uses them."""
