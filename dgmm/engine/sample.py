@@ -1,8 +1,8 @@
 """One pass that draws a uniform sample of rows while it counts rows and non-finite ones.
 
-Every usable row gets a random key from a generator seeded by (seed, chunk's first row);
-the sample is the ``size`` rows with the smallest keys, kept through the fixed merge tree,
-so it depends on (data, chunking, seed) only, never on which worker ran what. Unweighted
+Every usable row gets a random key, a hash of (seed, its global row index) (splitmix64);
+the sample is the ``size`` rows with the smallest keys, kept through the merge tree, so it
+depends on (data, seed) only: neither on the chunking nor on which worker ran what. Unweighted
 keys are uniform; with ``sample_weight`` a row's key is E_i / w_i with E_i ~ Exp(1), which
 draws rows without replacement with probability proportional to their weight
 (Efraimidis and Spirakis 2006), and a row of weight 0 is never drawn. The sample comes back
@@ -19,13 +19,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import kernels
 from ..core.kernels import missing
 from ..core.stats import _min_index
 from . import passes as engine
 
-#: the pass id of the sample pass in the per-chunk generators (``init.chunk_rng``)
-SAMPLE_PASS_ID = 101
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's output function on uint64 values (wrapping arithmetic)."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def row_uniforms(seed: int, rows: np.ndarray) -> np.ndarray:
+    """A uniform number in (0, 1) per global row index (uint64 array), from ``seed``."""
+    key = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+    bits = _splitmix64(rows.astype(np.uint64) ^ key) >> np.uint64(11)
+    return (bits.astype(np.float64) + 0.5) * 2.0**-53
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,32 +81,34 @@ def chunk_quota(size: int, chunk_rows: int, n_samples: int) -> int:
 
 
 def _usable_rows(block, weights, row_offset, nonfinite):
-    """(rows, weights, n_skipped, first_skipped): finite rows, or with
+    """(rows, weights, global indices, n_skipped, first_skipped): the finite rows, or with
     ``nonfinite='marginalize'`` every row with an observed entry (NaN kept)."""
     X = np.asarray(block)
-    if nonfinite != "marginalize":
-        return kernels.split_finite(X, weights, row_offset)
-    complete, w, gaps = missing.split_gaps(X, weights, row_offset)
-    if gaps is None:
-        return complete, w, 0, -1
-    # keep the chunk's row order: complete rows and rows with gaps, not the empty ones
-    n_missing = np.isnan(X).sum(axis=1)
-    keep = n_missing < X.shape[1]
-    return X[keep], None if weights is None else weights[keep], gaps.n_empty, gaps.first_empty
+    index = np.arange(row_offset, row_offset + X.shape[0], dtype=np.uint64)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if nonfinite == "marginalize":
+        missing.split_gaps(X, w, row_offset)  # DataError on +-inf or a bad weight
+        keep = ~np.isnan(X).all(axis=1) if X.dtype.kind == "f" else np.ones(len(X), bool)
+    else:
+        keep = np.isfinite(X).all(axis=1)
+        if w is not None:
+            keep &= np.isfinite(w)
+    if keep.all():
+        return X, w, index, 0, -1
+    bad = np.flatnonzero(~keep)
+    return (X[keep], None if w is None else w[keep], index[keep], int(bad.size),
+            int(row_offset + bad[0]))
 
 
 def _sample_chunk(block, weights, row_offset, size, quota, seed, nonfinite) -> RowSample:
-    from .init import chunk_rng
-
-    X, w, n_bad, first_bad = _usable_rows(block, weights, row_offset, nonfinite)
-    rng = chunk_rng(seed, SAMPLE_PASS_ID, row_offset)
+    X, w, index, n_bad, first_bad = _usable_rows(block, weights, row_offset, nonfinite)
+    u = row_uniforms(seed, index)
     if w is None:
-        keys = rng.random(X.shape[0])
+        keys = u
         total = float(X.shape[0])
     else:
-        w = np.asarray(w, dtype=np.float64)
         with np.errstate(divide="ignore"):
-            keys = rng.standard_exponential(X.shape[0]) / w
+            keys = -np.log(u) / w
         total = float(w.sum())
     keep = min(quota, X.shape[0])
     if keep < X.shape[0]:
