@@ -1,11 +1,12 @@
 """The parameters of a Gaussian mixture model, declared once.
 
 Each ``ModelParameter`` gives a name, default, kind (``int``, ``float``, ``bool``,
-``choice``, ``seed``, ``size``: an int or None for automatic, ``array``, ``object``), bounds or options, where it is used and a
-one-line doc. The estimator's ``_parameter_constraints``, the engine's ``EMSettings``
-(``ENGINE_SETTINGS``), the ``SAVED`` entries of ``model.json`` and the workflow's
-``model:`` section (``WORKFLOW_PARAMETERS``, via ``annotation`` and ``field_kwargs``) all
-come from this table. See docs/design.md, "Model parameters declared once".
+``choice``, ``seed``, ``size``: an int or None for automatic, ``array``, ``object``),
+bounds or options, where it is used and a one-line doc. The estimator's
+``_parameter_constraints``, the engine's ``EMSettings`` (``ENGINE_SETTINGS``), the
+``SAVED`` entries of ``model.json`` and the workflow's ``model:`` section
+(``WORKFLOW_PARAMETERS``, via ``annotation`` and ``field_kwargs``) all come from this
+table. See docs/design.md, "Model parameters declared once".
 """
 from __future__ import annotations
 

@@ -3,12 +3,12 @@
 The sample (``dgmm.engine.sample``) is sorted by a random key, so every prefix is a uniform
 sample. The search runs several restarts on a prefix of ``search_rows`` rows, each
 initialised as ``init_params`` says (k-means++ seeding and Lloyd's algorithm for
-``kmeans``, as scikit-learn does on all rows) and run by EM to convergence; a component
-left empty or collapsed is re-seeded on the rows the model explains worst. The best
-restarts are then polished by EM on the whole sample, whose size (``sample_rows``) makes
-the distance between its optimum and the data's, about p / (2 n) nats per row for p free
-parameters, at most half of ``tol``: a full-data EM run from the result converges in two
-passes. Everything here is a pure function of (sample, settings, seed).
+``kmeans``, as scikit-learn does on all rows) and run by EM to convergence at ``tol``; a
+component left empty or collapsed is re-seeded on the rows the model explains worst. The
+best restarts are then polished by EM to ``tol / 4`` on the whole sample, whose size
+(``sample_rows``) makes the distance between its optimum and the data's, about p / (2 n)
+nats per row for p free parameters, at most half of ``tol``: a full-data EM run from the
+result converges in two passes. Everything here is a pure function of (sample, settings, seed).
 See docs/design.md, "A few reads per good model".
 """
 from __future__ import annotations
@@ -31,14 +31,14 @@ SEARCH_ROWS_MIN = 4096
 SEARCH_ROWS_MAX = 100_000
 #: rows x restarts the search may spend per candidate (more restarts on smaller prefixes)
 SEARCH_BUDGET_ROWS = 400_000
-MAX_RESTARTS = 20
+MAX_RESTARTS = 10
 #: bytes the sample may hold
 SAMPLE_MEMORY = 256 * 2**20
 #: Lloyd's algorithm: iterations and relative tolerance on the centers' shift
 LLOYD_MAX_ITER = 300
 LLOYD_TOL = 1e-4
-#: the restarts' EM tolerance is at most this (mean log-likelihood per row)
-SEARCH_TOL = 1e-4
+#: the best restarts are polished on the whole sample to this fraction of ``tol``
+POLISH_TOL = 0.25
 #: a component whose weight falls below this fraction of 1/K is re-seeded
 COLLAPSED_FRACTION = 1e-3
 RESEED_ROUNDS = 2
@@ -62,7 +62,7 @@ def sample_rows(n_components: int, n_features: int, covariance_type: str, tol: f
 
 def n_restarts(prefix_rows: int, n_starts: int) -> int:
     """Restarts of the search: ``SEARCH_BUDGET_ROWS / prefix_rows`` within
-    [max(n_starts, 2), max(n_starts, 20)]."""
+    [max(n_starts, 2), max(n_starts, 10)]."""
     by_budget = SEARCH_BUDGET_ROWS // max(prefix_rows, 1)
     return int(max(n_starts, 2, min(MAX_RESTARTS, by_budget)))
 
@@ -275,9 +275,8 @@ def search(sample: np.ndarray, settings: SearchSettings, seed: int, n_starts: in
                         "fewer components or more data.")
     prefix = sample[: search_rows(k, d)]
     restarts = n_restarts(prefix.shape[0], n_starts) if restarts is None else restarts
-    tol = min(settings.tol, SEARCH_TOL) if settings.tol > 0 else 0.0
     found = [s for r in range(restarts)
-             if (s := _restart(prefix, settings, seed, r, tol)) is not None]
+             if (s := _restart(prefix, settings, seed, r, settings.tol)) is not None]
     if not found:
         raise FitError(
             f"Every one of the {restarts} restarts of the initial search (K={k}, "
@@ -285,12 +284,10 @@ def search(sample: np.ndarray, settings: SearchSettings, seed: int, n_starts: in
             "definite. Increase reg_covar, or use fewer components."
         )
     found.sort(key=lambda s: (s.n_collapsed, -s.loglik))
-    best = [found[i % len(found)] for i in range(n_starts)]
-    if prefix.shape[0] == sample.shape[0]:
-        return best
-    polished = []
-    for start in best:
-        params, loglik = em(sample, start.params, settings, settings.tol / 4,
+    polished = {}
+    for start in found[:n_starts]:
+        params, loglik = em(sample, start.params, settings, settings.tol * POLISH_TOL,
                             settings.max_iter)
-        polished.append(Start(params, loglik, start.restart, start.n_collapsed))
-    return polished
+        polished[start.restart] = Start(params, loglik, start.restart, start.n_collapsed)
+    best = sorted(polished.values(), key=lambda s: (s.n_collapsed, -s.loglik))
+    return [best[i % len(best)] for i in range(n_starts)]

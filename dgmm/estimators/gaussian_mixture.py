@@ -28,9 +28,8 @@ from ..core.kernels import missing
 from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
 from ..core.params import GMMParams
 from ..data import model_io
-from ..engine import em
+from ..engine import em, search
 from ..engine import passes as engine
-from ..engine import search
 from ..errors import ConfigError, DataError
 from .constraints import parameter_constraints
 

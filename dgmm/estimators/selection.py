@@ -2,10 +2,10 @@
 every candidate and restart in the same data passes."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
-import functools
 from dataclasses import dataclass, replace
 from numbers import Integral, Real
 
@@ -19,9 +19,8 @@ from sklearn.utils.validation import check_is_fitted
 from ..core.families import COVARIANCE_TYPES, family
 from ..core.params import GMMParams
 from ..core.types import INIT_PARAMS
-from ..engine import em
+from ..engine import em, search
 from ..engine import passes as engine
-from ..engine import search
 from ..errors import ConfigError, DataError
 from .gaussian_mixture import (
     ConvergenceWarning,
@@ -156,7 +155,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     best_estimator_ : dgmm.GaussianMixture
         The best candidate, fitted (its best restart).
     n_passes_ : int
-        Data passes made (over all waves).
+        Data passes made (over all waves), the sample pass included.
     n_waves_ : int
         Waves of candidates the memory budget asked for.
     refused_ : dict
@@ -323,7 +322,8 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                  for est in estimators]
         saved = {} if resume is None else {
             kc: state for kc, state in zip(resume.candidates, resume.states, strict=True)}
-        specs = self._searched(data, grid, specs, saved, sample, search_callback)
+        specs, sample_passes = self._searched(data, grid, specs, saved, sample,
+                                              search_callback)
 
         try:
             budget = parse_bytes(self.memory_budget) if isinstance(self.memory_budget, str) \
@@ -342,7 +342,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         results = [None] * len(grid)
         states = [saved.get(kc) for kc in grid]
         live = [True] * len(grid)
-        self.n_passes_ = 0 if resume is None else resume.passes
+        self.n_passes_ = (0 if resume is None else resume.passes) + sample_passes
         for number, group in enumerate(groups, 1):
             if len(groups) > 1:
                 log.info("wave %d of %d: %s", number, len(groups),
@@ -384,7 +384,8 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                   if spec.fixed_init is None and spec.init_transform is None
                   and GaussianMixture._needs_search(spec.settings, saved.get(grid[i]))]
         if not wanted:
-            return specs
+            return specs, 0
+        passes = int(sample is None)
         found, sample = search.sample_starts(
             data, [specs[i].settings for i in wanted], [self.random_seed_] * len(wanted),
             client=self.client, sample=sample, callback=search_callback, refuse_small=True)
@@ -398,7 +399,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                     np.full(k, 1.0 / k), np.zeros((k, data.n_features)),
                     kind.point_covariances(k, data.n_features, 1.0), c)]
             specs[i] = replace(specs[i], fixed_init=functools.partial(_start_of, starts))
-        return specs
+        return specs, passes
 
     def _init_hooks(self, estimator: GaussianMixture):
         """(fixed_init, init_transform) as ``GaussianMixture.fit`` uses them."""
