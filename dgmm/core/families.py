@@ -32,6 +32,8 @@ from .structured import CovarianceEstimate, decompose
 CovarianceType = Literal["full", "tied", "diag", "spherical", "EII", "VII", "EEI", "VEI", "EVI",
                          "VVI", "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV"]
 COVARIANCE_TYPES: tuple[str, ...] = get_args(CovarianceType)
+#: scikit-learn's names (of VVV, EEE, VVI, VII)
+SKLEARN_TYPES: tuple[str, ...] = COVARIANCE_TYPES[:4]
 #: mclust's fourteen models, in mclust's order (``dgmm.core.mclust_families``)
 MCLUST_MODELS: tuple[str, ...] = COVARIANCE_TYPES[4:]
 
