@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels, missing
+from . import kernels
+from .kernels import missing
 from .params import GMMParams
 
 
