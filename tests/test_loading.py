@@ -12,19 +12,19 @@ from helpers import REPO
 from helpers import write_file as write
 
 from dgmm.errors import ConfigError
+from dgmm.workflow.cluster_config import (
+    AddressClusterConfig,
+    LocalClusterConfig,
+    PBSClusterConfig,
+    SlurmClusterConfig,
+)
 from dgmm.workflow.loading import (
     load_cluster_profile,
     load_workflow,
     read_init_files,
     resolve_paths,
 )
-from dgmm.workflow.schema import (
-    AddressClusterConfig,
-    LocalClusterConfig,
-    PBSClusterConfig,
-    SlurmClusterConfig,
-    Workflow,
-)
+from dgmm.workflow.schema import Workflow
 
 SHIPPED_WORKFLOWS = sorted((REPO / "workflows").glob("*.yaml"))
 SHIPPED_PROFILES = sorted((REPO / "configs").glob("*.yaml"))
