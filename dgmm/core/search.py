@@ -237,7 +237,8 @@ def reseed(X: np.ndarray, params: GMMParams, components: np.ndarray,
                                       settings.covariance_type)
 
 
-def _restart(X, settings, seed, restart, tol) -> Start | None:
+def _restart(X, settings, seed, restart, tol) -> Start | str:
+    """One restart of the search: its ``Start``, or why it failed."""
     rng = np.random.default_rng([int(seed), int(restart)])
     try:
         params = initial_params(X, settings, rng)
@@ -252,10 +253,10 @@ def _restart(X, settings, seed, restart, tol) -> Start | None:
             if (moved_bad.size, -moved_loglik) >= (bad.size, -loglik):
                 break
             params, loglik, bad = moved, moved_loglik, moved_bad
-    except (FitError, np.linalg.LinAlgError):
-        return None
+    except (FitError, np.linalg.LinAlgError) as exc:
+        return str(exc)
     if not np.isfinite(loglik):
-        return None
+        return "the log-likelihood is not finite"
     return Start(params, loglik, restart, int(bad.size))
 
 
@@ -275,14 +276,11 @@ def search(sample: np.ndarray, settings: SearchSettings, seed: int, n_starts: in
                         "fewer components or more data.")
     prefix = sample[: search_rows(k, d)]
     restarts = n_restarts(prefix.shape[0], n_starts) if restarts is None else restarts
-    found = [s for r in range(restarts)
-             if (s := _restart(prefix, settings, seed, r, settings.tol)) is not None]
+    outcomes = [_restart(prefix, settings, seed, r, settings.tol) for r in range(restarts)]
+    found = [s for s in outcomes if isinstance(s, Start)]
     if not found:
-        raise FitError(
-            f"Every one of the {restarts} restarts of the initial search (K={k}, "
-            f"{settings.covariance_type}) failed with a covariance that is not positive "
-            "definite. Increase reg_covar, or use fewer components."
-        )
+        raise FitError(f"Every one of the {restarts} restarts of the initial search on the "
+                       f"sample (K={k}, {settings.covariance_type}) failed: {outcomes[0]}")
     found.sort(key=lambda s: (s.n_collapsed, -s.loglik))
     polished = {}
     for start in found[:n_starts]:

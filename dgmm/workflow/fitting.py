@@ -14,6 +14,8 @@ from typing import Any
 
 from ..data.model_io import read_model_meta, save_model
 from ..engine.em import EMState
+from ..engine.sample import RowSample
+from ..engine.search import sample_from_record
 from ..errors import CheckpointError, ConfigError, DataError
 from ..estimators import load_model
 from .checkpoint import CheckpointStore
@@ -127,22 +129,33 @@ def _estimator_kwargs(workflow: Workflow) -> dict:
     return kwargs
 
 
-def _em_state(arrays: dict, meta: dict) -> EMState:
+def _em_state(arrays: dict, meta: dict) -> EMState | RowSample:
+    """The checkpointed ``EMState``, or the sample when the run stopped during the search."""
+    if meta.get("kind") == "sample":
+        return sample_from_record(arrays, meta)
     state = EMState.from_record(arrays, meta)
     if not state.restarts:
         raise KeyError("restarts")
     return state
 
 
-def _em_metrics_kept(state: EMState):
+def _em_metrics_kept(state: EMState | RowSample):
+    if isinstance(state, RowSample):
+        return lambda r: r.get("phase") == "sample"
     done = {r.index: r.iteration for r in state.restarts}
     return lambda r: (r.get("iteration") or 0) <= done.get(r.get("init"), 0)
 
 
+def _em_describe(state: EMState | RowSample) -> str:
+    if isinstance(state, RowSample):
+        return f"the sample of {state.rows.shape[0]:,} rows (the search runs again)"
+    return f"init {state.init_index + 1}, iteration {state.iteration}"
+
+
 EM_RESUMPTION = Resumption(
     what="a fit", from_record=_em_state, kept_metrics=_em_metrics_kept,
-    position=lambda state: state.iteration,
-    describe=lambda state: f"init {state.init_index + 1}, iteration {state.iteration}",
+    position=lambda state: 0 if isinstance(state, RowSample) else state.iteration,
+    describe=_em_describe,
 )
 
 
@@ -157,9 +170,11 @@ def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
     def fit(resume):
         progress = EMProgress(emit, store, workflow.checkpoint.every, stamp,
                               workflow.model.max_iter)
+        sample = resume if isinstance(resume, RowSample) else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            estimator.fit(X, callback=progress, resume=resume)
+            estimator.fit(X, callback=progress, resume=None if sample else resume,
+                          sample=sample, search_callback=progress.search_event)
 
     resumed_from = fit_resumably(store, EM_RESUMPTION, fit, stamp=stamp, restart=restart,
                                  emit=emit)
