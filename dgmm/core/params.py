@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .families import CovarianceFamily, CovarianceType, family
+from .terms import GaussianTerms
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +99,14 @@ class GMMParams:
     def log_det_cholesky(self):
         """log det U per component, (K,) (a scalar for tied); = -1/2 log det Sigma."""
         return self.family.log_det_cholesky(self.precisions_cholesky, self.n_features)
+
+    def gaussian_terms(self) -> GaussianTerms:
+        """The E-step's terms of these parameters: log pi_k and log det U_k (``-inf`` for
+        a zero weight) beside the means and precision factors."""
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(self.weights)
+        return GaussianTerms(self.means, self.precisions_cholesky, log_weights,
+                             self.log_det_cholesky(), self.covariance_type)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays by name (for saving)."""
