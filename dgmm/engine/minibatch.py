@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 import dask
 import numpy as np
 
-from ..core import kernels, missing
+from ..core import kernels
+from ..core.kernels import missing
 from ..core.params import GMMParams
 from ..core.stats import SuffStats
 from ..core.stepwise import statistics_of, step_size, stepwise_update
