@@ -7,8 +7,8 @@ rule and never compares the policy's name.
 - ``raise``: such rows are an error (a ``DataError`` naming the first of them);
 - ``drop``: they are skipped (counted); predictions give them label -1 and NaN;
 - ``marginalize``: a NaN entry is a missing value, and a row with some observed entries
-  counts through the marginal density over them (``dgmm.core.missing``); a row with every
-  entry NaN is skipped, and +-inf is an error.
+  counts through the marginal density over them (``dgmm.core.kernels.missing``); a row with
+  every entry NaN is skipped, and +-inf is an error.
 
 ``row_masks`` is the one home of the bad-row mask that predictions use.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from . import missing
+from .kernels import missing
 
 
 def row_masks(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

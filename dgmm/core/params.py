@@ -101,12 +101,18 @@ class GMMParams:
         return self.family.log_det_cholesky(self.precisions_cholesky, self.n_features)
 
     def gaussian_terms(self) -> GaussianTerms:
-        """The E-step's terms of these parameters: log pi_k and log det U_k (``-inf`` for
-        a zero weight) beside the means and precision factors."""
-        with np.errstate(divide="ignore"):
-            log_weights = np.log(self.weights)
-        return GaussianTerms(self.means, self.precisions_cholesky, log_weights,
-                             self.log_det_cholesky(), self.covariance_type)
+        """The E-step's terms of these parameters (maximum likelihood): log pi_k (``-inf``
+        for a zero weight) and log det U_k beside the means and precision factors. One
+        object per parameter object, so that what the kernels cache per terms (the
+        pruning bound's eigen-data) serves every chunk given these parameters."""
+        terms = self.__dict__.get("_terms")
+        if terms is None:
+            with np.errstate(divide="ignore"):
+                log_weights = np.log(self.weights)
+            terms = GaussianTerms(self.means, self.precisions_cholesky, log_weights,
+                                  self.log_det_cholesky(), self.covariance_type)
+            object.__setattr__(self, "_terms", terms)
+        return terms
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays by name (for saving)."""

@@ -246,8 +246,8 @@ def _restart_life(state: RestartState, init_steps: Generator | None, kind: Model
     init_steps: requests returning an ``InitResult``, or None when ``state`` holds the
     parameters (a resumed restart, or a warm start, ``announce``d by an 'init' event).
     Yields requests (``models.Pass``/``FetchRows``, answered by their value) and
-    ``RestartEvent``s (answered by None); returns the final state. Raises ``TooFewRows`` when ``refuse``
-    and there are fewer usable rows than components."""
+    ``RestartEvent``s (answered by None); returns the final state. Raises ``TooFewRows``
+    when ``refuse`` and there are fewer usable rows than components."""
     if init_steps is not None:
         init = yield from init_steps
         params = init.params if init_transform is None else init_transform(init.params)

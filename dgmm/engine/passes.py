@@ -2,10 +2,10 @@
 tree reduction of the small per-chunk values.
 
 With ``dgmm.engine.models`` (many models per pass) and ``dgmm.engine.minibatch`` (the
-chunks of mini-batch steps), this is where the engine meets Dask. A pass is one ``compute``; what comes back
-to the driver is one small mergeable value (``SuffStats`` or another value with a
-``merge`` method). Per-pass constants (the parameters) enter the graph once, as a single
-key that every chunk task depends on, not copied into each task.
+chunks of mini-batch steps), this is where the engine meets Dask. A pass is one
+``compute``; what comes back to the driver is one small mergeable value (``SuffStats`` or
+another value with a ``merge`` method). Per-pass constants (the E-step terms) enter the
+graph once, as a single key that every chunk task depends on, not copied into each task.
 """
 from __future__ import annotations
 

@@ -367,13 +367,14 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
 
     def _collect(self, grid, estimators, results, n_features):
         rows, scores = [], []
-        for (k, c), result in zip(grid, results, strict=True):
-            if isinstance(result, str):
-                self.refused_[(k, c)] = result
+        for (k, c), outcome in zip(grid, results, strict=True):
+            if outcome.refused is not None:
+                self.refused_[(k, c)] = outcome.refused
                 log.warning("candidate (n_components=%d, covariance_type=%r) refused: %s",
-                            k, c, result)
+                            k, c, outcome.refused)
                 scores.append(math.inf)
                 continue
+            result = outcome.fit
             n_parameters = family(c).n_parameters(k, n_features)
             for restart in result.final_state.restarts:
                 bic, aic = information_criteria(restart.lower_bound, result.n_rows,
@@ -384,7 +385,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                              "n_parameters": n_parameters, "bic": bic, "aic": aic})
             bic, aic = information_criteria(result.lower_bound, result.n_rows, n_parameters)
             scores.append(bic if self.criterion == "bic" else aic)
-        if all(isinstance(r, str) for r in results):
+        if all(outcome.refused is not None for outcome in results):
             raise DataError(
                 "Every candidate has more components than the usable rows: "
                 + "; ".join(f"(n_components={k}, covariance_type={c!r}): {why}"
@@ -394,7 +395,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         best = int(np.argmin(scores))
         k, c = grid[best]
         self.best_params_ = {"n_components": k, "covariance_type": c}
-        self.best_estimator_ = _fitted(estimators[best], results[best], n_features)
+        self.best_estimator_ = _fitted(estimators[best], results[best].fit, n_features)
         self.n_features_in_ = n_features
         if not self.best_estimator_.converged_ and self.max_iter > 0:
             warnings.warn(
