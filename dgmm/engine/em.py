@@ -4,7 +4,7 @@ lockstep (``fit_models``), callbacks, resume.
 Each restart runs the iteration of ``dgmm.engine.iteration`` (``estep_request``, then
 ``em_step``); its life is a generator (``_restart_life``) that yields requests for data
 (its initialisation's, then one E-step pass per iteration) and ``RestartEvent``s, and
-never sees the others. ``run_lockstep`` answers the requests of every live restart of
+never sees the others. ``_run_lockstep`` answers the requests of every live restart of
 every model with one pass per round (``dgmm.engine.models.Lockstep``); as every pass is a
 deterministic function of (data, chunking, parameters), a restart run in lockstep ends
 bit-identical to the same restart fitted alone (``iteration.fit_one``), and a fit resumed
@@ -399,7 +399,7 @@ class _ModelRun:
                                       self.n_nonfinite, final))
 
 
-def run_lockstep(data, runs: list[_ModelRun], *, split_every: int, client,
+def _run_lockstep(data, runs: list[_ModelRun], *, split_every: int, client,
                  after_round=None) -> int:
     """Answer every live restart's request until none is left; returns the passes made.
 
@@ -462,7 +462,7 @@ def fit_em(
         raise ValueError("the state holds no restarts: it cannot be resumed")
     spec = ModelSpec(settings, seed, fixed_init, init_transform, kind)
     run = _ModelRun(data, spec, warm_start=warm_start, resume=resume, callback=callback)
-    run_lockstep(data, [run], split_every=settings.split_every, client=client)
+    _run_lockstep(data, [run], split_every=settings.split_every, client=client)
     return run.outcome().fit
 
 
@@ -497,6 +497,6 @@ def fit_models(
                       resume=state if state is not None and state.restarts else None,
                       callback=None if callback is None else functools.partial(callback, i))
             for i, (spec, state) in enumerate(zip(specs, resume, strict=True))]
-    passes = run_lockstep(data, runs, split_every=split_every.pop(), client=client,
+    passes = _run_lockstep(data, runs, split_every=split_every.pop(), client=client,
                           after_round=after_round)
     return [run.outcome() for run in runs], passes
