@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from scipy.linalg import blas as _blas
 
-from ..params import GMMParams
+from ..terms import GaussianTerms
 from .missing import DenseGaps
 from .pruning import PRUNE_SLACK_NATS
 from .responsibilities import FLUSH_LOG_RATIO
@@ -231,8 +231,8 @@ def _pattern_groups(missing_rows: np.ndarray):
 class CompiledDenseGaps(DenseGaps):
     """``DenseGaps`` with the per-row work compiled (see the module docstring)."""
 
-    def __init__(self, params: GMMParams):
-        super().__init__(params)
+    def __init__(self, terms: GaussianTerms):
+        super().__init__(terms)
         k = self.n_components
         self.factor_of = np.arange(k) if self.U.shape[0] > 1 else np.zeros(k, dtype=np.int64)
         self.base = self.const - 0.5 * self.n_features * LOG_2PI
