@@ -64,11 +64,11 @@ class SearchEvent:
 
 def check_sample(sample: RowSample, settings, weighted: bool, refuse: bool = False) -> None:
     """The checks the first pass of a fit makes: non-finite rows under
-    ``nonfinite='raise'``, enough rows (``refuse``: too few raise ``em._TooFewRows``), a
+    ``nonfinite='raise'``, enough rows (``refuse``: too few raise ``TooFewRows``), a
     positive total weight."""
-    from .em import _check_rows
+    from .iteration import check_rows
 
-    _check_rows(sample.n_rows, sample.n_nonfinite, sample.first_nonfinite, settings,
+    check_rows(sample.n_rows, sample.n_nonfinite, sample.first_nonfinite, settings,
                 weighted, refuse=refuse)
     if weighted and not sample.total_weight > 0:
         raise DataError("sample_weight sums to 0 over the usable rows: at least one row "
@@ -94,7 +94,7 @@ def sample_starts(
     ``split_every``); seeds: per model its root seed (the sample is drawn with the
     first); sample: a sample drawn before (from a checkpoint) instead of a new pass.
     """
-    from .em import _TooFewRows
+    from .iteration import TooFewRows
 
     first = settings_list[0]
     weighted = data.weights is not None
@@ -112,7 +112,7 @@ def sample_starts(
     for index, (settings, seed) in enumerate(zip(settings_list, seeds, strict=True)):
         try:
             check_sample(sample, settings, weighted, refuse=refuse_small)
-        except _TooFewRows as exc:
+        except TooFewRows as exc:
             results.append(str(exc))
             continue
         rows = sample.rows[: model_sample_rows(settings, data.n_features)]
