@@ -22,6 +22,7 @@ from ..errors import DataError, FitError
 from . import kernels
 from .families import family
 from .mstep import m_step
+from .nonfinite import nonfinite_rule
 from .params import GMMParams
 from .threads import single_blas_thread
 
@@ -189,7 +190,7 @@ def em(X: np.ndarray, params: GMMParams, settings: SearchSettings, tol: float,
     last iteration started from)."""
     loglik = -math.inf
     for _ in range(max(1, max_iter)):
-        stats = kernels.chunk_stats(X, params, None, 0, settings.nonfinite)
+        stats = kernels.chunk_stats(X, params, None, 0, nonfinite_rule(settings.nonfinite))
         step = m_step(stats, settings.reg_covar, previous=params)
         change = step.mean_loglik - loglik
         params, loglik = step.params, step.mean_loglik

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.kernels import missing
+from ..core.nonfinite import nonfinite_rule
 from ..core.stats import _min_index
 from . import passes as engine
 
@@ -86,7 +87,7 @@ def _usable_rows(block, weights, row_offset, nonfinite):
     X = np.asarray(block)
     index = np.arange(row_offset, row_offset + X.shape[0], dtype=np.uint64)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    if nonfinite == "marginalize":
+    if nonfinite_rule(nonfinite).missing_values:
         missing.split_gaps(X, w, row_offset)  # DataError on +-inf or a bad weight
         keep = ~np.isnan(X).all(axis=1) if X.dtype.kind == "f" else np.ones(len(X), bool)
     else:
