@@ -169,3 +169,17 @@ def test_old_faithful_picks_tied_three_in_two_passes():
     assert counter.reads() <= 5.0
     # mclust's EEE, K=3: BIC 2314.32 in mclust's sign (higher is better)
     assert selection.best_estimator_.bic(X) == pytest.approx(2314.3, abs=0.1)
+
+
+def test_default_task_size_follows_the_rule_of_docs_scaling():
+    from dgmm.engine.tasks import task_bytes
+
+    mib = 2**20
+    # 43 (o x r) W with o x r = 256 kB: about 11 MiB per worker, at least 16 MiB
+    assert task_bytes(1) == 16 * mib
+    assert task_bytes(6) / mib == pytest.approx(62.7, abs=0.1)
+    assert task_bytes(100) / mib == pytest.approx(1045, abs=1)
+    assert task_bytes(100, persisted=True) / mib == pytest.approx(557, abs=1)
+    # balance: two tasks per worker; memory: a tenth of a worker's limit
+    assert task_bytes(10, nbytes=100 * mib) == 5 * mib
+    assert task_bytes(100, memory_limit=4 * 2**30) == 4 * 2**30 // 10
