@@ -24,6 +24,9 @@ from .sample import RowSample, sample_pass
 
 log = logging.getLogger(__name__)
 
+#: EM iterations a restart of the search may run at least (scikit-learn's max_iter)
+SEARCH_MAX_ITER = 100
+
 
 def uses_sample(settings) -> bool:
     """True when a fit with these ``EMSettings`` starts from the sample search (the
@@ -41,9 +44,13 @@ def model_sample_rows(settings, n_features: int) -> int:
 
 
 def search_settings(settings) -> core_search.SearchSettings:
+    """What the search takes of a model's settings; its EM runs up to
+    ``SEARCH_MAX_ITER`` iterations whatever ``max_iter`` says of the fit on all rows (the
+    passes of mini-batch EM, or a fit's budget of iterations)."""
     return core_search.SearchSettings(
         settings.n_components, settings.covariance_type, settings.init_params,
-        settings.reg_covar, settings.tol, max(settings.max_iter, 1), settings.nonfinite)
+        settings.reg_covar, settings.tol, max(settings.max_iter, SEARCH_MAX_ITER),
+        settings.nonfinite)
 
 
 @dataclass(frozen=True)

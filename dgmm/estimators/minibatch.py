@@ -12,13 +12,14 @@ the result never depends on the cluster).
 running statistics and step counter (the first call initialises). Inference (predict,
 predict_proba, score_samples, score, bic, aic, sample) is GaussianMixture's.
 
-Initialisation is GaussianMixture's and reads the whole data: ``init_params='kmeans'``
-(the default) takes its k-means|| and Lloyd passes before the first step;
-``'random_from_data'`` takes one pass, and user-given parameters none. ``n_init`` must
-be 1.
+Initialisation is GaussianMixture's: by default one pass draws a sample and the search
+on it gives theta_0 (``dgmm.engine.search``); with ``init_size=0`` the initialisation
+reads all rows (``init_params='kmeans'``: k-means|| and Lloyd passes), and user-given
+parameters read none. ``n_init`` must be 1.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import replace
@@ -26,12 +27,13 @@ from dataclasses import replace
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 
-from ..engine import em
+from ..core.model_parameters import DEFAULTS
+from ..engine import em, search
 from ..engine import minibatch as stepwise
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
 from .constraints import declared_parameters
-from .gaussian_mixture import ConvergenceWarning, GaussianMixture
+from .gaussian_mixture import ConvergenceWarning, GaussianMixture, _start_of
 
 
 @declared_parameters("MiniBatchGaussianMixture")
@@ -121,6 +123,12 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
             def fixed_init(data):
                 first = stepwise.initial_state(data, settings, seed, client=self.client)
                 return self._partial_init(first.params)
+        elif search.uses_sample(self._settings()):
+            # one pass draws a sample; the search on it gives theta_0 (dgmm.engine.search),
+            # with batch EM's tol: this estimator's tol is on the change between passes
+            found = replace(self._settings(), tol=DEFAULTS["tol"])
+            starts, _ = search.sample_starts(data, [found], [seed], client=self.client)
+            fixed_init = functools.partial(_start_of, starts[0], init_index=0)
         return stepwise.initial_state(data, settings, seed, fixed_init=fixed_init,
                                       client=self.client)
 
