@@ -150,10 +150,10 @@ def compute_every_pair() -> None:
     """In this process, make dgmm's kernels compute every (row, component) pair: no
     pruned E-step and no gathered scatter (responsibilities under exp(-50) of the row's
     largest are still flushed to 0). Same results to rounding, dense cost."""
-    from dgmm.core import kernels
+    from dgmm.core.kernels import moments, pruning
 
-    kernels.PRUNE_MAX_SHARE = 0.0
-    kernels.GATHER_MAX_SHARE = 0.0
+    pruning.PRUNE_MAX_SHARE = 0.0
+    moments.GATHER_MAX_SHARE = 0.0
 
 
 def blas_description() -> str:

@@ -5,6 +5,8 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from dgmm.core import kernels
+from dgmm.core.kernels import blas as kblas
+from dgmm.core.kernels import logprob, moments, pruning
 from dgmm.core.params import GMMParams
 
 
@@ -112,14 +114,14 @@ def test_the_block_size_bounds_every_work_array(monkeypatch):
     X = make_blobs(5000, 6, 3, seed=4)
     params = params_for("full", X)
     largest = []
-    get = kernels._Workspace.get
+    get = kblas.Workspace.get
 
     def recording(self, name, shape, *args, **kwargs):
         largest.append(shape[0] if name == "design" else 0)
         return get(self, name, shape, *args, **kwargs)
 
-    monkeypatch.setattr(kernels._Workspace, "get", recording)
-    monkeypatch.setattr(kernels, "BLOCK_BYTES", 8 * 3 * 6 * 300)  # 300 rows per block
+    monkeypatch.setattr(kblas.Workspace, "get", recording)
+    monkeypatch.setattr(kblas, "BLOCK_BYTES", 8 * 3 * 6 * 300)  # 300 rows per block
     kernels.chunk_stats(X, params)
     assert max(largest) == 300
 
@@ -129,7 +131,7 @@ def kernel_path(request, monkeypatch):
     """Run with the default paths, and with the d >= 32 paths (triangular E-step GEMM,
     SYRK scatter) forced on for small d."""
     if request.param == "triangular":
-        monkeypatch.setattr(kernels, "TRIANGULAR_MIN_FEATURES", 2)
+        monkeypatch.setattr(kblas, "TRIANGULAR_MIN_FEATURES", 2)
     return request.param
 
 
@@ -178,7 +180,7 @@ def test_full_scatter_gathers_or_weights_every_row_to_the_same_statistics(
     """The d >= TRIANGULAR_MIN_FEATURES scatter, with every component's rows gathered
     (share 1.0) or the whole block weighted (share 0.0), on overlapping clusters (every
     responsibility nonzero) and on separated ones (most flushed to exactly 0)."""
-    monkeypatch.setattr(kernels, "GATHER_MAX_SHARE", gather_max_share)
+    monkeypatch.setattr(moments, "GATHER_MAX_SHARE", gather_max_share)
     d, k, n = 40, 4, 900
     rng = np.random.default_rng(21)
     centers = rng.normal(scale=separation, size=(k, d))
@@ -249,11 +251,11 @@ def test_pruned_full_e_step_gives_the_unpruned_statistics(monkeypatch, layout, o
     params = GMMParams.from_covariances(np.full(k, 1.0 / k), means + offset, covs, "full")
     X = X + offset
     calls = []
-    original = kernels._PrunedLogProb.fill
-    monkeypatch.setattr(kernels._PrunedLogProb, "fill",
+    original = pruning.PrunedLogProb.fill
+    monkeypatch.setattr(pruning.PrunedLogProb, "fill",
                         lambda self, Z, L: calls.append(original(self, Z, L)) or calls[-1])
     pruned = kernels.chunk_stats(X, params)
-    monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 0.0)  # never prune
+    monkeypatch.setattr(pruning, "PRUNE_MAX_SHARE", 0.0)  # never prune
     dense = kernels.chunk_stats(X, params)
     if layout == "overlapping":
         assert not any(calls)  # nothing to skip: the dense path ran
@@ -292,11 +294,11 @@ def test_pruning_bounds_hold_for_an_ill_conditioned_precision(monkeypatch):
     lam, V = np.linalg.eigh(U @ U.T)
     directions = rng.normal(size=(2000, 5)) @ V[:, :5].T
     rows = directions / np.linalg.norm(directions, axis=1)[:, None] * 600 / np.sqrt(lam[4])
-    ws = kernels._Workspace()
+    ws = kblas.Workspace()
     ref = rows.mean(axis=0)
-    log_prob = kernels._FullLogProb(probe, ref, len(rows), ws, prune=True)
-    Z = kernels._FullDesign(ref, len(rows), ws).build(rows)
-    monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 1e9)  # run the bounds to the end
+    log_prob = logprob.FullLogProb(probe, ref, len(rows), ws, prune=True)
+    Z = logprob.FullDesign(ref, len(rows), ws).build(rows)
+    monkeypatch.setattr(pruning, "PRUNE_MAX_SHARE", 1e9)  # run the bounds to the end
     log_prob(Z, prune=True)
     upper = ws._buffers["upper"][: 2 * len(rows)].reshape(-1, 2)[:, 1]
     exact = log_prob._dense(Z)[1]
@@ -308,9 +310,9 @@ def test_pruning_bounds_hold_for_an_ill_conditioned_precision(monkeypatch):
     params = GMMParams.from_covariances(np.r_[0.5, 0.5], np.stack([mean_a, np.zeros(d)]),
                                         np.stack([np.eye(d), cov]), "full")
     X = np.vstack([mean_a + rng.normal(size=(300, d)), rows[i]])
-    monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 0.5)
+    monkeypatch.setattr(pruning, "PRUNE_MAX_SHARE", 0.5)
     pruned = kernels.chunk_stats(X, params)
-    monkeypatch.setattr(kernels, "PRUNE_MAX_SHARE", 0.0)
+    monkeypatch.setattr(pruning, "PRUNE_MAX_SHARE", 0.0)
     dense = kernels.chunk_stats(X, params)
     assert pruned.loglik == pytest.approx(dense.loglik, rel=1e-12)
     np.testing.assert_allclose(pruned.nk, dense.nk, rtol=1e-12)

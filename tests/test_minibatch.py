@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import dask.array as da
 import numpy as np
@@ -120,25 +121,95 @@ def test_batches_split_a_chunk_evenly():
     np.testing.assert_array_equal(stepwise.batch_bounds(3, 10), [0, 3])
 
 
-def test_steps_follow_the_documented_schedule():
-    """A plain reference loop (chunk order, row permutation, batches) gives the same."""
+@pytest.mark.parametrize("wave_width", [1, 3])
+def test_steps_follow_the_documented_schedule(wave_width):
+    """A plain reference loop (chunk order, waves of chains from one state, row
+    permutation, batches, the rows-weighted average of the chains) gives the same."""
     X = make_blobs(2000, 3, 3, seed=6)
     p0 = params_for("full", X)
-    settings = stepwise.StepwiseSettings(3, "full", batch_size=150, max_iter=2, tol=0.0)
+    settings = stepwise.StepwiseSettings(3, "full", batch_size=150, max_iter=2, tol=0.0,
+                                         wave_width=wave_width)
     data = engine.prepare(X, chunk_rows=500)
     got = stepwise.fit_stepwise(data, settings, stepwise.StepwiseState.initial(7, p0, 1e-6))
 
     params, running, t = p0, statistics_of(p0, 1e-6), 0
     for _ in range(2):
-        for c in stepwise.chunk_order(7, t, 4):
-            chunk = X[500 * c: 500 * (c + 1)]
-            rows = np.random.default_rng([7, t, 0]).permutation(500)
-            for idx in np.array_split(rows, 4):
-                stats = kernels.chunk_stats(chunk[idx], params)
-                step = stepwise_update(params, running, stats, (t + 2.0) ** -0.6, 1e-6)
-                params, running, t = step.params, step.running, t + 1
-    assert got.n_steps == t == 32 and got.n_passes == 2
-    assert_params_equal(got.params, params)
+        order = stepwise.chunk_order(7, t, 4)
+        for first in range(0, 4, wave_width):
+            chains = []
+            for chain, c in enumerate(order[first:first + wave_width]):
+                chunk = X[500 * c: 500 * (c + 1)]
+                rows = np.random.default_rng([7, t, 0, chain]).permutation(500)
+                p, r, u = params, running, t
+                for idx in np.array_split(rows, 4):
+                    step = stepwise_update(p, r, kernels.chunk_stats(chunk[idx], p),
+                                           (u + 2.0) ** -0.6, 1e-6)
+                    p, r, u = step.params, step.running, u + 1
+                chains.append((p, r, u))
+            if len(chains) == 1:
+                params, running, t = chains[0]
+                continue
+            # every chunk has 500 rows of weight 1: equal weights
+            about = [moved_to(r, params.means) for _, r, _ in chains]
+            mean = replace(about[0], **{name: sum(getattr(a, name) for a in about) / len(about)
+                                        for name in ("n", "nk", "s1", "s2")})
+            params = m_step(mean, 1e-6, previous=params).params
+            running, t = moved_to(mean, params.means), max(u for _, _, u in chains)
+    assert got.n_steps == t == 2 * (4 // wave_width + (4 % wave_width > 0)) * 4
+    assert got.n_passes == 2
+    for name in ARRAYS:
+        np.testing.assert_allclose(getattr(got.params, name), getattr(params, name),
+                                   rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_a_wave_of_one_step_chains_is_one_step_on_the_union_of_their_chunks():
+    """batch_size >= the chunk: each chain is one step with the same eta from the same
+    state, and the rows-weighted average of the chains is that step on all their rows."""
+    X = make_blobs(3000, 3, 3, seed=8)
+    w = np.random.default_rng(8).uniform(0.1, 2.0, size=3000)
+    p0 = params_for("tied", X)
+    data = engine.prepare(X, w, chunk_rows=1000)
+    settings = stepwise.StepwiseSettings(3, "tied", batch_size=1000, wave_width=3)
+    state = stepwise.StepwiseState.initial(1, p0, 1e-6)
+    got = stepwise.run_pass(data, state, settings)
+    expected = stepwise_update(p0, state.running, engine.estep_pass(data, p0),
+                               (0 + 2.0) ** -0.6, 1e-6)
+    assert got.n_steps == 1 and got.n_rows == 3000
+    for name in ARRAYS:
+        np.testing.assert_allclose(getattr(got.params, name), getattr(expected.params, name),
+                                   rtol=1e-10, err_msg=name)
+
+
+def _longest_task_chain(delayed) -> int:
+    """Tasks on the longest path of dependencies in a Delayed's graph."""
+    from dask.core import get_deps
+
+    graph = dict(delayed.__dask_graph__())
+    dependencies, _ = get_deps(graph)
+    depth: dict = {}
+
+    def visit(key):
+        if key not in depth:
+            depth[key] = 1 + max((visit(d) for d in dependencies[key]), default=0)
+        return depth[key]
+
+    return max(visit(k) for k in graph)
+
+
+def test_the_longest_task_chain_of_a_pass_grows_with_chunks_over_the_wave_width():
+    p0 = params_for("diag", make_blobs(100, 2, 3))
+    state = stepwise.StepwiseState.initial(0, p0, 1e-6)
+
+    def longest(n_chunks, wave_width):
+        X = da.zeros((n_chunks * 10, 2), chunks=(10, 2))
+        settings = stepwise.StepwiseSettings(3, "diag", wave_width=wave_width)
+        return _longest_task_chain(stepwise.pass_graph(engine.prepare(X), state, settings))
+
+    # per wave: the chains (one level, side by side) and the task that ends the wave
+    base = longest(4, 4) - 2
+    assert longest(16, 4) == longest(32, 8) == longest(64, 16) == base + 2 * 4
+    assert longest(16, 1) == base + 2 * 16
+    assert longest(15, 4) == base + 2 * 4  # a last, shorter wave
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -186,7 +257,7 @@ def test_pieces_through_partial_fit_equal_one_fit_with_the_same_schedule():
     X = make_blobs(6000, 3, 3, seed=13)
     sizes = [2000, 1500, 2500]
     p0 = params_for("full", X)
-    kwargs = dict(batch_size=400, random_state=5, **init_kwargs(p0))
+    kwargs = dict(batch_size=400, random_state=5, wave_width=1, **init_kwargs(p0))
     whole = MiniBatchGaussianMixture(3, max_iter=1, tol=0.0, **kwargs)
     with pytest.warns(UserWarning):
         whole.fit(da.from_array(X, chunks=(tuple(sizes), 3)))
@@ -241,9 +312,9 @@ def test_the_same_seed_gives_the_same_fit_and_another_seed_another_schedule():
     np.testing.assert_array_equal(labels, fits[0].predict(X))
 
 
-def test_on_a_cluster_the_chain_of_chunk_tasks_gives_the_local_result(cluster_client, tmp_path):
-    """A Zarr store read without persisting, weighted rows: the chain of chunk tasks on a
-    LocalCluster gives exactly the steps run in this process."""
+def test_on_a_cluster_the_waves_of_chunk_tasks_give_the_local_result(cluster_client, tmp_path):
+    """A Zarr store read without persisting, weighted rows: the waves of chunk tasks on a
+    LocalCluster give exactly the steps run in this process."""
     from dgmm.data import readers, synthetic
 
     path = str(tmp_path / "x.zarr")
@@ -251,7 +322,7 @@ def test_on_a_cluster_the_chain_of_chunk_tasks_gives_the_local_result(cluster_cl
     X, info = readers.open_zarr(path, target_chunk_bytes=1000 * 3 * 8)
     assert info.n_chunks == 6
     w = np.random.default_rng(0).uniform(0.0, 2.0, size=6000)
-    kwargs = dict(batch_size=300, max_iter=2, tol=0.0, random_state=3)
+    kwargs = dict(batch_size=300, max_iter=2, tol=0.0, random_state=3, wave_width=4)
     with pytest.warns(UserWarning):
         local = MiniBatchGaussianMixture(3, **kwargs).fit(X, sample_weight=w)
         remote = MiniBatchGaussianMixture(3, client=cluster_client, **kwargs).fit(
@@ -260,7 +331,42 @@ def test_on_a_cluster_the_chain_of_chunk_tasks_gives_the_local_result(cluster_cl
             cluster_client.persist(X), sample_weight=w)
     assert_states_equal(local.state_, remote.state_)
     assert_states_equal(local.state_, persisted.state_)
-    assert remote.n_steps_ == 2 * 6 * 4
+    assert remote.n_steps_ == 2 * 2 * 4  # two waves (4 and 2 chunks) of 4 steps a pass
+
+
+def test_a_worker_killed_in_mid_pass_changes_nothing(tmp_path):
+    """SIGKILL one of two worker processes while a wave runs: Dask recomputes what was
+    lost on the other (the tasks are pure, the state travels as a value) and the fit
+    equals the one run in this process, bit for bit."""
+    from distributed import Client, LocalCluster
+
+    from dgmm.data import readers, synthetic
+
+    path = str(tmp_path / "x.zarr")
+    synthetic.make_gmm_data(path, 8000, 3, 3, chunk_rows=1000, seed=5)
+    X, _ = readers.open_zarr(path, target_chunk_bytes=1000 * 3 * 8)
+    kwargs = dict(batch_size=100, max_iter=2, tol=0.0, random_state=6, wave_width=2)
+    killed = []
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", memory_limit="1GiB") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        pids = sorted(client.run(os.getpid).values())
+
+        def kill_one(info):
+            if info.phase == "chunk" and info.state.n_passes == 0 and not killed:
+                os.kill(pids[0], signal.SIGKILL)  # the next wave is queued and running
+                killed.append(info.state.position)
+
+        with pytest.warns(UserWarning):
+            remote = MiniBatchGaussianMixture(3, client=client, **kwargs).fit(
+                X, callback=kill_one)
+        assert killed == [2]
+        assert pids[0] not in client.run(os.getpid).values()
+    with pytest.warns(UserWarning):
+        local = MiniBatchGaussianMixture(3, **kwargs).fit(X)
+    assert_states_equal(local.state_, remote.state_)
+    assert local.lower_bounds_ == remote.lower_bounds_
 
 
 def test_sample_weight_equals_repeated_rows_in_the_statistics():
@@ -363,7 +469,7 @@ _CHILD = textwrap.dedent("""
 
 
 def test_sigkill_in_mid_pass_then_resume_is_bit_identical(tmp_path):
-    kwargs = dict(batch_size=250, max_iter=3, tol=0.0, random_state=8)
+    kwargs = dict(batch_size=250, max_iter=3, tol=0.0, random_state=8, wave_width=2)
     ckpt = str(tmp_path / "state")
     script = _CHILD.format(tests=os.path.dirname(__file__), ckpt=ckpt, kwargs=kwargs)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

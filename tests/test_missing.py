@@ -8,7 +8,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from dgmm.core import kernels, missing
+from dgmm.core import kernels
+from dgmm.core.kernels import missing
 from dgmm.core.params import GMMParams
 from dgmm.data import outputs
 from dgmm.engine import em

@@ -200,7 +200,7 @@ class CovarianceFamily:
         raise NotImplementedError
 
 
-    # -- rows with missing entries (``dgmm.core.missing``) ----------------------------
+    # -- rows with missing entries (``dgmm.core.kernels.missing``) ----------------------------
     #: True when features are independent within a component (diag, spherical): missing
     #: entries then drop out of the density and enter the statistics as mu_km, sigma^2_km
     independent_features: bool = False

@@ -149,6 +149,9 @@ PARAMETERS: tuple[ModelParameter, ...] = (
                "alpha of the step size eta_t = (t + 2)^(-alpha).", gt=0.5, le=1.0),
     _minibatch("polish_iter", 0, "int",
                "Batch EM iterations run from the stepwise result.", ge=0),
+    _minibatch("wave_width", 8, "int",
+               "Chunks stepped side by side from one state; their running statistics "
+               "are averaged after each wave.", ge=1),
     ModelParameter("warm_start_from", None, "path",
                    "A saved mini-batch model whose fit continues on this data "
                    "(its running statistics and step counter).",

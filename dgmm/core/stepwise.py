@@ -8,7 +8,9 @@ Running statistics ``s`` are a ``SuffStats`` divided by the weight it came from
 
 then ``s`` moves to the new means as shift (S1 and S2 about c' from those about c), so that
 it shares the shift of the next batch's statistics. With eta = 1 and B = all rows a step is
-one batch EM iteration. References: Liang and Klein 2009; Cappe and Moulines 2009.
+one batch EM iteration. Chains of steps run side by side from one state end in one state
+by ``average_chains``: their running statistics averaged (weighted by the rows each chain
+saw), then the M-step. References: Liang and Klein 2009; Cappe and Moulines 2009.
 """
 from __future__ import annotations
 
@@ -95,3 +97,33 @@ def stepwise_update(params: GMMParams, running: SuffStats, batch: SuffStats, eta
     merged = blend(running, as_average(batch), eta)
     step = m_step(merged, reg_covar, previous=params)
     return StepResult(step.params, moved_to(merged, step.params.means), step.empty)
+
+
+def average_chains(params: GMMParams, chains: list[SuffStats], weights: list[float],
+                   reg_covar: float) -> StepResult:
+    """One state from chains of steps that all started at ``params``.
+
+    chains: each chain's running statistics (averages, each about its own means);
+    weights: the weight of the rows each chain stepped through (>= 0, sum > 0). The
+    weighted average is taken about ``params.means`` (a valid running statistic: a convex
+    combination of valid ones), then the M-step (``previous=params`` for empty
+    components). A chain that saw all rows in one step with eta makes this exactly one
+    step with eta on the union of the chains' rows.
+    """
+    total = float(sum(weights))
+    if not total > 0:
+        raise ValueError("the chains' weights must have a positive sum")
+    shift = np.asarray(params.means, dtype=np.float64)
+    mean = None
+    for running, weight in zip(chains, weights, strict=True):
+        if weight <= 0:
+            continue
+        part = moved_to(running, shift)
+        share = weight / total
+        scaled = replace(part, n=share * part.n, loglik=share * part.loglik,
+                         nk=share * part.nk, s1=share * part.s1, s2=share * part.s2)
+        mean = scaled if mean is None else mean.merge(scaled)
+    mean = replace(mean, n_rows=sum(c.n_rows for c in chains),
+                   n_nonfinite=sum(c.n_nonfinite for c in chains), first_nonfinite=-1)
+    step = m_step(mean, reg_covar, previous=params)
+    return StepResult(step.params, moved_to(mean, step.params.means), step.empty)

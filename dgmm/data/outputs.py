@@ -17,7 +17,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..core import kernels, missing
+from ..core import kernels
+from ..core.kernels import missing
 from ..core.params import GMMParams
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
@@ -40,7 +41,7 @@ def predict_block(X: np.ndarray, params: GMMParams, marginalize: bool = False) -
     """Labels, log-likelihoods and responsibilities of one chunk, tolerating bad rows.
 
     With ``marginalize``, rows holding NaN (no inf, some entry observed) get the values of
-    the marginal density over their observed features (``dgmm.core.missing``).
+    the marginal density over their observed features (``dgmm.core.kernels.missing``).
 
     Parameters
     ----------

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import kernels, missing
+from ..core import kernels
 from ..core.families import family
+from ..core.kernels import missing
 from ..core.mstep import m_step
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, _min_index

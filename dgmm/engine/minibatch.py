@@ -1,12 +1,17 @@
 """Stepwise (mini-batch) EM over row chunks: the step loop, its state, checkpoints, polish.
 
-Chunks are visited in an order drawn from (seed, step counter); each chunk's rows are
-permuted by a generator seeded the same way and cut into batches of at most
-``batch_size`` rows, one step (``dgmm.core.stepwise``) each. The result depends only on
-(data, chunking, seed, initial parameters); ``partial_fit`` chunk by chunk gives the same
-numbers. One task per chunk runs that chunk's steps where the chunk is and hands the small
-state on; ``tol`` applies to the change of a pass's mean log-likelihood; an optional
-polish runs batch EM. Why and how: docs/design.md, "Mini-batch (stepwise) EM on a cluster".
+A pass visits the chunks in an order drawn from (seed, step counter) and takes them in
+waves of ``wave_width`` chunks. Every chunk of a wave is one chain of steps from the
+state the wave started with: its rows permuted by a generator seeded by (seed, step
+counter, chain), cut into batches of at most ``batch_size`` rows, one step
+(``dgmm.core.stepwise``) each. After the wave the chains' running statistics are
+averaged (``average_chains``) into the next state. The chains of a wave run side by
+side, one task each where its chunk is, so the longest chain of dependent tasks in a
+pass is two per wave. The result depends only on (data, chunking, seed, settings,
+initial parameters), never on the cluster; ``partial_fit`` chunk by chunk with
+``wave_width=1`` gives the same numbers. ``tol`` applies to the change of a pass's mean
+log-likelihood; an optional polish runs batch EM. Why and how: docs/design.md,
+"Mini-batch (stepwise) EM on a cluster".
 """
 from __future__ import annotations
 
@@ -20,10 +25,11 @@ from dataclasses import dataclass, replace
 import dask
 import numpy as np
 
-from ..core import kernels, missing
+from ..core import kernels
+from ..core.kernels import missing
 from ..core.params import GMMParams
 from ..core.stats import SuffStats
-from ..core.stepwise import statistics_of, step_size, stepwise_update
+from ..core.stepwise import average_chains, statistics_of, step_size, stepwise_update
 from ..core.threads import caller_blas_threads, single_blas_thread
 from ..errors import DataError
 from . import em
@@ -32,8 +38,9 @@ from .init import initial_params
 
 log = logging.getLogger(__name__)
 
-#: chunks read ahead per worker while the step chain runs elsewhere
-PREFETCH_PER_WORKER = 2
+#: waves submitted to a cluster ahead of the one the driver waits for: their chunks are
+#: read while the running wave steps, and at most this many waves more are held in memory
+WAVES_AHEAD = 1
 
 @dataclass(frozen=True)
 class StepwiseSettings:
@@ -43,6 +50,7 @@ class StepwiseSettings:
     covariance_type: str = "full"
     batch_size: int = 4096
     step_power: float = 0.6
+    wave_width: int = 8
     max_iter: int = 100
     tol: float = 1e-3
     reg_covar: float = 1e-6
@@ -160,8 +168,8 @@ class StepwiseState:
 
 @dataclass(frozen=True)
 class StepwiseInfo:
-    """What a callback receives: phase 'init' (theta_0 ready), 'chunk' (a chunk's steps
-    done, in mid-pass), 'pass' (a pass done) or 'polish' (a batch EM iteration of the
+    """What a callback receives: phase 'init' (theta_0 ready), 'chunk' (a wave of chunks'
+    steps done, in mid-pass), 'pass' (a pass done) or 'polish' (a batch EM iteration of the
     polish: ``state.polish`` holds its state); seconds since the previous call."""
 
     state: StepwiseState
@@ -214,14 +222,15 @@ def _usable_rows(X, weights, row_offset, nonfinite):
 
 @single_blas_thread()
 def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
-                  settings: StepwiseSettings) -> StepwiseState:
+                  settings: StepwiseSettings, chain: int = 0) -> StepwiseState:
     """All the steps of one chunk's batches, from ``state``; returns the state after them.
 
     X: (n_samples, n_features) rows of the chunk; weights: (n_samples,) or None;
-    row_offset: the chunk's first global row (for error messages).
+    row_offset: the chunk's first global row (for error messages); chain: the chunk's
+    place in its wave (it seeds the row permutation with the seed and step counter).
     """
     X, weights, n_bad = _usable_rows(X, weights, row_offset, settings.nonfinite)
-    rows = np.random.default_rng([state.seed, state.n_steps, 0]).permutation(X.shape[0])
+    rows = np.random.default_rng([state.seed, state.n_steps, 0, chain]).permutation(X.shape[0])
     bounds = batch_bounds(X.shape[0], settings.batch_size)
     params, running, n_steps = state.params, state.running, state.n_steps
     loglik, weight = state.pass_loglik, state.pass_weight
@@ -247,37 +256,91 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
                    pass_nonfinite=state.pass_nonfinite + n_bad)
 
 
-def _chunk_states_local(data: engine.ChunkedData, order, state, settings):
-    """The state after each remaining chunk of the pass, stepping in this process."""
-    for position in range(state.position, data.n_chunks):
-        i = int(order[position])
+@single_blas_thread()
+def end_wave(start: StepwiseState, *chains: StepwiseState,
+             reg_covar: float) -> StepwiseState:
+    """The state after a wave: ``chains`` are the states each chunk's chain of steps
+    reached from ``start``. One chain is the next state as it is; several are averaged
+    (``dgmm.core.stepwise.average_chains``, weighted by the rows each stepped through),
+    the step counter advances by the longest chain's steps and the pass accumulators add
+    up."""
+    if len(chains) == 1:
+        return chains[0]
+    gained = [c.pass_weight - start.pass_weight for c in chains]
+    params, running = start.params, start.running
+    if any(g > 0 for g in gained):
+        step = average_chains(start.params, [c.running for c in chains], gained, reg_covar)
+        params, running = step.params, step.running
+        if step.empty:
+            log.warning("components %s were empty after averaging a wave's chains; they "
+                        "keep their previous mean and covariance", list(step.empty))
+
+    def added(name):
+        return sum(getattr(c, name) - getattr(start, name) for c in chains)
+
+    return replace(
+        start, params=params, running=running,
+        n_steps=max(c.n_steps for c in chains), position=start.position + len(chains),
+        pass_loglik=start.pass_loglik + added("pass_loglik"),
+        pass_weight=start.pass_weight + added("pass_weight"),
+        pass_rows=start.pass_rows + added("pass_rows"),
+        pass_nonfinite=start.pass_nonfinite + added("pass_nonfinite"),
+    )
+
+
+def wave_starts(position: int, n_chunks: int, wave_width: int) -> list[int]:
+    """The positions in the chunk order where the waves from ``position`` on start."""
+    return list(range(position, n_chunks, wave_width))
+
+
+def wave_graph(data: engine.ChunkedData, order: np.ndarray, state, settings: StepwiseSettings,
+               position: int):
+    """The lazy state after the wave that starts at ``position`` of ``order``.
+
+    ``state``: the state the wave starts from, as a value, a Delayed or a Future (the
+    previous wave's, still running). One task per chunk of the wave (its chain of steps,
+    depending on the chunk's read and on ``state``), then one task that ends the wave.
+    """
+    if isinstance(state, StepwiseState):
+        state = dask.delayed(state, pure=True, traverse=False)
+    advance = dask.delayed(advance_chunk, pure=True)
+    chains = []
+    stop = min(data.n_chunks, position + settings.wave_width)
+    for chain, at in enumerate(range(position, stop)):
+        i = int(order[at])
         w = None if data.weights is None else data.weights[i]
-        block, w = dask.compute(data.blocks[i], w)
-        state = advance_chunk(block, w, data.offsets[i], state, settings)
+        chains.append(advance(data.blocks[i], w, data.offsets[i], state, settings, chain))
+    return dask.delayed(end_wave, pure=True)(state, *chains, reg_covar=settings.reg_covar)
+
+
+def pass_graph(data: engine.ChunkedData, state: StepwiseState, settings: StepwiseSettings):
+    """The lazy state at the end of the rest of the current pass (no ``end_pass``): the
+    waves from ``state.position`` on, each depending on the one before."""
+    order = chunk_order(state.seed, state.pass_start, data.n_chunks)
+    carry = state
+    for position in wave_starts(state.position, data.n_chunks, settings.wave_width):
+        carry = wave_graph(data, order, carry, settings, position)
+    return carry
+
+
+def _wave_states_local(data: engine.ChunkedData, order, state, settings):
+    """The state after each remaining wave of the pass, computed by the default
+    scheduler (the chains of a wave side by side)."""
+    for position in wave_starts(state.position, data.n_chunks, settings.wave_width):
+        state = dask.compute(wave_graph(data, order, state, settings, position))[0]
         yield state
 
 
-def _chunk_states_cluster(data: engine.ChunkedData, order, state, settings, client):
-    """The same on a cluster: one task per chunk where the chunk is read, chained by the
-    state; a window of chunks read ahead; the next task queued before waiting on one."""
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    window = max(2, PREFETCH_PER_WORKER * n_workers)
-    loads: dict[int, tuple] = {}
-    next_load = state.position
+def _wave_states_cluster(data: engine.ChunkedData, order, state, settings, client):
+    """The same on a cluster: each wave submitted as soon as ``WAVES_AHEAD`` waves are
+    queued before it, its chains depending on the previous wave's (future) state, so its
+    chunks are read while that wave runs and no wave waits for a round trip."""
     queued: deque = deque()
     carry = state
-    for position in range(state.position, data.n_chunks):
-        while next_load < min(data.n_chunks, position + window):
-            i = int(order[next_load])
-            w = None if data.weights is None else client.compute(data.weights[i])
-            loads[next_load] = (client.compute(data.blocks[i]), w)
-            next_load += 1
-        block, w = loads.pop(position)
-        i = int(order[position])
-        carry = client.submit(advance_chunk, block, w, data.offsets[i], carry, settings)
+    for position in wave_starts(state.position, data.n_chunks, settings.wave_width):
+        carry = client.compute(wave_graph(data, order, carry, settings, position))
         queued.append(carry)
-        del block, w
-        if len(queued) > 1:
+        if len(queued) > WAVES_AHEAD:
             yield queued.popleft().result()
     while queued:
         yield queued.popleft().result()
@@ -308,13 +371,13 @@ def run_pass(data: engine.ChunkedData, state: StepwiseState, settings: StepwiseS
              callback: Callable[[StepwiseInfo], None] | None = None, client=None,
              tol: float | None = None) -> StepwiseState:
     """The rest of the current pass from ``state.position``; returns the state after it
-    (passed through ``end_pass``). ``callback`` gets a 'chunk' state after every chunk
+    (passed through ``end_pass``). ``callback`` gets a 'chunk' state after every wave
     but the last, then the 'pass' state."""
     order = chunk_order(state.seed, state.pass_start, data.n_chunks)
     if client is None:
-        states = _chunk_states_local(data, order, state, settings)
+        states = _wave_states_local(data, order, state, settings)
     else:
-        states = _chunk_states_cluster(data, order, state, settings, client)
+        states = _wave_states_cluster(data, order, state, settings, client)
     t0 = time.perf_counter()
     for state in states:
         if state.position < data.n_chunks:

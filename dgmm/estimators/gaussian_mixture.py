@@ -21,8 +21,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..core import kernels, missing
+from ..core import kernels
 from ..core.families import family
+from ..core.kernels import missing
 from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
 from ..core.params import GMMParams
 from ..data import model_io

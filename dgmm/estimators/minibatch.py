@@ -3,7 +3,10 @@
 GaussianMixture's parameters plus, as in ``sklearn.cluster.MiniBatchKMeans``:
 ``batch_size`` (rows per step), ``step_power`` (alpha in eta_t = (t + 2)^(-alpha)),
 ``max_iter`` counted in passes over the data, ``tol`` on the change of the pass's mean
-log-likelihood, and ``polish_iter`` (batch EM iterations run from the stepwise result).
+log-likelihood, ``polish_iter`` (batch EM iterations run from the stepwise result) and
+``wave_width`` (chunks stepped side by side from one state, their running statistics
+averaged after each wave: the chains of a wave run on as many workers; a setting, so that
+the result never depends on the cluster).
 ``fit`` starts over (or continues the current model with ``warm_start=True``);
 ``partial_fit`` runs one pass over the rows it is given from the current model, its
 running statistics and step counter (the first call initialises). Inference (predict,
@@ -65,6 +68,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "step_power": [Interval(numbers.Real, 0.5, 1.0, closed="right")],
         "polish_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "wave_width": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -90,6 +94,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         batch_size=4096,
         step_power=0.6,
         polish_iter=0,
+        wave_width=8,
     ):
         super().__init__(
             n_components, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar,
@@ -102,6 +107,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         self.batch_size = batch_size
         self.step_power = step_power
         self.polish_iter = polish_iter
+        self.wave_width = wave_width
 
     # -- validation ------------------------------------------------------------------
     def _check_all(self, X, sample_weight):
@@ -123,6 +129,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
             batch_size=int(self.batch_size), step_power=float(self.step_power),
             max_iter=int(self.max_iter), tol=float(self.tol),
             reg_covar=float(self.reg_covar), polish_iter=int(self.polish_iter),
+            wave_width=int(self.wave_width),
             init_params=self.init_params, nonfinite=self.nonfinite,
             split_every=int(self.split_every),
         )

@@ -1,7 +1,7 @@
 """Rows with missing entries (NaN): the marginal E-step and the expected statistics.
 
 A NaN entry is missing (at random); +-inf is bad data. For a row with observed features o and
-missing ones m, under component k (see MATH.md, "Missing entries"), with the precision
+missing ones m, under component k, with the precision
 Lambda_k = U_k U_k^T:
 
 - log p(x_o, k) = log pi_k + log N(x_o; mu_ko, Sigma_k,oo). With delta = x - mu_k completed by
@@ -30,22 +30,24 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import blas as _blas
 
-from ..errors import DataError
-from .params import GMMParams
-from .stats import SuffStats
+from ...errors import DataError
+from ..params import GMMParams
+from ..stats import SuffStats
+from .blas import Workspace
+from .logprob import LOG_2PI
+from .pruning import PRUNE_SLACK_NATS
+from .responsibilities import FLUSH_LOG_RATIO, all_finite, log_resp_inplace
 
-LOG_2PI = math.log(2.0 * math.pi)
-#: in the statistics, responsibilities below exp(-50) of their row's largest are set to 0
-#: (the complete rows' kernels do the same; see ``kernels.FLUSH_LOG_RATIO``)
-FLUSH_LOG_RATIO = -50.0
-#: nats of slack on the pruning bounds (see ``_DenseGaps``)
-PRUNE_SLACK_NATS = 1.0
-#: target size in bytes of the largest per-block work array (rows x K x d doubles)
-BLOCK_BYTES = 1 << 24
+#: target size in bytes of the largest per-block work array here (rows x K x d doubles):
+#: four times ``blas.BLOCK_BYTES``, since each block of rows with missing entries pays a
+#: fixed Python cost (sorting by missing count, finding the patterns, one batch of
+#: inverses per count) that larger blocks spread over more rows
+MISSING_BLOCK_BYTES = 1 << 24
 
 
-def _block_rows(n_components: int, n_features: int) -> int:
-    rows = BLOCK_BYTES // (8 * max(1, n_components * n_features))
+def missing_block_rows(n_components: int, n_features: int) -> int:
+    """Rows per block of the marginal E-step (between 64 and 16384)."""
+    rows = MISSING_BLOCK_BYTES // (8 * max(1, n_components * n_features))
     return int(min(16384, max(64, rows)))
 
 
@@ -64,13 +66,6 @@ class Gaps:
     first_empty: int
 
 
-def _has_nonfinite(a: np.ndarray) -> bool:
-    if a.size == 0:
-        return False
-    with np.errstate(over="ignore", invalid="ignore"):
-        return not np.isfinite(np.add.reduce(a, axis=None))
-
-
 def split_gaps(X: np.ndarray, sample_weight: np.ndarray | None, row_offset: int = 0):
     """Separate the rows with missing entries from the complete ones.
 
@@ -79,8 +74,8 @@ def split_gaps(X: np.ndarray, sample_weight: np.ndarray | None, row_offset: int 
     as it is) when no entry is NaN. Raises ``DataError`` naming the first row holding +-inf
     or a non-finite weight.
     """
-    weights_bad = sample_weight is not None and _has_nonfinite(sample_weight)
-    if not _has_nonfinite(X) and not weights_bad:
+    weights_bad = sample_weight is not None and not all_finite(sample_weight)
+    if all_finite(X) and not weights_bad:
         return X, sample_weight, None
     if weights_bad:
         row = int(np.flatnonzero(~np.isfinite(sample_weight))[0])
@@ -401,24 +396,6 @@ def _model(params: GMMParams, X: np.ndarray):
     return _DenseGaps(params)
 
 
-def _normalise(L: np.ndarray, flush: bool = False) -> np.ndarray:
-    """Turn (K, n) log-probabilities into responsibilities in place; returns log p (n,).
-
-    ``flush``: responsibilities below exp(FLUSH_LOG_RATIO) times the row's largest become
-    exactly 0, as in the complete rows' statistics (``kernels.FLUSH_LOG_RATIO``).
-    """
-    top = L.max(axis=0)
-    top[~np.isfinite(top)] = 0.0
-    L -= top
-    if flush:
-        L[L < FLUSH_LOG_RATIO] = -np.inf
-    np.exp(L, out=L)
-    total = L.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        L /= total
-        return np.log(total) + top
-
-
 def gap_stats(gaps: Gaps, params: GMMParams) -> SuffStats:
     """Expected sufficient statistics of the rows in ``gaps`` about ``params.means``.
 
@@ -427,12 +404,13 @@ def gap_stats(gaps: Gaps, params: GMMParams) -> SuffStats:
     X, w = gaps.X, gaps.sample_weight
     k, d = params.means.shape
     model = _model(params, X)
+    ws = Workspace()
     loglik = 0.0
-    step = _block_rows(k, d)
+    step = missing_block_rows(k, d)
     for start in range(0, X.shape[0], step):
         stop = min(start + step, X.shape[0])
         L = model.log_prob(X[start:stop], prune=True)
-        log_norm = _normalise(L, flush=True)
+        log_norm = log_resp_inplace(L, ws, flush=True)
         if w is None:
             loglik += float(log_norm.sum())
         else:
@@ -453,7 +431,7 @@ def weighted_log_prob(X: np.ndarray, params: GMMParams) -> np.ndarray:
     k, d = params.means.shape
     out = np.empty((X.shape[0], k))
     model = _model(params, X)
-    step = _block_rows(k, d)
+    step = missing_block_rows(k, d)
     for start in range(0, X.shape[0], step):
         out[start : start + step] = model.log_prob(X[start : start + step]).T
     return out
@@ -462,7 +440,7 @@ def weighted_log_prob(X: np.ndarray, params: GMMParams) -> np.ndarray:
 def log_prob_resp(X: np.ndarray, params: GMMParams):
     """(log p(x_o) (n,), responsibilities (n, K)) for rows that may hold NaN."""
     L = weighted_log_prob(X, params).T.copy()
-    log_norm = _normalise(L)
+    log_norm = log_resp_inplace(L, Workspace())
     return log_norm, L.T
 
 
