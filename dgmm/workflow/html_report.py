@@ -118,7 +118,9 @@ def key_values(pairs) -> str:
 
 
 def image(fig, alt: str, caption: str = "", dpi: int = 96) -> str:
-    data = base64.b64encode(report_plots.png_bytes(fig, dpi=dpi)).decode("ascii")
+    """A figure (or PNG bytes already rendered) as an ``<img>`` with a data URI."""
+    png = fig if isinstance(fig, bytes) else report_plots.png_bytes(fig, dpi=dpi)
+    data = base64.b64encode(png).decode("ascii")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
 
@@ -270,13 +272,14 @@ def _selection_section(page: dict) -> str:
     return section("selection", "Selection", body)
 
 
-def _components_section(params: GMMParams, sample, labels, names) -> str:
+def _components_section(params: GMMParams, sample, labels, names, pairs_png=None) -> str:
     d = params.n_features
     names = list(names) if names is not None else [f"x{j}" for j in range(d)]
     figs = []
     has_points = sample is not None and len(sample)
     if d >= 2 and has_points:
-        figs.append(image(pairs_figure(params, sample, labels, names=names),
+        pairs = pairs_png or pairs_figure(params, sample, labels, names=names)
+        figs.append(image(pairs,
                           "scatter-plot matrix",
                           f"{len(sample):,} sampled rows coloured by their most probable "
                           "component, each component's 1 and 2 sd ellipses.", dpi=80))
@@ -385,12 +388,13 @@ def _cards(page: dict, params: GMMParams) -> str:
 
 
 def build_page(page: dict, params: GMMParams, sample: np.ndarray | None = None,
-               labels: np.ndarray | None = None, names=None) -> str:
+               labels: np.ndarray | None = None, names=None,
+               pairs_png: bytes | None = None) -> str:
     """The HTML text of the report.
 
     page: the content of ``report.json`` (``dgmm.workflow.report``); params: the model;
     sample: (n, d) rows to draw, or None; labels: (n,) their components; names: (d,)
-    feature names or None.
+    feature names or None; pairs_png: the scatter-plot matrix already rendered (PNG).
     """
     workflow = (page.get("workflow") or {}).get("name")
     title = f"dgmm report: {workflow}" if workflow else "dgmm report"
@@ -400,7 +404,7 @@ def build_page(page: dict, params: GMMParams, sample: np.ndarray | None = None,
         _convergence_section(page),
         _model_section(page, params),
         _selection_section(page),
-        _components_section(params, sample, labels, names),
+        _components_section(params, sample, labels, names, pairs_png),
         _predictions_section(page),
         _drift_section(page),
     ]

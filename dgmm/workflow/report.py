@@ -215,12 +215,15 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
     labels = kernels.predict(sample, params) if len(sample) else None
     names = getattr(info, "columns", None) if info is not None else None
     target = join(directory, "components.png")
+    pairs_png = None
     if params.n_features > 2:
-        # a scatter-plot matrix: each pair of features in its own units
+        # a scatter-plot matrix: each pair of features in its own units (the page shows
+        # the same picture)
         from .plots import pairs_figure
+        from .report_plots import png_bytes
 
-        _save_figure(pairs_figure(params, sample, labels, names=names), target,
-                     storage_options)
+        pairs_png = png_bytes(pairs_figure(params, sample, labels, names=names), dpi=110)
+        write_bytes(target, pairs_png, storage_options)
     else:
         plot_components(params, sample, target, storage_options)
     plots["components"] = "components.png"
@@ -286,7 +289,7 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
     written.append(path)
     written.extend(join(directory, p) for p in plots.values())
     page = join(directory, "report.html")
-    write_bytes(page, build_page(payload, params, sample, labels, names).encode(),
+    write_bytes(page, build_page(payload, params, sample, labels, names, pairs_png).encode(),
                 storage_options)
     written.append(page)
     if breaches:
