@@ -60,8 +60,10 @@ td.num { font-variant-numeric:tabular-nums; text-align:right; }
 tr.best td { background:#fff8db; font-weight:600; }
 .kv th { width:210px; }
 .figs { display:flex; flex-wrap:wrap; gap:16px; align-items:flex-start; }
-figure { margin:0; }
-figure img { max-width:100%; border:1px solid var(--line); border-radius:4px; }
+figure { margin:0; flex:1 1 420px; max-width:100%; }
+figure.wide { flex-basis:100%; }
+figure img { width:100%; max-width:max-content; border:1px solid var(--line);
+             border-radius:4px; }
 figcaption { color:var(--muted); font-size:13px; max-width:640px; }
 .note { color:var(--muted); font-size:13.5px; }
 .ok { color:var(--good); font-weight:600; }
@@ -117,12 +119,14 @@ def key_values(pairs) -> str:
     return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
-def image(fig, alt: str, caption: str = "", dpi: int = 96) -> str:
+def image(fig, alt: str, caption: str = "", dpi: int = 96, wide: bool = False) -> str:
     """A figure (or PNG bytes already rendered) as an ``<img>`` with a data URI."""
     png = fig if isinstance(fig, bytes) else report_plots.png_bytes(fig, dpi=dpi)
     data = base64.b64encode(png).decode("ascii")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+    kind = ' class="wide"' if wide else ""
+    return (f'<figure{kind}><img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+            f"{cap}</figure>")
 
 
 def section(anchor: str, title: str, body: str) -> str:
@@ -282,7 +286,8 @@ def _components_section(params: GMMParams, sample, labels, names, pairs_png=None
         figs.append(image(pairs,
                           "scatter-plot matrix",
                           f"{len(sample):,} sampled rows coloured by their most probable "
-                          "component, each component's 1 and 2 sd ellipses.", dpi=80))
+                          "component, each component's 1 and 2 sd ellipses.", dpi=110,
+                          wide=d > 3))
     values, directions = separating_directions(params)
     if d >= 2:
         share = values[:2].sum() / values.sum() if values.sum() > 0 else float("nan")
@@ -381,7 +386,9 @@ def _cards(page: dict, params: GMMParams) -> str:
     if page.get("score") and page["score"].get("bic") is not None:
         cards.append(("BIC", number(page["score"]["bic"], 8)))
     if page.get("drift"):
-        cards.append(("drift", "past thresholds" if page.get("drift_breaches") else "ok"))
+        checked = any(v is not None for v in (page.get("monitor") or {}).values())
+        cards.append(("drift", "past thresholds" if page.get("drift_breaches")
+                      else "within thresholds" if checked else "no thresholds set"))
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="label">{esc(label)}</div>'
         f'<div class="value">{esc(value)}</div></div>' for label, value in cards) + "</div>"

@@ -150,7 +150,8 @@ def convergence_curves(model, metrics: list | None = None, selection=None) -> li
                int(record.get("init") or 0))
         grouped.setdefault(key, {})[int(record["iteration"])] = float(record["lower_bound"])
     curves = []
-    for (k, c, init), values in grouped.items():
+    for (k, c, init), values in sorted(grouped.items(), key=lambda item: (
+            str(item[0][1]), item[0][0] or 0, item[0][2])):
         label = (f"K={k} {c} restart {init + 1}" if k is not None
                  else f"restart {init + 1}")
         curves.append({"label": label, "values": [values[i] for i in sorted(values)],
