@@ -9,7 +9,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from dgmm.core import kernels
-from dgmm.core.kernels import missing
+from dgmm.core.kernels import compiled, missing
 from dgmm.core.params import GMMParams
 from dgmm.data import outputs
 from dgmm.engine import em
@@ -470,6 +470,7 @@ def test_missing_blocks_are_inverted_once_per_pattern_not_per_row(monkeypatch):
     for j, pattern in enumerate(patterns):
         X[np.ix_(which == j, pattern)] = np.nan
     params = params_for("full", np.nan_to_num(X), 3, seed=133)
+    monkeypatch.setenv(compiled.SWITCH, "0")  # the NumPy reference (tests/test_compiled.py)
     batches = []
     original = missing._spd_inverse
 

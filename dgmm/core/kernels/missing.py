@@ -33,6 +33,7 @@ from scipy.linalg import blas as _blas
 from ...errors import DataError
 from ..params import GMMParams
 from ..stats import SuffStats
+from . import compiled
 from .blas import Workspace
 from .logprob import LOG_2PI
 from .pruning import PRUNE_SLACK_NATS
@@ -147,7 +148,7 @@ def _missing_patterns(miss: np.ndarray, m: int):
     return row_pattern.reshape(-1), cols[first], cols
 
 
-class _DenseGaps:
+class DenseGaps:
     """Marginal E-step and expected statistics through precision matrices (full, tied).
 
     Per block the rows are sorted by their number of missing entries m; per group of equal
@@ -169,7 +170,7 @@ class _DenseGaps:
         self.n_components, self.n_features = k, d
         self.U = params.family.precision_factors(params.precisions_cholesky)  # (F, d, d)
         self.precisions = self.U @ self.U.transpose(0, 2, 1)
-        self.means = params.means
+        self.means = np.ascontiguousarray(params.means)
         with np.errstate(divide="ignore"):
             self.const = np.log(params.weights) + params.log_det_cholesky()  # (K,)
         self.nk = np.zeros(k)
@@ -296,10 +297,14 @@ class _DenseGaps:
 
     def add_stats(self, R: np.ndarray) -> None:
         """Add the block of the last ``log_prob``; R (K, n) responsibilities times weights."""
-        k_all, d = self.n_components, self.n_features
         R = R[:, self.order]
+        self._add_completed_rows(R)
+        self._add_conditional_covariances(R)
+
+    def _add_completed_rows(self, R: np.ndarray) -> None:
+        """N_k, S1 and S2 of the completed rows (R in the order of ``log_prob``'s rows)."""
         root = np.sqrt(R)
-        for k in range(k_all):
+        for k in range(self.n_components):
             D = self.deltas[k]
             self.nk[k] += R[k].sum()
             self.s1[k] += R[k] @ D
@@ -310,8 +315,11 @@ class _DenseGaps:
                 G = D * root[k][:, None]
             # lower triangle of s2[k] += G^T G (the upper one of its Fortran-ordered view)
             _blas.dsyrk(1.0, G.T, beta=1.0, c=self.s2[k].T, trans=0, overwrite_c=1)
-        # the conditional covariances on the missing blocks: per group, each (component,
-        # pattern) once with the sum of its rows' responsibilities
+
+    def _add_conditional_covariances(self, R: np.ndarray) -> None:
+        """The conditional covariances on the missing blocks: per group, each (component,
+        pattern) once with the sum of its rows' responsibilities."""
+        k_all, d = self.n_components, self.n_features
         flat_s2 = self.s2.reshape(-1)
         for start, comp, row, stat_of_pair, stat_comp, stat_idx, stat_cov in self.groups:
             weight = np.bincount(stat_of_pair, weights=R[comp, start + row],
@@ -393,7 +401,9 @@ def _column_ref(X: np.ndarray) -> np.ndarray:
 def _model(params: GMMParams, X: np.ndarray):
     if params.family.independent_features:
         return _IndependentGaps(params, _column_ref(X))
-    return _DenseGaps(params)
+    if compiled.enabled():
+        return compiled.load("gaps_compiled").CompiledDenseGaps(params)
+    return DenseGaps(params)
 
 
 def gap_stats(gaps: Gaps, params: GMMParams) -> SuffStats:

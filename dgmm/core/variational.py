@@ -1,0 +1,360 @@
+"""Variational Bayesian Gaussian mixtures: priors, the update, the E-step terms, the bound.
+
+The model (Bishop 2006, section 10.2; Blei and Jordan 2006 for the Dirichlet process): the
+weights have a Dirichlet(alpha_0) prior or a truncated stick-breaking Dirichlet process
+prior (Beta(1, gamma_0) sticks), each component a Gaussian-Wishart(m_0, beta_0, W_0, nu_0)
+prior. The variational posterior keeps the same forms; ``VariationalParams`` holds its
+parameters with the Wishart scale stored as scikit-learn stores it, the normalised
+covariance ``W_k^-1 / nu_k`` and its precision factor (so that the Gaussian term of the
+E-step has precision ``nu_k W_k``, the expected precision).
+
+Everything here is a pure function of EM's statistics (``SuffStats``: N_k, shifted sums,
+scatter), so the E-step kernels, the pass and the tree serve variational inference as
+they serve EM: the E-step's log-density of row i under component k is
+
+    log rho_ik = E[log pi_k] + 1/2 E[log |Lambda_k|] - d/2 log(2 pi) - d / (2 beta_k)
+                 - nu_k / 2 (x_i - m_k)^T W_k (x_i - m_k),
+
+a Gaussian with precision factor ``precisions_cholesky`` plus a per-component constant
+(``estep_log_constants``). The update (``variational_update``) and the lower bound
+(``lower_bound``) follow scikit-learn's ``BayesianGaussianMixture`` term for term, so that
+from the same responsibilities every number agrees with it; the entropy of the
+responsibilities comes from the statistics (``responsibility_entropy``), not from a
+statistic of its own. See docs/design.md, "Variational Bayesian mixtures".
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+from scipy.special import betaln, digamma, gammaln
+
+from ..errors import ConfigError
+from .families import family
+from .params import GMMParams
+from .stats import SuffStats
+
+WeightPriorType = Literal["dirichlet_process", "dirichlet_distribution"]
+WEIGHT_PRIOR_TYPES: tuple[str, ...] = get_args(WeightPriorType)
+_EPS = np.finfo(np.float64).eps
+
+
+def _is_process(prior_type: str) -> bool:
+    if prior_type not in WEIGHT_PRIOR_TYPES:
+        raise ConfigError(f"weight_concentration_prior_type must be one of "
+                          f"{', '.join(WEIGHT_PRIOR_TYPES)}, got {prior_type!r}.")
+    return prior_type == WEIGHT_PRIOR_TYPES[0]
+
+
+@dataclass(frozen=True, eq=False)
+class VariationalPrior:
+    """The prior of a variational Bayesian mixture, every value resolved.
+
+    weight_concentration_prior_type: 'dirichlet_process' or 'dirichlet_distribution';
+    weight_concentration: gamma_0 (the Beta(1, gamma_0) sticks) or alpha_0 (Dirichlet);
+    mean_precision: beta_0; mean: m_0 (d,); degrees_of_freedom: nu_0 (> d - 1);
+    covariance: W_0^-1 shaped as one component's covariance: (d, d) for full and tied,
+    (d,) for diag, a scalar for spherical.
+    """
+
+    covariance_type: str
+    weight_concentration_prior_type: str
+    weight_concentration: float
+    mean_precision: float
+    mean: np.ndarray
+    degrees_of_freedom: float
+    covariance: np.ndarray
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"prior.mean": np.asarray(self.mean), "prior.covariance":
+                np.asarray(self.covariance)}
+
+    def to_meta(self) -> dict:
+        return {"weight_concentration_prior_type": self.weight_concentration_prior_type,
+                "weight_concentration": self.weight_concentration,
+                "mean_precision": self.mean_precision,
+                "degrees_of_freedom": self.degrees_of_freedom}
+
+    @classmethod
+    def from_record(cls, covariance_type: str, arrays: dict, meta: dict) -> VariationalPrior:
+        return cls(covariance_type, meta["weight_concentration_prior_type"],
+                   float(meta["weight_concentration"]), float(meta["mean_precision"]),
+                   np.asarray(arrays["prior.mean"], dtype=np.float64),
+                   float(meta["degrees_of_freedom"]),
+                   np.asarray(arrays["prior.covariance"], dtype=np.float64))
+
+
+def data_moments(stats: SuffStats) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (d,), covariance with ddof=1 in one component's covariance shape) of the rows
+    behind one-component statistics (``stats.nk`` of shape (1,)); row weights count as
+    frequencies."""
+    kind = family(stats.covariance_type)
+    n = stats.nk[0]
+    delta = stats.s1 / n
+    mean = stats.shift[0] + delta[0]
+    scatter = kind.move_s2(stats.s2, stats.nk, stats.s1, -delta)
+    covariance = kind.estimate_covariances(np.array([n - 1.0]), np.zeros_like(delta),
+                                           scatter, 0.0)
+    return mean, (covariance[0] if kind.per_component else covariance)
+
+
+def resolve_prior(covariance_type: str, n_components: int, data_mean: np.ndarray,
+                  data_covariance, *, weight_concentration_prior_type="dirichlet_process",
+                  weight_concentration_prior=None, mean_precision_prior=None,
+                  mean_prior=None, degrees_of_freedom_prior=None,
+                  covariance_prior=None) -> VariationalPrior:
+    """The prior with scikit-learn's defaults: gamma_0 = 1 / K, beta_0 = 1, m_0 the data's
+    mean, nu_0 = d, W_0^-1 the data's covariance (ddof=1) in the type's shape.
+
+    ``ConfigError`` says which given value is unusable and why.
+    """
+    kind = family(covariance_type)
+    _is_process(weight_concentration_prior_type)
+    data_mean = np.asarray(data_mean, dtype=np.float64)
+    d = data_mean.shape[0]
+    one_shape = kind.covariance_shape(1, d)[int(kind.per_component):]
+    if mean_prior is None:
+        mean = data_mean
+    else:
+        mean = np.asarray(mean_prior, dtype=np.float64)
+        if mean.shape != (d,):
+            raise ConfigError(f"mean_prior must have shape ({d},) (one value per feature), "
+                              f"got shape {mean.shape}.")
+    if degrees_of_freedom_prior is None:
+        dof = float(d)
+    elif degrees_of_freedom_prior > d - 1.0:
+        dof = float(degrees_of_freedom_prior)
+    else:
+        raise ConfigError(f"degrees_of_freedom_prior must be greater than n_features - 1 = "
+                          f"{d - 1}, got {degrees_of_freedom_prior}.")
+    if covariance_prior is None:
+        covariance = np.asarray(data_covariance, dtype=np.float64)
+    else:
+        covariance = np.asarray(covariance_prior, dtype=np.float64)
+        if covariance.shape != one_shape:
+            raise ConfigError(
+                f"covariance_prior for covariance_type={covariance_type!r} must have shape "
+                f"{one_shape}, got shape {covariance.shape}.")
+        problem = kind.precisions_problem(
+            np.broadcast_to(covariance, kind.covariance_shape(1, d)))
+        if problem is not None:
+            problem = problem.replace("precision", "covariance_prior")
+            raise ConfigError(f"covariance_prior is unusable: {problem}.")
+    return VariationalPrior(
+        covariance_type, weight_concentration_prior_type,
+        float(1.0 / n_components if weight_concentration_prior is None
+              else weight_concentration_prior),
+        float(1.0 if mean_precision_prior is None else mean_precision_prior),
+        mean, dof, covariance)
+
+
+@dataclass(frozen=True, eq=False)
+class VariationalParams:
+    """The variational posterior of a mixture (scikit-learn's fitted attributes).
+
+    weight_concentration: (K,) Dirichlet parameters, or (2, K) the Beta parameters of the
+    sticks of a Dirichlet process; mean_precision: beta_k (K,); means: m_k (K, d);
+    degrees_of_freedom: nu_k (K,), or a scalar for tied; covariances: W_k^-1 / nu_k in the
+    type's covariance shape; precisions_cholesky: their precision factors.
+    """
+
+    covariance_type: str
+    weight_concentration_prior_type: str
+    weight_concentration: np.ndarray
+    mean_precision: np.ndarray
+    means: np.ndarray
+    degrees_of_freedom: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+
+    ARRAYS = ("weight_concentration", "mean_precision", "means", "degrees_of_freedom",
+              "covariances", "precisions_cholesky")
+
+    def __post_init__(self):
+        for name in self.ARRAYS:
+            array = np.array(getattr(self, name), dtype=np.float64, copy=True)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def is_process(self) -> bool:
+        return _is_process(self.weight_concentration_prior_type)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.ARRAYS}
+
+    @classmethod
+    def from_arrays(cls, covariance_type: str, weight_concentration_prior_type: str,
+                    arrays: dict) -> VariationalParams:
+        return cls(covariance_type, weight_concentration_prior_type,
+                   *(arrays[name] for name in cls.ARRAYS))
+
+    def __dask_tokenize__(self):
+        digest = hashlib.sha256(
+            f"{self.covariance_type}/{self.weight_concentration_prior_type}".encode())
+        for array in self.to_arrays().values():
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return (type(self).__name__, digest.hexdigest())
+
+
+def expected_log_weights(vp: VariationalParams) -> np.ndarray:
+    """E[log pi_k] (K,): digamma terms of the Dirichlet, or of the sticks
+    E[log v_k] + sum_{j<k} E[log (1 - v_j)] of the Dirichlet process."""
+    if vp.is_process:
+        a, b = vp.weight_concentration
+        digamma_sum = digamma(a + b)
+        tail = np.cumsum(digamma(b) - digamma_sum)[:-1]
+        return digamma(a) - digamma_sum + np.concatenate(([0.0], tail))
+    alpha = vp.weight_concentration
+    return digamma(alpha) - digamma(alpha.sum())
+
+
+def expected_weights(vp: VariationalParams) -> np.ndarray:
+    """The mixing weights of the posterior mean (scikit-learn's ``weights_``), summing to 1."""
+    if vp.is_process:
+        a, b = vp.weight_concentration
+        total = a + b
+        weights = a / total * np.concatenate(([1.0], np.cumprod(b[:-1] / total[:-1])))
+        return weights / weights.sum()
+    return vp.weight_concentration / vp.weight_concentration.sum()
+
+
+def _log_lambda(degrees_of_freedom, n_features: int) -> np.ndarray:
+    """d log 2 + sum_{i<d} digamma((nu - i) / 2): E[log |Lambda|] minus log |W|."""
+    i = np.arange(n_features)[:, None]
+    return n_features * math.log(2.0) + digamma(0.5 * (np.atleast_1d(degrees_of_freedom) - i)
+                                                ).sum(axis=0)
+
+
+def estep_log_constants(vp: VariationalParams) -> np.ndarray:
+    """Per component (K,): what the E-step adds to log N(x; m_k, (nu_k W_k)^-1) to get
+    log rho_ik: E[log pi_k] + 1/2 (E[log |Lambda_k|] - log |nu_k W_k|) - d / (2 beta_k)."""
+    k, d = vp.means.shape
+    nu = np.broadcast_to(vp.degrees_of_freedom, (k,))
+    log_lambda = np.broadcast_to(_log_lambda(vp.degrees_of_freedom, d), (k,))
+    return (expected_log_weights(vp) - 0.5 * d * np.log(nu)
+            + 0.5 * (log_lambda - d / vp.mean_precision))
+
+
+def estep_params(vp: VariationalParams) -> GMMParams:
+    """The E-step's Gaussian terms as ``GMMParams``: means m_k, precision factors of
+    nu_k W_k, and ``weights`` exp(``estep_log_constants``) (not normalised), so that the
+    kernels' log pi_k + log N(x | mu_k, Sigma_k) is log rho_ik."""
+    with np.errstate(under="ignore"):
+        weights = np.exp(estep_log_constants(vp))
+    return GMMParams(weights, vp.means, vp.covariances, vp.precisions_cholesky,
+                     vp.covariance_type)
+
+
+def update_from_moments(nk: np.ndarray, means: np.ndarray, covariances: np.ndarray,
+                        prior: VariationalPrior) -> VariationalParams:
+    """The variational posterior from responsibilities' moments (Bishop 10.58-10.63).
+
+    nk: (K,) total responsibilities (with scikit-learn's 10 eps); means: (K, d) their
+    weighted means; covariances: their weighted covariances plus reg_covar, in the type's
+    shape (the maximum-likelihood M-step's). As scikit-learn's ``_estimate_weights``,
+    ``_estimate_means`` and ``_estimate_precisions``::
+
+        beta_k = beta_0 + N_k,  m_k = (beta_0 m_0 + N_k xbar_k) / beta_k,  nu_k = nu_0 + N_k
+        W_k^-1 = W_0^-1 + N_k S_k + beta_0 N_k / beta_k (xbar_k - m_0)(xbar_k - m_0)^T
+
+    (tied: nu = nu_0 + sum N / K and the mean of the K scale matrices), stored as
+    W_k^-1 / nu_k.
+    """
+    kind = family(prior.covariance_type)
+    k, d = means.shape
+    if _is_process(prior.weight_concentration_prior_type):
+        tail = np.concatenate((np.cumsum(nk[::-1])[-2::-1], [0.0]))
+        concentration = np.stack([1.0 + nk, prior.weight_concentration + tail])
+    else:
+        concentration = prior.weight_concentration + nk
+    mean_precision = prior.mean_precision + nk
+    new_means = (prior.mean_precision * prior.mean + nk[:, None] * means) / mean_precision[:, None]
+    nu = prior.degrees_of_freedom + nk
+    # the scale matrices as second moments in the statistics' form, so that one family
+    # call turns their sum into covariances for every type (tied: summed over k, divided
+    # by sum_k nu_k = K nu)
+    prior_scale = np.broadcast_to(prior.covariance, kind.covariance_shape(k, d))
+    scale = (kind.moments_of(nk, covariances, 0.0, d)
+             + kind.moments_of(np.ones(k), prior_scale, 0.0, d)
+             + kind.move_s2(np.zeros(kind.s2_shape(k, d)), prior.mean_precision * nk
+                            / mean_precision, np.zeros((k, d)), means - prior.mean))
+    new_covariances = kind.estimate_covariances(nu, np.zeros((k, d)), scale, 0.0)
+    dof = nu if kind.per_component else prior.degrees_of_freedom + nk.sum() / k
+    return VariationalParams(
+        prior.covariance_type, prior.weight_concentration_prior_type, concentration,
+        mean_precision, new_means, dof, new_covariances,
+        kind.precision_cholesky(new_covariances))
+
+
+def variational_update(stats: SuffStats, prior: VariationalPrior,
+                       reg_covar: float) -> VariationalParams:
+    """The variational posterior from one pass's merged statistics (any shift)."""
+    kind = family(stats.covariance_type)
+    nk = stats.nk + 10 * _EPS
+    delta = stats.s1 / nk[:, None]
+    covariances = kind.estimate_covariances(nk, delta, stats.s2, reg_covar)
+    return update_from_moments(nk, stats.shift + delta, covariances, prior)
+
+
+def responsibility_entropy(stats: SuffStats, previous: VariationalParams) -> float:
+    """-sum_i w_i sum_k r_ik log r_ik of the pass that gave ``stats`` under ``previous``.
+
+    With log r_ik = log rho_ik - log p_i and log rho_ik = c_k - 1/2 q_ik (c_k the
+    component's constant, q_ik the quadratic form in nu_k W_k): sum_i w_i r_ik q_ik =
+    tr(nu_k W_k S2_k) with S2 about m_k (the pass's shift), so the entropy is
+    loglik - sum_k N_k c_k + 1/2 sum_k tr(nu_k W_k S2_k). With missing entries S2 carries
+    the conditional covariances and this is the entropy of q(z, x_missing).
+    """
+    if not np.array_equal(stats.shift, previous.means):
+        raise ValueError("the statistics must be about the means of the parameters behind "
+                         "them")
+    kind = family(stats.covariance_type)
+    k, d = previous.means.shape
+    params = estep_params(previous)
+    const = (estep_log_constants(previous) - 0.5 * d * math.log(2.0 * math.pi)
+             + np.broadcast_to(params.log_det_cholesky(), (k,)))
+    share = np.ones(k) if kind.per_component else np.full(k, 1.0 / k)
+    precisions = kind.unpack_s2(kind.moments_of(share, params.precisions, 0.0, d), d)
+    quadratic = float(np.sum(precisions * stats.s2_unpacked()))
+    counted = stats.nk > 0
+    return float(stats.loglik - np.dot(stats.nk[counted], const[counted]) + 0.5 * quadratic)
+
+
+def _log_wishart_norm(degrees_of_freedom, log_det_precisions_chol, n_features: int):
+    """log B(W, nu) of each component's Wishart without the log pi term (scikit-learn's)."""
+    i = np.arange(n_features)[:, None]
+    return -(degrees_of_freedom * log_det_precisions_chol
+             + degrees_of_freedom * n_features * 0.5 * math.log(2.0)
+             + gammaln(0.5 * (np.atleast_1d(degrees_of_freedom) - i)).sum(axis=0))
+
+
+def lower_bound(vp: VariationalParams, entropy: float) -> float:
+    """The evidence lower bound, up to a constant, as scikit-learn computes it: the entropy
+    of the responsibilities (``responsibility_entropy``, from the pass that gave ``vp``)
+    minus the log-normalisers of the posterior's Wishart, weight and mean factors."""
+    k, d = vp.means.shape
+    kind = family(vp.covariance_type)
+    log_det = (kind.log_det_cholesky(vp.precisions_cholesky, d)
+               - 0.5 * d * np.log(vp.degrees_of_freedom))
+    log_wishart = np.broadcast_to(_log_wishart_norm(vp.degrees_of_freedom, log_det, d),
+                                  (k,)).sum()
+    if vp.is_process:
+        log_norm_weight = -np.sum(betaln(*vp.weight_concentration))
+    else:
+        alpha = vp.weight_concentration
+        log_norm_weight = gammaln(alpha.sum()) - gammaln(alpha).sum()
+    return float(entropy - log_wishart - log_norm_weight
+                 - 0.5 * d * np.sum(np.log(vp.mean_precision)))
