@@ -74,36 +74,48 @@ def test_the_page_references_nothing_outside_itself(written):
                                '<style>@import "b.css"; p{background:url(c.png)}</style>')
 
 
-def test_model_table_is_sorted_by_weight_and_takes_a_familys_decomposition(fitted):
+def test_model_table_is_sorted_by_weight_with_volume_shape_orientation(fitted):
     _, _, _, model = fitted
     params = model.params_
     headers, rows = html_report.component_table(params)
-    assert headers == ["component", "weight", "mean", "sd scale"]
+    assert headers == ["component", "weight", "mean", "sd scale", "volume", "shape",
+                       "orientation (first axis)"]
     order = [int(r[0]) for r in rows]
     assert order == list(np.argsort(-params.weights, kind="stable"))
     full = params.family.full_covariances(params.covariances, 3, 3)
+    values, vectors = np.linalg.eigh(full[order[0]])
     expected = np.linalg.det(full[order[0]]) ** (1 / 6)
     assert float(rows[0][3]) == pytest.approx(expected, rel=1e-3)
+    assert float(rows[0][4]) == pytest.approx(expected ** 2, rel=1e-3)  # lambda = det^(1/d)
+    shape = [float(v) for v in rows[0][5].strip("[]").split(",")]
+    np.testing.assert_allclose(shape, values[::-1] / expected ** 2, rtol=1e-3)
+    axis = np.array([float(v) for v in rows[0][6].strip("[]").split(",")])
+    assert abs(axis @ vectors[:, -1]) == pytest.approx(1.0, abs=1e-3)
 
-    class Decomposed:
-        """A family that offers volume/shape/orientation, as mclust's models may."""
 
-        def __getattr__(self, name):
-            return getattr(params.family, name)
+@pytest.mark.parametrize("name", ["EEE", "VII", "EVI"])
+def test_model_table_marks_the_parts_a_structured_model_shares(name):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 3))
+    shared = a @ a.T + np.eye(3)
+    full = np.stack([shared * s for s in (1.0, 1.0, 1.0)]) if name == "EEE" else np.stack(
+        [np.diag(rng.uniform(0.5, 2.0, 3)) for _ in range(3)])
+    if name == "VII":
+        full = np.stack([np.eye(3) * s for s in (0.5, 1.0, 2.0)])
+    from dgmm.core.families import family
 
-        def decomposition(self, covariances, n_components, n_features):
-            values, vectors = np.linalg.eigh(full)
-            volume = np.prod(values, axis=1) ** (1 / n_features)
-            return {"volume": volume, "shape": values[:, ::-1] / volume[:, None],
-                    "orientation": vectors[:, :, ::-1]}
-
-    decomposed = GMMParams.from_covariances(params.weights, params.means, params.covariances,
-                                            "full")
-    object.__setattr__(decomposed, "family", Decomposed())
-    headers, rows = html_report.component_table(decomposed)
-    assert headers[-3:] == ["volume", "shape", "orientation"]
-    assert float(rows[0][4]) == pytest.approx(expected ** 2, rel=1e-3)
-    assert rows[0][5].startswith("[") and rows[0][6].startswith("[")
+    covariances = family(name).from_full(full)
+    params = GMMParams.from_covariances([0.5, 0.3, 0.2], rng.normal(size=(3, 3)),
+                                        covariances, name)
+    headers, rows = html_report.component_table(params)
+    shared_parts = {"EEE": {"volume", "shape", "orientation"}, "VII": {"shape", "orientation"},
+                    "EVI": {"volume", "orientation"}}[name]
+    for part in ("volume", "shape", "orientation"):
+        header = next(h for h in headers if h.startswith(part))
+        assert ("(shared)" in header) == (part in shared_parts), (name, header)
+        column = headers.index(header)
+        cells = {row[column] for row in rows}
+        assert (len(cells) == 1) == (part in shared_parts) or part == "orientation"
 
 
 def test_separating_directions_are_fishers_discriminant_for_equal_covariances():

@@ -146,15 +146,19 @@ def test_the_branch_finder_sees_a_branch(tmp_path):
 #: profile), and the cluster module gets a validated profile, never a name to look up.
 WORKFLOW_ALLOWED = {
     "__init__": set(),
-    "schema": set(),
+    "drift": set(),
+    "schema": {"drift"},
     "profiles": {"schema"},
     "overrides": {"schema"},
     "loading": {"schema", "profiles", "overrides"},
     "cluster": {"schema"},
     "checkpoint": set(),
     "plots": set(),
-    "report": {"plots"},
-    "runner": {"schema", "cluster", "checkpoint", "report"},
+    "report_plots": {"plots"},
+    "html_report": {"plots", "report_plots"},
+    "report": {"plots", "report_plots", "html_report", "drift"},
+    "monitoring": {"drift"},
+    "runner": {"schema", "cluster", "checkpoint", "report", "monitoring"},
 }
 
 

@@ -7,11 +7,10 @@ script; it opens offline and can be mailed. Sections: the run, convergence, the 
 ``dgmm.core.directions``), predictions, and drift (when new data were scored against a
 saved model).
 
-The model table shows, beside weight, mean and the covariance's scale, whatever
-decomposition the covariance family offers: a family with a method
-``decomposition(covariances, n_components, n_features)`` returning ``{name: array}``
-(first axis the components; e.g. ``volume`` (K,), ``shape`` (K, d), ``orientation``
-(K, d, d)) gets one column per name.
+The model table shows, beside weight, mean and the covariance's scale, the decomposition
+the covariance family gives (``family.decomposition(covariances, n_components,
+n_features)``): mclust's volume, shape and orientation (a tuple, shared parts once), or a
+dict ``{name: per-component array}``, one column per part.
 """
 from __future__ import annotations
 
@@ -136,27 +135,51 @@ def section(anchor: str, title: str, body: str) -> str:
 # --------------------------------------------------------------------------- sections
 
 
+#: the parts of mclust's Sigma_k = lambda_k D_k A_k D_k^T, with the number of axes one
+#: component's part has (a shared part has that many, a per-component part one more)
+DECOMPOSITION_PARTS = (("volume", 0), ("shape", 1), ("orientation", 2))
+
+
+def _decomposition_columns(params: GMMParams) -> dict[str, tuple[np.ndarray, bool]]:
+    """{column name: (values, per component)} from the family's ``decomposition``: a
+    tuple (volumes, shapes, orientations) whose shared parts come once, or a dict of
+    per-component arrays."""
+    decomposition = getattr(params.family, "decomposition", None)
+    if not callable(decomposition):
+        return {}
+    parts = decomposition(params.covariances, params.n_components, params.n_features)
+    if isinstance(parts, dict):
+        return {name: (np.asarray(values), True) for name, values in parts.items()}
+    return {name: (np.asarray(values), np.ndim(values) == axes + 1)
+            for (name, axes), values in zip(DECOMPOSITION_PARTS, parts, strict=True)}
+
+
+def _cell(value) -> str:
+    """A scalar, a vector, or a matrix by its first column (the leading axis)."""
+    value = np.asarray(value)
+    if value.ndim == 0:
+        return number(value, 4)
+    return vector(value if value.ndim == 1 else value[:, 0])
+
+
 def component_table(params: GMMParams) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows) of the model table: one row per component, heaviest first."""
+    """(headers, rows) of the model table: one row per component, heaviest first; the
+    decomposition's columns say when a part is shared by every component."""
     k, d = params.n_components, params.n_features
     covariances = params.family.full_covariances(params.covariances, k, d)
     _, logdet = np.linalg.slogdet(covariances)
     scale = np.exp(logdet / (2 * d))  # geometric mean of the sd along the principal axes
-    headers = ["component", "weight", "mean", "sd scale"]
-    columns: dict[str, np.ndarray] = {}
-    decomposition = getattr(params.family, "decomposition", None)
-    if callable(decomposition):
-        columns = {name: np.asarray(values)
-                   for name, values in decomposition(params.covariances, k, d).items()}
-        headers += list(columns)
+    columns = _decomposition_columns(params)
+    headers = ["component", "weight", "mean", "sd scale"] + [
+        name + ("" if per_component else " (shared)")
+        + (" (first axis)" if np.ndim(values) - per_component >= 2 else "")
+        for name, (values, per_component) in columns.items()]
     rows = []
     for j in np.argsort(-params.weights, kind="stable"):
         row = [str(j), number(params.weights[j], 4), vector(params.means[j]),
                number(scale[j], 4)]
-        for values in columns.values():
-            value = values[j]
-            row.append(number(value, 4) if np.ndim(value) == 0 else vector(
-                value if np.ndim(value) == 1 else np.asarray(value)[:, 0]))
+        row += [_cell(values[j] if per_component else values)
+                for values, per_component in columns.values()]
         rows.append(row)
     return headers, rows
 

@@ -122,6 +122,7 @@ def uncertainty_figure(edges, counts) -> Figure:
     ax.set_xlim(edges[0], edges[-1])
     if counts.max(initial=0) > 0 and counts.max() > 50 * max(np.median(counts), 1):
         ax.set_yscale("log")
+        ax.set_ylim(0.7, counts.max() * 1.5)  # a bin of one row still shows
         ax.set_ylabel("rows (log scale)")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
