@@ -23,7 +23,7 @@ import numpy as np
 from ..core.directions import separating_directions
 from ..core.params import GMMParams
 from . import report_plots
-from .plots import pairs_figure
+from .plots import classification_figure, pairs_figure
 
 #: entries of a vector shown in a table cell before an ellipsis
 MAX_VECTOR_ENTRIES = 6
@@ -263,7 +263,7 @@ def _selection_section(page: dict) -> str:
         return ""
     import pandas as pd
 
-    from .plots import criterion_figure
+    from .plots import criterion_figure, mclust_bic_figure
 
     criterion = selection["criterion"]
     results = pd.DataFrame(selection["results"])
@@ -287,9 +287,16 @@ def _selection_section(page: dict) -> str:
             f"<b>K={esc(best['n_components'])}, {esc(best['covariance_type'])}</b>; "
             f"{number(selection.get('n_passes'))} passes over the data for the whole "
             "grid.</p>")
-    body += image(criterion_figure(results, criterion), f"{criterion} against K",
-                  f"{criterion.upper()} of each candidate's best restart against K, one line "
-                  "per covariance type; the best circled.")
+    if criterion == "bic":
+        body += image(mclust_bic_figure(results), "BIC against K",
+                      "mclust's BIC plot: each candidate's best restart in mclust's sign "
+                      "(2 log L - p log n, higher is better; the table below keeps dgmm's "
+                      "sign, lower is better), one line per covariance model, the best "
+                      "circled.")
+    else:
+        body += image(criterion_figure(results, criterion), f"{criterion} against K",
+                      f"{criterion.upper()} of each candidate's best restart against K, one "
+                      "line per covariance type; the best circled.")
     body += table(headers, rows, numeric=tuple(i for i, c in enumerate(columns)
                                                if c not in ("covariance_type", "converged")),
                   best_row=best_row)
@@ -311,6 +318,12 @@ def _components_section(params: GMMParams, sample, labels, names, pairs_png=None
                           f"{len(sample):,} sampled rows coloured by their most probable "
                           "component, each component's 1 and 2 sd ellipses.", dpi=110,
                           wide=d > 3))
+    if d >= 2 and has_points:
+        figs.append(image(classification_figure(params, sample, names=names),
+                          "classification and uncertainty",
+                          "mclust's classification and uncertainty plots on the two features "
+                          "that separate the components most: the larger and darker a point "
+                          "on the right, the less certain its component.", wide=True))
     values, directions = separating_directions(params)
     if d >= 2:
         share = values[:2].sum() / values.sum() if values.sum() > 0 else float("nan")
