@@ -240,7 +240,9 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
         predictions = {k: v for k, v in training.items() if k != "data"}
     else:
         below = training.get("anomaly_threshold") if training is not None else None
-        marginalize = getattr(model, "nonfinite", None) == "marginalize"
+        from ..core.nonfinite import nonfinite_rule
+
+        marginalize = nonfinite_rule(getattr(model, "nonfinite", "drop")).missing_values
         predictions = drift_mod.summarize(X, params, client=client, marginalize=marginalize,
                                           below=below).to_json()
         if below is not None:
