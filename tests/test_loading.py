@@ -256,7 +256,8 @@ BAD_VALUES = [
     ("model: {n_components: 0}",
      r"w\.yaml:5: model\.n_components: found 0; must be greater than or equal to 1"),
     ("model: {covariance_type: fulll}",
-     r"model\.covariance_type: found 'fulll'; must be 'full', 'tied', 'diag' or 'spherical'"),
+     r"model\.covariance_type: found 'fulll'; must be 'full', 'tied', 'diag', "
+     r"'spherical', 'EII', .* 'EVV' or 'VVV'"),
     ("model: {init_params: kmedoids}",
      r"model\.init_params: found 'kmedoids'; must be 'kmeans', 'k-means\+\+', 'random' or "
      r"'random_from_data'"),
