@@ -201,7 +201,8 @@ def test_bic_matches_mclust_on_faithful_and_selects_its_model():
     reference = json.loads((fixtures / "bic.json").read_text())["faithful"]
     X = pd.read_csv(fixtures / "faithful.csv").to_numpy(np.float64)
     selection = dgmm.GaussianMixtureSelection([1, 2, 3, 4], covariance_type="all", n_init=3,
-                                              tol=1e-5, max_iter=1000, random_state=0).fit(X)
+                                              tol=1e-5, max_iter=1000, random_state=0,
+                                              seed_from_other_types=2).fit(X)
     ours = -selection.results_.groupby(["covariance_type", "n_components"]).bic.min()
     cells = [(model, k, ours[(model, k)], column[k - 1])
              for model, column in zip(reference["models"], reference["bic"], strict=True)
@@ -211,3 +212,19 @@ def test_bic_matches_mclust_on_faithful_and_selects_its_model():
         c for c, ok in zip(cells, within, strict=True) if not ok]
     assert selection.best_params_ == {"n_components": 3, "covariance_type": "EEE"}
     assert ours.max() >= reference["best_bic"] - 0.5
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_seeding_from_other_types_adds_runs_and_keeps_the_better_end(blobs):
+    X = blobs[:300, :2]
+    common = dict(covariance_type=["EII", "VEV", "EVE"], random_state=0, n_init=1)
+    plain = dgmm.GaussianMixtureSelection([2, 3], **common).fit(X)
+    seeded = dgmm.GaussianMixtureSelection([2, 3], seed_from_other_types=2, **common).fit(X)
+    assert len(plain.results_) == 6 and len(seeded.results_) == 6 * 3
+    first = seeded.results_[seeded.results_.restart == 0].reset_index(drop=True)
+    np.testing.assert_array_equal(first.lower_bound, plain.results_.lower_bound)
+    best = seeded.results_.groupby(["n_components", "covariance_type"]).lower_bound.max()
+    chosen = seeded.best_params_
+    assert seeded.best_estimator_.lower_bound_ == best[(chosen["n_components"],
+                                                        chosen["covariance_type"])]
+    assert seeded.n_passes_ > plain.n_passes_

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -133,6 +133,11 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     memory_budget : int or str, default '1GiB'
         Bytes the responsibilities and statistics of all live models may take per chunk
         task. A grid above it runs in waves of candidates (logged).
+    seed_from_other_types : int, default 0
+        After the grid, each candidate (K, c) runs once more from each of the fitted
+        solutions of up to this many other covariance types at the same K (the best by
+        BIC first), as R's mclust starts every model of a K from one partition; it keeps
+        the better end. All these runs share one more set of passes. 0: no such round.
     Every other parameter is ``dgmm.GaussianMixture``'s and applies to every candidate.
 
     Seeds: the root seed is ``random_state`` when it is an int (otherwise an int drawn
@@ -168,6 +173,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES) | {"all"}), list, tuple],
         "criterion": [StrOptions({"bic", "aic", "icl"})],
         "memory_budget": [Interval(Integral, 1, None, closed="left"), str],
+        "seed_from_other_types": [Interval(Integral, 0, None, closed="left")],
         "tol": [Interval(Real, 0.0, None, closed="left")],
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -192,6 +198,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         covariance_type="full",
         criterion="bic",
         memory_budget="1GiB",
+        seed_from_other_types=0,
         tol=1e-3,
         reg_covar=1e-6,
         max_iter=100,
@@ -212,6 +219,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         self.covariance_type = covariance_type
         self.criterion = criterion
         self.memory_budget = memory_budget
+        self.seed_from_other_types = seed_from_other_types
         self.tol = tol
         self.reg_covar = reg_covar
         self.max_iter = max_iter
@@ -361,12 +369,47 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             for i, result in zip(group, found, strict=True):
                 results[i] = result
         self.n_waves_ = len(groups)
+        seeded = self._seed_from_other_types(data, grid, estimators, results, n_features)
+        chosen = [result if isinstance(result, str) else
+                  max([result] + [run for _, run in runs], key=lambda r: r.lower_bound)
+                  for result, runs in zip(results, seeded, strict=True)]
         classification = None
         if self.criterion == "icl":
-            classification = self._classification_terms(data, results)
+            classification = self._classification_terms(data, chosen)
             self.n_passes_ += 1
-        self._collect(grid, estimators, results, n_features, classification)
+        self._collect(grid, estimators, results, n_features, classification, seeded, chosen)
         return self
+
+    def _seed_from_other_types(self, data, grid, estimators, results, n_features) -> list:
+        """The round of ``seed_from_other_types``: per candidate, the (source type,
+        ``em.FitResult``) of its runs from other types' solutions."""
+        seeded = [[] for _ in grid]
+        if not self.seed_from_other_types:
+            return seeded
+        by_k: dict[int, list[int]] = {}
+        for i, ((k, _), result) in enumerate(zip(grid, results, strict=True)):
+            if not isinstance(result, str):
+                by_k.setdefault(k, []).append(i)
+        specs, owners = [], []
+        for indices in by_k.values():
+            ranked = sorted(indices, key=lambda i: information_criteria(
+                results[i].lower_bound, results[i].n_rows,
+                family(grid[i][1]).n_parameters(grid[i][0], n_features))[0])
+            for i in indices:
+                (k, c), settings = grid[i], estimators[i]._settings()
+                sources = [j for j in ranked if grid[j][1] != c][:self.seed_from_other_types]
+                for j in sources:
+                    start = _start_from(results[j].params, c)
+                    specs.append(em.ModelSpec(replace(settings, n_init=1), self.random_seed_,
+                                              lambda data, index, start=start: start))
+                    owners.append((i, grid[j][1]))
+        found, passes = em.fit_models(data, specs, client=self.client)
+        self.n_passes_ += passes
+        for (i, source), result in zip(owners, found, strict=True):
+            if isinstance(result, str):
+                continue
+            seeded[i].append((source, result))
+        return seeded
 
     def _classification_terms(self, data, results) -> list:
         """sum_i w_i log max_k r_ik of every fitted candidate, in one pass (None for the
@@ -387,10 +430,17 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init))
         return fixed, (estimator._partial_init if partial else None)
 
-    def _collect(self, grid, estimators, results, n_features, classification=None):
+    def _collect(self, grid, estimators, results, n_features, classification=None,
+                 seeded=None, chosen=None):
+        """The table, the scores and the best candidate. results: per candidate the grid's
+        ``em.FitResult`` (or why it was refused); seeded: its runs from other types'
+        solutions; chosen: the better of both (default: results)."""
         rows, scores = [], []
         classification = classification or [None] * len(grid)
-        for (k, c), result, term in zip(grid, results, classification, strict=True):
+        seeded = seeded or [[] for _ in grid]
+        chosen = chosen or results
+        for (k, c), grid_result, term, extra, result in zip(
+                grid, results, classification, seeded, chosen, strict=True):
             if isinstance(result, str):
                 self.refused_[(k, c)] = result
                 log.warning("candidate (n_components=%d, covariance_type=%r) refused: %s",
@@ -400,9 +450,10 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             n_parameters = family(c).n_parameters(k, n_features)
             bic, aic = information_criteria(result.lower_bound, result.n_rows, n_parameters)
             icl = math.nan if term is None else bic - 2.0 * term.total
-            best_restart = next((r.index for r in result.final_state.restarts
-                                 if r.lower_bound == result.lower_bound), None)
-            for restart in result.final_state.restarts:
+            best_restart = next((r.index for r in grid_result.final_state.restarts
+                                 if result is grid_result
+                                 and r.lower_bound == result.lower_bound), None)
+            for restart in grid_result.final_state.restarts:
                 r_bic, r_aic = information_criteria(restart.lower_bound, result.n_rows,
                                                     n_parameters)
                 rows.append({"n_components": k, "covariance_type": c,
@@ -410,6 +461,15 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                              "n_iter": restart.iteration, "lower_bound": restart.lower_bound,
                              "n_parameters": n_parameters, "bic": r_bic, "aic": r_aic,
                              "icl": icl if restart.index == best_restart else math.nan})
+            first = len(grid_result.final_state.restarts)
+            for number, (_, run) in enumerate(extra, start=first):
+                r_bic, r_aic = information_criteria(run.lower_bound, run.n_rows,
+                                                    n_parameters)
+                rows.append({"n_components": k, "covariance_type": c, "restart": number,
+                             "converged": run.converged, "n_iter": run.n_iter,
+                             "lower_bound": run.lower_bound, "n_parameters": n_parameters,
+                             "bic": r_bic, "aic": r_aic,
+                             "icl": icl if run is result else math.nan})
             scores.append({"bic": bic, "aic": aic, "icl": icl}[self.criterion])
         if all(isinstance(r, str) for r in results):
             raise DataError(
@@ -421,7 +481,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         best = int(np.argmin(scores))
         k, c = grid[best]
         self.best_params_ = {"n_components": k, "covariance_type": c}
-        self.best_estimator_ = _fitted(estimators[best], results[best], n_features)
+        self.best_estimator_ = _fitted(estimators[best], chosen[best], n_features)
         self.n_features_in_ = n_features
         if not self.best_estimator_.converged_ and self.max_iter > 0:
             warnings.warn(
@@ -461,6 +521,17 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     def icl(self, X):
         """ICL of the best model on X."""
         return self._best().icl(X)
+
+
+def _start_from(params, covariance_type: str):
+    """Initial parameters of type ``covariance_type`` from another type's fitted ones:
+    the same weights and means, and the nearest covariances of the type."""
+    source = params.family
+    full = source.full_covariances(params.covariances, params.n_components,
+                                   params.n_features)
+    covariances = family(covariance_type).from_full(full)
+    return type(params).from_covariances(params.weights, params.means, covariances,
+                                         covariance_type)
 
 
 def _fitted(estimator: GaussianMixture, result: em.FitResult, n_features: int):
