@@ -109,8 +109,9 @@ TYPE_NAMES = {"full", "tied", "diag", "spherical"}
 FAMILY_MODULES = {ROOT / "core" / "families.py"}
 
 
-def _type_branches(path: pathlib.Path) -> list[int]:
-    """Lines that compare with a covariance type's name or index a table by them."""
+def _name_branches(path: pathlib.Path, names: set[str], table_keys: int) -> list[int]:
+    """Lines that compare with one of ``names`` or build a table keyed by at least
+    ``table_keys`` of them."""
     lines = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Compare):
@@ -118,13 +119,18 @@ def _type_branches(path: pathlib.Path) -> list[int]:
                 values = ([side] if isinstance(side, ast.Constant)
                           else list(side.elts) if isinstance(side, (ast.Tuple, ast.List, ast.Set))
                           else [])
-                if any(isinstance(v, ast.Constant) and v.value in TYPE_NAMES for v in values):
+                if any(isinstance(v, ast.Constant) and v.value in names for v in values):
                     lines.append(node.lineno)
         elif isinstance(node, ast.Dict):
             keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
-            if len(keys & TYPE_NAMES) >= 3:
+            if len(keys & names) >= table_keys:
                 lines.append(node.lineno)
     return lines
+
+
+def _type_branches(path: pathlib.Path) -> list[int]:
+    """Lines that compare with a covariance type's name or index a table by them."""
+    return _name_branches(path, TYPE_NAMES, 3)
 
 
 @pytest.mark.parametrize("path", [p for p in SOURCES if p not in FAMILY_MODULES],
@@ -141,20 +147,49 @@ def test_the_branch_finder_sees_a_branch(tmp_path):
     assert _type_branches(probe) == [1, 3]
 
 
+POLICY_NAMES = {"raise", "drop", "marginalize"}
+#: the one module that knows the non-finite policies by name
+POLICY_MODULES = {ROOT / "core" / "nonfinite.py"}
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p not in POLICY_MODULES],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_code_outside_the_policy_module_branches_on_the_nonfinite_policy(path):
+    lines = _name_branches(path, POLICY_NAMES, 2)
+    assert lines == [], (
+        f"{path.relative_to(ROOT)} compares a non-finite policy's name at lines {lines}: "
+        "ask dgmm.core.nonfinite.nonfinite_rule(name) instead")
+
+
+def test_the_policy_branch_finder_sees_a_branch(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("if nonfinite != 'marginalize':\n    pass\n"
+                     "ok = policy in ('drop', 'marginalize')\n")
+    assert _name_branches(probe, POLICY_NAMES, 2) == [1, 3]
+
+
 #: module of dgmm/workflow -> the workflow modules it may import. Following a workflow goes
 #: down this order only: the runner gets a validated Workflow (loading resolved its cluster
 #: profile), and the cluster module gets a validated profile, never a name to look up.
 WORKFLOW_ALLOWED = {
     "__init__": set(),
-    "schema": set(),
-    "profiles": {"schema"},
-    "overrides": {"schema"},
-    "loading": {"schema", "profiles", "overrides"},
-    "cluster": {"schema"},
-    "checkpoint": set(),
+    "validators": set(),
+    "model_config": {"validators"},
+    "cluster_config": {"validators"},
+    "schema": {"validators", "model_config", "cluster_config"},
+    "profiles": {"cluster_config"},
+    "overrides": {"schema", "cluster_config"},
+    "loading": {"validators", "model_config", "cluster_config", "schema", "profiles",
+                "overrides"},
+    "cluster": {"cluster_config"},
+    "lock": set(),
+    "checkpoint": {"lock"},
     "plots": set(),
     "report": {"plots"},
-    "runner": {"schema", "cluster", "checkpoint", "report"},
+    "stamps": {"schema"},
+    "progress": {"checkpoint"},
+    "fitting": {"schema", "checkpoint", "progress"},
+    "runner": {"schema", "cluster", "fitting", "stamps", "report"},
 }
 
 
@@ -165,3 +200,103 @@ def test_workflow_modules_import_only_those_below_them(path):
     used = {target[1] for target in ours if len(target) > 1 and target[0] == "workflow"}
     assert used <= WORKFLOW_ALLOWED[path.stem], (
         f"dgmm/workflow/{path.name} imports {sorted(used - WORKFLOW_ALLOWED[path.stem])}")
+
+
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_longer_than_the_limit():
+    """A module does one job and is read in one sitting: none above MAX_MODULE_LINES."""
+    long = {str(p.relative_to(ROOT)): n for p in sorted(ROOT.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, f"modules above {MAX_MODULE_LINES} lines: {long}; split them by job"
+
+
+def _resolve(root: pathlib.Path, parts: list[str]) -> str | None:
+    """The module that ``parts`` (below ``root``) names, or None."""
+    base = root.joinpath(*parts)
+    if base.with_suffix(".py").is_file():
+        return ".".join(parts)
+    if (base / "__init__.py").is_file():
+        return ".".join([*parts, "__init__"]) if parts else "__init__"
+    return None
+
+
+def import_graph(root: pathlib.Path = ROOT) -> dict[str, set[str]]:
+    """module -> the dgmm modules it imports, anywhere in the file (function bodies too):
+    ``from .pkg import sub`` is an import of ``pkg.sub`` when that is a module, else of
+    ``pkg/__init__``."""
+    graph = {}
+    for path in sorted(root.rglob("*.py")):
+        module = list(path.relative_to(root).with_suffix("").parts)
+        package = module[:-1]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)]
+                elif node.module.split(".")[0] == "dgmm":
+                    base = []
+                else:
+                    continue
+                names = (node.module.split(".") if node.module else [])
+                target = base + (names[1:] if not node.level else names)
+                for alias in node.names:
+                    found = _resolve(root, [*target, alias.name]) or _resolve(root, target)
+                    if found:
+                        edges.add(found)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    parts = alias.name.split(".")
+                    if parts[0] == "dgmm" and (found := _resolve(root, parts[1:])):
+                        edges.add(found)
+        graph[".".join(module)] = edges - {".".join(module)}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The cycles of ``graph`` (one per strongly connected component with more than one
+    module), each as its sorted modules."""
+    index, low, on_stack, stack, cycles = {}, {}, set(), [], []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle_among_dgmm_modules():
+    cycles = import_cycles(import_graph())
+    assert cycles == [], f"import cycles: {cycles}; move what both need to a module below them"
+
+
+def test_the_cycle_finder_sees_a_cycle(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from .b import g\n")
+    (package / "b.py").write_text("from . import c\n")
+    (package / "c.py").write_text("from .a import f\n")
+    (package / "d.py").write_text("from .a import f\n")
+    assert import_cycles(import_graph(tmp_path)) == [["pkg.a", "pkg.b", "pkg.c"]]
