@@ -123,11 +123,9 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     ``seed_from_other_types``; every other one is ``dgmm.GaussianMixture``'s and applies to
     every candidate.
 
-    With ``seed_from_other_types=n`` the grid is followed by one more round: each
-    candidate (K, c) runs once more from each of the fitted solutions of up to n other
-    covariance types at the same K (the best by BIC first), as R's mclust starts every
-    model of a K from one partition, and keeps the better end. All these runs share one
-    more set of passes; they are listed in ``results_`` after the candidate's restarts.
+    ``seed_from_other_types=n`` adds one round (one more set of passes) in which each
+    candidate runs from the n best other types' solutions at its K, as R's mclust starts
+    every model of a K from one partition; ``results_`` lists those runs too.
 
     Seeds: the root seed is ``random_state`` when it is an int (otherwise an int drawn
     from it, or from fresh entropy when None; kept as ``random_seed_``). Restart i of every
