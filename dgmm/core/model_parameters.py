@@ -9,13 +9,13 @@ come from this table. See docs/design.md, "Model parameters declared once".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .families import COVARIANCE_TYPES
 from .types import INIT_PARAMS, NONFINITE_POLICIES
 
-KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "object")
+KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "size", "object")
 #: how a workflow fits: batch EM (``GaussianMixture``) or stepwise EM on mini-batches
 #: (``MiniBatchGaussianMixture``)
 ALGORITHMS = ("em", "minibatch")
@@ -35,7 +35,10 @@ class ModelParameter:
     changes_fit: changes the fitted numbers (part of a workflow's settings hash);
     algorithm: None for a parameter of every fit, else the one workflow ``algorithm``
     it belongs to (``'minibatch'``: a parameter of ``MiniBatchGaussianMixture`` only, left
-    out of GaussianMixture and of the settings hash of a batch EM workflow).
+    out of GaussianMixture and of the settings hash of a batch EM workflow);
+    grid: the estimator also takes a list of values, one candidate each
+    (``GaussianMixtureSelection``'s ``n_components`` and ``covariance_type``).
+    A ``size`` is a number of bytes (>= ``ge``) or a text such as ``'1GiB'``.
     """
 
     name: str
@@ -53,6 +56,7 @@ class ModelParameter:
     workflow: bool = True
     changes_fit: bool = True
     algorithm: str | None = None
+    grid: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -77,6 +81,8 @@ class ModelParameter:
             return int | None
         if self.kind == "path":
             return str | None
+        if self.kind == "size":
+            return int | str
         return {"int": int, "float": float, "bool": bool}.get(self.kind, Any)
 
     def field_kwargs(self) -> dict[str, Any]:
@@ -121,7 +127,8 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     ModelParameter("means_init", None, "array",
                    "User-given initial means, shape (K, d)."),
     ModelParameter("precisions_init", None, "array",
-                   "User-given initial precisions, shaped as the covariances."),
+                   "User-given initial precisions, shaped as the covariances: (K, d, d) "
+                   "full, (d, d) tied, (K, d) diag, (K,) spherical."),
     ModelParameter("random_state", None, "seed", "Seed of the initialisations.",
                    ge=0, lt=2**32, saved=True),
     ModelParameter("warm_start", False, "bool",
@@ -167,3 +174,46 @@ DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 #: the constructor parameters of ``MiniBatchGaussianMixture`` beyond GaussianMixture's
 MINIBATCH_PARAMETERS: tuple[ModelParameter, ...] = tuple(
     p for p in PARAMETERS if p.algorithm == "minibatch" and p.saved)
+
+#: ``MiniBatchGaussianMixture``: GaussianMixture's parameters (one initialisation: stepwise
+#: EM runs a single chain), then its own
+MINIBATCH_ESTIMATOR_PARAMETERS: tuple[ModelParameter, ...] = tuple(
+    replace(p, le=1, doc="Initialisations: stepwise EM runs one.") if p.name == "n_init"
+    else p for p in ESTIMATOR_PARAMETERS) + MINIBATCH_PARAMETERS
+
+#: ``GaussianMixtureSelection``: the grid (``n_components`` and ``covariance_type`` take a
+#: list of values), the criterion and the memory budget, then every other parameter of
+#: GaussianMixture, shared by the candidates
+SELECTION_PARAMETERS: tuple[ModelParameter, ...] = (
+    replace(BY_NAME["n_components"], default=tuple(range(1, 9)), grid=True,
+            doc="The values of K to try: an int >= 1, a list or a range of them."),
+    replace(BY_NAME["covariance_type"], grid=True,
+            options=(*BY_NAME["covariance_type"].options, "all"),
+            doc="The covariance types to try: a name, a list of names, or 'all' for "
+                "mclust's fourteen (EII ... VVV)."),
+    ModelParameter("criterion", "bic", "choice",
+                   "Information criterion choosing the best candidate (lower is better), "
+                   "from each restart's final lower bound on the usable rows. 'icl' is BIC "
+                   "- 2 sum_i w_i log max_k r_ik with each candidate's fitted "
+                   "responsibilities: one more pass, for every candidate at once.",
+                   options=("bic", "aic", "icl"), estimator=False, workflow=False),
+    ModelParameter("memory_budget", "1GiB", "size",
+                   "Bytes the responsibilities and statistics of all live candidates may "
+                   "take per chunk task (an int or a text such as '1GiB'); a grid above "
+                   "it runs in waves of candidates (logged). It does not change the "
+                   "numbers.",
+                   ge=1, estimator=False, workflow=False, changes_fit=False),
+    ModelParameter("seed_from_other_types", 0, "int",
+                   "After the grid, each candidate also runs from the fitted solutions of "
+                   "up to this many other covariance types at the same K (the best by BIC "
+                   "first) and keeps the better end, in one more set of passes; 0: no "
+                   "such round.", ge=0, estimator=False, workflow=False),
+    *(p for p in ESTIMATOR_PARAMETERS if p.name not in ("n_components", "covariance_type")),
+)
+
+#: every estimator's constructor parameters, in the order of its signature, by class name
+ESTIMATORS: dict[str, tuple[ModelParameter, ...]] = {
+    "GaussianMixture": ESTIMATOR_PARAMETERS,
+    "MiniBatchGaussianMixture": MINIBATCH_ESTIMATOR_PARAMETERS,
+    "GaussianMixtureSelection": SELECTION_PARAMETERS,
+}
