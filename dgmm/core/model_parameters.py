@@ -151,7 +151,7 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     ModelParameter("algorithm", "em", "choice",
                    "Batch EM (em) or stepwise EM on mini-batches (minibatch).",
                    options=ALGORITHMS, estimator=False),
-    _minibatch("batch_size", 4096, "int", "Rows per step of stepwise EM.", ge=1),
+    _minibatch("batch_size", 32768, "int", "Rows per step of stepwise EM.", ge=1),
     _minibatch("step_power", 0.6, "float",
                "alpha of the step size eta_t = (t + 2)^(-alpha).", gt=0.5, le=1.0),
     _minibatch("polish_iter", 0, "int",
