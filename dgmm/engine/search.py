@@ -8,14 +8,16 @@ parameter set found. ``uses_sample`` says when a fit starts this way. See docs/d
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..core import search as core_search
+from ..core.families import family
 from ..core.params import GMMParams
 from ..core.threads import single_blas_thread
 from ..errors import DataError
@@ -146,3 +148,51 @@ def sample_record(sample: RowSample) -> tuple[dict[str, np.ndarray], dict]:
     return ({"sample.rows": sample.rows, "sample.keys": sample.keys},
             {"size": sample.size, "n_rows": sample.n_rows, "n_nonfinite": sample.n_nonfinite,
              "first_nonfinite": sample.first_nonfinite, "total_weight": sample.total_weight})
+
+
+def needs_search(settings, resume) -> bool:
+    """True when a fit's restarts start from the sample search: ``init_size`` is not 0
+    and some restart is not initialised yet (a resumed fit whose restarts all are
+    continues without it)."""
+    if not uses_sample(settings):
+        return False
+    return resume is None or len(resume.restarts) < settings.n_init or any(
+        r.params is None for r in resume.restarts)
+
+
+def start_of(starts, data, init_index):
+    """theta_0 of restart ``init_index``: the search's ``init_index``-th best."""
+    return starts[init_index % len(starts)]
+
+
+def with_searched_starts(data: engine.ChunkedData, specs: list, resumed: list, *, seed: int,
+                         client=None, sample: RowSample | None = None,
+                         callback=None) -> tuple[list, int, int]:
+    """``specs`` (``em.ModelSpec`` of a grid) with the models that start from the sample
+    search given their starts as ``fixed_init``: one sample pass for all of them (each
+    model uses the prefix it needs), then each model's search in memory.
+
+    resumed: per model its ``EMState`` to resume from, or None; a model whose restarts
+    are all initialised needs no search, and one refused for too many components gets
+    placeholder parameters (its first pass refuses it). Returns (specs, data passes made:
+    1 or 0, rows of the sample or 0).
+    """
+    wanted = [i for i, spec in enumerate(specs)
+              if spec.fixed_init is None and spec.init_transform is None
+              and needs_search(spec.settings, resumed[i])]
+    if not wanted:
+        return specs, 0, 0
+    passes = int(sample is None)
+    found, sample = sample_starts(data, [specs[i].settings for i in wanted],
+                                  [seed] * len(wanted), client=client, sample=sample,
+                                  callback=callback, refuse_small=True)
+    specs = list(specs)
+    for i, starts in zip(wanted, found, strict=True):
+        if isinstance(starts, str):
+            k, c = specs[i].settings.n_components, specs[i].settings.covariance_type
+            kind = family(c)
+            starts = [GMMParams.from_covariances(
+                np.full(k, 1.0 / k), np.zeros((k, data.n_features)),
+                kind.point_covariances(k, data.n_features, 1.0), c)]
+        specs[i] = replace(specs[i], fixed_init=functools.partial(start_of, starts))
+    return specs, passes, int(sample.rows.shape[0])

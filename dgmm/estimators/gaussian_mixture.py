@@ -289,16 +289,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._fit(X, sample_weight, callback, None)
         return self.predict(X)
 
-    @staticmethod
-    def _needs_search(settings: em.EMSettings, resume) -> bool:
-        """True when the restarts start from the sample search: ``init_size`` is not 0
-        and some restart is not initialised yet (a resumed fit whose restarts all are
-        continues without it)."""
-        if not search.uses_sample(settings):
-            return False
-        return resume is None or len(resume.restarts) < settings.n_init or any(
-            r.params is None for r in resume.restarts)
-
     def _fit(self, X, sample_weight, callback, resume, sample=None, search_callback=None):
         X = self._check_X(X, fitting=True)
         n_samples, n_features = X.shape
@@ -320,12 +310,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         partial = (fixed_init is None and any(
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init)))
         # partial: initialise each restart by init_params, then override what the user gave
-        if fixed_init is None and not partial and warm is None and self._needs_search(
+        if fixed_init is None and not partial and warm is None and search.needs_search(
                 settings, resume):
             starts, sample = search.sample_starts(
                 data, [settings], [seed], client=self.client, sample=sample,
                 callback=search_callback)
-            fixed_init = functools.partial(_start_of, starts[0])
+            fixed_init = functools.partial(search.start_of, starts[0])
             self.n_sample_rows_ = sample.rows.shape[0]
         result = em.fit_em(
             data, settings, seed=seed, fixed_init=fixed_init, warm_start=warm,
@@ -570,7 +560,3 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
         return X, y
 
-
-def _start_of(starts, data, init_index):
-    """theta_0 of restart ``init_index``: the search's ``init_index``-th best."""
-    return starts[init_index % len(starts)]

@@ -33,7 +33,7 @@ from ..engine import minibatch as stepwise
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
 from .constraints import declared_parameters
-from .gaussian_mixture import ConvergenceWarning, GaussianMixture, _start_of
+from .gaussian_mixture import ConvergenceWarning, GaussianMixture
 
 
 @declared_parameters("MiniBatchGaussianMixture")
@@ -69,7 +69,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         client=None,
         split_every=8,
         nonfinite="raise",
-        batch_size=4096,
+        batch_size=32768,
         step_power=0.6,
         polish_iter=0,
         wave_width=8,
@@ -128,7 +128,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
             # with batch EM's tol: this estimator's tol is on the change between passes
             found = replace(self._settings(), tol=DEFAULTS["tol"])
             starts, _ = search.sample_starts(data, [found], [seed], client=self.client)
-            fixed_init = functools.partial(_start_of, starts[0], init_index=0)
+            fixed_init = functools.partial(search.start_of, starts[0], init_index=0)
         return stepwise.initial_state(data, settings, seed, fixed_init=fixed_init,
                                       client=self.client)
 
