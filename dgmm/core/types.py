@@ -11,5 +11,15 @@ INIT_PARAMS: tuple[str, ...] = get_args(InitParams)
 NonFinitePolicy = Literal["raise", "drop", "marginalize"]
 NONFINITE_POLICIES: tuple[str, ...] = get_args(NonFinitePolicy)
 
-__all__ = ["COVARIANCE_TYPES", "CovarianceType", "INIT_PARAMS", "InitParams", "NONFINITE_POLICIES",
-           "NonFinitePolicy"]
+#: the prior on the mixing weights of a variational Bayesian mixture
+WeightPriorType = Literal["dirichlet_process", "dirichlet_distribution"]
+WEIGHT_PRIOR_TYPES: tuple[str, ...] = get_args(WeightPriorType)
+
+#: what a model's fit estimates: maximum-likelihood parameters (EM), or the variational
+#: posterior of a Bayesian mixture
+ModelKindName = Literal["maximum_likelihood", "variational_bayes"]
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKindName)
+
+__all__ = ["COVARIANCE_TYPES", "CovarianceType", "INIT_PARAMS", "InitParams", "MODEL_KINDS",
+           "ModelKindName", "NONFINITE_POLICIES", "NonFinitePolicy", "WEIGHT_PRIOR_TYPES",
+           "WeightPriorType"]

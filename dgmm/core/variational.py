@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 from scipy.special import betaln, digamma, gammaln
@@ -36,9 +35,8 @@ from ..errors import ConfigError
 from .families import family
 from .params import GMMParams
 from .stats import SuffStats
+from .types import WEIGHT_PRIOR_TYPES
 
-WeightPriorType = Literal["dirichlet_process", "dirichlet_distribution"]
-WEIGHT_PRIOR_TYPES: tuple[str, ...] = get_args(WeightPriorType)
 _EPS = np.finfo(np.float64).eps
 
 
