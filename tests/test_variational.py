@@ -7,6 +7,7 @@ from sklearn.mixture import BayesianGaussianMixture
 
 from dgmm.core import kernels
 from dgmm.core import variational as vb
+from dgmm.core.families import family
 from dgmm.errors import ConfigError
 
 PRIOR_TYPES = vb.WEIGHT_PRIOR_TYPES
@@ -33,11 +34,11 @@ def _assert_posterior(vp, sk, rtol=RTOL):
 
 
 def _prior(X, covariance_type, n_components, **given):
-    """The prior resolved from one pass's one-component statistics of X."""
-    ones = np.ones((X.shape[0], 1))
-    moments = kernels.chunk_stats_from_resp(X, ones, X[:1] + 0.5, covariance_type)
-    mean, covariance = vb.data_moments(moments)
-    return vb.resolve_prior(covariance_type, n_components, mean, covariance, **given)
+    """The prior resolved from the moments of X, merged from two parts."""
+    head = vb.data_moments_chunk(X[:100], None, 0, covariance_type)
+    moments = head.merge(vb.data_moments_chunk(X[100:], None, 100, covariance_type))
+    return vb.resolve_prior(covariance_type, n_components, moments.mean,
+                            moments.covariance(), **given)
 
 
 def _data(n=300, k=4, seed=2):
@@ -151,18 +152,26 @@ def test_given_priors_are_used_and_checked(covariance_type):
         _prior(X, covariance_type, 4, weight_concentration_prior_type="dirichlet")
 
 
-def test_row_weights_count_as_repeated_rows():
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_data_moments_count_row_weights_as_repeated_rows(covariance_type):
     X, resp = _data(n=120, k=3)
-    counts = np.random.default_rng(3).integers(1, 4, size=X.shape[0])
+    X = X + 1e6  # far from the origin: the pairwise merge keeps the digits
+    counts = np.random.default_rng(3).integers(0, 4, size=X.shape[0])
     repeated = np.repeat(X, counts, axis=0)
-    for covariance_type in COVARIANCE_TYPES:
-        ones = np.ones((X.shape[0], 1))
-        weighted = kernels.chunk_stats_from_resp(X, ones, X[:1], covariance_type,
-                                                 counts.astype(float))
-        plain = kernels.chunk_stats_from_resp(repeated, np.ones((repeated.shape[0], 1)),
-                                              X[:1], covariance_type)
-        for a, b in zip(vb.data_moments(weighted), vb.data_moments(plain), strict=True):
-            _assert_close(a, b, 1e-12)
+    weighted = vb.data_moments_chunk(X[:50], counts[:50].astype(float), 0, covariance_type)
+    weighted = weighted.merge(vb.data_moments_chunk(X[50:], counts[50:].astype(float), 50,
+                                                    covariance_type))
+    plain = vb.data_moments_chunk(repeated, None, 0, covariance_type)
+    _assert_close(weighted.mean, plain.mean, 1e-14)
+    _assert_close(weighted.covariance(), plain.covariance(), 1e-9)
+    covariance = np.cov(repeated.T)
+    expected = _prior(repeated, covariance_type, 1).covariance
+    _assert_close(expected, family(covariance_type).from_full(covariance[None])
+                  .reshape(np.shape(expected)), 1e-9)
+    bad = X[:10].copy()
+    bad[[3, 7], 1] = np.nan
+    moments = vb.data_moments_chunk(bad, None, 20, covariance_type)
+    assert (moments.n_rows, moments.n_nonfinite, moments.first_nonfinite) == (8, 2, 23)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

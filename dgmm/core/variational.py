@@ -33,6 +33,7 @@ from scipy.special import betaln, digamma, gammaln
 
 from ..errors import ConfigError
 from .families import family
+from .kernels import chunk_stats_from_resp, split_finite
 from .params import GMMParams
 from .stats import SuffStats
 from .types import WEIGHT_PRIOR_TYPES
@@ -85,18 +86,70 @@ class VariationalPrior:
                    np.asarray(arrays["prior.covariance"], dtype=np.float64))
 
 
-def data_moments(stats: SuffStats) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (d,), covariance with ddof=1 in one component's covariance shape) of the rows
-    behind one-component statistics (``stats.nk`` of shape (1,)); row weights count as
-    frequencies."""
-    kind = family(stats.covariance_type)
-    n = stats.nk[0]
-    delta = stats.s1 / n
-    mean = stats.shift[0] + delta[0]
-    scatter = kind.move_s2(stats.s2, stats.nk, stats.s1, -delta)
-    covariance = kind.estimate_covariances(np.array([n - 1.0]), np.zeros_like(delta),
-                                           scatter, 0.0)
-    return mean, (covariance[0] if kind.per_component else covariance)
+@dataclass(frozen=True, eq=False)
+class DataMoments:
+    """Total weight, mean and scatter about the mean of a set of rows (one component's
+    second moments in the family's form), mergeable by Chan et al.'s pairwise rule: the
+    data's moments that the prior's defaults come from, in one pass.
+
+    n_rows, n_nonfinite, first_nonfinite: rows used, rows skipped for NaN or inf, and the
+    global index of the first skipped row (-1 when none).
+    """
+
+    covariance_type: str
+    n: float
+    mean: np.ndarray
+    scatter: np.ndarray
+    n_rows: int = 0
+    n_nonfinite: int = 0
+    first_nonfinite: int = -1
+
+    def merge(self, other: DataMoments) -> DataMoments:
+        first = min((i for i in (self.first_nonfinite, other.first_nonfinite) if i >= 0),
+                    default=-1)
+        counts = dict(n_rows=self.n_rows + other.n_rows,
+                      n_nonfinite=self.n_nonfinite + other.n_nonfinite,
+                      first_nonfinite=first)
+        if not other.n > 0 or not self.n > 0:
+            kept = self if self.n > 0 else other
+            return DataMoments(self.covariance_type, kept.n, kept.mean, kept.scatter, **counts)
+        kind = family(self.covariance_type)
+        n = self.n + other.n
+        mean = self.mean + (other.n / n) * (other.mean - self.mean)
+        zeros = np.zeros((1, mean.shape[0]))
+        scatter = (kind.move_s2(self.scatter, np.array([self.n]), zeros,
+                                (self.mean - mean)[None])
+                   + kind.move_s2(other.scatter, np.array([other.n]), zeros,
+                                  (other.mean - mean)[None]))
+        return DataMoments(self.covariance_type, n, mean, scatter, **counts)
+
+    def covariance(self) -> np.ndarray:
+        """The covariance with ddof=1 (row weights count as frequencies), in one
+        component's covariance shape ((d, d), (d,) or a scalar)."""
+        kind = family(self.covariance_type)
+        d = self.mean.shape[0]
+        covariance = kind.estimate_covariances(np.array([self.n - 1.0]), np.zeros((1, d)),
+                                               self.scatter, 0.0)
+        return covariance[0] if kind.per_component else covariance
+
+
+def data_moments_chunk(X: np.ndarray, sample_weight: np.ndarray | None, row_offset: int,
+                       covariance_type: str) -> DataMoments:
+    """``DataMoments`` of one chunk's finite rows (rows with NaN or inf are counted and
+    skipped); the signature of a pass's chunk function."""
+    X, sample_weight, n_bad, first_bad = split_finite(X, sample_weight, row_offset)
+    kind = family(covariance_type)
+    d = X.shape[1]
+    n = float(X.shape[0]) if sample_weight is None else float(np.sum(sample_weight))
+    counts = dict(n_rows=int(X.shape[0]), n_nonfinite=n_bad, first_nonfinite=first_bad)
+    if not n > 0:
+        return DataMoments(covariance_type, 0.0, np.zeros(d),
+                           np.zeros(kind.s2_shape(1, d)), **counts)
+    mean = np.average(np.asarray(X, dtype=np.float64), axis=0, weights=sample_weight)
+    stats = chunk_stats_from_resp(X, np.ones((X.shape[0], 1)), mean[None], covariance_type,
+                                  sample_weight)
+    scatter = kind.move_s2(stats.s2, stats.nk, stats.s1, -stats.s1 / stats.nk[:, None])
+    return DataMoments(covariance_type, n, mean, scatter, **counts)
 
 
 def resolve_prior(covariance_type: str, n_components: int, data_mean: np.ndarray,
