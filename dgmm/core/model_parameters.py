@@ -114,7 +114,7 @@ def _minibatch(name, default, kind, doc, **kwargs) -> ModelParameter:
 
 def _prior(name, default, kind, doc, **kwargs) -> ModelParameter:
     """A parameter of ``BayesianGaussianMixture`` only (its prior), saved with its models."""
-    return ModelParameter(name, default, kind, doc, saved=True, workflow=False,
+    return ModelParameter(name, default, kind, doc, saved=True,
                           model_kind="variational_bayes", **kwargs)
 
 
@@ -167,7 +167,7 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     ModelParameter("kind", "maximum_likelihood", "choice",
                    "Maximum-likelihood EM (maximum_likelihood) or the variational posterior "
                    "of a Bayesian mixture (variational_bayes).",
-                   options=MODEL_KINDS, estimator=False, workflow=False),
+                   options=MODEL_KINDS, estimator=False),
     _prior("weight_concentration_prior_type", "dirichlet_process", "choice",
            "Prior on the weights: a Dirichlet process (stick-breaking) or a Dirichlet "
            "distribution.", options=WEIGHT_PRIOR_TYPES),

@@ -7,6 +7,8 @@ from .families import COVARIANCE_TYPES, CovarianceType
 
 InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
 INIT_PARAMS: tuple[str, ...] = get_args(InitParams)
+#: the methods whose theta_0 is K rows of the data with covariance reg_covar * I
+POINT_INIT_PARAMS: tuple[str, ...] = ("k-means++", "random_from_data")
 
 NonFinitePolicy = Literal["raise", "drop", "marginalize"]
 NONFINITE_POLICIES: tuple[str, ...] = get_args(NonFinitePolicy)
@@ -21,5 +23,5 @@ ModelKindName = Literal["maximum_likelihood", "variational_bayes"]
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKindName)
 
 __all__ = ["COVARIANCE_TYPES", "CovarianceType", "INIT_PARAMS", "InitParams", "MODEL_KINDS",
-           "ModelKindName", "NONFINITE_POLICIES", "NonFinitePolicy", "WEIGHT_PRIOR_TYPES",
-           "WeightPriorType"]
+           "ModelKindName", "NONFINITE_POLICIES", "NonFinitePolicy", "POINT_INIT_PARAMS",
+           "WEIGHT_PRIOR_TYPES", "WeightPriorType"]

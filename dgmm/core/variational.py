@@ -34,8 +34,10 @@ from scipy.special import betaln, digamma, gammaln
 from ..errors import ConfigError
 from .families import family
 from .kernels import chunk_stats_from_resp, split_finite
+from .mstep import MStepResult, mean_log_likelihood
 from .params import GMMParams
 from .stats import SuffStats
+from .terms import GaussianTerms
 from .types import WEIGHT_PRIOR_TYPES
 
 _EPS = np.finfo(np.float64).eps
@@ -251,6 +253,22 @@ class VariationalParams:
         return cls(covariance_type, weight_concentration_prior_type,
                    *(arrays[name] for name in cls.ARRAYS))
 
+    def gaussian_terms(self) -> GaussianTerms:
+        """The E-step's terms: means m_k and precision factors of nu_k W_k, with every
+        constant (``estep_log_constants``) in ``log_weights`` and log det U_k in
+        ``log_det``, so that the kernels' log-density is log rho_ik. One object per
+        parameter object (the kernels cache per terms)."""
+        terms = self.__dict__.get("_terms")
+        if terms is None:
+            kind = family(self.covariance_type)
+            terms = GaussianTerms(self.means, self.precisions_cholesky,
+                                  estep_log_constants(self),
+                                  kind.log_det_cholesky(self.precisions_cholesky,
+                                                        self.n_features),
+                                  self.covariance_type)
+            object.__setattr__(self, "_terms", terms)
+        return terms
+
     def __dask_tokenize__(self):
         digest = hashlib.sha256(
             f"{self.covariance_type}/{self.weight_concentration_prior_type}".encode())
@@ -409,3 +427,47 @@ def lower_bound(vp: VariationalParams, entropy: float) -> float:
         log_norm_weight = gammaln(alpha.sum()) - gammaln(alpha).sum()
     return float(entropy - log_wishart - log_norm_weight
                  - 0.5 * d * np.sum(np.log(vp.mean_precision)))
+
+
+@dataclass(frozen=True)
+class VariationalBayes:
+    """The model kind of a variational Bayesian mixture (``dgmm.core.model_kinds``).
+
+    prior: the resolved prior; reg_covar: added to the responsibilities' covariances
+    before the update, as scikit-learn does; n: the data's total weight; point_start:
+    theta_0 is K rows with covariance reg_covar I (k-means++, random_from_data), which
+    scikit-learn starts from as responsibilities of one row each (N_k = 1) instead of
+    N_k = n pi_k. The objective is ``lower_bound`` (summed over the rows).
+    """
+
+    prior: VariationalPrior
+    reg_covar: float
+    n: float
+    point_start: bool = False
+    name: str = "variational_bayes"
+
+    @property
+    def covariance_type(self) -> str:
+        return self.prior.covariance_type
+
+    def estep_terms(self, params: VariationalParams) -> GaussianTerms:
+        return params.gaussian_terms()
+
+    def m_step(self, stats: SuffStats, previous: VariationalParams | None) -> MStepResult:
+        return MStepResult(variational_update(stats, self.prior, self.reg_covar),
+                           mean_log_likelihood(stats), ())
+
+    def objective(self, stats: SuffStats, previous: VariationalParams,
+                  params: VariationalParams) -> float:
+        return lower_bound(params, responsibility_entropy(stats, previous))
+
+    def initial_params(self, start: GMMParams) -> VariationalParams:
+        k = start.n_components
+        nk = np.ones(k) if self.point_start else start.weights * self.n
+        return update_from_moments(nk + 10 * _EPS if self.point_start else nk, start.means,
+                                   start.covariances, self.prior)
+
+    def params_from_arrays(self, arrays: dict[str, np.ndarray]) -> VariationalParams:
+        return VariationalParams.from_arrays(self.covariance_type,
+                                             self.prior.weight_concentration_prior_type,
+                                             arrays)

@@ -415,8 +415,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"X holds {bad.size} row(s) with infinite values (the first at row "
                     f"{bad[0]}). NaN entries are missing values, but +-inf is bad data: "
                     "clean those rows, or set nonfinite='drop' to get label -1 and NaN.")
+        model = self._inference_model()
         if _is_dask(X):
-            return engine.map_rows(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
+            return engine.map_rows(X, row_fn, model, n_columns=n_columns, dtype=dtype)
         if self.nonfinite == "raise" and not np.isfinite(X).all():
             bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
             raise DataError(
@@ -424,7 +425,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"{bad[0]}). Clean them, or set nonfinite='drop' to get label -1 and NaN "
                 "for those rows."
             )
-        return engine.map_rows_local(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
+        return engine.map_rows_local(X, row_fn, model, n_columns=n_columns, dtype=dtype)
+
+    def _inference_model(self):
+        """The parameters predict, predict_proba and score_samples evaluate."""
+        return self.params_
 
     def predict(self, X):
         """Most probable component per row, shape (n_samples,); -1 for non-finite rows."""
@@ -492,14 +497,22 @@ def load_model(path, *, storage_options: dict | None = None, **kwargs):
     """
     params, meta = model_io.load_params(path, storage_options)
     record = model_io.load_state_record(path, meta, storage_options)
+    variational = model_io.load_variational(path, meta, storage_options)
     cls = GaussianMixture
     if record is not None:
         from .minibatch import MiniBatchGaussianMixture as cls
+    elif variational is not None:
+        from .bayesian import BayesianGaussianMixture as cls
     accepted = set(cls._parameter_constraints)
+    # arrays are saved as their repr: the prior's arrays come back with the posterior
     settings = {k: v for k, v in meta.get("settings", {}).items()
                 if k in model_io.SETTINGS and k in accepted
-                and not (isinstance(v, str) and k == "random_state")}
-    model = cls.from_params(params, **{**settings, **kwargs})
+                and not (isinstance(v, str) and k in ("random_state", "mean_prior",
+                                                       "covariance_prior"))}
+    if variational is not None:
+        model = cls.from_posterior(*variational, **{**settings, **kwargs})
+    else:
+        model = cls.from_params(params, **{**settings, **kwargs})
     model.n_iter_ = meta["n_iter"]
     model.converged_ = meta["converged"]
     lower_bound = meta["lower_bound"]
