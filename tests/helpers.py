@@ -10,7 +10,7 @@ from dask.callbacks import Callback
 from fsspec.implementations.local import LocalFileSystem
 from scipy.stats import wishart
 
-from dgmm.core.families import COVARIANCE_TYPES
+from dgmm.core.families import SKLEARN_TYPES as COVARIANCE_TYPES
 from dgmm.core.params import GMMParams
 from dgmm.core.stats import SuffStats
 

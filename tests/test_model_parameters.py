@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 
 from dgmm import GaussianMixture
 from dgmm.core import model_parameters as mp
+from dgmm.core.families import COVARIANCE_TYPES
 from dgmm.data import model_io
 from dgmm.engine.em import EMSettings
 from dgmm.engine.passes import DEFAULT_SPLIT_EVERY
@@ -43,6 +44,10 @@ def test_constraints_come_from_the_declaration_and_match_sklearns():
             assert interval.type is Integral and interval.left == 0
             assert all(interval.is_satisfied_by(v) for v in (0, 3, True))
             assert not interval.is_satisfied_by(-1)
+            continue
+        if name == "covariance_type":  # scikit-learn's four, then mclust's fourteen
+            assert ours[name][0].options == set(COVARIANCE_TYPES)
+            assert constraints[0].options == set(COVARIANCE_TYPES[:4])
             continue
         assert [described(c) for c in ours[name]] == [described(c) for c in constraints], name
     assert ours["client"] == "no_validation"

@@ -12,7 +12,8 @@ import pytest
 from helpers import REPO
 from pydantic import ValidationError
 
-from dgmm.core.families import COVARIANCE_TYPES, family
+from dgmm.core.families import SKLEARN_TYPES as COVARIANCE_TYPES
+from dgmm.core.families import family
 from dgmm.engine.passes import DEFAULT_CHUNK_BYTES, as_row_chunked
 from dgmm.errors import ConfigError
 from dgmm.workflow.schema import (

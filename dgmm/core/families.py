@@ -27,9 +27,15 @@ import numpy as np
 from scipy import linalg
 
 from ..errors import FitError
+from .structured import CovarianceEstimate, decompose
 
-CovarianceType = Literal["full", "tied", "diag", "spherical"]
+CovarianceType = Literal["full", "tied", "diag", "spherical", "EII", "VII", "EEI", "VEI", "EVI",
+                         "VVI", "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV"]
 COVARIANCE_TYPES: tuple[str, ...] = get_args(CovarianceType)
+#: scikit-learn's names (of VVV, EEE, VVI, VII)
+SKLEARN_TYPES: tuple[str, ...] = COVARIANCE_TYPES[:4]
+#: mclust's fourteen models, in mclust's order (``dgmm.core.mclust_families``)
+MCLUST_MODELS: tuple[str, ...] = COVARIANCE_TYPES[4:]
 
 ILL_DEFINED_COVARIANCE = (
     "Fitting the mixture model failed because some components have ill-defined "
@@ -105,6 +111,8 @@ class CovarianceFamily:
     kernel: str
     #: whether the covariances hold one entry per component (all but tied)
     per_component: bool = True
+    #: mclust's name: volume, shape and orientation each Equal, Variable or Identity
+    mclust_name: str
 
     def __reduce__(self):
         return (family, (self.name,))  # unpickles to the registry's one object
@@ -169,6 +177,20 @@ class CovarianceFamily:
         """Covariances from shifted moments: nk (K,) with 10 eps added, delta = S1 / N_k
         (K, d) the mean minus the shift, s2 packed as ``s2_shape``."""
         raise NotImplementedError
+
+    def fit_covariances(self, nk: np.ndarray, delta: np.ndarray, s2: np.ndarray,
+                        reg_covar: float, previous: np.ndarray | None = None
+                        ) -> CovarianceEstimate:
+        """``estimate_covariances`` with how its inner iterations ended; ``previous`` (the
+        covariances the E-step used, or None) starts the iterative structured models."""
+        return CovarianceEstimate(self.estimate_covariances(nk, delta, s2, reg_covar))
+
+    def decomposition(self, covariances: np.ndarray, n_components: int, n_features: int):
+        """(volumes, shapes, orientations) of mclust's Sigma_k = lambda_k D_k A_k D_k^T,
+        each shared (one value) where the model shares it: ``structured.decompose``."""
+        full = self.full_covariances(covariances, n_components, n_features)
+        return decompose(np.asarray(full, dtype=np.float64), self.mclust_name,
+                         diagonal=self.kernel == "diagonal")
 
     def keep_previous(self, covariances: np.ndarray, previous: np.ndarray,
                       empty: np.ndarray) -> None:
@@ -247,6 +269,7 @@ class CovarianceFamily:
 
 class _Full(CovarianceFamily):
     name, depth, kernel = "full", 3, "triangular"
+    mclust_name = "VVV"
 
     def covariance_shape(self, k, d):
         return (k, d, d)
@@ -336,6 +359,7 @@ class _Full(CovarianceFamily):
 
 class _Tied(CovarianceFamily):
     name, depth, kernel = "tied", 2, "shared"
+    mclust_name = "EEE"
     per_component = False
 
     def covariance_shape(self, k, d):
@@ -465,6 +489,7 @@ class _Diagonal(CovarianceFamily):
 
 class _Diag(_Diagonal):
     name, depth = "diag", 2
+    mclust_name = "VVI"
 
     def covariance_shape(self, k, d):
         return (k, d)
@@ -506,6 +531,7 @@ class _Diag(_Diagonal):
 
 class _Spherical(_Diagonal):
     name, depth = "spherical", 1
+    mclust_name = "VII"
 
     def covariance_shape(self, k, d):
         return (k,)
@@ -548,6 +574,7 @@ class _Spherical(_Diagonal):
 
 
 FULL, TIED, DIAG, SPHERICAL = _Full(), _Tied(), _Diag(), _Spherical()
+#: every family by name; ``dgmm.core.mclust_families`` adds mclust's fourteen on import
 FAMILIES: dict[str, CovarianceFamily] = {f.name: f for f in (FULL, TIED, DIAG, SPHERICAL)}
 
 
@@ -559,3 +586,6 @@ def family(name: str) -> CovarianceFamily:
         raise ValueError(
             f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {name!r}."
         ) from None
+
+
+from . import mclust_families  # noqa: E402,F401  (registers the fourteen in FAMILIES)

@@ -15,9 +15,8 @@ import numpy as np
 from .families import family
 from .params import GMMParams
 from .stats import SuffStats
+from .structured import EMPTY_FRACTION
 from .threads import single_blas_thread
-
-EMPTY_FRACTION = 1e-12
 
 
 @dataclass(frozen=True)
@@ -25,6 +24,10 @@ class MStepResult:
     params: GMMParams
     mean_loglik: float
     empty: tuple[int, ...]
+    #: inner iterations of an iterative structured M-step (0 for closed forms), and
+    #: whether they stopped at their cap before meeting their tolerance
+    inner_iterations: int = 0
+    inner_capped: bool = False
 
 
 def mean_log_likelihood(stats: SuffStats) -> float:
@@ -44,11 +47,14 @@ def m_step(stats: SuffStats, reg_covar: float, previous: GMMParams | None = None
     eps = np.finfo(np.float64).eps
     nk = stats.nk + 10 * eps
     means = stats.shift + stats.s1 / nk[:, None]
-    covariances = kind.estimate_covariances(nk, stats.s1 / nk[:, None], stats.s2, reg_covar)
+    estimate = kind.fit_covariances(nk, stats.s1 / nk[:, None], stats.s2, reg_covar,
+                                    None if previous is None else previous.covariances)
+    covariances = estimate.covariances
     empty = np.flatnonzero(stats.nk <= EMPTY_FRACTION * max(stats.n, eps))
     if empty.size and previous is not None:
         means[empty] = previous.means[empty]
         kind.keep_previous(covariances, previous.covariances, empty)
     weights = nk / nk.sum()
     params = GMMParams.from_covariances(weights, means, covariances, kind.name)
-    return MStepResult(params, mean_log_likelihood(stats), tuple(int(i) for i in empty))
+    return MStepResult(params, mean_log_likelihood(stats), tuple(int(i) for i in empty),
+                       estimate.n_iter, not estimate.converged)

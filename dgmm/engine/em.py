@@ -347,6 +347,10 @@ class _Restart:
         if step.empty:
             log.warning("components %s are empty; they keep their previous mean and "
                         "covariance (see dgmm.mstep)", list(step.empty))
+        if step.inner_capped:
+            log.warning("the %s M-step stopped after %d inner iterations before meeting "
+                        "its tolerance (dgmm.core.structured.INNER_MAX_ITER)",
+                        settings.covariance_type, step.inner_iterations)
         change = step.mean_loglik - state.lower_bound
         self.state = replace(
             state,

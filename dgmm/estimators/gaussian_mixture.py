@@ -21,7 +21,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..core import kernels
+from ..core import criteria, kernels
+from ..core.criteria import information_criteria
 from ..core.families import family
 from ..core.kernels import missing
 from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
@@ -33,12 +34,6 @@ from ..errors import ConfigError, DataError
 from .constraints import parameter_constraints
 
 __all__ = ["ConvergenceWarning", "GaussianMixture", "information_criteria", "load_model"]
-
-
-def information_criteria(mean_log_likelihood: float, n_rows: int, n_parameters: int):
-    """(BIC, AIC) of a model with ``n_parameters`` free parameters on ``n_rows`` rows."""
-    total = -2.0 * mean_log_likelihood * n_rows
-    return total + n_parameters * math.log(n_rows), total + 2.0 * n_parameters
 
 
 def _is_dask(X) -> bool:
@@ -70,8 +65,19 @@ def _masked(row_fn, fill, gap_fn=None):
 _predict_rows = _masked(kernels.predict, -1)
 _predict_proba_rows = _masked(kernels.predict_proba, np.nan)
 _score_samples_rows = _masked(kernels.score_samples, np.nan)
+
+
+def _log_max_rows(X, params):
+    return criteria.log_max_responsibility(X, params)
+
+
+def _log_max_marginal_rows(X, params):
+    return criteria.log_max_responsibility(X, params, marginalize=True)
+
+
 #: the same with nonfinite='marginalize'
 _MARGINAL_ROWS = {
+    _log_max_rows: _log_max_marginal_rows,
     _predict_rows: _masked(kernels.predict, -1, missing.predict),
     _predict_proba_rows: _masked(kernels.predict_proba, np.nan, missing.predict_proba),
     _score_samples_rows: _masked(kernels.score_samples, np.nan, missing.score_samples),
@@ -383,6 +389,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.covariances_ = np.array(params.covariances)
         self.precisions_cholesky_ = np.array(params.precisions_cholesky)
         self.precisions_ = np.array(params.precisions)
+        self.volumes_, self.shapes_, self.orientations_ = params.family.decomposition(
+            params.covariances, params.n_components, params.n_features)
         self.n_features_in_ = n_features
 
     @classmethod
@@ -474,6 +482,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Akaike information criterion on X (lower is better)."""
         mean, n = self.score_and_count(X)
         return information_criteria(mean, n, self.params_.n_free_parameters())[1]
+
+    def icl(self, X):
+        """Integrated complete-data likelihood criterion on X (lower is better):
+        ``bic(X) - 2 sum_i log max_k r_ik`` (mclust's ICL with the opposite sign)."""
+        mean, n = self.score_and_count(X)
+        log_max = self._apply(X, _log_max_rows, None, np.float64)
+        term = da.nansum(log_max) if _is_dask(log_max) else np.nansum(log_max)
+        if _is_dask(term):
+            term = term.compute() if self.client is None else self.client.compute(
+                term, sync=True)
+        bic = information_criteria(mean, n, self.params_.n_free_parameters())[0]
+        return bic - 2.0 * float(term)
 
     def sample(self, n_samples=1):
         """Draw (X, y) from the fitted mixture, as scikit-learn does with ``random_state``."""

@@ -1,5 +1,5 @@
-"""``GaussianMixtureSelection``: choose K and the covariance type by BIC or AIC, fitting
-every candidate and restart in the same data passes."""
+"""``GaussianMixtureSelection``: choose K and the covariance type by BIC, AIC or ICL,
+fitting every candidate and restart in the same data passes."""
 from __future__ import annotations
 
 import logging
@@ -15,9 +15,10 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ..core.families import COVARIANCE_TYPES, family
+from ..core.criteria import ClassificationSum, classification_chunk
+from ..core.families import COVARIANCE_TYPES, MCLUST_MODELS, family
 from ..core.types import INIT_PARAMS
-from ..engine import em
+from ..engine import em, models
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria
@@ -30,7 +31,7 @@ _SHARED = ("tol", "reg_covar", "max_iter", "n_init", "init_params", "weights_ini
            "verbose_interval", "client", "split_every", "nonfinite")
 
 RESULT_COLUMNS = ["n_components", "covariance_type", "restart", "converged", "n_iter",
-                  "lower_bound", "n_parameters", "bic", "aic"]
+                  "lower_bound", "n_parameters", "bic", "aic", "icl"]
 
 
 def candidate_bytes(n_components: int, covariance_type: str, n_features: int,
@@ -111,7 +112,7 @@ class SelectionState:
 
 
 class GaussianMixtureSelection(DensityMixin, BaseEstimator):
-    """Gaussian mixtures for a grid of K and covariance types, the best by BIC or AIC.
+    """Gaussian mixtures for a grid of K and covariance types, the best by BIC, AIC or ICL.
 
     Every candidate (K, covariance type) and every restart runs in the same data passes:
     one read of each chunk per pass serves every live model, and a model that has
@@ -122,10 +123,13 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     n_components : int, list or range of int >= 1
         The values of K to try.
     covariance_type : str or list of str
-        'full', 'tied', 'diag', 'spherical', or a list of them.
-    criterion : 'bic' or 'aic'
+        'full', 'tied', 'diag', 'spherical', mclust's 'EII', ..., 'VVV', a list of them,
+        or 'all' for mclust's fourteen.
+    criterion : 'bic', 'aic' or 'icl'
         Lower is better. Computed from each restart's final lower bound (the mean
-        log-likelihood of the parameters before its last M-step) on the usable rows.
+        log-likelihood of the parameters before its last M-step) on the usable rows. ICL
+        is BIC - 2 sum_i w_i log max_k r_ik with the responsibilities of each candidate's
+        fitted parameters: one more pass over the data, for every candidate at once.
     memory_budget : int or str, default '1GiB'
         Bytes the responsibilities and statistics of all live models may take per chunk
         task. A grid above it runs in waves of candidates (logged).
@@ -142,7 +146,8 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     ----------
     results_ : pandas.DataFrame
         One row per candidate and restart: n_components, covariance_type, restart,
-        converged, n_iter, lower_bound, n_parameters, bic, aic.
+        converged, n_iter, lower_bound, n_parameters, bic, aic, icl (with
+        ``criterion='icl'``, on the row of each candidate's best restart; NaN elsewhere).
     best_params_ : dict
         {'n_components': k, 'covariance_type': c} of the best candidate.
     best_estimator_ : dgmm.GaussianMixture
@@ -160,8 +165,8 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, None, None, closed="neither"), list, tuple,
                          range, np.ndarray],
-        "covariance_type": [StrOptions(set(COVARIANCE_TYPES)), list, tuple],
-        "criterion": [StrOptions({"bic", "aic"})],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES) | {"all"}), list, tuple],
+        "criterion": [StrOptions({"bic", "aic", "icl"})],
         "memory_budget": [Interval(Integral, 1, None, closed="left"), str],
         "tol": [Interval(Real, 0.0, None, closed="left")],
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
@@ -244,6 +249,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             )
         types = ([self.covariance_type] if isinstance(self.covariance_type, str)
                  else list(self.covariance_type))
+        types = [c for name in types for c in (MCLUST_MODELS if name == "all" else [name])]
         if not types:
             raise ConfigError(
                 "GaussianMixtureSelection got an empty covariance_type list. Give at least "
@@ -355,8 +361,24 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             for i, result in zip(group, found, strict=True):
                 results[i] = result
         self.n_waves_ = len(groups)
-        self._collect(grid, estimators, results, n_features)
+        classification = None
+        if self.criterion == "icl":
+            classification = self._classification_terms(data, results)
+            self.n_passes_ += 1
+        self._collect(grid, estimators, results, n_features, classification)
         return self
+
+    def _classification_terms(self, data, results) -> list:
+        """sum_i w_i log max_k r_ik of every fitted candidate, in one pass (None for the
+        refused ones)."""
+        fitted = [i for i, r in enumerate(results) if not isinstance(r, str)]
+        requests = [models.Pass(classification_chunk, (results[i].params, self.nonfinite))
+                    for i in fitted]
+        values = models.multi_pass(data, requests, client=self.client) if requests else []
+        terms: list[ClassificationSum | None] = [None] * len(results)
+        for i, value in zip(fitted, values, strict=True):
+            terms[i] = value
+        return terms
 
     def _init_hooks(self, estimator: GaussianMixture):
         """(fixed_init, init_transform) as ``GaussianMixture.fit`` uses them."""
@@ -365,9 +387,10 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init))
         return fixed, (estimator._partial_init if partial else None)
 
-    def _collect(self, grid, estimators, results, n_features):
+    def _collect(self, grid, estimators, results, n_features, classification=None):
         rows, scores = [], []
-        for (k, c), result in zip(grid, results, strict=True):
+        classification = classification or [None] * len(grid)
+        for (k, c), result, term in zip(grid, results, classification, strict=True):
             if isinstance(result, str):
                 self.refused_[(k, c)] = result
                 log.warning("candidate (n_components=%d, covariance_type=%r) refused: %s",
@@ -375,15 +398,19 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                 scores.append(math.inf)
                 continue
             n_parameters = family(c).n_parameters(k, n_features)
+            bic, aic = information_criteria(result.lower_bound, result.n_rows, n_parameters)
+            icl = math.nan if term is None else bic - 2.0 * term.total
+            best_restart = next((r.index for r in result.final_state.restarts
+                                 if r.lower_bound == result.lower_bound), None)
             for restart in result.final_state.restarts:
-                bic, aic = information_criteria(restart.lower_bound, result.n_rows,
-                                                n_parameters)
+                r_bic, r_aic = information_criteria(restart.lower_bound, result.n_rows,
+                                                    n_parameters)
                 rows.append({"n_components": k, "covariance_type": c,
                              "restart": restart.index, "converged": restart.converged,
                              "n_iter": restart.iteration, "lower_bound": restart.lower_bound,
-                             "n_parameters": n_parameters, "bic": bic, "aic": aic})
-            bic, aic = information_criteria(result.lower_bound, result.n_rows, n_parameters)
-            scores.append(bic if self.criterion == "bic" else aic)
+                             "n_parameters": n_parameters, "bic": r_bic, "aic": r_aic,
+                             "icl": icl if restart.index == best_restart else math.nan})
+            scores.append({"bic": bic, "aic": aic, "icl": icl}[self.criterion])
         if all(isinstance(r, str) for r in results):
             raise DataError(
                 "Every candidate has more components than the usable rows: "
@@ -430,6 +457,10 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     def aic(self, X):
         """AIC of the best model on X."""
         return self._best().aic(X)
+
+    def icl(self, X):
+        """ICL of the best model on X."""
+        return self._best().icl(X)
 
 
 def _fitted(estimator: GaussianMixture, result: em.FitResult, n_features: int):
