@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import betaln, digamma, gammaln
 
 from ..errors import ConfigError
-from .families import family
+from .families import SKLEARN_TYPES, family
 from .kernels import chunk_stats_from_resp, split_finite
 from .mstep import MStepResult, mean_log_likelihood
 from .params import GMMParams
 from .stats import SuffStats
+from .stepwise import statistics_of
 from .terms import GaussianTerms
 from .types import WEIGHT_PRIOR_TYPES
 
@@ -164,6 +165,10 @@ def resolve_prior(covariance_type: str, n_components: int, data_mean: np.ndarray
 
     ``ConfigError`` says which given value is unusable and why.
     """
+    if covariance_type not in SKLEARN_TYPES:
+        raise ConfigError(
+            f"A variational Bayesian mixture takes covariance_type {', '.join(SKLEARN_TYPES)} "
+            f"(a Gaussian-Wishart prior per component), got {covariance_type!r}.")
     kind = family(covariance_type)
     _is_process(weight_concentration_prior_type)
     data_mean = np.asarray(data_mean, dtype=np.float64)
@@ -471,3 +476,25 @@ class VariationalBayes:
         return VariationalParams.from_arrays(self.covariance_type,
                                              self.prior.weight_concentration_prior_type,
                                              arrays)
+
+    def m_step_from_averages(self, running: SuffStats,
+                             previous: VariationalParams | None) -> MStepResult:
+        """The update from running statistics (averages per row, ``running.n == 1``):
+        stochastic variational inference (Hoffman et al. 2013) takes the natural
+        parameters prior + n * running, i.e. the update of the averages scaled to the
+        data's total weight ``n``."""
+        return self.m_step(scaled(running, self.n), previous)
+
+    def initial_running(self, start: GMMParams) -> SuffStats:
+        """Running statistics (averages about ``start.means``) whose update is
+        ``initial_params(start)``: what stochastic variational inference starts from."""
+        nk = np.ones(start.n_components) / self.n if self.point_start else start.weights
+        return replace(statistics_of(start, self.reg_covar), nk=np.asarray(nk, float),
+                       s2=family(self.covariance_type).moments_of(
+                           nk, start.covariances, self.reg_covar, start.n_features))
+
+
+def scaled(stats: SuffStats, factor: float) -> SuffStats:
+    """Statistics times ``factor`` (weights, sums, scatter and log-likelihood)."""
+    return replace(stats, n=stats.n * factor, loglik=stats.loglik * factor,
+                   nk=stats.nk * factor, s1=stats.s1 * factor, s2=stats.s2 * factor)

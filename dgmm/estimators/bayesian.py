@@ -19,8 +19,10 @@ import warnings
 
 import numpy as np
 from sklearn.base import _fit_context
+from sklearn.utils._param_validation import StrOptions
 
 from ..core import variational as vb
+from ..core.families import SKLEARN_TYPES
 from ..core.model_parameters import BAYESIAN_PARAMETERS
 from ..core.params import GMMParams
 from ..core.types import POINT_INIT_PARAMS
@@ -60,7 +62,10 @@ class BayesianGaussianMixture(GaussianMixture):
     means and covariances, a ``GMMParams``) and ``n_nonfinite_``.
     """
 
-    _parameter_constraints: dict = parameter_constraints(BAYESIAN_PARAMETERS)
+    _parameter_constraints: dict = {
+        **parameter_constraints(BAYESIAN_PARAMETERS),
+        "covariance_type": [StrOptions(set(SKLEARN_TYPES))],
+    }
 
     def __init__(
         self,

@@ -130,6 +130,20 @@ def plot_components(params: GMMParams, sample: np.ndarray, path: str,
     _save_figure(fig, path, storage_options)
 
 
+def _variational_summary(model) -> dict:
+    """A variational Bayesian fit's prior and how many components it kept."""
+    from .plots import KEPT_WEIGHT, kept_components
+
+    return {
+        "weight_concentration_prior_type": model.weight_concentration_prior_type,
+        "prior": model.prior_.to_meta(),
+        "kept_components": kept_components(model.weights_),
+        "kept_weight_threshold": KEPT_WEIGHT,
+        "mean_precision": model.mean_precision_.tolist(),
+        "degrees_of_freedom": np.ravel(model.degrees_of_freedom_).tolist(),
+    }
+
+
 def write_report(directory: str, model, X, info, *, workflow=None, score=None, client=None,
                  storage_options: dict | None = None, selection=None):
     """Write ``report.json`` (and plots) to ``directory`` (a local path or an fsspec URL),
@@ -157,6 +171,13 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
     else:
         plot_components(params, sample, target, storage_options)
     plots["components"] = "components.png"
+    posterior = getattr(model, "posterior_", None)
+    if posterior is not None and model.lower_bounds_:
+        from .plots import variational_figure
+
+        _save_figure(variational_figure(model.lower_bounds_, params.weights),
+                     join(directory, "variational.png"), storage_options)
+        plots["variational"] = "variational.png"
     if selection is not None:
         from .plots import criterion_figure
 
@@ -184,6 +205,7 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
             "means": params.means.tolist(),
             "covariances": params.covariances.tolist(),
         },
+        "variational": None if posterior is None else _variational_summary(model),
         "score": score,
         "selection": None if selection is None else {
             "criterion": selection.criterion,

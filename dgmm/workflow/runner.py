@@ -370,13 +370,16 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
 
 
 def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummary):
+    from ..estimators.bayesian import BayesianGaussianMixture
     from ..estimators.gaussian_mixture import ConvergenceWarning, GaussianMixture
 
     cfg = workflow.checkpoint
     kwargs = workflow.estimator_kwargs()
     kwargs["random_state"] = _seed(workflow)
     kwargs["verbose"] = 0
-    estimator = GaussianMixture(**kwargs, client=client)
+    variational = workflow.model.kind == "variational_bayes"
+    cls = BayesianGaussianMixture if variational else GaussianMixture
+    estimator = cls(**kwargs, client=client)
     store = (CheckpointStore(cfg.dir, keep=cfg.keep,
                              storage_options=workflow.storage_options_for("checkpoint"))
              if cfg.dir else None)
@@ -418,8 +421,9 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
     if workflow.outputs.model:
         save_model(workflow.outputs.model, estimator, **stamp,
                    storage_options=workflow.storage_options_for("outputs"))
+        bound = "lower bound" if variational else "mean log-likelihood"
         emit(f"fit: {estimator.n_iter_} iterations, converged={estimator.converged_}, "
-             f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
+             f"{bound} {estimator.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")
     return estimator
 

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..core.families import family
+from ..core.families import SKLEARN_TYPES, family
 from ..core.model_parameters import BY_NAME, WORKFLOW_PARAMETERS
 from ..core.types import CovarianceType, NonFinitePolicy
 from ..data.files import format_from_suffix, is_url
@@ -397,6 +397,12 @@ class ModelConfig(_DeclaredModelFields):
                     f"applies to kind {own!r} only, but model.kind is {self.kind!r}; set "
                     f"model.kind: {own} or remove {parameter.name}",
                 )  # fmt: skip
+        if self.kind == "variational_bayes" and self.covariance_type not in SKLEARN_TYPES:
+            raise _key_problem(
+                "covariance_type", self.covariance_type,
+                f"a variational Bayesian mixture takes {', '.join(SKLEARN_TYPES)} (a "
+                "Gaussian-Wishart prior per component); choose one of them",
+            )  # fmt: skip
         if self.kind == "variational_bayes" and self.algorithm != "em":
             raise _key_problem(
                 "kind", self.kind,
