@@ -231,6 +231,7 @@ def cmd_make_data(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .core.nonfinite import nonfinite_rule
     from .data.outputs import write_predictions
     from .data.readers import open_source
     from .estimators import load_model
@@ -248,7 +249,7 @@ def cmd_predict(args) -> int:
     X, info = open_source(kind, args.data, **options)
     with cluster.connect(profile) as client:
         write_predictions(X, model.params_, args.out, client=client,
-                          marginalize=model.nonfinite == "marginalize")
+                          marginalize=nonfinite_rule(model.nonfinite).missing_values)
     _emit(f"wrote predictions for {info.n_samples:,} rows to {args.out}")
     return 0
 

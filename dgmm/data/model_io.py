@@ -9,7 +9,7 @@ A model is a directory::
                                  sha256 of each array file
       weights.npy                (K,)
       means.npy                  (K, d)
-      covariances.npy            per covariance type (see dgmm.params)
+      covariances.npy            per covariance type (see dgmm.core.families)
       precisions_cholesky.npy    same shape as covariances
       state.*.npy                a mini-batch fit's state only: the arrays of its
                                  ``StepwiseState`` record (running statistics), its

@@ -371,8 +371,8 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     def _classification_terms(self, data, results) -> list:
         """sum_i w_i log max_k r_ik of every fitted candidate, in one pass (None for the
         refused ones)."""
-        fitted = [i for i, r in enumerate(results) if not isinstance(r, str)]
-        requests = [models.Pass(classification_chunk, (results[i].params, self.nonfinite))
+        fitted = [i for i, outcome in enumerate(results) if outcome.refused is None]
+        requests = [models.Pass(classification_chunk, (results[i].fit.params, self.nonfinite))
                     for i in fitted]
         values = models.multi_pass(data, requests, client=self.client) if requests else []
         terms: list[ClassificationSum | None] = [None] * len(results)
@@ -390,13 +390,14 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     def _collect(self, grid, estimators, results, n_features, classification=None):
         rows, scores = [], []
         classification = classification or [None] * len(grid)
-        for (k, c), result, term in zip(grid, results, classification, strict=True):
-            if isinstance(result, str):
-                self.refused_[(k, c)] = result
+        for (k, c), outcome, term in zip(grid, results, classification, strict=True):
+            if outcome.refused is not None:
+                self.refused_[(k, c)] = outcome.refused
                 log.warning("candidate (n_components=%d, covariance_type=%r) refused: %s",
-                            k, c, result)
+                            k, c, outcome.refused)
                 scores.append(math.inf)
                 continue
+            result = outcome.fit
             n_parameters = family(c).n_parameters(k, n_features)
             bic, aic = information_criteria(result.lower_bound, result.n_rows, n_parameters)
             icl = math.nan if term is None else bic - 2.0 * term.total
@@ -411,7 +412,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                              "n_parameters": n_parameters, "bic": r_bic, "aic": r_aic,
                              "icl": icl if restart.index == best_restart else math.nan})
             scores.append({"bic": bic, "aic": aic, "icl": icl}[self.criterion])
-        if all(isinstance(r, str) for r in results):
+        if all(outcome.refused is not None for outcome in results):
             raise DataError(
                 "Every candidate has more components than the usable rows: "
                 + "; ".join(f"(n_components={k}, covariance_type={c!r}): {why}"
@@ -421,7 +422,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         best = int(np.argmin(scores))
         k, c = grid[best]
         self.best_params_ = {"n_components": k, "covariance_type": c}
-        self.best_estimator_ = _fitted(estimators[best], results[best], n_features)
+        self.best_estimator_ = _fitted(estimators[best], results[best].fit, n_features)
         self.n_features_in_ = n_features
         if not self.best_estimator_.converged_ and self.max_iter > 0:
             warnings.warn(
