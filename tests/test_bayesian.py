@@ -93,10 +93,13 @@ def test_same_fit_as_scikit_learn_from_the_same_responsibilities(covariance_type
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_the_fit_does_not_depend_on_the_chunking(covariance_type):
+    """From the same start (the initialisation's sample is drawn per chunk): every number
+    equal to 1e-10 whether the rows come in chunks of 37 or in one."""
     X = make_blobs(300, 3, 3, seed=3)
-    fits = [dgmm.BayesianGaussianMixture(n_components=5, covariance_type=covariance_type,
-                                         random_state=0, max_iter=50, tol=1e-8)
-            .fit(da.from_array(X, chunks=(rows, 3))) for rows in (37, 300)]
+    resp = np.random.default_rng(3).dirichlet(np.ones(5), size=300)
+    fits = [_fit_from_resp(dgmm.BayesianGaussianMixture(
+        n_components=5, covariance_type=covariance_type, max_iter=50, tol=1e-8),
+        da.from_array(X, chunks=(rows, 3)), resp) for rows in (37, 300)]
     _close(fits[0].lower_bounds_, fits[1].lower_bounds_)
     for name in ("weights_", "means_", "covariances_", "mean_precision_",
                  "degrees_of_freedom_"):
@@ -106,7 +109,9 @@ def test_the_fit_does_not_depend_on_the_chunking(covariance_type):
 @pytest.mark.parametrize("prior_type", PRIOR_TYPES)
 def test_kmeans_starts_agree_and_switch_off_the_same_components(prior_type):
     """Well separated blobs, three of them, eight components allowed: the same
-    partition starts both, the same three components stay."""
+    partition starts both, the same three components stay. The components may come in
+    another order (k-means|| against scikit-learn's KMeans), which the stick-breaking
+    prior's weights depend on: for it the weights agree to 1e-2 only."""
     X = make_blobs(600, 2, 3, seed=11, spread=12.0)
     settings = dict(n_components=8, weight_concentration_prior_type=prior_type,
                     weight_concentration_prior=1e-3, random_state=0, max_iter=500, tol=1e-6)
@@ -118,11 +123,15 @@ def test_kmeans_starts_agree_and_switch_off_the_same_components(prior_type):
     order_t = np.lexsort(theirs.means_[kept_theirs].T)
     order_o = np.lexsort(ours.means_[kept_ours].T)
     _close(ours.means_[kept_ours][order_o], theirs.means_[kept_theirs][order_t], 1e-3)
-    _close(ours.weights_[kept_ours][order_o], theirs.weights_[kept_theirs][order_t], 1e-3)
-    assert ours.lower_bound_ == pytest.approx(float(np.ravel(theirs.lower_bound_)[0]),
-                                              rel=1e-4)
+    rtol = 1e-2 if prior_type == "dirichlet_process" else 1e-6
+    _close(ours.weights_[kept_ours][order_o], theirs.weights_[kept_theirs][order_t], rtol)
+    if prior_type == "dirichlet_distribution":  # the same partition: the same fit
+        _close(ours.means_[kept_ours][order_o], theirs.means_[kept_theirs][order_t], 1e-6)
+        assert ours.lower_bound_ == pytest.approx(float(np.ravel(theirs.lower_bound_)[0]),
+                                                  rel=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_on_a_cluster_a_restart_in_lockstep_equals_its_run_alone(cluster_client):
     X = da.from_array(make_blobs(300, 2, 3, seed=2), chunks=(100, 2))
     histories = {0: [], 1: []}
@@ -157,7 +166,8 @@ def test_saved_model_loads_as_a_bayesian_mixture(tmp_path):
     X = make_blobs(300, 3, 3, seed=6)
     model = dgmm.BayesianGaussianMixture(n_components=5, covariance_type="tied",
                                          weight_concentration_prior_type="dirichlet_distribution",
-                                         mean_prior=np.ones(3), random_state=0).fit(X)
+                                         mean_prior=np.ones(3), random_state=0,
+                                         max_iter=300).fit(X)
     dgmm.data.save_model(tmp_path / "m", model)
     loaded = dgmm.load_model(tmp_path / "m")
     assert type(loaded) is dgmm.BayesianGaussianMixture

@@ -8,6 +8,8 @@ from sklearn.mixture import BayesianGaussianMixture
 from dgmm.core import kernels
 from dgmm.core import variational as vb
 from dgmm.core.families import family
+from dgmm.core.nonfinite import nonfinite_rule
+from dgmm.core.params import GMMParams
 from dgmm.errors import ConfigError
 
 PRIOR_TYPES = vb.WEIGHT_PRIOR_TYPES
@@ -68,7 +70,7 @@ def test_update_estep_and_bound_match_scikit_learn(covariance_type, prior_type):
     sk._set_parameters(sk._get_parameters())  # scikit-learn's weights_ and precisions_
     _assert_close(vb.expected_weights(vp), sk.weights_)
     # E-step: the Gaussian term with precision nu W plus the per-component constant
-    estep = vb.estep_params(vp)
+    estep = vp
     _assert_close(kernels.estimate_weighted_log_prob(X, estep),
                   sk._estimate_weighted_log_prob(X))
     _assert_close(kernels.score_samples(X, estep), sk.score_samples(X))
@@ -101,7 +103,7 @@ def test_a_whole_fit_matches_scikit_learn(covariance_type, prior_type):
     vp = vb.update_from_moments(nk, xk, sk_cov, prior)
     bounds = []
     for _ in range(500):
-        stats = kernels.chunk_stats(X, vb.estep_params(vp))
+        stats = kernels.chunk_stats(X, vp)
         new = vb.variational_update(stats, prior, 1e-6)
         bounds.append(vb.lower_bound(new, vb.responsibility_entropy(stats, vp)))
         vp = new
@@ -187,14 +189,15 @@ def test_entropy_from_statistics_with_missing_entries(covariance_type):
     prior = _prior(np.nan_to_num(X), covariance_type, 3)
     filled = np.where(np.isnan(X), np.nanmean(X, axis=0), X)
     vp = vb.update_from_moments(*_moments(filled, resp, covariance_type), prior)
-    params = vb.estep_params(vp)
-    stats = kernels.chunk_stats(X, params, nonfinite="marginalize")
+    params = GMMParams(np.exp(vb.estep_log_constants(vp)), vp.means, vp.covariances,
+                       vp.precisions_cholesky, covariance_type)
+    stats = kernels.chunk_stats(X, vp, nonfinite=nonfinite_rule("marginalize"))
     precisions = params.family.full_covariances(params.precisions, 3, X.shape[1])
     log_rho = np.empty((X.shape[0], 3))
     conditional_entropy = np.zeros_like(log_rho)
     for i, row in enumerate(X):
         gaps = np.isnan(row)
-        log_rho[i] = kernels.estimate_weighted_log_prob(row[None], params,)[0] \
+        log_rho[i] = kernels.estimate_weighted_log_prob(row[None], params)[0] \
             if not gaps.any() else _marginal_log_rho(row, params, precisions)
         for k in range(3):
             block = precisions[k][np.ix_(gaps, gaps)]

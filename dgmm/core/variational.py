@@ -322,16 +322,6 @@ def estep_log_constants(vp: VariationalParams) -> np.ndarray:
             + 0.5 * (log_lambda - d / vp.mean_precision))
 
 
-def estep_params(vp: VariationalParams) -> GMMParams:
-    """The E-step's Gaussian terms as ``GMMParams``: means m_k, precision factors of
-    nu_k W_k, and ``weights`` exp(``estep_log_constants``) (not normalised), so that the
-    kernels' log pi_k + log N(x | mu_k, Sigma_k) is log rho_ik."""
-    with np.errstate(under="ignore"):
-        weights = np.exp(estep_log_constants(vp))
-    return GMMParams(weights, vp.means, vp.covariances, vp.precisions_cholesky,
-                     vp.covariance_type)
-
-
 def update_from_moments(nk: np.ndarray, means: np.ndarray, covariances: np.ndarray,
                         prior: VariationalPrior) -> VariationalParams:
     """The variational posterior from responsibilities' moments (Bishop 10.58-10.63).
@@ -397,11 +387,12 @@ def responsibility_entropy(stats: SuffStats, previous: VariationalParams) -> flo
                          "them")
     kind = family(stats.covariance_type)
     k, d = previous.means.shape
-    params = estep_params(previous)
-    const = (estep_log_constants(previous) - 0.5 * d * math.log(2.0 * math.pi)
-             + np.broadcast_to(params.log_det_cholesky(), (k,)))
+    terms = previous.gaussian_terms()
+    const = (terms.log_weights - 0.5 * d * math.log(2.0 * math.pi)
+             + np.broadcast_to(terms.log_det, (k,)))
     share = np.ones(k) if kind.per_component else np.full(k, 1.0 / k)
-    precisions = kind.unpack_s2(kind.moments_of(share, params.precisions, 0.0, d), d)
+    precisions = kind.unpack_s2(
+        kind.moments_of(share, kind.precisions(previous.precisions_cholesky), 0.0, d), d)
     quadratic = float(np.sum(precisions * stats.s2_unpacked()))
     counted = stats.nk > 0
     return float(stats.loglik - np.dot(stats.nk[counted], const[counted]) + 0.5 * quadratic)
