@@ -190,3 +190,60 @@ def test_missing_values_and_float32():
     bounds = np.array(model.lower_bounds_)
     assert np.all(np.diff(bounds) > -1e-6 * np.abs(bounds[1:]))  # the bound never falls
     assert np.isfinite(model.score_samples(holes)).all()
+
+
+def test_a_workflow_fits_saves_reports_and_resumes(tmp_path, cluster_client):
+    """model.kind: variational_bayes: the fit equals the estimator's on the same data, the
+    saved model loads as a BayesianGaussianMixture, the report shows the bound and the
+    weights, and a rerun after losing the last checkpoints resumes to the same model."""
+    import json
+
+    import yaml
+
+    from dgmm.data import readers
+    from dgmm.data.synthetic import make_gmm_data
+    from dgmm.workflow.loading import load_workflow
+    from dgmm.workflow.runner import run_workflow
+
+    make_gmm_data(tmp_path / "d.zarr", 3000, 2, 3, chunk_rows=500, seed=1)
+    doc = {
+        "data": {"source": "zarr", "path": str(tmp_path / "d.zarr")},
+        "model": {"kind": "variational_bayes", "n_components": 6, "random_state": 0,
+                  "max_iter": 300,
+                  "weight_concentration_prior": 0.001, "covariance_prior": [[1.0, 0.0],
+                                                                            [0.0, 1.0]]},
+        "cluster": {"kind": "address", "address": cluster_client.scheduler.address},
+        "checkpoint": {"dir": str(tmp_path / "ckpt"), "every": 1, "keep": 100},
+        "outputs": {"model": str(tmp_path / "model"), "report": str(tmp_path / "report")},
+        "steps": ["fit", "score", "report"],
+    }
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    workflow = load_workflow(path)
+    run_workflow(workflow)
+    saved = dgmm.load_model(tmp_path / "model")
+    assert type(saved) is dgmm.BayesianGaussianMixture
+    X, _ = readers.open_source("zarr", str(tmp_path / "d.zarr"))
+    kwargs = {**workflow.estimator_kwargs(), "random_state": 0}
+    direct = dgmm.BayesianGaussianMixture(**kwargs).fit(X)
+    np.testing.assert_array_equal(saved.means_, direct.means_)
+    assert saved.lower_bounds_ == direct.lower_bounds_
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved.converged_ and saved.weights_.min() < 1e-3  # a component switched off
+    assert report["variational"]["kept_components"] == (saved.weights_ > 0.01).sum()
+    assert (tmp_path / "report" / "variational.png").stat().st_size > 0
+    # lose the model and the newest checkpoints: the rerun resumes from an older one
+    import shutil
+
+    shutil.rmtree(tmp_path / "model")
+    checkpoints = sorted((tmp_path / "ckpt").glob("ckpt-*.npz"))
+    assert len(checkpoints) > 3
+    for stale in checkpoints[-2:]:
+        stale.unlink()
+        stale.with_suffix(".sha256").unlink()
+    lines = []
+    run_workflow(workflow, emit=lines.append)
+    assert any("resuming from checkpoint" in line for line in lines)
+    resumed = dgmm.load_model(tmp_path / "model")
+    np.testing.assert_array_equal(resumed.means_, direct.means_)
+    assert resumed.lower_bounds_ == direct.lower_bounds_

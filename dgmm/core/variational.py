@@ -253,9 +253,12 @@ class VariationalParams:
         return {name: getattr(self, name) for name in self.ARRAYS}
 
     @classmethod
-    def from_arrays(cls, covariance_type: str, weight_concentration_prior_type: str,
-                    arrays: dict) -> VariationalParams:
-        return cls(covariance_type, weight_concentration_prior_type,
+    def from_arrays(cls, covariance_type: str, arrays: dict) -> VariationalParams:
+        """The posterior from its ``to_arrays()``: the weights' prior is the Dirichlet
+        process when ``weight_concentration`` holds two rows (the sticks' Beta
+        parameters)."""
+        process = np.ndim(arrays["weight_concentration"]) == 2
+        return cls(covariance_type, WEIGHT_PRIOR_TYPES[0 if process else 1],
                    *(arrays[name] for name in cls.ARRAYS))
 
     def gaussian_terms(self) -> GaussianTerms:
@@ -464,9 +467,7 @@ class VariationalBayes:
                                    start.covariances, self.prior)
 
     def params_from_arrays(self, arrays: dict[str, np.ndarray]) -> VariationalParams:
-        return VariationalParams.from_arrays(self.covariance_type,
-                                             self.prior.weight_concentration_prior_type,
-                                             arrays)
+        return VariationalParams.from_arrays(self.covariance_type, arrays)
 
     def m_step_from_averages(self, running: SuffStats,
                              previous: VariationalParams | None) -> MStepResult:
@@ -489,3 +490,14 @@ def scaled(stats: SuffStats, factor: float) -> SuffStats:
     """Statistics times ``factor`` (weights, sums, scatter and log-likelihood)."""
     return replace(stats, n=stats.n * factor, loglik=stats.loglik * factor,
                    nk=stats.nk * factor, s1=stats.s1 * factor, s2=stats.s2 * factor)
+
+
+@dataclass(frozen=True)
+class RecordedPosteriors:
+    """Rebuilds posteriors from a checkpoint's arrays (the ``kind`` that
+    ``dgmm.engine.em.EMState.from_record`` asks), before the prior is known again."""
+
+    covariance_type: str
+
+    def params_from_arrays(self, arrays: dict[str, np.ndarray]) -> VariationalParams:
+        return VariationalParams.from_arrays(self.covariance_type, arrays)

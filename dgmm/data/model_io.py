@@ -243,6 +243,6 @@ def load_variational(path, meta: dict, storage_options: dict | None = None
     covariance_type = meta["covariance_type"]
     prior = VariationalPrior.from_record(covariance_type, arrays, variational["prior"])
     posterior = VariationalParams.from_arrays(
-        covariance_type, prior.weight_concentration_prior_type,
-        {name.removeprefix("posterior."): arr for name, arr in arrays.items()})
+        covariance_type, {name.removeprefix("posterior."): arr for name, arr in arrays.items()
+                          if name.startswith("posterior.")})
     return posterior, prior

@@ -372,6 +372,7 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
 
 
 def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummary):
+    from ..core.variational import RecordedPosteriors
     from ..estimators.bayesian import BayesianGaussianMixture
     from ..estimators.gaussian_mixture import ConvergenceWarning, GaussianMixture
 
@@ -405,7 +406,9 @@ def _fit(workflow: Workflow, X, client, stamp, restart, emit, summary: RunSummar
             if found is not None:
                 arrays, meta = found
                 try:
-                    resume = EMState.from_record(arrays, meta)
+                    resume = EMState.from_record(
+                        arrays, meta,
+                        RecordedPosteriors(meta["covariance_type"]) if variational else None)
                     if not resume.restarts:
                         raise KeyError("restarts")
                 except (KeyError, TypeError, ValueError) as exc:
