@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_vs_sklearn import CASES, QUICK_CASES, compute_every_pair, initial_parameters, make_data  # noqa: E402
+from idle import add_wait_idle_option, wait_for_idle  # noqa: E402
 
 from dgmm.core import kernels  # noqa: E402
 from dgmm.core.mstep import m_step  # noqa: E402
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--no-skip", action="store_true",
                         help="compute every (row, component) pair")
+    add_wait_idle_option(parser)
     args = parser.parse_args(argv)
     if args.no_skip:
         compute_every_pair()
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
             X32 = X64.astype(np.float32)
             params = start_parameters(X64, case, args.warm)
             chunk_rows = max(1, int(args.chunk_mib * 2**20 // (8 * case.n_features)))
+            wait_for_idle(args.wait_idle)
             times = {"float64": [], "float32": []}
             gemm = []
             loglik = {}

@@ -17,6 +17,12 @@ the machine, whose load average is printed too) and their ratio (target <= 2).
 component) pairs that provably cannot count (separated components), for the complete rows
 of 'full' from 32 features on, for the rows with gaps at every size.
 
+Before the timings it measures what a fresh process pays for the compiled kernels
+(``--fresh-process``, on by default): a new Python process runs one small marginal E-step
+for full and for tied covariances, first with an empty numba cache (compilation), then
+again (loading the machine code from the cache), and with ``DGMM_COMPILED_KERNELS=0`` (the
+NumPy kernels, no numba) for comparison.
+
 Example::
 
     python benchmarks/bench_missing.py --features 16 64 --rows 100000
@@ -27,10 +33,32 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 
 import dask
 import numpy as np
+from idle import add_wait_idle_option, load_average, wait_for_idle
+
+#: what a fresh process runs: import dgmm, then one small marginal E-step per compiled
+#: covariance kind; prints the seconds of each part as JSON
+FRESH_PROCESS = """
+import json, time
+start = time.perf_counter()
+import numpy as np
+from dgmm.core import kernels
+from dgmm.core.params import GMMParams
+imported = time.perf_counter()
+rng = np.random.default_rng(0)
+X = rng.normal(size=(500, 6))
+X[rng.random(X.shape) < 0.2] = np.nan
+for kind, cov in (("full", np.stack([np.eye(6)] * 3)), ("tied", np.eye(6))):
+    params = GMMParams.from_covariances(np.full(3, 1 / 3), rng.normal(size=(3, 6)), cov, kind)
+    kernels.chunk_stats(X, params, nonfinite="marginalize")
+done = time.perf_counter()
+print(json.dumps({"import": imported - start, "first_e_steps": done - imported}))
+"""
 
 
 def parse_args(argv=None):
@@ -47,7 +75,26 @@ def parse_args(argv=None):
                         help="scale of the true means (small: overlapping components)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--fresh-process", action=argparse.BooleanOptionalAction,
+                        default=True, help="measure a fresh process's compile / load cost")
+    add_wait_idle_option(parser)
     return parser.parse_args(argv)
+
+
+def fresh_process_seconds() -> dict:
+    """Seconds a new process spends importing dgmm and on its first marginal E-steps: with
+    an empty numba cache, with the cache filled, and with the NumPy kernels only."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="dgmm-numba-cache-") as cache:
+        runs = (("compile", {"NUMBA_CACHE_DIR": cache}),
+                ("load from cache", {"NUMBA_CACHE_DIR": cache}),
+                ("numpy kernels", {"DGMM_COMPILED_KERNELS": "0"}))
+        for name, extra in runs:
+            env = dict(os.environ, **extra)
+            done = subprocess.run([sys.executable, "-c", FRESH_PROCESS], env=env, check=True,
+                                  capture_output=True, text=True)
+            out[name] = json.loads(done.stdout)
+    return out
 
 
 def true_params(d, k, rng, spread=2.0):
@@ -83,6 +130,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rng = np.random.default_rng(args.seed)
     results = []
+    if args.fresh_process:
+        wait_for_idle(args.wait_idle)
+        fresh = fresh_process_seconds()
+        for name, part in fresh.items():
+            print(f"fresh process, {name}: import dgmm {part['import']:.3f} s, first marginal "
+                  f"E-steps (full, tied) {part['first_e_steps']:.3f} s; {load_average()}",
+                  flush=True)
+        extra = fresh["load from cache"]["first_e_steps"] - fresh["numpy kernels"]["first_e_steps"]
+        print(f"  a fresh process pays {extra:.3f} s for the compiled kernels loaded from the "
+              "cache (over the NumPy kernels' first E-steps)", flush=True)
+        results.append({"fresh_process": fresh, "load_average": os.getloadavg()})
     for d in args.features:
         params = true_params(d, args.components, rng, args.spread)
         labels = rng.multinomial(args.rows, params.weights)
@@ -91,6 +149,7 @@ def main(argv=None) -> int:
         gaps = X.copy()
         gaps[rng.random(X.shape) < args.missing] = np.nan
         complete_all, missing_all = [], []
+        wait_for_idle(args.wait_idle)
         for _ in range(args.repeats):
             complete_all += seconds_per_iteration(X, params, "raise", args)
             missing_all += seconds_per_iteration(gaps, params, "marginalize", args)

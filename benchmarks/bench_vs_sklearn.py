@@ -60,6 +60,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from idle import add_wait_idle_option, load_average, wait_for_idle
 
 
 @dataclass(frozen=True)
@@ -207,19 +208,6 @@ class OtherLoad:
         others = (self._busy() - self._busy0) - (self._ours() - self._ours0)
         self.share = max(0.0, others) / (wall * (os.cpu_count() or 1))
         return False
-
-
-def wait_for_idle(max_seconds: float, busy_share: float = 0.1) -> bool:
-    """Wait (up to ``max_seconds``) until other processes use under ``busy_share`` of the
-    CPUs over 2 s, so that timings are not shared with them. True when idle."""
-    import psutil
-
-    deadline = time.monotonic() + max_seconds
-    while True:
-        if psutil.cpu_percent(interval=2.0) / 100.0 < busy_share:
-            return True
-        if time.monotonic() >= deadline:
-            return False
 
 
 def chunk_rows_for(case: Case, n_workers: int, chunk_mib: float) -> int:
@@ -412,9 +400,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-skip", action="store_true",
                         help="make the workers compute every (row, component) pair: no "
                         "pruned E-step, no gathered scatter (the kernels' dense rate)")
-    parser.add_argument("--wait-idle", type=float, default=300.0, metavar="SECONDS",
-                        help="before each timed part, wait up to this long for the other "
-                        "processes on the machine to go idle (0: do not wait)")
+    add_wait_idle_option(parser)
     args = parser.parse_args(argv)
     if args.iters < 2:
         parser.error("--iters must be at least 2")
@@ -432,8 +418,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore", ConvergenceWarning)
 
     def settle():
-        if args.wait_idle > 0 and not wait_for_idle(args.wait_idle):
-            print(f"note: the machine stayed busy for {args.wait_idle:.0f} s; timing anyway")
+        wait_for_idle(args.wait_idle)
 
     cases = [(QUICK_CASES if args.quick else CASES)[name] for name in args.cases]
     gemm_size = args.gemm_size or (1024 if args.quick else 4096)
@@ -475,7 +460,8 @@ def main(argv=None) -> int:
             settle()
             r = time_dgmm(client, X, case, init, args.iters, chunk_rows, gemm)
             print(f"{case.name}: {math.ceil(case.n_samples / chunk_rows)} chunks of "
-                  f"{chunk_rows} rows, chunks per worker {sorted(r['held'].values())}; dgmm "
+                  f"{chunk_rows} rows, chunks per worker {sorted(r['held'].values())}; "
+                  f"{load_average()}; dgmm "
                   f"s/iter {np.round(r['per_iter'], 3).tolist()}, pass only "
                   f"{np.round(r['passes'], 3).tolist()}, chunk tasks {r['kernel']:.3f} s/pass")
             flops = case.nominal_flops()
@@ -508,7 +494,8 @@ def main(argv=None) -> int:
         if not args.no_sklearn:
             settle()
             per_iter, sk, load = time_sklearn(X, case, init, args.iters)
-            print(f"{case.name}: scikit-learn s/iter {np.round(per_iter, 3).tolist()}")
+            print(f"{case.name}: scikit-learn s/iter {np.round(per_iter, 3).tolist()}; "
+                  f"{load_average()}")
             rows[case.name]["sklearn"] = float(per_iter.mean())
             rows[case.name]["load"] = max(rows[case.name]["load"], load)
             ours = rows[case.name]["model"]

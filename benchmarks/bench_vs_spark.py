@@ -58,6 +58,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from idle import add_wait_idle_option, load_average, wait_for_idle
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,6 @@ class PeakRSS:
         return False
 
 
-def load_average() -> str:
-    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def parts_for(case: Case, n_workers: int, part_mib: float) -> int:
@@ -370,6 +369,7 @@ def parse_args(argv=None):
     parser.add_argument("--scale64", type=float, default=0.3,
                         help="factor applied to the full64 data for both (see above)")
     parser.add_argument("--seed", type=int, default=0, help="data seed; Spark's start seed")
+    add_wait_idle_option(parser)
     args = parser.parse_args(argv)
     if args.iterations < 2:
         parser.error("--iterations must be at least 2")
@@ -422,6 +422,7 @@ def main(argv=None) -> int:
                   f"K={case.n_components} full, {info.nbytes / 2**20:.0f} MiB in "
                   f"{-(-case.n_samples // part_rows)} part files{note}")
 
+            wait_for_idle(args.wait_idle)
             print(f"  Spark ... ({load_average()})")
             spark = run_spark(case, path, args.iterations, args.workers, args.spark_memory,
                               args.seed)
@@ -429,6 +430,7 @@ def main(argv=None) -> int:
                   f"{spark['seconds_n']:.1f} s, {spark['per_iter']:.3f} s/iteration, "
                   f"peak RSS {spark['peak'] / 2**30:.2f} GiB (JVM), "
                   f"{spark['partitions']} partitions; {load_average()}")
+            wait_for_idle(args.wait_idle)
             print(f"  dgmm  ... ({load_average()})")
             ours = run_dgmm(case, path, spark["start"], args.iterations, args.workers,
                             part_bytes)

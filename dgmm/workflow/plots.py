@@ -151,3 +151,75 @@ def variational_figure(lower_bounds, weights, threshold: float = KEPT_WEIGHT) ->
                     f"kept (weight > {threshold:g})")
     fig.tight_layout()
     return fig
+
+
+def mclust_bic_figure(results) -> Figure:
+    """mclust's BIC plot: BIC in mclust's sign (2 log L - p log n, higher is better) of each
+    candidate's best restart against K, one line per covariance type with the type's name
+    (EII ... VVV) as the marker, the best circled.
+
+    results: a ``GaussianMixtureSelection.results_`` table.
+    """
+    fig = Figure(figsize=(7.2, 5.0))
+    ax = fig.add_subplot()
+    best = -results.groupby(["covariance_type", "n_components"], sort=False)["bic"].min()
+    for number, covariance_type in enumerate(dict.fromkeys(results.covariance_type)):
+        line = best.loc[covariance_type].sort_index()
+        ax.plot(line.index, line.values, color=f"C{number % 10}", linewidth=1.0,
+                marker=f"$\\mathrm{{{covariance_type}}}$", markersize=13,
+                markeredgewidth=0.3, label=covariance_type)
+    (c, k), value = best.idxmax(), best.max()
+    ax.plot([k], [value], marker="o", markersize=24, markerfacecolor="none",
+            markeredgecolor="black", linestyle="none", label=f"best: K={k}, {c}")
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel("BIC (mclust's sign: higher is better)")
+    ax.set_xticks(sorted(set(results.n_components)))
+    ax.set_title("BIC against K per covariance model")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def classification_figure(params: GMMParams, sample: np.ndarray, names=None,
+                          features: tuple[int, int] | None = None) -> Figure:
+    """mclust's classification and uncertainty plots side by side, on two features:
+    the rows coloured by their most probable component with every component's ellipses,
+    and the same rows drawn with a size growing with their uncertainty 1 - max_k r_ik
+    (the darkest and largest are the least certain).
+
+    sample: (n, d) rows (finite); features: the two drawn, by default the two that
+    separate the components most (``separation``); names: the features' names.
+    """
+    from ..core import kernels
+
+    d = params.n_features
+    names = list(names) if names is not None else [f"x{j}" for j in range(d)]
+    if features is None:
+        features = tuple(sorted(np.argsort(-separation(params), kind="stable")[:2].tolist())) \
+            if d > 1 else (0, 0)
+    j, i = features
+    proba = kernels.predict_proba(np.asarray(sample, dtype=np.float64), params)
+    labels = proba.argmax(axis=1)
+    uncertainty = 1.0 - proba.max(axis=1)
+    full = params.family.full_covariances(params.covariances, params.n_components, d)
+    colors = [f"C{k % 10}" for k in range(params.n_components)]
+    fig = Figure(figsize=(11.0, 5.0))
+    left, right = fig.subplots(1, 2)
+    left.scatter(sample[:, j], sample[:, i], s=6, linewidths=0,
+                 c=[colors[k] for k in labels])
+    for k in range(params.n_components):
+        cov2 = full[k][np.ix_([j, i], [j, i])]
+        for sigma in ELLIPSE_SIGMAS:
+            _ellipse(left, params.means[k, [j, i]], cov2, sigma, colors[k])
+    left.set_title(f"classification: K={params.n_components}, {params.covariance_type}")
+    order = np.argsort(uncertainty, kind="stable")
+    scale = max(float(uncertainty.max()), 1e-12)
+    right.scatter(sample[order, j], sample[order, i], linewidths=0,
+                  s=2.0 + 60.0 * uncertainty[order] / scale,
+                  c=uncertainty[order], cmap="Greys", vmin=-0.5 * scale, vmax=scale)
+    right.set_title(f"uncertainty 1 - max r (largest {uncertainty.max():.3f})")
+    for ax in (left, right):
+        ax.set_xlabel(names[j])
+        ax.set_ylabel(names[i])
+    fig.tight_layout()
+    return fig

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..core.families import SKLEARN_TYPES, family
+from ..core.families import MCLUST_MODELS, SKLEARN_TYPES, family
 from ..core.model_parameters import BY_NAME, WORKFLOW_PARAMETERS
 from ..core.types import CovarianceType, NonFinitePolicy
 from ..data.files import format_from_suffix, is_url
@@ -765,8 +765,9 @@ class SelectConfig(BaseModel):
 
     ``n_components`` is a list of K or a ``{start, stop, step}`` range (stop included,
     kept as the list of its values);
-    ``covariance_type`` a name or a list of names; ``criterion`` ``bic`` or ``aic`` (lower
-    is better); ``memory_budget`` the bytes per chunk task the live candidates may take
+    ``covariance_type`` a name, a list of names, or ``all`` for mclust's fourteen models
+    (EII ... VVV); ``criterion`` ``bic``, ``aic`` or ``icl`` (lower is better; ``icl``
+    costs one more pass); ``memory_budget`` the bytes per chunk task the live candidates may take
     (above it the grid runs in waves; it does not change the numbers). Every other
     parameter comes from the ``model`` section. See ``dgmm.GaussianMixtureSelection``.
     """
@@ -774,8 +775,8 @@ class SelectConfig(BaseModel):
     model_config = _FORBID
 
     n_components: list[int]
-    covariance_type: CovarianceType | list[CovarianceType] = "full"
-    criterion: Literal["bic", "aic"] = "bic"
+    covariance_type: CovarianceType | Literal["all"] | list[CovarianceType] = "full"
+    criterion: Literal["bic", "aic", "icl"] = "bic"
     memory_budget: int | str = "1GiB"
 
     @field_validator("n_components", mode="before")
@@ -807,7 +808,7 @@ class SelectConfig(BaseModel):
         if isinstance(value, list):
             if not value:
                 raise ValueError("is an empty list: give at least one of full, tied, diag, "
-                                 "spherical")
+                                 "spherical, mclust's EII ... VVV, or all")
             repeated = sorted({c for c in value if value.count(c) > 1})
             if repeated:
                 raise ValueError(f"lists {repeated} more than once; give each type once")
@@ -825,6 +826,8 @@ class SelectConfig(BaseModel):
 
     def covariance_types(self) -> list[str]:
         types = self.covariance_type
+        if types == "all":
+            return list(MCLUST_MODELS)
         return [types] if isinstance(types, str) else list(types)
 
     def payload(self) -> dict[str, Any]:

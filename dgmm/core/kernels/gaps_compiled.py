@@ -1,17 +1,17 @@
 """The marginal E-step of rows with missing entries for full and tied covariances, with
 the per-row work compiled (numba); ``missing.DenseGaps`` is its NumPy reference.
 
-Per block the rows are sorted by their missing pattern (``_pattern_groups``): the inverse
-and log-determinant of Lambda_k,mm run once per (pattern, precision), from one Cholesky
-factorisation each. delta_0 = x - mu_k with zeros at the missing entries is built in one
-compiled pass, g = Lambda_k delta_0 is one GEMM per component (all components in one for
-tied), and the rest is per (row, component) O(d + m^2) work in one compiled loop: q_0 =
-delta_0 . g, b = g at m, t = -inv(Lambda_mm) b, the quadratic form q_0 + t . b, and the
-completed row delta_0 + t (at m). Every pair is computed (the NumPy path's bound skips
-pairs whose responsibility the flush sets to 0; here they cost less than the bound). The
-statistics are those of ``DenseGaps``: SYRK per component on the completed rows, plus
-the conditional covariances once per (pattern, component) with the summed
-responsibilities.
+Per block the rows are sorted by their missing pattern (``_pattern_groups``): Lambda_k,mm
+is factored (Cholesky) once per (pattern, precision), on the first pair that needs it.
+delta_0 = x - mu_k with zeros at the missing entries is built in one compiled pass,
+g = Lambda_k delta_0 is one GEMM per component (one for all components with tied), and the
+rest is per (row, component) O(d + m^2) work in one compiled loop: q_0 = delta_0 . g,
+b = g at m, y = L^-1 b, the quadratic form q_0 - |y|^2, and the completed row delta_0 +
+t at m with t = -L^-T y. For the statistics, the bounds of ``DenseGaps`` skip the pairs
+whose responsibility the flush sets to 0 (neither factored nor completed). The statistics
+are those of ``DenseGaps``: SYRK per component on the completed rows, plus the conditional
+covariances inv(Lambda_k,mm) once per (pattern, component) with the summed
+responsibilities, formed only where that sum is not 0.
 """
 from __future__ import annotations
 
@@ -119,24 +119,32 @@ def _marginal_rows(delta, g, row_start, cols, col_start, precisions, factor_of, 
                     L[k, i] = -np.inf
                     continue
                 f = factor_of[k]
-                cb = chol_start[p] + f * m * m
-                if not factored[p, f]:
-                    factored[p, f] = True
-                    half_logdet[p, f] = _factor(precisions[f], cols, c0, m, chol, cb)
-                half = half_logdet[p, f]
-                for a in range(m):
-                    s = g[k, i, cols[c0 + a]]
-                    for c in range(a):
-                        s -= chol[cb + a * m + c] * y[c]
-                    y[a] = s / chol[cb + a * m + a]
-                    q -= y[a] * y[a]
-                for a in range(m - 1, -1, -1):
-                    s = y[a]
-                    for c in range(a + 1, m):
-                        s -= chol[cb + c * m + a] * y[c]
-                    y[a] = s / chol[cb + a * m + a]
-                    delta[k, i, cols[c0 + a]] = -y[a]
-                L[k, i] = base[k] + 0.5 * m * LOG_2PI - half - 0.5 * q
+                L[k, i] = _complete_pair(delta[k, i], g[k, i], q, precisions[f], cols, c0, m,
+                                         chol, chol_start[p] + f * m * m, factored, half_logdet,
+                                         p, f, base[k], y)
+
+
+@numba.njit(cache=True, nogil=True)
+def _complete_pair(delta_row, g_row, q, P, cols, c0, m, chol, cb, factored, half_logdet, p,
+                   f, base, y):
+    """The pair's log pi_k + log N(x_o; mu_ko, Sigma_k,oo) from q = q_0 and g = Lambda_k
+    delta_0 (factoring Lambda_k,mm on the pattern's first use); completes delta_row."""
+    if not factored[p, f]:
+        factored[p, f] = True
+        half_logdet[p, f] = _factor(P, cols, c0, m, chol, cb)
+    for a in range(m):
+        s = g_row[cols[c0 + a]]
+        for c in range(a):
+            s -= chol[cb + a * m + c] * y[c]
+        y[a] = s / chol[cb + a * m + a]
+        q -= y[a] * y[a]
+    for a in range(m - 1, -1, -1):
+        s = y[a]
+        for c in range(a + 1, m):
+            s -= chol[cb + c * m + a] * y[c]
+        y[a] = s / chol[cb + a * m + a]
+        delta_row[cols[c0 + a]] = -y[a]
+    return base + 0.5 * m * LOG_2PI - half_logdet[p, f] - 0.5 * q
 
 
 @numba.njit(cache=True, nogil=True)
@@ -221,13 +229,13 @@ class CompiledDenseGaps(DenseGaps):
         n = X.shape[0]
         self.deltas = delta = self._buffer("deltas", (k_all, n, d))
         _centre(np.ascontiguousarray(X[order]), self.means, delta)
+        L = self._buffer("L", (k_all, n))
         g = self._buffer("g", (k_all, n, d))
         if n_factors > 1:
             np.matmul(delta, self.precisions, out=g)
         else:
             np.matmul(delta.reshape(k_all * n, d), self.precisions[0],
                       out=g.reshape(k_all * n, d))
-        L = self._buffer("L", (k_all, n))
         if prune:
             log_diag, inv_low, log_low, usable = self._bound_data()
         else:  # unused
@@ -237,8 +245,12 @@ class CompiledDenseGaps(DenseGaps):
                        self.base, prune, log_diag, inv_low, log_low, usable,
                        FLUSH_LOG_RATIO - PRUNE_SLACK_NATS, chol, chol_start, factored,
                        half_logdet, L)
+        return self._finish_block(order, L, row_start, cols, col_start, chol, chol_start)
+
+    def _finish_block(self, order, L, *patterns):
+        """Keep the block's patterns for the statistics; L (K, n) in the rows' order."""
         self.order = order
-        self._patterns = (row_start, cols, col_start, chol, chol_start)
+        self._patterns = patterns
         out = np.empty_like(L)
         out[:, order] = L
         return out
