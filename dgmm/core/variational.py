@@ -37,7 +37,7 @@ from .kernels import chunk_stats_from_resp, split_finite
 from .mstep import MStepResult, mean_log_likelihood
 from .params import GMMParams
 from .stats import SuffStats
-from .stepwise import statistics_of
+from .stepwise import moved_to, statistics_of
 from .terms import GaussianTerms
 from .types import WEIGHT_PRIOR_TYPES
 
@@ -478,12 +478,15 @@ class VariationalBayes:
         return self.m_step(scaled(running, self.n), previous)
 
     def initial_running(self, start: GMMParams) -> SuffStats:
-        """Running statistics (averages about ``start.means``) whose update is
-        ``initial_params(start)``: what stochastic variational inference starts from."""
+        """Running statistics (averages per row) whose update is ``initial_params(start)``,
+        about that posterior's means: what stochastic variational inference starts
+        from."""
         nk = np.ones(start.n_components) / self.n if self.point_start else start.weights
-        return replace(statistics_of(start, self.reg_covar), nk=np.asarray(nk, float),
-                       s2=family(self.covariance_type).moments_of(
-                           nk, start.covariances, self.reg_covar, start.n_features))
+        running = replace(statistics_of(start, self.reg_covar), nk=np.asarray(nk, float),
+                          s2=family(self.covariance_type).moments_of(
+                              nk, start.covariances, self.reg_covar, start.n_features))
+        # about the posterior's means, the shift of the first batch's statistics
+        return moved_to(running, self.initial_params(start).means)
 
 
 def scaled(stats: SuffStats, factor: float) -> SuffStats:
