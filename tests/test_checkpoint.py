@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from dgmm.errors import CheckpointError, LockError
-from dgmm.workflow import checkpoint
+from dgmm.workflow import lock
 from dgmm.workflow.checkpoint import LOCK_NAME, METRICS_NAME, CheckpointStore
 
 LOGGER = "dgmm.workflow.checkpoint"
+LOCK_LOGGER = "dgmm.workflow.lock"
 
 
 @pytest.fixture(params=["local", "file", "memory"])
@@ -386,7 +387,7 @@ def test_a_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplo
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)
     assert (tmp_path / LOCK_NAME).exists()  # left behind
-    with caplog.at_level(logging.WARNING, logger=LOGGER), CheckpointStore(tmp_path).lock():
+    with caplog.at_level(logging.WARNING, logger=LOCK_LOGGER), CheckpointStore(tmp_path).lock():
         mine = json.loads((tmp_path / LOCK_NAME).read_text())
         assert mine["pid"] == os.getpid()
     assert (f"took over the stale lock {tmp_path / LOCK_NAME} left by pid {holder.pid}"
@@ -413,7 +414,7 @@ def test_a_holder_whose_liveness_cannot_be_determined_is_alive(tmp_path, monkeyp
                 return super().status()
 
         monkeypatch.setattr(psutil, "Process", Unexaminable)
-        assert checkpoint._pid_alive(holder.pid, None)
+        assert lock.pid_alive(holder.pid, None)
         with pytest.raises(LockError, match=rf"pid {holder.pid}"):
             CheckpointStore(tmp_path).acquire()
         holder.stdin.write("\n")
@@ -421,7 +422,7 @@ def test_a_holder_whose_liveness_cannot_be_determined_is_alive(tmp_path, monkeyp
         assert holder.stdout.readline().strip() == "released"
     finally:
         holder.wait(timeout=30)
-    assert not checkpoint._pid_alive(holder.pid, None)  # a process that is gone is dead
+    assert not lock.pid_alive(holder.pid, None)  # a process that is gone is dead
 
 
 def test_a_recycled_pid_does_not_keep_a_lock(tmp_path, caplog):
@@ -429,7 +430,7 @@ def test_a_recycled_pid_does_not_keep_a_lock(tmp_path, caplog):
     (tmp_path / LOCK_NAME).write_text(json.dumps(
         {"pid": os.getpid(), "host": socket.gethostname(), "started": 1.0, "process_start": 1.0}
     ))  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger=LOGGER), CheckpointStore(tmp_path).lock():
+    with caplog.at_level(logging.WARNING, logger=LOCK_LOGGER), CheckpointStore(tmp_path).lock():
         pass
     assert "took over the stale lock" in caplog.text
 
@@ -448,7 +449,7 @@ def test_an_empty_lock_file(tmp_path, caplog):
         CheckpointStore(tmp_path).acquire()
     old = time.time() - 3600
     os.utime(lock, (old, old))  # its creator died before writing it
-    with caplog.at_level(logging.WARNING, logger=LOGGER), CheckpointStore(tmp_path).lock():
+    with caplog.at_level(logging.WARNING, logger=LOCK_LOGGER), CheckpointStore(tmp_path).lock():
         pass
     assert "took over the stale lock" in caplog.text and "an empty lock file" in caplog.text
 

@@ -22,14 +22,14 @@ from dgmm.workflow.cluster import (
     local_cluster_kwargs,
     render_job_script,
 )
-from dgmm.workflow.loading import load_cluster_profile
-from dgmm.workflow.schema import (
+from dgmm.workflow.cluster_config import (
     AddressClusterConfig,
     LocalClusterConfig,
     PBSClusterConfig,
     SlurmClusterConfig,
     cluster_config_from_mapping,
 )
+from dgmm.workflow.loading import load_cluster_profile
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
@@ -324,7 +324,7 @@ def test_without_dask_jobqueue_the_error_says_what_to_install():
         sys.modules["dask_jobqueue"] = None  # as if it were not installed
         import pytest
         from dgmm.workflow.cluster import connect, render_job_script
-        from dgmm.workflow.schema import SlurmClusterConfig
+        from dgmm.workflow.cluster_config import SlurmClusterConfig
         from dgmm.errors import ClusterError
         config = SlurmClusterConfig(cores=1, memory="1GB")
         with pytest.raises(ClusterError, match=r"The 'slurm' cluster profile needs the optional "

@@ -13,6 +13,7 @@ import pytest
 import zarr
 
 from dgmm.data import readers as io
+from dgmm.engine.persist import decide_persist
 from dgmm.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------- helpers
@@ -521,15 +522,15 @@ def test_data_info_to_dict_is_json_ready(tmp_path):
 def test_decide_persist_explicit_and_local():
     import psutil
 
-    assert io.decide_persist(10**15, True) is True
-    assert io.decide_persist(10**15, "true") is True
-    assert io.decide_persist(1, "false") is False
-    assert io.decide_persist(1, False) is False
+    assert decide_persist(10**15, True) is True
+    assert decide_persist(10**15, "true") is True
+    assert decide_persist(1, "false") is False
+    assert decide_persist(1, False) is False
     available = psutil.virtual_memory().available
-    assert io.decide_persist(int(0.1 * available), "auto") is True
-    assert io.decide_persist(int(0.5 * available), "auto") is False
+    assert decide_persist(int(0.1 * available), "auto") is True
+    assert decide_persist(int(0.5 * available), "auto") is False
     with pytest.raises(ConfigError, match=r"persist must be 'auto', true or false, got 'maybe'"):
-        io.decide_persist(1, "maybe")
+        decide_persist(1, "maybe")
 
 
 def test_decide_persist_auto_from_worker_memory_limits():
@@ -539,8 +540,8 @@ def test_decide_persist_auto_from_worker_memory_limits():
                       memory_limit="100MiB", dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as client:
         total = 2 * 100 * 2**20
-        assert io.decide_persist(int(0.45 * total), "auto", client) is True
-        assert io.decide_persist(int(0.55 * total), "auto", client) is False
+        assert decide_persist(int(0.45 * total), "auto", client) is True
+        assert decide_persist(int(0.55 * total), "auto", client) is False
 
 
 # ----------------------------------------------------------- sources on a cluster

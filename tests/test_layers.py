@@ -173,15 +173,23 @@ def test_the_policy_branch_finder_sees_a_branch(tmp_path):
 #: profile), and the cluster module gets a validated profile, never a name to look up.
 WORKFLOW_ALLOWED = {
     "__init__": set(),
-    "schema": set(),
-    "profiles": {"schema"},
-    "overrides": {"schema"},
-    "loading": {"schema", "profiles", "overrides"},
-    "cluster": {"schema"},
-    "checkpoint": set(),
+    "validators": set(),
+    "model_config": {"validators"},
+    "cluster_config": {"validators"},
+    "schema": {"validators", "model_config", "cluster_config"},
+    "profiles": {"cluster_config"},
+    "overrides": {"schema", "cluster_config"},
+    "loading": {"validators", "model_config", "cluster_config", "schema", "profiles",
+                "overrides"},
+    "cluster": {"cluster_config"},
+    "lock": set(),
+    "checkpoint": {"lock"},
     "plots": set(),
     "report": {"plots"},
-    "runner": {"schema", "cluster", "checkpoint", "report"},
+    "stamps": {"schema"},
+    "progress": {"checkpoint"},
+    "fitting": {"schema", "checkpoint", "progress"},
+    "runner": {"schema", "cluster", "fitting", "stamps", "report"},
 }
 
 
@@ -192,3 +200,103 @@ def test_workflow_modules_import_only_those_below_them(path):
     used = {target[1] for target in ours if len(target) > 1 and target[0] == "workflow"}
     assert used <= WORKFLOW_ALLOWED[path.stem], (
         f"dgmm/workflow/{path.name} imports {sorted(used - WORKFLOW_ALLOWED[path.stem])}")
+
+
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_longer_than_the_limit():
+    """A module does one job and is read in one sitting: none above MAX_MODULE_LINES."""
+    long = {str(p.relative_to(ROOT)): n for p in sorted(ROOT.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, f"modules above {MAX_MODULE_LINES} lines: {long}; split them by job"
+
+
+def _resolve(root: pathlib.Path, parts: list[str]) -> str | None:
+    """The module that ``parts`` (below ``root``) names, or None."""
+    base = root.joinpath(*parts)
+    if base.with_suffix(".py").is_file():
+        return ".".join(parts)
+    if (base / "__init__.py").is_file():
+        return ".".join([*parts, "__init__"]) if parts else "__init__"
+    return None
+
+
+def import_graph(root: pathlib.Path = ROOT) -> dict[str, set[str]]:
+    """module -> the dgmm modules it imports, anywhere in the file (function bodies too):
+    ``from .pkg import sub`` is an import of ``pkg.sub`` when that is a module, else of
+    ``pkg/__init__``."""
+    graph = {}
+    for path in sorted(root.rglob("*.py")):
+        module = list(path.relative_to(root).with_suffix("").parts)
+        package = module[:-1]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)]
+                elif node.module.split(".")[0] == "dgmm":
+                    base = []
+                else:
+                    continue
+                names = (node.module.split(".") if node.module else [])
+                target = base + (names[1:] if not node.level else names)
+                for alias in node.names:
+                    found = _resolve(root, [*target, alias.name]) or _resolve(root, target)
+                    if found:
+                        edges.add(found)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    parts = alias.name.split(".")
+                    if parts[0] == "dgmm" and (found := _resolve(root, parts[1:])):
+                        edges.add(found)
+        graph[".".join(module)] = edges - {".".join(module)}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The cycles of ``graph`` (one per strongly connected component with more than one
+    module), each as its sorted modules."""
+    index, low, on_stack, stack, cycles = {}, {}, set(), [], []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle_among_dgmm_modules():
+    cycles = import_cycles(import_graph())
+    assert cycles == [], f"import cycles: {cycles}; move what both need to a module below them"
+
+
+def test_the_cycle_finder_sees_a_cycle(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from .b import g\n")
+    (package / "b.py").write_text("from . import c\n")
+    (package / "c.py").write_text("from .a import f\n")
+    (package / "d.py").write_text("from .a import f\n")
+    assert import_cycles(import_graph(tmp_path)) == [["pkg.a", "pkg.b", "pkg.c"]]

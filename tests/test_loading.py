@@ -12,19 +12,19 @@ from helpers import REPO
 from helpers import write_file as write
 
 from dgmm.errors import ConfigError
+from dgmm.workflow.cluster_config import (
+    AddressClusterConfig,
+    LocalClusterConfig,
+    PBSClusterConfig,
+    SlurmClusterConfig,
+)
 from dgmm.workflow.loading import (
     load_cluster_profile,
     load_workflow,
     read_init_files,
     resolve_paths,
 )
-from dgmm.workflow.schema import (
-    AddressClusterConfig,
-    LocalClusterConfig,
-    PBSClusterConfig,
-    SlurmClusterConfig,
-    Workflow,
-)
+from dgmm.workflow.schema import Workflow
 
 SHIPPED_WORKFLOWS = sorted((REPO / "workflows").glob("*.yaml"))
 SHIPPED_PROFILES = sorted((REPO / "configs").glob("*.yaml"))
@@ -256,7 +256,7 @@ BAD_VALUES = [
     ("model: {n_components: 0}",
      r"w\.yaml:5: model\.n_components: found 0; must be greater than or equal to 1"),
     ("model: {covariance_type: fulll}",
-     r"model\.covariance_type: found 'fulll'; must be 'full', 'tied', 'diag' or 'spherical'"),
+     r"model\.covariance_type: found 'fulll'; must be 'full', 'tied', 'diag', 'spherical'"),
     ("model: {init_params: kmedoids}",
      r"model\.init_params: found 'kmedoids'; must be 'kmeans', 'k-means\+\+', 'random' or "
      r"'random_from_data'"),

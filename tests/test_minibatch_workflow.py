@@ -25,8 +25,9 @@ from dgmm.data.synthetic import make_gmm_data
 from dgmm.errors import CheckpointError, ConfigError
 from dgmm.workflow.checkpoint import CheckpointStore
 from dgmm.workflow.loading import load_workflow
+from dgmm.workflow.model_config import ModelConfig
 from dgmm.workflow.runner import run_workflow
-from dgmm.workflow.schema import DataConfig, ModelConfig, OutputsConfig, Workflow
+from dgmm.workflow.schema import DataConfig, OutputsConfig, Workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")

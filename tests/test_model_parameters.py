@@ -80,13 +80,13 @@ def test_saved_settings_are_the_declared_ones():
 
 def declared_workflow_model():
     """The workflow's ``model:`` section, generated from the declaration."""
-    from dgmm.workflow.schema import ModelConfig
+    from dgmm.workflow.model_config import ModelConfig
 
     return ModelConfig
 
 
 def test_the_workflow_model_section_is_the_declaration():
-    from dgmm.workflow.schema import ModelConfig
+    from dgmm.workflow.model_config import ModelConfig
 
     assert list(ModelConfig.model_fields) == [p.name for p in mp.WORKFLOW_PARAMETERS]
     for p in mp.WORKFLOW_PARAMETERS:

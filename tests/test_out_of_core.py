@@ -17,6 +17,7 @@ import pytest
 from dgmm import GaussianMixture
 from dgmm.data import readers as io
 from dgmm.data import synthetic as datasets
+from dgmm.engine.persist import decide_persist
 
 MEMORY_LIMIT = 256 * 2**20
 N_WORKERS = 2
@@ -113,7 +114,7 @@ def test_fit_on_zarr_four_times_larger_than_cluster_memory(tmp_path, small_clust
     generated = time.perf_counter() - started
     X, info = io.open_zarr(tmp_path / "big.zarr", target_chunk_bytes=8 * 2**20)
     assert info.nbytes >= 4 * total_limit
-    assert io.decide_persist(info.nbytes, "auto", client) is False
+    assert decide_persist(info.nbytes, "auto", client) is False
 
     # start away from the truth: means off by 0.3 standard deviations in every
     # direction, equal weights, variances 1.5 times too large

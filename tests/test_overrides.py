@@ -6,9 +6,9 @@ from helpers import MINIMAL_WORKFLOW as MINIMAL
 from helpers import write_file as write
 
 from dgmm.errors import ConfigError
+from dgmm.workflow.cluster_config import LocalClusterConfig, SlurmClusterConfig
 from dgmm.workflow.loading import load_workflow
 from dgmm.workflow.overrides import apply_override, parse_override
-from dgmm.workflow.schema import LocalClusterConfig, SlurmClusterConfig
 
 
 @pytest.mark.parametrize(

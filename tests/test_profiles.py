@@ -9,9 +9,9 @@ from helpers import REPO
 from helpers import write_file as write
 
 from dgmm.errors import ConfigError
+from dgmm.workflow.cluster_config import AddressClusterConfig, LocalClusterConfig
 from dgmm.workflow.loading import load_cluster_profile, load_workflow
 from dgmm.workflow.profiles import find_cluster_profile, profile_dirs
-from dgmm.workflow.schema import AddressClusterConfig, LocalClusterConfig
 
 
 def test_profile_dirs_are_next_to_the_workflow_directory_then_the_current_one(project,

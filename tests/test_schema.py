@@ -16,17 +16,15 @@ from dgmm.core.families import SKLEARN_TYPES as COVARIANCE_TYPES
 from dgmm.core.families import family
 from dgmm.engine.passes import DEFAULT_CHUNK_BYTES, as_row_chunked
 from dgmm.errors import ConfigError
-from dgmm.workflow.schema import (
-    CROSS_FIELD_ERROR,
+from dgmm.workflow.cluster_config import (
     AdaptiveConfig,
     AddressClusterConfig,
-    DataConfig,
     LocalClusterConfig,
-    ModelConfig,
-    OutputsConfig,
     SlurmClusterConfig,
-    Workflow,
 )
+from dgmm.workflow.model_config import ModelConfig
+from dgmm.workflow.schema import DataConfig, OutputsConfig, Workflow
+from dgmm.workflow.validators import CROSS_FIELD_ERROR
 
 # ------------------------------------------------------------ defaults mirror estimators
 

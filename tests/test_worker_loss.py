@@ -31,7 +31,7 @@ import pytest
 import dgmm
 from dgmm.errors import ClusterError
 from dgmm.workflow.cluster import connect
-from dgmm.workflow.schema import AddressClusterConfig
+from dgmm.workflow.cluster_config import AddressClusterConfig
 
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "SIGKILL"), reason="needs POSIX signals to kill a worker process"

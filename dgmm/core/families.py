@@ -574,7 +574,8 @@ class _Spherical(_Diagonal):
 
 
 FULL, TIED, DIAG, SPHERICAL = _Full(), _Tied(), _Diag(), _Spherical()
-#: every family by name; ``dgmm.core.mclust_families`` adds mclust's fourteen on import
+#: every family by name; ``dgmm.core.mclust_families`` adds mclust's fourteen when the
+#: ``dgmm.core`` package is imported (its ``__init__``)
 FAMILIES: dict[str, CovarianceFamily] = {f.name: f for f in (FULL, TIED, DIAG, SPHERICAL)}
 
 
@@ -587,5 +588,3 @@ def family(name: str) -> CovarianceFamily:
             f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {name!r}."
         ) from None
 
-
-from . import mclust_families  # noqa: E402,F401  (registers the fourteen in FAMILIES)

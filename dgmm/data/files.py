@@ -1,5 +1,5 @@
-"""Small file helpers shared by the readers and writers: the URL rule, filesystems,
-output formats. Atomic writes are in :mod:`dgmm.data.publish`."""
+"""Small file helpers shared by the readers and writers: the URL rule, filesystems, Zarr
+stores, output formats. Atomic writes are in :mod:`dgmm.data.publish`."""
 from __future__ import annotations
 
 import os
@@ -36,18 +36,31 @@ def url_to_fs(path: str, storage_options: dict | None = None):
             "the storage_options.")) from None
 
 
-def atomic_write_json(path: str, payload: dict, storage_options: dict | None = None) -> None:
-    """Write JSON to a local path or URL atomically (:func:`dgmm.data.publish.write_json`)."""
-    from .publish import write_json
+def zarr_target(path: str, storage_options: dict | None, read_only: bool = False):
+    """(store argument, keyword arguments) to open or write a Zarr node at ``path``.
 
-    write_json(path, payload, storage_options)
+    Local paths and ``file://`` URLs become plain paths (zarr's LocalStore creates the
+    directories it needs). Other URLs become a zarr ``FsspecStore``: an asynchronous
+    instance of the filesystem (s3, gcs, http ...) or, for one that has none (memory, or
+    dir:// over a local target, which refuses to be made asynchronous), the synchronous
+    one wrapped for zarr's asynchronous store API.
+    """
+    from fsspec.implementations.local import LocalFileSystem
 
+    fs, fs_path = url_to_fs(path, storage_options)
+    if isinstance(fs, LocalFileSystem):
+        return fs_path, {}
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+    from zarr.storage import FsspecStore
 
-def read_json(path: str, storage_options: dict | None = None) -> dict | None:
-    """The JSON object at ``path``, or None when it is missing or not JSON."""
-    from .publish import read_json as _read_json
-
-    return _read_json(path, storage_options)
+    if fs.async_impl:
+        try:
+            fs = url_to_fs(path, {"asynchronous": True, **(storage_options or {})})[0]
+        except DataError:  # e.g. dir:// over a synchronous target
+            fs = AsyncFileSystemWrapper(fs, asynchronous=True)
+    else:
+        fs = AsyncFileSystemWrapper(fs, asynchronous=True)
+    return FsspecStore(fs=fs, path=fs_path, read_only=read_only), {}
 
 
 #: output formats by path suffix (predictions, synthetic data)

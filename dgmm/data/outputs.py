@@ -23,9 +23,8 @@ from ..core.nonfinite import row_masks
 from ..core.params import GMMParams
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
-from .files import format_from_suffix
+from .files import format_from_suffix, url_to_fs, zarr_target
 from .publish import publish_directory
-from .readers import _url_to_fs, _zarr_target
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +232,7 @@ def _write_zarr(combined, outputs, tmp, params, storage_options, client) -> None
         rows = max(combined.chunks[0])
         log.info("input row chunks are unequal: Zarr output chunked by %d rows", rows)
         combined = combined.rechunk({0: rows})
-    store, kwargs = _zarr_target(tmp, storage_options)
+    store, kwargs = zarr_target(tmp, storage_options)
     group = zarr.open_group(store, mode="w", **kwargs)
     group.attrs.update(
         {
@@ -286,7 +285,7 @@ def _write_part(block: np.ndarray, fs, path: str, outputs, n_components: int) ->
 
 
 def _write_parquet(combined, outputs, tmp, params, storage_options, client) -> None:
-    fs, root = _url_to_fs(tmp, storage_options)
+    fs, root = url_to_fs(tmp, storage_options)
     fs.makedirs(root, exist_ok=True)
     blocks = combined.to_delayed().ravel()
     width = max(5, len(str(len(blocks) - 1)))

@@ -20,18 +20,12 @@ import numpy as np
 from ..core.families import family
 from ..core.params import GMMParams
 from ..errors import ConfigError, DataError
-from .files import format_from_suffix
+from .files import format_from_suffix, url_to_fs, zarr_target
+from .layout import DataInfo, check_dtype, even_chunks
 from .outputs import atomic_directory, compute_all
+from .parquet import open_parquet
 from .publish import resolve
-from .readers import (
-    DataInfo,
-    _check_dtype,
-    _even_chunks,
-    _url_to_fs,
-    _zarr_target,
-    open_parquet,
-    open_zarr,
-)
+from .readers import open_zarr
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +188,7 @@ def make_gmm_data(
     """
     path = os.fspath(path).rstrip("/")
     fmt = infer_data_format(path, fmt)
-    out_dtype = _check_dtype(dtype)
+    out_dtype = check_dtype(dtype)
     for name, value in (("n_samples", n_samples), ("n_features", n_features),
                         ("n_components", n_components)):
         if int(value) < 1:
@@ -205,7 +199,7 @@ def make_gmm_data(
     if int(chunk_rows) < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     chunk_rows = min(int(chunk_rows), n_samples)
-    fs, fs_path = _url_to_fs(path, storage_options)
+    fs, fs_path = url_to_fs(path, storage_options)
     if fs.exists(fs_path) and not overwrite:
         raise ConfigError(
             f"{path!r} already exists; pass overwrite=True (--overwrite) to replace it, or "
@@ -220,7 +214,7 @@ def make_gmm_data(
         "dtype": out_dtype.name, "separation": float(separation),
     }
     document = _document(params, **settings)
-    row_chunks = _even_chunks(n_samples, chunk_rows)
+    row_chunks = even_chunks(n_samples, chunk_rows)
     log.info("generating %d x %d rows in %d chunks to %s", n_samples, n_features,
              len(row_chunks), path)
     with atomic_directory(path, storage_options) as tmp:
@@ -242,7 +236,7 @@ def _write_zarr(tmp, row_chunks, params, document, settings, compress, zarr_form
     import zarr
 
     n_features = settings["n_features"]
-    store, kwargs = _zarr_target(tmp, storage_options)
+    store, kwargs = zarr_target(tmp, storage_options)
     kwargs["compressors"] = "auto" if compress else None
     z = zarr.create_array(
         store,
@@ -264,7 +258,7 @@ def _write_zarr(tmp, row_chunks, params, document, settings, compress, zarr_form
 
 def _write_parquet(tmp, row_chunks, params, document, settings, storage_options,
                    client) -> None:
-    fs, root = _url_to_fs(tmp, storage_options)
+    fs, root = url_to_fs(tmp, storage_options)
     fs.makedirs(root, exist_ok=True)
     width = max(5, len(str(len(row_chunks) - 1)))
     write = dask.delayed(_write_parquet_part, pure=False)
@@ -281,7 +275,7 @@ def _write_parquet(tmp, row_chunks, params, document, settings, storage_options,
 def load_true_params(path: str | os.PathLike, storage_options: dict | None = None) -> GMMParams:
     """The generating parameters stored beside data written by :func:`make_gmm_data`."""
     path = resolve(os.fspath(path).rstrip("/"), storage_options)
-    fs, fs_path = _url_to_fs(path, storage_options)
+    fs, fs_path = url_to_fs(path, storage_options)
     if not fs.exists(fs_path):
         raise DataError(f"{path!r} does not exist; cannot read its true parameters.")
     sidecar = f"{fs_path}/{TRUE_PARAMS_FILE}"
@@ -290,7 +284,7 @@ def load_true_params(path: str | os.PathLike, storage_options: dict | None = Non
             return _params_from_document(json.load(handle), sidecar)
     import zarr
 
-    store, kwargs = _zarr_target(path, storage_options, read_only=True)
+    store, kwargs = zarr_target(path, storage_options, read_only=True)
     try:
         attrs = dict(zarr.open(store, mode="r", **kwargs).attrs)
     except FileNotFoundError:

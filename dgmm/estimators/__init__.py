@@ -3,8 +3,9 @@
 ``ConvergenceWarning`` is ``sklearn.exceptions.ConvergenceWarning``.
 """
 from .bayesian import BayesianGaussianMixture
-from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria, load_model
+from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria
 from .minibatch import MiniBatchGaussianMixture
+from .saved import load_model
 from .selection import GaussianMixtureSelection
 
 __all__ = ["BayesianGaussianMixture", "GaussianMixture", "GaussianMixtureSelection",

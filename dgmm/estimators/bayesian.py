@@ -211,7 +211,7 @@ class BayesianGaussianMixture(GaussianMixture):
                            posterior.covariance_type)
         self._set_result(params, posterior.n_features)
 
-    def _inference_model(self):
+    def inference_params(self):
         """What predict, predict_proba and score_samples evaluate: the E-step's terms of
         the posterior (scikit-learn's ``_estimate_weighted_log_prob``)."""
         return self.posterior_

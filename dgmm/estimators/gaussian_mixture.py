@@ -28,13 +28,12 @@ from ..core.kernels import missing
 from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
 from ..core.nonfinite import RULES, nonfinite_rule, row_masks
 from ..core.params import GMMParams
-from ..data import model_io
 from ..engine import em
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
 from .constraints import parameter_constraints
 
-__all__ = ["ConvergenceWarning", "GaussianMixture", "information_criteria", "load_model"]
+__all__ = ["ConvergenceWarning", "GaussianMixture", "information_criteria"]
 
 
 def _is_dask(X) -> bool:
@@ -418,14 +417,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         rule = nonfinite_rule(self.nonfinite)
         if rule.missing_values:
             row_fn = _MARGINAL_ROWS[row_fn]
-        model = self._inference_model()
+        model = self.inference_params()
         if _is_dask(X):
             return engine.map_rows(X, row_fn, model, n_columns=n_columns, dtype=dtype)
         rule.check_predict_rows(X)
         return engine.map_rows_local(X, row_fn, model, n_columns=n_columns, dtype=dtype)
 
-    def _inference_model(self):
-        """The parameters predict, predict_proba and score_samples evaluate."""
+    def inference_params(self):
+        """The parameters predict, predict_proba and score_samples evaluate (and written
+        predictions): ``params_`` (a variational Bayesian mixture: its posterior)."""
         return self.params_
 
     def predict(self, X):
@@ -490,43 +490,3 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         X = self.params_.family.sample(rng, self.means_, self.covariances_, counts)
         y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
         return X, y
-
-
-def load_model(path, *, storage_options: dict | None = None, **kwargs):
-    """A fitted ``dgmm.GaussianMixture`` from a model directory (a local path or an fsspec
-    URL, opened with ``storage_options``).
-
-    A model saved from a ``dgmm.MiniBatchGaussianMixture`` comes back as one, with its
-    ``state_`` (running statistics, step counter), so ``partial_fit`` continues it.
-    ``kwargs`` override constructor parameters (e.g. ``client=``).
-    """
-    params, meta = model_io.load_params(path, storage_options)
-    record = model_io.load_state_record(path, meta, storage_options)
-    variational = model_io.load_variational(path, meta, storage_options)
-    cls = GaussianMixture
-    if record is not None:
-        from .minibatch import MiniBatchGaussianMixture as cls
-    elif variational is not None:
-        from .bayesian import BayesianGaussianMixture as cls
-    accepted = set(cls._parameter_constraints)
-    # arrays are saved as their repr: the prior's arrays come back with the posterior
-    settings = {k: v for k, v in meta.get("settings", {}).items()
-                if k in model_io.SETTINGS and k in accepted
-                and not (isinstance(v, str) and k in ("random_state", "mean_prior",
-                                                       "covariance_prior"))}
-    if variational is not None:
-        model = cls.from_posterior(*variational, **{**settings, **kwargs})
-    else:
-        model = cls.from_params(params, **{**settings, **kwargs})
-    model.n_iter_ = meta["n_iter"]
-    model.converged_ = meta["converged"]
-    lower_bound = meta["lower_bound"]
-    model.lower_bound_ = -float("inf") if lower_bound is None else float(lower_bound)
-    model.lower_bounds_ = list(meta["lower_bounds"])
-    model.n_nonfinite_ = meta.get("n_nonfinite", 0)
-    model.data_fingerprint_ = meta.get("data_fingerprint")
-    if record is not None:
-        from ..engine.minibatch import StepwiseState
-
-        model._set_state(StepwiseState.from_record(*record), params.n_features)
-    return model

@@ -15,9 +15,7 @@ import json
 import logging
 import os
 import re
-import socket
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -27,9 +25,10 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from ..data.publish import fsync_dir, write_file
+from ..data.publish import TMP_MARK, write_file
 from ..data.redact import redact
-from ..errors import CheckpointError, DataError, LockError
+from ..errors import CheckpointError, DataError
+from .lock import DirectoryLock
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +40,6 @@ METRICS_NAME = "metrics.jsonl"
 META_KEY = "__meta__"
 _CKPT_RE = re.compile(r"^ckpt-(\d{8,})\.npz$")
 _SUM_RE = re.compile(r"^ckpt-(\d{8,})\.sha256$")
-_TMP_MARK = ".tmp-"
-#: a would-be lock holder's candidate lock file (written, then linked into place): it
-#: belongs to a process that does not hold the lock, so the holder's clean-up leaves it
-#: alone unless it is older than ``_CANDIDATE_GRACE_S`` (its writer was killed)
-_CANDIDATE_MARK = ".candidate-"
-_CANDIDATE_GRACE_S = 600.0
-#: a lock file that is still empty after this many seconds was left by a crashed creator
-_EMPTY_LOCK_GRACE_S = 10.0
-#: a takeover marker older than this was left by a crashed process
-_TAKEOVER_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -94,47 +83,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _process_start_time(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return psutil.Process(pid).create_time()
-    except Exception:
-        return None
-
-
-def _pid_alive(pid: int, start_time: float | None) -> bool:
-    """Whether ``pid`` on this host is still the process that wrote a lock.
-
-    Only a definite answer makes a holder dead: no such process, a zombie, or a process
-    started at another time (the pid was reused). When liveness cannot be determined (no
-    permission, ``hidepid`` mounts, psutil missing or failing) the holder is alive.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        pass  # exists but owned by someone else, or unknown: keep asking
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover
-        return True
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        if start_time is not None and abs(process.create_time() - start_time) > 1.0:
-            return False  # the pid was reused by another process
-    except psutil.ZombieProcess:
-        return False
-    except psutil.NoSuchProcess:
-        return False
-    except Exception:  # noqa: BLE001 - AccessDenied (hidepid=2) or anything else
-        return True
-    return True
-
-
 class CheckpointStore:
     """Checkpoints, metrics and a lock in one directory (local path or fsspec URL).
 
@@ -157,7 +105,8 @@ class CheckpointStore:
         self.fs, self.root = fsspec.core.url_to_fs(self.dir, **(storage_options or {}))
         self.root = self.root.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, LocalFileSystem)
-        self._lock_content: bytes | None = None
+        self._lock = DirectoryLock(self.fs, self.root, LOCK_NAME, self._display,
+                                   is_local=self.is_local)
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self.dir!r}, keep={self.keep})"
@@ -332,7 +281,7 @@ class CheckpointStore:
             if (
                 _CKPT_RE.match(name)
                 or _SUM_RE.match(name)
-                or _TMP_MARK in name
+                or TMP_MARK in name
                 or (metrics and name == METRICS_NAME)
             ):
                 self._remove_quietly(self._path(name))
@@ -439,137 +388,18 @@ class CheckpointStore:
     @property
     def lock_path(self) -> str:
         """Path or URL of the lock file."""
-        return self._display(LOCK_NAME)
-
-    def _try_create(self, name: str, content: bytes) -> bool:
-        """Create ``name`` holding ``content`` if it does not exist; False if it does."""
-        path = self._path(name)
-        if self.is_local:
-            # written in full under a temporary name, then hard-linked into place: link()
-            # fails if the name exists, and a run killed at any moment never leaves an
-            # empty or half-written lock file behind
-            tmp = self._path(f".{name}{_CANDIDATE_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            with open(tmp, "wb") as stream:
-                stream.write(content)
-                stream.flush()
-                os.fsync(stream.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
-            fsync_dir(self.root)
-            return True
-        try:
-            with self.fs.open(path, "xb") as stream:
-                stream.write(content)
-            return True
-        except FileExistsError:
-            return False
-        except (NotImplementedError, ValueError):  # no exclusive mode: best effort
-            if self.fs.exists(path):
-                return False
-            self.fs.pipe_file(path, content)
-            return True
-
-    def _read_optional(self, name: str) -> bytes | None:
-        try:
-            return self.fs.cat_file(self._path(name))
-        except FileNotFoundError:
-            return None
-
-    def _age(self, name: str) -> float:
-        try:
-            modified = self.fs.modified(self._path(name))
-            return time.time() - modified.timestamp()
-        except Exception:
-            return 0.0
-
-    def _holder_text(self, holder: dict) -> str:
-        started = holder.get("started")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
-        return f"pid {holder.get('pid')} on host {holder.get('host')} (since {when})"
-
-    def _stale(self, holder: dict | None, raw: bytes) -> bool:
-        if holder is None:
-            return not raw and self._age(LOCK_NAME) > _EMPTY_LOCK_GRACE_S
-        if holder.get("host") != socket.gethostname():
-            return False
-        pid = holder.get("pid")
-        return isinstance(pid, int) and not _pid_alive(pid, holder.get("process_start"))
-
-    def _take_over(self, raw: bytes, content: bytes) -> bool:
-        """Replace the stale lock holding ``raw`` by ours; False if it changed meanwhile."""
-        marker = LOCK_NAME + ".takeover"
-        if not self._try_create(marker, content):
-            if self._age(marker) > _TAKEOVER_GRACE_S:
-                self._remove_quietly(self._path(marker))
-            return False
-        try:
-            if self._read_optional(LOCK_NAME) != raw:
-                return False
-            self._remove_quietly(self._path(LOCK_NAME))
-            return self._try_create(LOCK_NAME, content)
-        finally:
-            self._remove_quietly(self._path(marker))
+        return self._lock.path
 
     def acquire(self) -> None:
-        """Take the directory's lock, or raise ``LockError`` naming its holder."""
-        if self._lock_content is not None:
-            raise LockError(f"{self.lock_path} is already held by this store; release it first.")
+        """Take the directory's lock (:class:`dgmm.workflow.lock.DirectoryLock`), or raise
+        ``LockError`` naming its holder; then remove what killed writers left behind."""
         self._ensure_dir()
-        pid = os.getpid()
-        content = json.dumps({
-            "pid": pid,
-            "host": socket.gethostname(),
-            "started": time.time(),
-            "process_start": _process_start_time(pid),
-            "token": uuid.uuid4().hex,
-        }).encode()  # fmt: skip
-        for _ in range(5):
-            if self._try_create(LOCK_NAME, content):
-                break
-            raw = self._read_optional(LOCK_NAME)
-            if raw is None:
-                time.sleep(0.05)
-                continue  # released meanwhile: try again
-            try:
-                holder = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                holder = None
-            if not self._stale(holder, raw):
-                who = self._holder_text(holder) if holder else "a process that is starting"
-                raise LockError(
-                    f"The checkpoint directory {self.dir} is in use by another dgmm run: "
-                    f"{who}. Wait for that run to finish, or, if it is gone, remove the "
-                    f"lock file {self.lock_path} and run again."
-                )
-            what = self._holder_text(holder) if holder else "an empty lock file"
-            if self._take_over(raw, content):
-                log.warning(
-                    "took over the stale lock %s left by %s, which is no longer running",
-                    self.lock_path, what,
-                )  # fmt: skip
-                break
-            time.sleep(0.05)
-        else:
-            raise LockError(
-                f"Could not take the lock {self.lock_path}: other processes keep changing "
-                "it. Make sure only one run uses this checkpoint directory."
-            )
-        self._lock_content = content
+        self._lock.acquire(f"The checkpoint directory {self.dir}")
         self._clean_temporaries()
 
     def release(self) -> None:
         """Give the lock back (the file is removed only if it is still ours)."""
-        content, self._lock_content = self._lock_content, None
-        if content is None:
-            return
-        if self._read_optional(LOCK_NAME) == content:
-            self._remove_quietly(self._path(LOCK_NAME))
-        else:
-            log.warning("the lock %s was changed by another process; left it alone", self.lock_path)
+        self._lock.release()
 
     @contextmanager
     def lock(self) -> Iterator[CheckpointStore]:
@@ -589,6 +419,5 @@ class CheckpointStore:
         """Remove temporary files left by killed writers (we hold the lock). Candidate
         lock files are other processes' work in progress, unless long abandoned."""
         for name in self._names():
-            if (_TMP_MARK in name
-                    or _CANDIDATE_MARK in name and self._age(name) > _CANDIDATE_GRACE_S):
+            if TMP_MARK in name or self._lock.abandoned_candidate(name):
                 self._remove_quietly(self._path(name))

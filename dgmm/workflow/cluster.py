@@ -12,6 +12,7 @@ scheduler and on every worker, since they unpickle dgmm's task functions.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from dask.utils import format_bytes
 
 from .._version import __version__
 from ..errors import ClusterError
-from .schema import (
+from .cluster_config import (
     AddressClusterConfig,
     ClusterConfig,
     LocalClusterConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "jobqueue_kwargs",
     "describe",
     "SCHEDULER_PLACEHOLDER",
+    "scheduler_address",
 ]
 
 SCHEDULER_PLACEHOLDER = "tcp://<scheduler-address>:8786"
@@ -58,7 +60,7 @@ def _checked(cluster_config) -> ClusterConfig:
         f"cluster_config must be a validated cluster profile, not "
         f"{type(cluster_config).__name__}: look a name up with "
         "dgmm.workflow.loading.load_cluster_profile(name), or validate a mapping with "
-        "dgmm.workflow.schema.cluster_config_from_mapping(mapping)"
+        "dgmm.workflow.cluster_config.cluster_config_from_mapping(mapping)"
     )
 
 
@@ -148,10 +150,42 @@ def _kwargs_text(kwargs: dict) -> str:
 # ----------------------------------------------------------------------------- address
 
 
+def scheduler_address(config: AddressClusterConfig) -> str:
+    """The scheduler address of an ``address`` profile: ``address``, or the value of the
+    environment variable ``address_env``.
+
+    Parameters
+    ----------
+    config : AddressClusterConfig
+        A validated profile of kind ``address``.
+
+    Returns
+    -------
+    str
+        The address, e.g. ``tcp://10.0.0.5:8786``.
+
+    Raises
+    ------
+    ClusterError
+        ``address_env`` names a variable that is unset or empty.
+    """
+    if config.address is not None:
+        return config.address
+    address = os.environ.get(config.address_env or "", "").strip()
+    if not address:
+        raise ClusterError(
+            f"The cluster profile reads the scheduler address from the environment "
+            f"variable {config.address_env}, which is not set. Export it (e.g. "
+            f"`export {config.address_env}=tcp://HOST:8786`, the address printed by "
+            "`dask scheduler`) or put address: in the profile."
+        )
+    return address
+
+
 def _connect_address(config: AddressClusterConfig):
     from distributed import Client
 
-    address = config.resolve_address()
+    address = scheduler_address(config)
     where = f" (from ${config.address_env})" if config.address_env else ""
     try:
         client = Client(address, timeout=config.timeout)

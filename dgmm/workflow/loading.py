@@ -19,20 +19,14 @@ from collections.abc import Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..data.files import is_url
 from ..errors import ConfigError
+from .cluster_config import CLUSTER_CLASSES, CLUSTER_KINDS, ClusterConfig, LocalClusterConfig
+from .model_config import INIT_ARRAY_NAMES, InitFile
 from .overrides import apply_override, model_classes, parse_override, unknown_key_text
 from .profiles import find_cluster_profile
-from .schema import (
-    CLUSTER_CLASSES,
-    CLUSTER_KINDS,
-    CROSS_FIELD_ERROR,
-    INIT_ARRAY_NAMES,
-    ClusterConfig,
-    InitFile,
-    LocalClusterConfig,
-    Workflow,
-    is_url,
-)
+from .schema import Workflow
+from .validators import CROSS_FIELD_ERROR
 
 __all__ = ["load_workflow", "load_cluster_profile", "resolve_paths", "read_init_files"]
 

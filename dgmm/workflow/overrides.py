@@ -9,7 +9,8 @@ import yaml
 from pydantic import BaseModel
 
 from ..errors import ConfigError
-from .schema import CLUSTER_CLASSES, CLUSTER_KINDS, Workflow
+from .cluster_config import CLUSTER_CLASSES, CLUSTER_KINDS
+from .schema import Workflow
 
 __all__ = ["parse_override", "apply_override", "model_classes", "unknown_key_text"]
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
-from .schema import CLUSTER_KINDS
+from .cluster_config import CLUSTER_KINDS
 
 __all__ = ["find_cluster_profile", "profile_dirs", "BUILTIN_PROFILE"]
 
