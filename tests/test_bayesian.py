@@ -214,8 +214,9 @@ def test_a_workflow_fits_saves_reports_and_resumes(tmp_path, cluster_client):
                                                                             [0.0, 1.0]]},
         "cluster": {"kind": "address", "address": cluster_client.scheduler.address},
         "checkpoint": {"dir": str(tmp_path / "ckpt"), "every": 1, "keep": 100},
-        "outputs": {"model": str(tmp_path / "model"), "report": str(tmp_path / "report")},
-        "steps": ["fit", "score", "report"],
+        "outputs": {"model": str(tmp_path / "model"), "report": str(tmp_path / "report"),
+                    "predictions": str(tmp_path / "p.zarr")},
+        "steps": ["fit", "predict", "score", "report"],
     }
     path = tmp_path / "w.yaml"
     path.write_text(yaml.safe_dump(doc))

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from dask.utils import format_bytes
 
+from ..core.nonfinite import nonfinite_rule
 from ..data import readers as data_io
 from ..data.files import is_url
 from ..data.publish import join, read_json, write_json
@@ -208,9 +209,11 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                 from ..data.outputs import write_predictions
 
                 t0 = time.perf_counter()
-                write_predictions(X, model.inference_params(), path, format=outputs.predictions_format,
+                write_predictions(X, model.inference_params(), path,
+                                  format=outputs.predictions_format,
                                   client=client, storage_options=options,
-                                  marginalize=workflow.data.nonfinite == "marginalize")
+                                  marginalize=nonfinite_rule(
+                                      workflow.data.nonfinite).missing_values)
                 write_stamp(path, expected, options)
                 emit(f"predict: wrote {path} ({time.perf_counter() - t0:.1f} s)")
                 summary.ran.append("predict")
