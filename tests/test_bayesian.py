@@ -248,3 +248,42 @@ def test_a_workflow_fits_saves_reports_and_resumes(tmp_path, cluster_client):
     resumed = dgmm.load_model(tmp_path / "model")
     np.testing.assert_array_equal(resumed.means_, direct.means_)
     assert resumed.lower_bounds_ == direct.lower_bounds_
+
+
+@pytest.mark.parametrize("covariance_type", SKLEARN_TYPES)
+def test_a_stochastic_step_on_all_rows_with_step_one_is_a_batch_iteration(covariance_type):
+    from dgmm.core import variational as vb
+    from dgmm.core.stepwise import stepwise_update
+
+    X = make_blobs(300, 3, 3, seed=7)
+    model = dgmm.BayesianGaussianMixture(n_components=4, covariance_type=covariance_type)
+    model.n_features_in_ = 3
+    kind = model.model_kind(engine.prepare(X))
+    start = dgmm.GaussianMixture(4, covariance_type=covariance_type, max_iter=0,
+                                 random_state=0).fit(X).params_
+    posterior = kind.initial_params(start)
+    stats = kernels.chunk_stats(X, posterior)
+    step = stepwise_update(posterior, kind.initial_running(start), stats, 1.0, 1e-6, kind)
+    batch = vb.variational_update(stats, kind.prior, 1e-6)
+    for name, value in batch.to_arrays().items():
+        _close(getattr(step.params, name), value, 1e-12)
+
+
+def test_partial_fit_one_pass_comes_within_half_a_percent_of_batch():
+    """Stochastic variational inference, one pass of 300 steps: its posterior's bound (one
+    batch iteration from it) within 0.5% per row of batch inference's converged bound."""
+    from dgmm.data import synthetic
+
+    truth = synthetic.true_params(4, 4, seed=1)
+    X = synthetic.sample_chunk(60_000, 0, 1, truth)
+    settings = dict(n_components=4, init_params="random_from_data", random_state=2)
+    batch = dgmm.BayesianGaussianMixture(max_iter=500, tol=1e-6 * len(X), **settings).fit(X)
+    online = dgmm.BayesianGaussianMixture(batch_size=200, wave_width=1, **settings)
+    online.partial_fit(da.from_array(X, chunks=(10_000, 4)))
+    assert online.n_steps_ == 300 and online.n_passes_ == 1
+    scored = dgmm.BayesianGaussianMixture(max_iter=1, warm_start=True, **settings)
+    scored.posterior_, scored.lower_bound_, scored.converged_ = online.posterior_, -np.inf, False
+    scored.fit(X)
+    assert (batch.lower_bound_ - scored.lower_bound_) / abs(batch.lower_bound_) < 0.005
+    online.partial_fit(X[:20_000])  # continues: the same prior and scale, more steps
+    assert online.n_steps_ == 400 and online.n_passes_ == 2

@@ -6,6 +6,13 @@ Same constructor parameters, fitted attributes and methods as
 in ``dgmm.core.model_parameters`` (``BAYESIAN_PARAMETERS``); the mathematics is in
 ``dgmm.core.variational``.
 
+``partial_fit(X)`` runs one pass of stochastic variational inference (Hoffman et al.
+2013) over X's rows from the current posterior, on the mini-batch machinery
+(``dgmm.engine.minibatch``: ``batch_size`` rows per step, step size (t + 2)^-step_power,
+``wave_width`` chunks side by side); the first call resolves the prior and the data's
+weight n (the running statistics are scaled to it) from that X and initialises by
+``init_params``.
+
 A fit makes one pass for the data's moments (the prior's defaults, as scikit-learn computes
 them from X: the mean, the covariance), then the initialisation's passes, then one pass per
 iteration for every restart in lockstep. As in scikit-learn, ``lower_bound_`` is the
@@ -23,14 +30,16 @@ from sklearn.utils._param_validation import StrOptions
 
 from ..core import variational as vb
 from ..core.families import SKLEARN_TYPES
-from ..core.model_parameters import BAYESIAN_PARAMETERS
+from ..core.model_parameters import BAYESIAN_PARAMETERS, MINIBATCH_PARAMETERS
 from ..core.params import GMMParams
 from ..core.types import POINT_INIT_PARAMS
 from ..engine import em
+from ..engine import minibatch as stepwise
 from ..engine import passes as engine
 from ..errors import DataError
 from .constraints import parameter_constraints
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture
+from .minibatch import continuation
 
 #: the constructor parameters that set the prior
 PRIOR_PARAMETERS = tuple(p.name for p in BAYESIAN_PARAMETERS if p.model_kind is not None)
@@ -64,6 +73,8 @@ class BayesianGaussianMixture(GaussianMixture):
 
     _parameter_constraints: dict = {
         **parameter_constraints(BAYESIAN_PARAMETERS),
+        **parameter_constraints(p for p in MINIBATCH_PARAMETERS
+                                if p.name in ("batch_size", "step_power", "wave_width")),
         "covariance_type": [StrOptions(set(SKLEARN_TYPES))],
     }
 
@@ -90,6 +101,9 @@ class BayesianGaussianMixture(GaussianMixture):
         client=None,
         split_every=8,
         nonfinite="raise",
+        batch_size=4096,
+        step_power=0.6,
+        wave_width=8,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -111,6 +125,9 @@ class BayesianGaussianMixture(GaussianMixture):
         self.client = client
         self.split_every = split_every
         self.nonfinite = nonfinite
+        self.batch_size = batch_size
+        self.step_power = step_power
+        self.wave_width = wave_width
 
     # scikit-learn's BayesianGaussianMixture has no information criteria
     @property
@@ -192,6 +209,47 @@ class BayesianGaussianMixture(GaussianMixture):
                 ConvergenceWarning,
                 stacklevel=2,
             )
+
+    def partial_fit(self, X, y=None, sample_weight=None, *, callback=None):
+        """One pass of stochastic variational inference over the rows of X from the current
+        posterior (the first call resolves the prior and initialises from X); returns
+        self. ``state_`` holds the running statistics and the step counter."""
+        first = not hasattr(self, "state_")
+        X = self._check_X(X, fitting=first)
+        if not first and X.shape[1] != self.n_features_in_:
+            raise DataError(f"X has {X.shape[1]} features, but BayesianGaussianMixture is "
+                            f"expecting {self.n_features_in_} features as input.")
+        if sample_weight is not None:
+            sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
+        data = engine.prepare(X, sample_weight)
+        if first:
+            kind = self.model_kind(data)
+            settings = self._stepwise_settings(kind)
+            state = stepwise.initial_state(data, settings, em.resolve_seed(self.random_state),
+                                           client=self.client)
+        else:
+            kind = self.kind_
+            settings = self._stepwise_settings(kind)
+            state = continuation(self.state_)
+        state = stepwise.run_pass(data, state, settings, callback=callback,
+                                  client=self.client, tol=None)
+        self.kind_, self.state_ = kind, state
+        self._set_posterior(state.params, kind.prior)
+        self.n_steps_, self.n_passes_ = state.n_steps, state.n_passes
+        self.n_iter_, self.converged_ = state.n_passes, False
+        # the pass's mean log of the E-step's normaliser (the steps' own objective)
+        self.lower_bound_, self.lower_bounds_ = state.lower_bound, list(state.history)
+        self.n_nonfinite_ = state.n_nonfinite
+        return self
+
+    def _stepwise_settings(self, kind: vb.VariationalBayes) -> stepwise.StepwiseSettings:
+        settings = self._settings()
+        return stepwise.StepwiseSettings(
+            settings.n_components, covariance_type=settings.covariance_type,
+            batch_size=int(self.batch_size), step_power=float(self.step_power),
+            wave_width=int(self.wave_width), max_iter=1, tol=0.0,
+            reg_covar=settings.reg_covar, init_params=settings.init_params,
+            nonfinite=settings.nonfinite, split_every=settings.split_every, kind=kind)
 
     def _set_posterior(self, posterior: vb.VariationalParams, prior: vb.VariationalPrior):
         self.posterior_ = posterior
