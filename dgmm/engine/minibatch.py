@@ -2,13 +2,13 @@
 
 A pass visits the chunks in an order drawn from (seed, step counter) and takes them in
 waves of ``wave_width`` chunks. Every chunk of a wave is one chain of steps from the
-state the wave started with: its rows permuted by a generator seeded by (seed, step
-counter, chain), cut into batches of at most ``batch_size`` rows, one step
-(``dgmm.core.stepwise``) each. After the wave the chains' running statistics are
-averaged (``average_chains``) into the next state. The chains of a wave run side by
-side, one task each where its chunk is, so the longest chain of dependent tasks in a
-pass is two per wave. The result depends only on (data, chunking, seed, settings,
-initial parameters), never on the cluster; ``partial_fit`` chunk by chunk with
+state the wave started with: its rows dealt into batches of at most ``batch_size`` rows
+(batch b: every n_batches-th row from b on), visited in an order drawn from (seed, step
+counter, chain), one step (``dgmm.core.stepwise``) each. After the wave the chains'
+running statistics are averaged (``average_chains``) into the next state. The chains
+of a wave run side by side, one task each where its chunk is, so the longest chain of
+dependent tasks in a pass is two per wave. The result depends only on (data, chunking,
+seed, settings, initial parameters), never on the cluster; ``partial_fit`` chunk by chunk with
 ``wave_width=1`` gives the same numbers. ``tol`` applies to the change of a pass's mean
 log-likelihood; an optional polish runs batch EM. Why and how: docs/design.md,
 "Mini-batch (stepwise) EM on a cluster".
@@ -194,11 +194,11 @@ def chunk_order(seed: int, pass_start: int, n_chunks: int) -> np.ndarray:
     return np.random.default_rng([seed, pass_start, 1]).permutation(n_chunks)
 
 
-def batch_bounds(n_rows: int, batch_size: int) -> np.ndarray:
-    """Start of each batch and the end (n_batches + 1,): ceil(n / batch_size) batches of
-    sizes that differ by at most one row."""
-    n_batches = max(1, -(-n_rows // batch_size))
-    return (np.arange(n_batches + 1) * n_rows) // n_batches
+def batch_count(n_rows: int, batch_size: int) -> int:
+    """Batches of a chunk of ``n_rows`` rows: ceil(n_rows / batch_size), at least one.
+    Batch b holds rows b, b + n_batches, b + 2 n_batches, ... (sizes differ by at most
+    one row)."""
+    return max(1, -(-n_rows // batch_size))
 
 
 def _usable_rows(X, weights, row_offset, rule: NonFiniteRule):
@@ -217,19 +217,27 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
 
     X: (n_samples, n_features) rows of the chunk; weights: (n_samples,) or None;
     row_offset: the chunk's first global row (for error messages); chain: the chunk's
-    place in its wave (it seeds the row permutation with the seed and step counter).
+    place in its wave (it seeds the order of the batches with the seed and step counter).
     """
     rule = nonfinite_rule(settings.nonfinite)
     X, weights, n_bad = _usable_rows(X, weights, row_offset, rule)
-    rows = np.random.default_rng([state.seed, state.n_steps, 0, chain]).permutation(X.shape[0])
-    bounds = batch_bounds(X.shape[0], settings.batch_size)
+    n_batches = batch_count(X.shape[0], settings.batch_size)
+    batches = np.random.default_rng([state.seed, state.n_steps, 0, chain]).permutation(n_batches)
     params, running, n_steps = state.params, state.running, state.n_steps
     loglik, weight = state.pass_loglik, state.pass_weight
     empty: set[int] = set()
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        take = rows[start:stop]
-        batch_w = None if weights is None else weights[take]
-        stats = kernels.chunk_stats(X[take], params, batch_w, nonfinite=rule)
+    workspace = kernels.Workspace(kernels.compute_dtype(X))
+    buffer = np.empty((-(-X.shape[0] // n_batches), X.shape[1]), dtype=X.dtype)
+    for b in batches:
+        # every n_batches-th row from b on: each batch spans the whole chunk, so rows
+        # stored in some order do not bias a step. Copied into one contiguous buffer:
+        # BLAS on a strided view may round differently from process to process.
+        rows = X[b::n_batches]
+        batch = buffer[: rows.shape[0]]
+        np.copyto(batch, rows)
+        batch_w = None if weights is None else np.array(weights[b::n_batches])
+        stats = kernels.chunk_stats(batch, params, batch_w, nonfinite=rule,
+                                    workspace=workspace)
         if not stats.n > 0:  # no rows, or only zero weights: nothing to learn from
             continue
         step = stepwise_update(params, running, stats,

@@ -26,7 +26,7 @@ The tuning constants re-exported here are for reading; a change must be made on 
 module that declares them.
 """
 from . import missing
-from .blas import BLOCK_BYTES, TRIANGULAR_MIN_FEATURES, block_rows, compute_dtype
+from .blas import BLOCK_BYTES, TRIANGULAR_MIN_FEATURES, Workspace, block_rows, compute_dtype
 from .estep import chunk_stats, chunk_stats_from_labels, chunk_stats_from_resp
 from .inference import (
     estimate_weighted_log_prob,
@@ -50,7 +50,7 @@ from .responsibilities import FLUSH_LOG_RATIO, split_finite
 __all__ = [
     "BLOCK_BYTES", "FLUSH_LOG_RATIO", "GATHER_MAX_SHARE", "KERNELS", "LOG_2PI",
     "PRUNE_BLOCK_FACTOR", "PRUNE_DIRECTIONS", "PRUNE_MAX_SHARE", "PRUNE_MIN_FEATURES",
-    "PRUNE_SLACK_NATS", "TRIANGULAR_MIN_FEATURES", "block_rows", "chunk_stats",
+    "PRUNE_SLACK_NATS", "TRIANGULAR_MIN_FEATURES", "Workspace", "block_rows", "chunk_stats",
     "chunk_stats_from_labels", "chunk_stats_from_resp", "compute_dtype",
     "estimate_weighted_log_prob", "log_prob_resp", "missing", "predict", "predict_proba",
     "score_samples", "split_finite",

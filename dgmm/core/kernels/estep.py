@@ -21,6 +21,7 @@ def chunk_stats(
     sample_weight: np.ndarray | None = None,
     row_offset: int = 0,
     nonfinite=None,
+    workspace: Workspace | None = None,
 ) -> SuffStats:
     """E-step on one chunk: its sufficient statistics under ``model`` (shift = means).
 
@@ -31,7 +32,10 @@ def chunk_stats(
     or None for 'drop'. Rows with NaN or inf are skipped and counted; with the
     'marginalize' rule NaN entries are missing values (``dgmm.core.kernels.missing``) and
     inf is a ``DataError``. float32 chunks run the E-step in float32 (``compute_dtype``);
-    the statistics are summed in float64.
+    the statistics are summed in float64. workspace: work arrays to reuse (a caller
+    running many small E-steps, such as the steps of stepwise EM, passes one
+    ``Workspace`` of ``compute_dtype(X)`` to all of them so that no step allocates), or
+    None for new ones.
     """
     terms = model.gaussian_terms()
     X = as_float(X)
@@ -43,7 +47,7 @@ def chunk_stats(
     kernel = kernel_of(terms.covariance_type)
     ref = chunk_ref(X)
     dense_step = min(block_rows(k, d), max(1, X.shape[0]))
-    ws = Workspace(compute_dtype(X))
+    ws = Workspace(compute_dtype(X)) if workspace is None else workspace
     log_prob = kernel.log_prob(terms, ref, dense_step, ws, prune=True)
     prune = log_prob.pruner is not None
     step = min(dense_step * PRUNE_BLOCK_FACTOR, max(1, X.shape[0])) if prune else dense_step
