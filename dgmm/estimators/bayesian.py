@@ -210,6 +210,7 @@ class BayesianGaussianMixture(GaussianMixture):
                 stacklevel=2,
             )
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None, sample_weight=None, *, callback=None):
         """One pass of stochastic variational inference over the rows of X from the current
         posterior (the first call resolves the prior and initialises from X); returns
