@@ -45,19 +45,21 @@ from idle import add_wait_idle_option, load_average, wait_for_idle
 #: covariance kind; prints the seconds of each part as JSON
 FRESH_PROCESS = """
 import json, time
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 import numpy as np
 from dgmm.core import kernels
 from dgmm.core.params import GMMParams
-imported = time.perf_counter()
+imported, cpu_imported = time.perf_counter(), time.process_time()
 rng = np.random.default_rng(0)
 X = rng.normal(size=(500, 6))
 X[rng.random(X.shape) < 0.2] = np.nan
 for kind, cov in (("full", np.stack([np.eye(6)] * 3)), ("tied", np.eye(6))):
     params = GMMParams.from_covariances(np.full(3, 1 / 3), rng.normal(size=(3, 6)), cov, kind)
     kernels.chunk_stats(X, params, nonfinite="marginalize")
-done = time.perf_counter()
-print(json.dumps({"import": imported - start, "first_e_steps": done - imported}))
+done, cpu_done = time.perf_counter(), time.process_time()
+print(json.dumps({"import": imported - start, "first_e_steps": done - imported,
+                  "import_cpu": cpu_imported - cpu_start,
+                  "first_e_steps_cpu": cpu_done - cpu_imported}))
 """
 
 
@@ -134,12 +136,16 @@ def main(argv=None) -> int:
         wait_for_idle(args.wait_idle)
         fresh = fresh_process_seconds()
         for name, part in fresh.items():
-            print(f"fresh process, {name}: import dgmm {part['import']:.3f} s, first marginal "
-                  f"E-steps (full, tied) {part['first_e_steps']:.3f} s; {load_average()}",
-                  flush=True)
-        extra = fresh["load from cache"]["first_e_steps"] - fresh["numpy kernels"]["first_e_steps"]
-        print(f"  a fresh process pays {extra:.3f} s for the compiled kernels loaded from the "
-              "cache (over the NumPy kernels' first E-steps)", flush=True)
+            print(f"fresh process, {name}: import dgmm {part['import']:.3f} s "
+                  f"({part['import_cpu']:.3f} s CPU), first marginal E-steps (full, tied) "
+                  f"{part['first_e_steps']:.3f} s ({part['first_e_steps_cpu']:.3f} s CPU); "
+                  f"{load_average()}", flush=True)
+        cached, numpy_only = fresh["load from cache"], fresh["numpy kernels"]
+        print(f"  a fresh process pays "
+              f"{cached['first_e_steps'] - numpy_only['first_e_steps']:.3f} s "
+              f"({cached['first_e_steps_cpu'] - numpy_only['first_e_steps_cpu']:.3f} s of CPU "
+              "time, what it takes on an idle core) for the compiled kernels loaded from the "
+              "cache, over the NumPy kernels' first E-steps", flush=True)
         results.append({"fresh_process": fresh, "load_average": os.getloadavg()})
     for d in args.features:
         params = true_params(d, args.components, rng, args.spread)

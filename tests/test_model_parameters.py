@@ -7,7 +7,7 @@ import numpy as np
 import pydantic
 import pytest
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, Options
 
 from dgmm import GaussianMixture
 from dgmm.core import model_parameters as mp
@@ -27,8 +27,8 @@ def test_the_estimator_signature_is_the_declaration():
 
 
 def described(constraint):
-    if isinstance(constraint, StrOptions):
-        return "one of", frozenset(constraint.options)
+    if isinstance(constraint, Options):  # StrOptions too
+        return "one of", constraint.type, frozenset(constraint.options)
     if isinstance(constraint, Interval):
         return constraint.type, constraint.left, constraint.right, constraint.closed
     return constraint
@@ -130,3 +130,68 @@ def test_a_declaration_is_checked():
     with pytest.raises(ValueError, match="options"):
         mp.ModelParameter("x", "a", "choice", "doc")
     assert mp.BY_NAME["random_state"].bounds == {"ge": 0, "lt": 2**32}
+
+
+def exported_estimators():
+    """Every scikit-learn estimator class that ``dgmm`` exports (new ones included)."""
+    import sklearn.base
+
+    import dgmm
+
+    found = [getattr(dgmm, name) for name in dgmm.__all__]
+    return [c for c in found if inspect.isclass(c) and issubclass(c, sklearn.base.BaseEstimator)]
+
+
+def _outside(parameter):
+    """A value that the declaration of ``parameter`` refuses, or None."""
+    if parameter.kind == "choice":
+        return "no-such-option"
+    if parameter.kind in ("int", "float", "size"):
+        if parameter.ge is not None:
+            return parameter.ge - 1
+        if parameter.gt is not None:
+            return parameter.gt
+    return None
+
+
+@pytest.mark.parametrize("estimator", exported_estimators(), ids=lambda c: c.__name__)
+def test_every_estimator_takes_its_declared_parameters(estimator):
+    """Signature, defaults, constraints and documented parameters of every exported
+    estimator are its entry in ``dgmm.core.model_parameters.ESTIMATORS``."""
+    from dgmm.estimators.constraints import sklearn_constraints
+
+    declared = mp.ESTIMATORS.get(estimator.__name__)
+    assert declared is not None, (
+        f"{estimator.__name__} is exported by dgmm but its parameters are not declared in "
+        "dgmm.core.model_parameters.ESTIMATORS")
+    names = [p.name for p in declared]
+    signature = inspect.signature(estimator.__init__).parameters
+    assert [name for name in signature if name != "self"] == names
+    for p in declared:
+        assert signature[p.name].default == p.default, p.name
+        assert f"\n    {p.name} : " in estimator.__doc__, f"{p.name} is not documented"
+    ours = estimator._parameter_constraints
+    assert list(ours) == names
+    for p in declared:
+        expected = sklearn_constraints(p)
+        if isinstance(expected, str):
+            assert ours[p.name] == expected, p.name
+        else:
+            assert [described(c) for c in ours[p.name]] == [described(c) for c in expected]
+        bad = _outside(p)
+        if bad is not None and not p.grid:
+            with pytest.raises(InvalidParameterError, match=f"'{p.name}' parameter"):
+                estimator(**{p.name: bad})._validate_params()
+    estimator()._validate_params()  # the defaults are valid
+
+
+def test_the_minibatch_and_selection_declarations_differ_where_they_should():
+    minibatch = {p.name: p for p in mp.ESTIMATORS["MiniBatchGaussianMixture"]}
+    assert minibatch["n_init"].ge == minibatch["n_init"].le == 1  # one chain
+    assert set(p.name for p in mp.MINIBATCH_PARAMETERS) <= set(minibatch)
+    selection = {p.name: p for p in mp.ESTIMATORS["GaussianMixtureSelection"]}
+    assert selection["n_components"].grid and selection["covariance_type"].grid
+    assert "all" in selection["covariance_type"].options
+    shared = {p.name for p in mp.ESTIMATOR_PARAMETERS} - {"n_components", "covariance_type"}
+    assert {name: selection[name] for name in shared} == {
+        p.name: p for p in mp.ESTIMATOR_PARAMETERS if p.name in shared}

@@ -9,13 +9,13 @@ come from this table. See docs/design.md, "Model parameters declared once".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .families import COVARIANCE_TYPES
+from .families import COVARIANCE_TYPES, SKLEARN_TYPES
 from .types import INIT_PARAMS, MODEL_KINDS, NONFINITE_POLICIES, WEIGHT_PRIOR_TYPES
 
-KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "object")
+KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "size", "object")
 #: how a workflow fits: batch EM (``GaussianMixture``) or stepwise EM on mini-batches
 #: (``MiniBatchGaussianMixture``)
 ALGORITHMS = ("em", "minibatch")
@@ -39,10 +39,12 @@ class ModelParameter:
     model_kind: None for a parameter of every kind of model, else the one kind
     (``MODEL_KINDS``) it belongs to: the prior of ``BayesianGaussianMixture``
     ('variational_bayes'), the initial parameters of ``GaussianMixture``
-    ('maximum_likelihood').
-
-    A ``float`` whose default is None also takes None (e.g. a prior computed from the
-    data); an ``array`` with bounds also takes one number within them.
+    ('maximum_likelihood');
+    grid: the estimator also takes a list of values, one candidate each
+    (``GaussianMixtureSelection``'s ``n_components`` and ``covariance_type``).
+    A ``size`` is a number of bytes (>= ``ge``) or a text such as ``'1GiB'``. A ``float``
+    whose default is None also takes None (e.g. a prior computed from the data); an
+    ``array`` with bounds also takes one number within them.
     """
 
     name: str
@@ -61,6 +63,7 @@ class ModelParameter:
     changes_fit: bool = True
     algorithm: str | None = None
     model_kind: str | None = None
+    grid: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -89,6 +92,8 @@ class ModelParameter:
             return str | None
         if self.kind == "float" and self.default is None:
             return float | None
+        if self.kind == "size":
+            return int | str
         return {"int": int, "float": float, "bool": bool}.get(self.kind, Any)
 
     def field_kwargs(self) -> dict[str, Any]:
@@ -139,8 +144,8 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     ModelParameter("means_init", None, "array",
                    "User-given initial means, shape (K, d).", model_kind="maximum_likelihood"),
     ModelParameter("precisions_init", None, "array",
-                   "User-given initial precisions, shaped as the covariances.",
-                   model_kind="maximum_likelihood"),
+                   "User-given initial precisions, shaped as the covariances: (K, d, d) "
+                   "full, (d, d) tied, (K, d) diag, (K,) spherical."),
     ModelParameter("random_state", None, "seed", "Seed of the initialisations.",
                    ge=0, lt=2**32, saved=True),
     ModelParameter("warm_start", False, "bool",
@@ -200,9 +205,6 @@ BY_NAME: dict[str, ModelParameter] = {p.name: p for p in PARAMETERS}
 #: the constructor parameters of ``GaussianMixture``
 ESTIMATOR_PARAMETERS: tuple[ModelParameter, ...] = tuple(
     p for p in PARAMETERS if p.estimator and p.model_kind in (None, "maximum_likelihood"))
-#: the constructor parameters of ``BayesianGaussianMixture``
-BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
-    p for p in PARAMETERS if p.estimator and p.model_kind in (None, "variational_bayes"))
 WORKFLOW_PARAMETERS: tuple[ModelParameter, ...] = tuple(p for p in PARAMETERS if p.workflow)
 ENGINE_SETTINGS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.engine)
 SAVED: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.saved)
@@ -210,3 +212,54 @@ DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 #: the constructor parameters of ``MiniBatchGaussianMixture`` beyond GaussianMixture's
 MINIBATCH_PARAMETERS: tuple[ModelParameter, ...] = tuple(
     p for p in PARAMETERS if p.algorithm == "minibatch" and p.saved)
+
+#: ``MiniBatchGaussianMixture``: GaussianMixture's parameters (one initialisation: stepwise
+#: EM runs a single chain), then its own
+MINIBATCH_ESTIMATOR_PARAMETERS: tuple[ModelParameter, ...] = tuple(
+    replace(p, le=1, doc="Initialisations: stepwise EM runs one.") if p.name == "n_init"
+    else p for p in ESTIMATOR_PARAMETERS) + MINIBATCH_PARAMETERS
+
+#: ``GaussianMixtureSelection``: the grid (``n_components`` and ``covariance_type`` take a
+#: list of values), the criterion and the memory budget, then every other parameter of
+#: GaussianMixture, shared by the candidates
+SELECTION_PARAMETERS: tuple[ModelParameter, ...] = (
+    replace(BY_NAME["n_components"], default=tuple(range(1, 9)), grid=True,
+            doc="The values of K to try: an int >= 1, a list or a range of them."),
+    replace(BY_NAME["covariance_type"], grid=True,
+            options=(*BY_NAME["covariance_type"].options, "all"),
+            doc="The covariance types to try: a name, a list of names, or 'all' for "
+                "mclust's fourteen (EII ... VVV)."),
+    ModelParameter("criterion", "bic", "choice",
+                   "Information criterion choosing the best candidate (lower is better), "
+                   "from each restart's final lower bound on the usable rows. 'icl' is BIC "
+                   "- 2 sum_i w_i log max_k r_ik with each candidate's fitted "
+                   "responsibilities: one more pass, for every candidate at once.",
+                   options=("bic", "aic", "icl"), estimator=False, workflow=False),
+    ModelParameter("memory_budget", "1GiB", "size",
+                   "Bytes the responsibilities and statistics of all live candidates may "
+                   "take per chunk task (an int or a text such as '1GiB'); a grid above "
+                   "it runs in waves of candidates (logged). It does not change the "
+                   "numbers.",
+                   ge=1, estimator=False, workflow=False, changes_fit=False),
+    *(p for p in ESTIMATOR_PARAMETERS if p.name not in ("n_components", "covariance_type")),
+)
+
+#: ``BayesianGaussianMixture``: scikit-learn's parameters in its order (the prior after
+#: init_params; scikit-learn's four covariance types; no initial arrays), dgmm's own, then
+#: the steps of ``partial_fit`` (stochastic variational inference)
+BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
+    replace(BY_NAME[name], options=SKLEARN_TYPES) if name == "covariance_type"
+    else BY_NAME[name] for name in (
+        "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
+        "init_params", "weight_concentration_prior_type", "weight_concentration_prior",
+        "mean_precision_prior", "mean_prior", "degrees_of_freedom_prior",
+        "covariance_prior", "random_state", "warm_start", "verbose", "verbose_interval",
+        "client", "split_every", "nonfinite", "batch_size", "step_power", "wave_width"))
+
+#: every estimator's constructor parameters, in the order of its signature, by class name
+ESTIMATORS: dict[str, tuple[ModelParameter, ...]] = {
+    "GaussianMixture": ESTIMATOR_PARAMETERS,
+    "MiniBatchGaussianMixture": MINIBATCH_ESTIMATOR_PARAMETERS,
+    "GaussianMixtureSelection": SELECTION_PARAMETERS,
+    "BayesianGaussianMixture": BAYESIAN_PARAMETERS,
+}

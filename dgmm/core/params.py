@@ -15,13 +15,18 @@ from .terms import GaussianTerms
 class GMMParams:
     """One set of mixture parameters theta = (weights, means, covariances).
 
-    Attributes
+    Parameters
     ----------
-    weights : (K,) mixing proportions, summing to 1.
-    means : (K, d) component means.
-    covariances : per covariance type, see the module docstring.
-    precisions_cholesky : same shape as ``covariances``; the precision factors.
-    covariance_type : 'full' | 'tied' | 'diag' | 'spherical'.
+    weights : array-like of shape (K,)
+        Mixing proportions, summing to 1.
+    means : array-like of shape (K, d)
+        Component means.
+    covariances : array-like
+        Per covariance type: full: (K, d, d), tied: (d, d), diag: (K, d), spherical: (K,).
+    precisions_cholesky : array-like
+        The precision factors, shaped as ``covariances``.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        The form of the covariances.
     """
 
     weights: np.ndarray
@@ -63,7 +68,23 @@ class GMMParams:
 
     @classmethod
     def from_covariances(cls, weights, means, covariances, covariance_type) -> GMMParams:
-        """Build from covariances; the precision factors are computed."""
+        """Build from covariances; the precision factors are computed.
+
+        Parameters
+        ----------
+        weights : array-like of shape (K,)
+            Mixing proportions, summing to 1.
+        means : array-like of shape (K, d)
+            Component means.
+        covariances : array-like
+            Per covariance type: full: (K, d, d), tied: (d, d), diag: (K, d), spherical: (K,).
+        covariance_type : {'full', 'tied', 'diag', 'spherical'}
+            The form of ``covariances``.
+
+        Returns
+        -------
+        GMMParams
+        """
         covariances = np.asarray(covariances, dtype=np.float64)
         return cls(
             weights=weights,
@@ -77,7 +98,24 @@ class GMMParams:
     def from_precisions_cholesky(
         cls, weights, means, precisions_cholesky, covariance_type
     ) -> GMMParams:
-        """Build from precision factors; the covariances are computed."""
+        """Build from precision factors; the covariances are computed.
+
+        Parameters
+        ----------
+        weights : array-like of shape (K,)
+            Mixing proportions, summing to 1.
+        means : array-like of shape (K, d)
+            Component means.
+        precisions_cholesky : array-like
+            The precision factors, per covariance type: full: (K, d, d), tied:
+            (d, d), diag: (K, d), spherical: (K,).
+        covariance_type : {'full', 'tied', 'diag', 'spherical'}
+            The form of the factors.
+
+        Returns
+        -------
+        GMMParams
+        """
         precisions_cholesky = np.asarray(precisions_cholesky, dtype=np.float64)
         return cls(
             weights=weights,
@@ -93,11 +131,21 @@ class GMMParams:
         return self.family.precisions(self.precisions_cholesky)
 
     def n_free_parameters(self) -> int:
-        """Number of free parameters (for BIC/AIC), as scikit-learn counts them."""
+        """Number of free parameters (for BIC/AIC), as scikit-learn counts them.
+
+        Returns
+        -------
+        int
+        """
         return self.family.n_parameters(self.n_components, self.n_features)
 
     def log_det_cholesky(self):
-        """log det U per component, (K,) (a scalar for tied); = -1/2 log det Sigma."""
+        """log det U of the precision factors; equals -1/2 log det Sigma.
+
+        Returns
+        -------
+        ndarray of shape (K,), or float for ``tied``
+        """
         return self.family.log_det_cholesky(self.precisions_cholesky, self.n_features)
 
     def gaussian_terms(self) -> GaussianTerms:
@@ -115,7 +163,13 @@ class GMMParams:
         return terms
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The arrays by name (for saving)."""
+        """The arrays by name (for saving).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``weights``, ``means``, ``covariances``, ``precisions_cholesky``.
+        """
         return {
             "weights": self.weights,
             "means": self.means,
@@ -132,7 +186,20 @@ class GMMParams:
         return (type(self).__name__, digest.hexdigest())
 
     def allclose(self, other: GMMParams, rtol: float = 0.0, atol: float = 0.0) -> bool:
-        """True when every array matches ``other`` within the tolerances."""
+        """Whether every array matches ``other`` within the tolerances.
+
+        Parameters
+        ----------
+        other : GMMParams
+            The parameters to compare with.
+        rtol, atol : float, default=0
+            Relative and absolute tolerances of ``numpy.allclose`` (0: equal).
+
+        Returns
+        -------
+        bool
+            Also False when the covariance types differ.
+        """
         return self.covariance_type == other.covariance_type and all(
             np.allclose(a, b, rtol=rtol, atol=atol)
             for a, b in zip(self.to_arrays().values(), other.to_arrays().values(), strict=True)

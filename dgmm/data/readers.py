@@ -295,10 +295,24 @@ def from_array(
 
 
 def open_source(kind: str, path: str | os.PathLike, **options):
-    """Open ``path`` with the reader for ``kind`` ('zarr' | 'parquet' | 'npy').
+    """Open ``path`` with the reader for ``kind``.
 
-    ``options`` are passed on (``array_path``, ``columns``, ``dtype``,
-    ``target_chunk_bytes``, ``storage_options``). Returns ``(X, info)``.
+    Parameters
+    ----------
+    kind : {'zarr', 'parquet', 'npy'}
+        The format (``open_zarr``, ``open_parquet``, ``open_npy``).
+    path : str or os.PathLike
+        A local path or an fsspec URL (``.npy``: local only).
+    **options
+        Passed on to the reader: ``array_path``, ``columns``, ``dtype``,
+        ``target_chunk_bytes``, ``storage_options``.
+
+    Returns
+    -------
+    X : dask.array.Array of shape (n_samples, n_features)
+        Lazy, row-chunked, one column chunk, float64 or float32.
+    info : DataInfo
+        Shape, dtype, chunking and fingerprint.
     """
     readers = {"zarr": open_zarr, "parquet": open_parquet, "npy": open_npy}
     if kind not in readers:

@@ -26,18 +26,16 @@ import warnings
 
 import numpy as np
 from sklearn.base import _fit_context
-from sklearn.utils._param_validation import StrOptions
 
 from ..core import variational as vb
-from ..core.families import SKLEARN_TYPES
-from ..core.model_parameters import BAYESIAN_PARAMETERS, MINIBATCH_PARAMETERS
+from ..core.model_parameters import BAYESIAN_PARAMETERS
 from ..core.params import GMMParams
 from ..core.types import POINT_INIT_PARAMS
 from ..engine import em
 from ..engine import minibatch as stepwise
 from ..engine import passes as engine
 from ..errors import DataError
-from .constraints import parameter_constraints
+from .constraints import declared_parameters
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture
 from .minibatch import continuation
 
@@ -53,6 +51,7 @@ _PRIOR_ATTRIBUTES = {
 }
 
 
+@declared_parameters("BayesianGaussianMixture")
 class BayesianGaussianMixture(GaussianMixture):
     """Variational Bayesian Gaussian mixture fitted out of core on a Dask cluster.
 
@@ -70,13 +69,6 @@ class BayesianGaussianMixture(GaussianMixture):
     ``VariationalPrior``), ``params_`` (the mixture of the posterior's expected weights,
     means and covariances, a ``GMMParams``) and ``n_nonfinite_``.
     """
-
-    _parameter_constraints: dict = {
-        **parameter_constraints(BAYESIAN_PARAMETERS),
-        **parameter_constraints(p for p in MINIBATCH_PARAMETERS
-                                if p.name in ("batch_size", "step_power", "wave_width")),
-        "covariance_type": [StrOptions(set(SKLEARN_TYPES))],
-    }
 
     def __init__(
         self,

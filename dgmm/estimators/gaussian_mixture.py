@@ -18,20 +18,21 @@ import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_array, check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
 from ..core import criteria, kernels
 from ..core.criteria import information_criteria
 from ..core.families import family
 from ..core.kernels import missing
-from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS, ESTIMATOR_PARAMETERS
+from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS
 from ..core.nonfinite import RULES, nonfinite_rule, row_masks
 from ..core.params import GMMParams
 from ..engine import em
 from ..engine import passes as engine
-from ..errors import ConfigError, DataError
-from .constraints import parameter_constraints
+from ..errors import DataError
+from . import validation
+from .constraints import declared_parameters
 
 __all__ = ["ConvergenceWarning", "GaussianMixture", "information_criteria"]
 
@@ -82,23 +83,7 @@ _MARGINAL_ROWS = {
 }
 
 
-def _check_shape(array: np.ndarray, shape: tuple, name: str, fix: str) -> None:
-    """scikit-learn's shape message for a user-given initial parameter, plus the fix."""
-    if array.shape != shape:
-        raise ConfigError(
-            f"The parameter '{name}' should have the shape of {shape}, but got "
-            f"{array.shape}. {fix}"
-        )
-
-
-def _init_array(value, name: str, allow_nd: bool = False) -> np.ndarray:
-    try:
-        return check_array(value, dtype=[np.float64, np.float32], ensure_2d=False,
-                           allow_nd=allow_nd, input_name=name)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-
-
+@declared_parameters("GaussianMixture")
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by out-of-core EM on a Dask cluster.
 
@@ -116,8 +101,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     ``lower_bounds_``, ``n_features_in_``, ``params_`` (a ``GMMParams``) and
     ``n_nonfinite_`` (rows skipped).
     """
-
-    _parameter_constraints: dict = parameter_constraints(ESTIMATOR_PARAMETERS)
 
     def __init__(
         self,
@@ -183,82 +166,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # -- validation ------------------------------------------------------------------
     def _check_X(self, X, *, fitting: bool):
-        """X as a float array (NumPy or Dask); sets ``n_features_in_`` when fitting and
-        checks it otherwise."""
-        if not fitting:
-            check_is_fitted(self)
-        if _is_dask(X):
-            return self._check_dask_X(X, fitting=fitting)
-        try:
-            return validate_data(self, X, reset=fitting, dtype=[np.float64, np.float32],
-                                 ensure_min_samples=2 if fitting else 1,
-                                 ensure_all_finite=False)
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-
-    def _check_dask_X(self, X, *, fitting: bool):
-        if X.ndim != 2:
-            raise DataError(
-                f"Expected a 2-D array of shape (n_samples, n_features), got {X.ndim}-D "
-                f"shape {X.shape}. Reshape it, e.g. X.reshape(-1, 1) for a single feature."
-            )
-        if X.dtype.kind not in "fiub":
-            raise DataError(f"Expected numeric data, got dtype {X.dtype}.")
-        if X.dtype not in (np.float64, np.float32):
-            X = X.astype(np.float64)
-        n_samples, n_features = X.shape
-        if n_features < 1:
-            raise DataError(f"Found array with 0 feature(s) (shape={X.shape}) while a "
-                            "minimum of 1 is required.")
-        if fitting:
-            if n_samples < 2:
-                raise DataError(f"Found array with {n_samples} sample(s) (shape={X.shape}) "
-                                "while a minimum of 2 is required.")
-            self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            raise DataError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return X
+        return validation.check_X(self, X, fitting=fitting)
 
     def _check_initial_parameters(self, n_features: int) -> None:
-        """The user-given weights, means and precisions, checked as scikit-learn does."""
-        k, d = self.n_components, n_features
-        covariance = family(self.covariance_type)
-        if self.weights_init is not None:
-            weights = _init_array(self.weights_init, "weights_init")
-            _check_shape(weights, (k,), "weights",
-                         f"Give weights_init one weight per component (n_components={k}).")
-            if np.any(weights < 0) or np.any(weights > 1):
-                raise ConfigError(
-                    "The parameter 'weights' should be in the range [0, 1], but got max "
-                    f"value {weights.max():.5f}, min value {weights.min():.5f}. Give "
-                    "weights_init as proportions."
-                )
-            atol = 1e-6 if weights.dtype == np.float32 else 1e-8
-            if not np.allclose(abs(1.0 - weights.sum()), 0.0, atol=atol):
-                raise ConfigError(
-                    "The parameter 'weights' should be normalized, but got sum(weights) = "
-                    f"{weights.sum():.5f}. Divide weights_init by its sum."
-                )
-        if self.means_init is not None:
-            means = _init_array(self.means_init, "means_init")
-            _check_shape(means, (k, d), "means",
-                         f"Give means_init one row of n_features={d} numbers per component "
-                         f"(n_components={k}).")
-        if self.precisions_init is not None:
-            precisions = _init_array(self.precisions_init, "precisions_init",
-                                     allow_nd=covariance.depth > 2)
-            shape = covariance.covariance_shape(k, d)
-            _check_shape(precisions, shape, f"{covariance.name} precision",
-                         f"Give precisions_init the shape {shape} of covariance_type="
-                         f"{covariance.name!r} for n_components={k}, n_features={d}.")
-            problem = covariance.precisions_problem(precisions)
-            if problem:
-                raise ConfigError(f"{problem}. Check precisions_init.")
+        validation.check_initial_parameters(self, n_features)
+
+    @staticmethod
+    def _check_sample_weight(sample_weight, n_samples):
+        return validation.check_sample_weight(sample_weight, n_samples)
 
     # -- fitting ---------------------------------------------------------------------
     def _fixed_init(self):
@@ -308,18 +223,54 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
-        """Estimate the parameters by EM; returns self.
+        """Estimate the parameters by EM.
 
-        X: (n_samples, n_features) NumPy or Dask array; sample_weight: (n_samples,)
-        non-negative row weights or None; callback: called with an ``em.IterationInfo``
-        after initialisation and each iteration; resume: an ``em.EMState`` to continue.
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+        y : None
+            Ignored (scikit-learn's API).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative row weights.
+        callback : callable, optional
+            Called with a ``dgmm.engine.em.IterationInfo`` after initialisation and after
+            each iteration.
+        resume : dgmm.engine.em.EMState, optional
+            A state from a callback to continue from; the fit ends exactly where an
+            uninterrupted one ends.
+
+        Returns
+        -------
+        GaussianMixture
+            self, fitted: ``weights_`` (n_components,), ``means_`` (n_components,
+            n_features), ``covariances_`` (full: (n_components, n_features, n_features),
+            tied: (n_features, n_features), diag: (n_components, n_features), spherical:
+            (n_components,)), ``precisions_`` and ``precisions_cholesky_`` shaped alike.
         """
         self._fit(X, sample_weight, callback, resume)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_predict(self, X, y=None, sample_weight=None, *, callback=None):
-        """Fit, then return the labels of X under the fitted parameters."""
+        """Fit, then label the rows of X under the fitted parameters.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+        y : None
+            Ignored (scikit-learn's API).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative row weights.
+        callback : callable, optional
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            The most probable component of each row (-1 for a non-finite row).
+        """
         self._fit(X, sample_weight, callback, None)
         return self.predict(X)
 
@@ -364,23 +315,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=2,
             )
 
-    @staticmethod
-    def _check_sample_weight(sample_weight, n_samples):
-        if _is_dask(sample_weight):
-            if sample_weight.shape != (n_samples,):
-                raise DataError(f"sample_weight must have shape ({n_samples},), got "
-                                f"{sample_weight.shape}.")
-            return sample_weight
-        w = np.asarray(sample_weight, dtype=np.float64)
-        if w.shape != (n_samples,):
-            raise DataError(f"sample_weight must have shape ({n_samples},), got {w.shape}.")
-        if np.any(w < 0) or not np.isfinite(w).all():
-            raise DataError("sample_weight must be finite and non-negative.")
-        if w.sum() <= 0:
-            raise DataError("sample_weight sums to 0 (every weight is zero): at least one row "
-                            "needs a positive weight.")
-        return w
-
     def _set_result(self, params: GMMParams, n_features: int):
         self.params_ = params
         self.weights_ = np.array(params.weights)
@@ -394,7 +328,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     @classmethod
     def from_params(cls, params: GMMParams, **kwargs) -> GaussianMixture:
-        """A fitted estimator holding ``params`` (e.g. loaded from a model file)."""
+        """A fitted estimator holding ``params`` (e.g. loaded from a model file).
+
+        Parameters
+        ----------
+        params : GMMParams
+            The mixture's parameters.
+        **kwargs
+            Constructor parameters (``n_components`` and ``covariance_type`` default to
+            those of ``params``).
+
+        Returns
+        -------
+        GaussianMixture
+            An estimator that predicts and scores with ``params``.
+        """
         kwargs.setdefault("n_components", params.n_components)
         kwargs.setdefault("covariance_type", params.covariance_type)
         model = cls(**kwargs)
@@ -429,20 +377,68 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self.params_
 
     def predict(self, X):
-        """Most probable component per row, shape (n_samples,); -1 for non-finite rows."""
+        """The most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array (a Dask array gives a lazy result).
+
+        Returns
+        -------
+        ndarray or dask.array.Array of shape (n_samples,)
+            Component labels in [0, n_components); -1 for a non-finite row.
+        """
         return self._apply(X, _predict_rows, None, np.int64)
 
     def predict_proba(self, X):
-        """Responsibilities, shape (n_samples, n_components); NaN for non-finite rows."""
+        """The posterior probability of each component for each row (responsibilities).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array (a Dask array gives a lazy result).
+
+        Returns
+        -------
+        ndarray or dask.array.Array of shape (n_samples, n_components)
+            Rows summing to 1; NaN for a non-finite row.
+        """
         return self._apply(X, _predict_proba_rows, self.n_components, np.float64)
 
     def score_samples(self, X):
-        """Log-likelihood log p(x_i) per row, shape (n_samples,); NaN for non-finite rows."""
+        """The log-density of the mixture at each row, log p(x_i).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array (a Dask array gives a lazy result).
+
+        Returns
+        -------
+        ndarray or dask.array.Array of shape (n_samples,)
+            Log-likelihoods; NaN for a non-finite row.
+        """
         return self._apply(X, _score_samples_rows, None, np.float64)
 
     def score_and_count(self, X) -> tuple[float, int]:
-        """(mean log-likelihood per row, rows counted): rows with NaN or inf are left out
-        when ``nonfinite='drop'`` and are an error otherwise (one pass for Dask input)."""
+        """The mean log-likelihood per row and the rows it counts (one pass for Dask input).
+
+        Rows with NaN or inf are left out when ``nonfinite='drop'`` and are an error
+        otherwise.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array (a Dask array gives a lazy result).
+
+        Returns
+        -------
+        mean_log_likelihood : float
+            NaN when no row counts.
+        n_rows : int
+            The rows counted.
+        """
         scores = self.score_samples(X)
         if _is_dask(scores):
             parts = (da.nansum(scores), da.isfinite(scores).sum())
@@ -455,22 +451,66 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return (float(total) / count if count else float("nan")), count
 
     def score(self, X, y=None):
-        """Mean log-likelihood per row (a float)."""
+        """The mean log-likelihood per row of X (see :meth:`score_and_count`).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array (a Dask array gives a lazy result).
+        y : None
+            Ignored (scikit-learn's API).
+
+        Returns
+        -------
+        float
+        """
         return self.score_and_count(X)[0]
 
     def bic(self, X):
-        """Bayesian information criterion on X (lower is better)."""
+        """The Bayesian information criterion on X (lower is better).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array (a Dask array gives a lazy result).
+
+        Returns
+        -------
+        float
+            -2 log L + p log n, with p free parameters and n rows counted.
+        """
         mean, n = self.score_and_count(X)
         return information_criteria(mean, n, self.params_.n_free_parameters())[0]
 
     def aic(self, X):
-        """Akaike information criterion on X (lower is better)."""
+        """The Akaike information criterion on X (lower is better).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array (a Dask array gives a lazy result).
+
+        Returns
+        -------
+        float
+            -2 log L + 2 p, with p free parameters.
+        """
         mean, n = self.score_and_count(X)
         return information_criteria(mean, n, self.params_.n_free_parameters())[1]
 
     def icl(self, X):
-        """Integrated complete-data likelihood criterion on X (lower is better):
-        ``bic(X) - 2 sum_i log max_k r_ik`` (mclust's ICL with the opposite sign)."""
+        """The integrated complete-data likelihood criterion on X (lower is better):
+        ``bic(X) - 2 sum_i log max_k r_ik`` (mclust's ICL with the opposite sign).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+
+        Returns
+        -------
+        float
+        """
         mean, n = self.score_and_count(X)
         log_max = self._apply(X, _log_max_rows, None, np.float64)
         term = da.nansum(log_max) if _is_dask(log_max) else np.nansum(log_max)
@@ -481,7 +521,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return bic - 2.0 * float(term)
 
     def sample(self, n_samples=1):
-        """Draw (X, y) from the fitted mixture, as scikit-learn does with ``random_state``."""
+        """Draw rows from the fitted mixture, as scikit-learn does with ``random_state``.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Rows to draw.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            The rows, grouped by component.
+        y : ndarray of shape (n_samples,)
+            The component of each row.
+        """
         check_is_fitted(self)
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples}. It must be >= 1.")

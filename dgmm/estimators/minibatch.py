@@ -20,22 +20,21 @@ be 1.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import replace
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils._param_validation import Interval, Options, StrOptions
 
-from ..core.types import COVARIANCE_TYPES, INIT_PARAMS
 from ..engine import em
 from ..engine import minibatch as stepwise
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
+from .constraints import declared_parameters
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture
 
 
+@declared_parameters("MiniBatchGaussianMixture")
 class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by stepwise EM on mini-batches (see the module docstring).
 
@@ -46,30 +45,6 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
     ``dgmm.engine.minibatch.StepwiseState``: parameters, running statistics, step
     counter; ``state_.to_record()`` saves it).
     """
-
-    _parameter_constraints: dict = {
-        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
-        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
-        "n_init": [Options(numbers.Integral, {1})],
-        "init_params": [StrOptions(set(INIT_PARAMS))],
-        "weights_init": ["array-like", None],
-        "means_init": ["array-like", None],
-        "precisions_init": ["array-like", None],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
-        "client": "no_validation",
-        "split_every": [Interval(numbers.Integral, 2, None, closed="left")],
-        "nonfinite": [StrOptions({"raise", "drop", "marginalize"})],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "step_power": [Interval(numbers.Real, 0.5, 1.0, closed="right")],
-        "polish_iter": [Interval(numbers.Integral, 0, None, closed="left")],
-        "wave_width": [Interval(numbers.Integral, 1, None, closed="left")],
-    }
 
     def __init__(
         self,
@@ -164,13 +139,28 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
-        """Estimate the parameters by stepwise EM; returns self.
+        """Estimate the parameters by stepwise EM.
 
-        X: (n_samples, n_features) NumPy or Dask array; sample_weight: (n_samples,)
-        non-negative row weights or None; callback: called with a
-        ``dgmm.engine.minibatch.StepwiseInfo`` after initialisation, every chunk, every
-        pass and every polish iteration; resume: a ``StepwiseState`` from a callback, to
-        continue an interrupted fit (same data, chunking and settings).
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+        y : None
+            Ignored (scikit-learn's API).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative row weights.
+        callback : callable, optional
+            Called with a ``dgmm.engine.minibatch.StepwiseInfo`` after initialisation,
+            every chunk, every pass and every polish iteration.
+        resume : dgmm.engine.minibatch.StepwiseState, optional
+            A state from a callback, to continue an interrupted fit (same data, chunking
+            and settings).
+
+        Returns
+        -------
+        MiniBatchGaussianMixture
+            self, fitted; the parameters' shapes per covariance type are those of
+            :meth:`GaussianMixture.fit`.
         """
         X, sample_weight = self._check_all(X, sample_weight)
         data = engine.prepare(X, sample_weight)
@@ -196,12 +186,48 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None, *, callback=None):
-        """Fit by stepwise EM, then return the labels of X under the fitted parameters."""
+        """Fit by stepwise EM, then label the rows of X under the fitted parameters.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+        y : None
+            Ignored (scikit-learn's API).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative row weights.
+        callback : callable, optional
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            The most probable component of each row (-1 for a non-finite row).
+        """
         return self.fit(X, sample_weight=sample_weight, callback=callback).predict(X)
 
     def partial_fit(self, X, y=None, sample_weight=None, *, callback=None):
-        """One pass of steps over the rows of X from the current model (the first call
-        initialises from X); returns self. Convergence is not judged."""
+        """One pass of steps over the rows of X from the current model, its running
+        statistics and step counter (the first call initialises from X). Convergence is
+        not judged.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+            Same features as the rows seen before.
+        y : None
+            Ignored (scikit-learn's API).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative row weights.
+        callback : callable, optional
+            Called with a ``dgmm.engine.minibatch.StepwiseInfo`` after every chunk.
+
+        Returns
+        -------
+        MiniBatchGaussianMixture
+            self, updated.
+        """
         n_features = np.shape(X)[1] if len(np.shape(X)) == 2 else None
         if hasattr(self, "state_") and n_features != self.n_features_in_:
             raise ConfigError(

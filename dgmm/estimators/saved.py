@@ -11,13 +11,28 @@ __all__ = ["load_model"]
 
 
 def load_model(path, *, storage_options: dict | None = None, **kwargs):
-    """A fitted ``dgmm.GaussianMixture`` from a model directory (a local path or an fsspec
-    URL, opened with ``storage_options``).
+    """A fitted estimator from a model directory.
 
     A model saved from a ``dgmm.MiniBatchGaussianMixture`` comes back as one, with its
     ``state_`` (running statistics, step counter), so ``partial_fit`` continues it; one
     saved from a ``dgmm.BayesianGaussianMixture`` as one, with its posterior and prior.
-    ``kwargs`` override constructor parameters (e.g. ``client=``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The model directory: a local path or an fsspec URL.
+    storage_options : dict, optional
+        fsspec options for a URL (credentials, endpoint ...).
+    **kwargs
+        Constructor parameters that override the saved ones (e.g. ``client=``).
+
+    Returns
+    -------
+    GaussianMixture, MiniBatchGaussianMixture or BayesianGaussianMixture
+        Fitted: ``weights_`` (n_components,), ``means_`` (n_components, n_features),
+        ``covariances_`` shaped per covariance type (full: (n_components, n_features,
+        n_features), tied: (n_features, n_features), diag: (n_components, n_features),
+        spherical: (n_components,)).
     """
     params, meta = model_io.load_params(path, storage_options)
     record = model_io.load_state_record(path, meta, storage_options)

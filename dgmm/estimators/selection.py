@@ -6,21 +6,20 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
 from dask.utils import format_bytes, parse_bytes
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.criteria import ClassificationSum, classification_chunk
 from ..core.families import COVARIANCE_TYPES, MCLUST_MODELS, family
-from ..core.types import INIT_PARAMS
 from ..engine import em, models
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
+from .constraints import declared_parameters
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria
 
 log = logging.getLogger(__name__)
@@ -111,6 +110,7 @@ class SelectionState:
                    int(meta["passes"]))
 
 
+@declared_parameters("GaussianMixtureSelection")
 class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     """Gaussian mixtures for a grid of K and covariance types, the best by BIC, AIC or ICL.
 
@@ -118,22 +118,9 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     one read of each chunk per pass serves every live model, and a model that has
     converged leaves the set. The passes made are the most any candidate needs alone.
 
-    Parameters
-    ----------
-    n_components : int, list or range of int >= 1
-        The values of K to try.
-    covariance_type : str or list of str
-        'full', 'tied', 'diag', 'spherical', mclust's 'EII', ..., 'VVV', a list of them,
-        or 'all' for mclust's fourteen.
-    criterion : 'bic', 'aic' or 'icl'
-        Lower is better. Computed from each restart's final lower bound (the mean
-        log-likelihood of the parameters before its last M-step) on the usable rows. ICL
-        is BIC - 2 sum_i w_i log max_k r_ik with the responsibilities of each candidate's
-        fitted parameters: one more pass over the data, for every candidate at once.
-    memory_budget : int or str, default '1GiB'
-        Bytes the responsibilities and statistics of all live models may take per chunk
-        task. A grid above it runs in waves of candidates (logged).
-    Every other parameter is ``dgmm.GaussianMixture``'s and applies to every candidate.
+    The parameters (listed below, from ``dgmm.core.model_parameters``) are the grid
+    (``n_components``, ``covariance_type``), ``criterion`` and ``memory_budget``; every
+    other one is ``dgmm.GaussianMixture``'s and applies to every candidate.
 
     Seeds: the root seed is ``random_state`` when it is an int (otherwise an int drawn
     from it, or from fresh entropy when None; kept as ``random_seed_``). Restart i of every
@@ -161,29 +148,6 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     random_seed_ : int
         The root seed.
     """
-
-    _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, None, None, closed="neither"), list, tuple,
-                         range, np.ndarray],
-        "covariance_type": [StrOptions(set(COVARIANCE_TYPES) | {"all"}), list, tuple],
-        "criterion": [StrOptions({"bic", "aic", "icl"})],
-        "memory_budget": [Interval(Integral, 1, None, closed="left"), str],
-        "tol": [Interval(Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(Integral, 0, None, closed="left")],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "init_params": [StrOptions(set(INIT_PARAMS))],
-        "weights_init": ["array-like", None],
-        "means_init": ["array-like", None],
-        "precisions_init": ["array-like", None],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
-        "client": "no_validation",
-        "split_every": [Interval(Integral, 2, None, closed="left")],
-        "nonfinite": [StrOptions({"raise", "drop", "marginalize"})],
-    }
 
     def __init__(
         self,
@@ -271,14 +235,28 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
-        """Fit every candidate and keep the best by ``criterion``; returns self.
+        """Fit every candidate and keep the best by ``criterion``.
 
-        X: (n_samples, n_features) NumPy or Dask array; sample_weight: (n_samples,)
-        non-negative row weights or None; callback: called with a ``SelectionState``
-        after every round of requests (every pass, and the row fetches of
-        initialisations); resume: a ``SelectionState`` from a callback to continue from
-        (its seed is used; each candidate found in it continues from its state, and ends
-        exactly where an uninterrupted fit ends).
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+        y : None
+            Ignored (scikit-learn's API).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative row weights.
+        callback : callable, optional
+            Called with a ``SelectionState`` after every round of requests (every pass,
+            and the row fetches of initialisations).
+        resume : SelectionState, optional
+            A state from a callback to continue from (its seed is used; each candidate
+            found in it continues from its state, and ends exactly where an
+            uninterrupted fit ends).
+
+        Returns
+        -------
+        GaussianMixtureSelection
+            self, with ``results_``, ``best_params_`` and ``best_estimator_``.
         """
         self._validate_params()
         grid = self._grid()
@@ -436,31 +414,106 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         return self.best_estimator_
 
     def predict(self, X):
-        """Labels under the best model, shape (n_samples,)."""
+        """Labels under the best model (``GaussianMixture.predict``).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+
+        Returns
+        -------
+        ndarray or dask.array.Array of shape (n_samples,)
+            Component labels; -1 for a non-finite row.
+        """
         return self._best().predict(X)
 
     def predict_proba(self, X):
-        """Responsibilities under the best model, shape (n_samples, K)."""
+        """Responsibilities under the best model (``GaussianMixture.predict_proba``).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+
+        Returns
+        -------
+        ndarray or dask.array.Array of shape (n_samples, n_components)
+            n_components of the best model; NaN for a non-finite row.
+        """
         return self._best().predict_proba(X)
 
     def score_samples(self, X):
-        """log p(x_i) under the best model, shape (n_samples,)."""
+        """log p(x_i) under the best model (``GaussianMixture.score_samples``).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+
+        Returns
+        -------
+        ndarray or dask.array.Array of shape (n_samples,)
+            Log-likelihoods; NaN for a non-finite row.
+        """
         return self._best().score_samples(X)
 
     def score(self, X, y=None):
-        """Mean log-likelihood per row under the best model."""
+        """Mean log-likelihood per row under the best model.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+        y : None
+            Ignored (scikit-learn's API).
+
+        Returns
+        -------
+        float
+        """
         return self._best().score(X)
 
     def bic(self, X):
-        """BIC of the best model on X."""
+        """BIC of the best model on X (lower is better).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+
+        Returns
+        -------
+        float
+        """
         return self._best().bic(X)
 
     def aic(self, X):
-        """AIC of the best model on X."""
+        """AIC of the best model on X (lower is better).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+
+        Returns
+        -------
+        float
+        """
         return self._best().aic(X)
 
     def icl(self, X):
-        """ICL of the best model on X."""
+        """ICL of the best model on X (lower is better; ``GaussianMixture.icl``).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The rows, a NumPy or Dask array.
+
+        Returns
+        -------
+        float
+        """
         return self._best().icl(X)
 
 
