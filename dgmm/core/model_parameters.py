@@ -145,7 +145,8 @@ PARAMETERS: tuple[ModelParameter, ...] = (
                    "User-given initial means, shape (K, d).", model_kind="maximum_likelihood"),
     ModelParameter("precisions_init", None, "array",
                    "User-given initial precisions, shaped as the covariances: (K, d, d) "
-                   "full, (d, d) tied, (K, d) diag, (K,) spherical."),
+                   "full, (d, d) tied, (K, d) diag, (K,) spherical.",
+                   model_kind="maximum_likelihood"),
     ModelParameter("random_state", None, "seed", "Seed of the initialisations.",
                    ge=0, lt=2**32, saved=True),
     ModelParameter("warm_start", False, "bool",

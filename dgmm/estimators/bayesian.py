@@ -134,25 +134,61 @@ class BayesianGaussianMixture(GaussianMixture):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
-        """Estimate the variational posterior; returns self.
+        """Estimate the variational posterior by batch variational inference.
 
-        X: (n_samples, n_features) NumPy or Dask array; sample_weight: (n_samples,)
-        non-negative row weights (frequencies) or None; callback: called with an
-        ``em.IterationInfo`` after initialisation and each iteration; resume: an
-        ``em.EMState`` to continue (its prior is recomputed from the same data).
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            NumPy or Dask array.
+        y : None
+            Ignored.
+        sample_weight : array of shape (n_samples,), optional
+            Non-negative row weights, counted as frequencies.
+        callback : callable, optional
+            Called with an ``em.IterationInfo`` after initialisation and each iteration.
+        resume : em.EMState, optional
+            A state from the callback to continue (the prior comes again from the data).
+
+        Returns
+        -------
+        self : BayesianGaussianMixture
         """
         self._fit(X, sample_weight, callback, resume)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_predict(self, X, y=None, sample_weight=None, *, callback=None):
-        """Fit, then return the labels of X under the fitted posterior."""
+        """Fit, then return the labels of X under the fitted posterior.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        y : None
+            Ignored.
+        sample_weight : array of shape (n_samples,), optional
+        callback : callable, optional
+            As in ``fit``.
+
+        Returns
+        -------
+        labels : array of shape (n_samples,)
+        """
         self._fit(X, sample_weight, callback, None)
         return self.predict(X)
 
     def model_kind(self, data: engine.ChunkedData) -> vb.VariationalBayes:
         """The engine's model kind for ``data``: the prior resolved from the data's moments
-        (one pass), scikit-learn's way of starting from the initial partition."""
+        (one pass), scikit-learn's way of starting from the initial partition.
+
+        Parameters
+        ----------
+        data : dgmm.engine.passes.ChunkedData
+            The rows (and weights) the fit will read.
+
+        Returns
+        -------
+        dgmm.core.variational.VariationalBayes
+        """
         settings = self._settings()
         moments = engine.map_reduce(data, vb.data_moments_chunk, settings.covariance_type,
                                     split_every=settings.split_every, client=self.client)
@@ -205,8 +241,24 @@ class BayesianGaussianMixture(GaussianMixture):
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None, sample_weight=None, *, callback=None):
         """One pass of stochastic variational inference over the rows of X from the current
-        posterior (the first call resolves the prior and initialises from X); returns
-        self. ``state_`` holds the running statistics and the step counter."""
+        posterior (the first call resolves the prior and initialises from X).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            NumPy or Dask array.
+        y : None
+            Ignored.
+        sample_weight : array of shape (n_samples,), optional
+            Non-negative row weights.
+        callback : callable, optional
+            Called with a ``dgmm.engine.minibatch.StepwiseInfo`` after waves and the pass.
+
+        Returns
+        -------
+        self : BayesianGaussianMixture
+            ``state_`` holds the running statistics and the step counter.
+        """
         first = not hasattr(self, "state_")
         X = self._check_X(X, fitting=first)
         if not first and X.shape[1] != self.n_features_in_:
@@ -264,13 +316,30 @@ class BayesianGaussianMixture(GaussianMixture):
 
     def inference_params(self):
         """What predict, predict_proba and score_samples evaluate: the E-step's terms of
-        the posterior (scikit-learn's ``_estimate_weighted_log_prob``)."""
+        the posterior (scikit-learn's ``_estimate_weighted_log_prob``).
+
+        Returns
+        -------
+        VariationalParams
+        """
         return self.posterior_
 
     @classmethod
     def from_posterior(cls, posterior: vb.VariationalParams, prior: vb.VariationalPrior,
                        **kwargs) -> BayesianGaussianMixture:
-        """A fitted estimator holding ``posterior`` (e.g. loaded from a model file)."""
+        """A fitted estimator holding ``posterior`` (e.g. loaded from a model file).
+
+        Parameters
+        ----------
+        posterior : VariationalParams
+        prior : VariationalPrior
+        **kwargs
+            Constructor parameters.
+
+        Returns
+        -------
+        BayesianGaussianMixture
+        """
         kwargs.setdefault("n_components", posterior.n_components)
         kwargs.setdefault("covariance_type", posterior.covariance_type)
         kwargs.setdefault("weight_concentration_prior_type",

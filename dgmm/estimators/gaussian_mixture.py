@@ -373,7 +373,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def inference_params(self):
         """The parameters predict, predict_proba and score_samples evaluate (and written
-        predictions): ``params_`` (a variational Bayesian mixture: its posterior)."""
+        predictions).
+
+        Returns
+        -------
+        GMMParams or VariationalParams
+            ``params_``; a variational Bayesian mixture's posterior, whose E-step terms
+            carry the expected log-weights and log-determinants.
+        """
         return self.params_
 
     def predict(self, X):
