@@ -48,6 +48,7 @@ import json, time
 start, cpu_start = time.perf_counter(), time.process_time()
 import numpy as np
 from dgmm.core import kernels
+from dgmm.core.nonfinite import MARGINALIZE
 from dgmm.core.params import GMMParams
 imported, cpu_imported = time.perf_counter(), time.process_time()
 rng = np.random.default_rng(0)
@@ -55,7 +56,7 @@ X = rng.normal(size=(500, 6))
 X[rng.random(X.shape) < 0.2] = np.nan
 for kind, cov in (("full", np.stack([np.eye(6)] * 3)), ("tied", np.eye(6))):
     params = GMMParams.from_covariances(np.full(3, 1 / 3), rng.normal(size=(3, 6)), cov, kind)
-    kernels.chunk_stats(X, params, nonfinite="marginalize")
+    kernels.chunk_stats(X, params, nonfinite=MARGINALIZE)
 done, cpu_done = time.perf_counter(), time.process_time()
 print(json.dumps({"import": imported - start, "first_e_steps": done - imported,
                   "import_cpu": cpu_imported - cpu_start,

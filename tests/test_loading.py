@@ -247,7 +247,8 @@ def test_unknown_key_names_section_allowed_keys_and_the_closest(project):
 def test_unknown_top_level_key(project):
     write(project, MINIMAL + "modle: {}\n")
     with pytest.raises(ConfigError, match=r"unknown key 'modle' at the top level; allowed keys: "
-                       r"checkpoint, cluster, data, model, name, outputs, select, steps \(did you "
+                       r"checkpoint, cluster, data, model, monitor, name, outputs, select, "
+                       r"steps \(did you "
                        r"mean 'model'"):
         load_workflow("workflows/w.yaml")
 

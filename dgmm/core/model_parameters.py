@@ -242,6 +242,11 @@ SELECTION_PARAMETERS: tuple[ModelParameter, ...] = (
                    "it runs in waves of candidates (logged). It does not change the "
                    "numbers.",
                    ge=1, estimator=False, workflow=False, changes_fit=False),
+    ModelParameter("seed_from_other_types", 0, "int",
+                   "After the grid, each candidate also runs from the fitted solutions of "
+                   "up to this many other covariance types at the same K (the best by BIC "
+                   "first) and keeps the better end, in one more set of passes; 0: no "
+                   "such round.", ge=0, estimator=False, workflow=False),
     *(p for p in ESTIMATOR_PARAMETERS if p.name not in ("n_components", "covariance_type")),
 )
 

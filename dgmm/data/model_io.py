@@ -143,6 +143,16 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
     return path
 
 
+def amend_model_meta(path, entries: dict, storage_options: dict | None = None) -> None:
+    """Add ``entries`` to the ``model.json`` of the saved model at ``path`` (e.g. the
+    summary of its training data), replacing the manifest atomically; the arrays and their
+    checksums are untouched."""
+    meta, location = _read_manifest(path, storage_options)
+    meta.update(entries)
+    write_bytes(join(location, "model.json"),
+                json.dumps(meta, indent=2, allow_nan=True).encode(), storage_options)
+
+
 def _model_location(path, storage_options) -> str:
     path = os.fspath(path)
     return resolve(path if is_url(path) else os.path.abspath(path), storage_options)
