@@ -188,7 +188,7 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     _prior("covariance_prior", None, "array",
            "W_0^-1, shaped as one component's covariance (a number for spherical); "
            "None: the covariance of the data.", gt=0),
-    _minibatch("batch_size", 4096, "int", "Rows per step of stepwise EM.", ge=1),
+    _minibatch("batch_size", 32768, "int", "Rows per step of stepwise EM.", ge=1),
     _minibatch("step_power", 0.6, "float",
                "alpha of the step size eta_t = (t + 2)^(-alpha).", gt=0.5, le=1.0),
     _minibatch("polish_iter", 0, "int",

@@ -49,7 +49,7 @@ class StepwiseSettings:
 
     n_components: int
     covariance_type: str = "full"
-    batch_size: int = 4096
+    batch_size: int = 32768
     step_power: float = 0.6
     wave_width: int = 8
     max_iter: int = 100

@@ -93,7 +93,7 @@ class BayesianGaussianMixture(GaussianMixture):
         client=None,
         split_every=8,
         nonfinite="raise",
-        batch_size=4096,
+        batch_size=32768,
         step_power=0.6,
         wave_width=8,
     ):
