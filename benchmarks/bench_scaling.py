@@ -157,7 +157,7 @@ def graph_tasks(path: str, chunk_counts) -> list[tuple[int, int, int]]:
                       seed=3, overwrite=True)
         X, info = open_zarr(store, target_chunk_bytes=8 * 4 * 8)
         data = passes.prepare(X)
-        graph = passes.pass_graph(data, passes._estep_chunk, params)
+        graph = passes.pass_graph(data, passes.estep_chunk, params)
         rows.append((info.n_chunks, len(dict(graph.__dask_graph__())),
                      tasks_formula(info.n_chunks)))
     return rows

@@ -5,9 +5,12 @@ import pytest
 from dask.callbacks import Callback
 from helpers import COVARIANCE_TYPES, ComputeCounter, make_blobs, params_for
 
+from dgmm.core.mstep import m_step
 from dgmm.core.params import GMMParams
 from dgmm.engine import em
 from dgmm.engine import passes as engine
+from dgmm.engine.init import initial_params
+from dgmm.engine.iteration import fit_one
 from dgmm.errors import DataError
 
 
@@ -91,14 +94,14 @@ def test_restart_seeds_come_from_a_seed_sequence():
     assert em.restart_seed(123, 4) == int(low) + (int(high) << 32)
 
 
-def sequential_restart(data, settings, seed, index):
-    """One restart fitted alone: initial_params, then passes and M-steps until converged."""
-    from dgmm.core.mstep import m_step
-    from dgmm.engine.init import initial_params
+def initial(data, settings, seed, index):
+    return initial_params(data, settings.n_components, settings.covariance_type,
+                          settings.init_params, settings.reg_covar,
+                          em.restart_seed(seed, index)).params
 
-    params = initial_params(data, settings.n_components, settings.covariance_type,
-                            settings.init_params, settings.reg_covar,
-                            em.restart_seed(seed, index)).params
+
+def plain_em(data, settings, params):
+    """EM written out: one pass for the statistics, the M-step, the convergence test."""
     lower_bound, history, converged = -math.inf, [], False
     while len(history) < settings.max_iter and not converged:
         step = m_step(engine.estep_pass(data, params), settings.reg_covar, previous=params)
@@ -106,6 +109,30 @@ def sequential_restart(data, settings, seed, index):
         params, lower_bound = step.params, step.mean_loglik
         history.append(lower_bound)
     return params, tuple(history), converged
+
+
+def sequential_restart(data, settings, seed, index):
+    """One restart fitted alone by the engine's one-model loop (``iteration.fit_one``)."""
+    state = fit_one(data, settings, initial(data, settings, seed, index))
+    return state.params, state.history, state.converged
+
+
+def assert_same_params(a, b):
+    for x, y in zip(a.to_arrays().values(), b.to_arrays().values(), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_fit_one_is_em_written_out(covariance_type):
+    X = make_blobs(500, 3, 3, seed=46)
+    data = engine.prepare(X, chunk_rows=70)
+    settings = em.EMSettings(3, covariance_type, tol=1e-6, max_iter=30)
+    start = initial(data, settings, 3, 0)
+    params, history, converged = plain_em(data, settings, start)
+    state = fit_one(data, settings, start)
+    assert_same_params(state.params, params)
+    assert (state.history, state.converged, state.iteration) == (history, converged,
+                                                                 len(history))
 
 
 class PassCounter(Callback):
@@ -145,3 +172,33 @@ def test_restarts_in_lockstep_equal_sequential_restarts(covariance_type, init_pa
     assert counter.passes == max(alone_passes) == result.final_state.passes
     best = max(restarts, key=lambda r: r.lower_bound)
     assert result.lower_bound == best.lower_bound and result.params is best.params
+
+
+def test_a_grid_in_lockstep_equals_each_restart_fitted_alone():
+    X = make_blobs(600, 3, 3, seed=47)
+    data = engine.prepare(X, chunk_rows=90)
+    grid = [em.EMSettings(3, "full", tol=1e-6, max_iter=30, n_init=2),
+            em.EMSettings(2, "diag", tol=1e-6, max_iter=30, n_init=2),
+            em.EMSettings(4, "spherical", tol=1e-6, max_iter=30, n_init=1,
+                          init_params="k-means++")]
+    with PassCounter() as counter:
+        outcomes, passes = em.fit_models(data, [em.ModelSpec(s, 11) for s in grid])
+    assert all(o.refused is None for o in outcomes) and counter.passes == passes
+    for settings, outcome in zip(grid, outcomes, strict=True):
+        restarts = outcome.fit.final_state.restarts
+        assert len(restarts) == settings.n_init
+        for restart in restarts:
+            params, history, converged = sequential_restart(data, settings, 11, restart.index)
+            assert_same_params(restart.params, params)
+            assert (restart.history, restart.converged) == (history, converged)
+
+
+def test_a_model_with_too_few_rows_is_refused_in_a_grid():
+    X = make_blobs(40, 2, 2, seed=48)
+    X[5:] = np.nan
+    data = engine.prepare(X, chunk_rows=10)
+    specs = [em.ModelSpec(em.EMSettings(k, "diag", max_iter=5, nonfinite="drop"), 1)
+             for k in (2, 8)]
+    fitted, refused = em.fit_models(data, specs)[0]
+    assert fitted.fit is not None and fitted.refused is None
+    assert refused.fit is None and "Only 5 usable row(s) for n_components=8" in refused.refused

@@ -38,23 +38,25 @@ def test_parameters_enter_the_graph_once():
     X = make_blobs(1000, 3, 3)
     params = params_for("full", X)
     data = engine.prepare(X, chunk_rows=50)
-    graph = dict(engine.pass_graph(data, engine._estep_chunk, params).__dask_graph__())
+    terms = params.gaussian_terms()
+    graph = dict(engine.pass_graph(data, engine.estep_chunk, terms).__dask_graph__())
     marker = params.precisions_cholesky.tobytes()
     holding = [key for key, task in graph.items() if marker in pickle.dumps(task)]
     assert len(holding) == 1, holding
-    assert str(holding[0]).startswith("GMMParams")
+    assert str(holding[0]).startswith("GaussianTerms")
     # new parameters -> new keys: a pass never reuses the previous pass's results
     moved = GMMParams(params.weights, params.means + 1.0, params.covariances,
                       params.precisions_cholesky, "full")
-    graph2 = dict(engine.pass_graph(data, engine._estep_chunk, moved).__dask_graph__())
-    chunk_keys = {k for k in graph if "_estep_chunk" in str(k)}
+    graph2 = dict(engine.pass_graph(data, engine.estep_chunk,
+                                    moved.gaussian_terms()).__dask_graph__())
+    chunk_keys = {k for k in graph if "estep_chunk" in str(k)}
     assert chunk_keys and not chunk_keys & set(graph2)
 
 
 def test_reduction_is_a_tree():
     X = make_blobs(640, 2, 2)
     data = engine.prepare(X, chunk_rows=10)  # 64 chunks
-    graph = dict(engine.pass_graph(data, engine._estep_chunk, params_for("diag", X, k=2),
+    graph = dict(engine.pass_graph(data, engine.estep_chunk, params_for("diag", X, k=2),
                                    split_every=4).__dask_graph__())
     merges = [k for k in graph if "merge_all" in str(k)]
     assert len(merges) == 16 + 4 + 1  # 64 -> 16 -> 4 -> 1

@@ -296,7 +296,7 @@ def test_pruning_bounds_hold_for_an_ill_conditioned_precision(monkeypatch):
     rows = directions / np.linalg.norm(directions, axis=1)[:, None] * 600 / np.sqrt(lam[4])
     ws = kblas.Workspace()
     ref = rows.mean(axis=0)
-    log_prob = logprob.FullLogProb(probe, ref, len(rows), ws, prune=True)
+    log_prob = logprob.FullLogProb(probe.gaussian_terms(), ref, len(rows), ws, prune=True)
     Z = logprob.FullDesign(ref, len(rows), ws).build(rows)
     monkeypatch.setattr(pruning, "PRUNE_MAX_SHARE", 1e9)  # run the bounds to the end
     log_prob(Z, prune=True)

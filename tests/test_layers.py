@@ -109,8 +109,9 @@ TYPE_NAMES = {"full", "tied", "diag", "spherical"}
 FAMILY_MODULES = {ROOT / "core" / "families.py"}
 
 
-def _type_branches(path: pathlib.Path) -> list[int]:
-    """Lines that compare with a covariance type's name or index a table by them."""
+def _name_branches(path: pathlib.Path, names: set[str], table_keys: int) -> list[int]:
+    """Lines that compare with one of ``names`` or build a table keyed by at least
+    ``table_keys`` of them."""
     lines = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Compare):
@@ -118,13 +119,18 @@ def _type_branches(path: pathlib.Path) -> list[int]:
                 values = ([side] if isinstance(side, ast.Constant)
                           else list(side.elts) if isinstance(side, (ast.Tuple, ast.List, ast.Set))
                           else [])
-                if any(isinstance(v, ast.Constant) and v.value in TYPE_NAMES for v in values):
+                if any(isinstance(v, ast.Constant) and v.value in names for v in values):
                     lines.append(node.lineno)
         elif isinstance(node, ast.Dict):
             keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
-            if len(keys & TYPE_NAMES) >= 3:
+            if len(keys & names) >= table_keys:
                 lines.append(node.lineno)
     return lines
+
+
+def _type_branches(path: pathlib.Path) -> list[int]:
+    """Lines that compare with a covariance type's name or index a table by them."""
+    return _name_branches(path, TYPE_NAMES, 3)
 
 
 @pytest.mark.parametrize("path", [p for p in SOURCES if p not in FAMILY_MODULES],
@@ -141,15 +147,37 @@ def test_the_branch_finder_sees_a_branch(tmp_path):
     assert _type_branches(probe) == [1, 3]
 
 
+POLICY_NAMES = {"raise", "drop", "marginalize"}
+#: the one module that knows the non-finite policies by name
+POLICY_MODULES = {ROOT / "core" / "nonfinite.py"}
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p not in POLICY_MODULES],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_code_outside_the_policy_module_branches_on_the_nonfinite_policy(path):
+    lines = _name_branches(path, POLICY_NAMES, 2)
+    assert lines == [], (
+        f"{path.relative_to(ROOT)} compares a non-finite policy's name at lines {lines}: "
+        "ask dgmm.core.nonfinite.nonfinite_rule(name) instead")
+
+
+def test_the_policy_branch_finder_sees_a_branch(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("if nonfinite != 'marginalize':\n    pass\n"
+                     "ok = policy in ('drop', 'marginalize')\n")
+    assert _name_branches(probe, POLICY_NAMES, 2) == [1, 3]
+
+
 #: module of dgmm/workflow -> the workflow modules it may import. Following a workflow goes
 #: down this order only: the runner gets a validated Workflow (loading resolved its cluster
 #: profile), and the cluster module gets a validated profile, never a name to look up.
 WORKFLOW_ALLOWED = {
     "__init__": set(),
+    "drift": set(),
     "validators": set(),
     "model_config": {"validators"},
     "cluster_config": {"validators"},
-    "schema": {"validators", "model_config", "cluster_config"},
+    "schema": {"validators", "model_config", "cluster_config", "drift"},
     "profiles": {"cluster_config"},
     "overrides": {"schema", "cluster_config"},
     "loading": {"validators", "model_config", "cluster_config", "schema", "profiles",
@@ -158,11 +186,14 @@ WORKFLOW_ALLOWED = {
     "lock": set(),
     "checkpoint": {"lock"},
     "plots": set(),
-    "report": {"plots"},
+    "report_plots": {"plots"},
+    "html_report": {"plots", "report_plots"},
+    "report": {"plots", "report_plots", "html_report", "drift"},
+    "monitoring": {"drift"},
     "stamps": {"schema"},
     "progress": {"checkpoint"},
-    "fitting": {"schema", "checkpoint", "progress"},
-    "runner": {"schema", "cluster", "fitting", "stamps", "report"},
+    "fitting": {"schema", "checkpoint", "progress", "report"},
+    "runner": {"schema", "cluster", "fitting", "stamps", "report", "monitoring", "checkpoint"},
 }
 
 

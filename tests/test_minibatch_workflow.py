@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_minibatch_parameters_belong_to_the_minibatch_algorithm():
     assert mini.settings_hash() != em_default.settings_hash()
     payload = mini.settings_payload()["model"]
     assert (payload["algorithm"], payload["batch_size"], payload["step_power"],
-            payload["polish_iter"], payload["wave_width"]) == ("minibatch", 4096, 0.6, 0, 8)
+            payload["polish_iter"], payload["wave_width"]) == ("minibatch", 32768, 0.6, 0, 8)
     smaller = workflow(algorithm="minibatch", batch_size=100)
     assert smaller.settings_hash() != mini.settings_hash()
     kwargs = smaller.estimator_kwargs()
@@ -236,6 +237,27 @@ def test_warm_start_needs_a_minibatch_model_of_the_same_shape(tmp_path, cluster_
                      warm_start_from="runs/same/model")
     with pytest.raises(ConfigError, match="both"):
         run_workflow(same)
+
+
+def test_checkpoints_follow_every_chunks_whatever_the_wave_width(tmp_path):
+    """checkpoint.every: 5 with waves of 3 chunks in a pass of 12: a checkpoint after the
+    wave that completes chunk 5 (the one ending at 6) and at the end of the pass; then
+    again in the next pass."""
+    from dgmm.engine import minibatch as stepwise
+    from dgmm.workflow.progress import StepwiseProgress
+
+    X = make_blobs(300, 3, 3)
+    fitted = MiniBatchGaussianMixture(3, max_iter=1, batch_size=100, random_state=0)
+    with pytest.warns(UserWarning):
+        fitted.fit(X)
+    store = CheckpointStore(tmp_path / "ckpt", keep=100)
+    progress = StepwiseProgress(lambda line: None, store, 5, {}, 12)
+    for n_passes in (0, 1):
+        for position in (3, 6, 9, 12):
+            state = replace(fitted.state_, n_passes=n_passes + (position == 12),
+                            position=position % 12, n_steps=100 * n_passes + position)
+            progress(stepwise.StepwiseInfo(state, "chunk" if position < 12 else "pass", 0.1))
+    assert [info.step // 1_000_000 for info in store.list()] == [6, 12, 106, 112]
 
 
 # ------------------------------------------------------------------ SIGKILL and resume

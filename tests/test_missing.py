@@ -8,7 +8,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from dgmm.core import kernels
+from dgmm.core import kernels, nonfinite
 from dgmm.core.kernels import compiled, missing
 from dgmm.core.params import GMMParams
 from dgmm.data import outputs
@@ -193,7 +193,7 @@ def test_data_without_gaps_give_exactly_todays_results(covariance_type):
                     strict=True):
         np.testing.assert_array_equal(a, b)
     for rows in (X, X.astype(np.float32)):
-        a = kernels.chunk_stats(rows, params, w, 0, nonfinite=MARGINALIZE)
+        a = kernels.chunk_stats(rows, params, w, 0, nonfinite=nonfinite.MARGINALIZE)
         b = kernels.chunk_stats(rows, params, w, 0)
         assert a.loglik == b.loglik and a.n == b.n
         for name in ("nk", "s1", "s2"):
@@ -204,10 +204,10 @@ def test_data_without_gaps_give_exactly_todays_results(covariance_type):
 def test_statistics_and_fits_do_not_depend_on_the_chunking(covariance_type):
     X, params = small_problem(covariance_type, seed=41, n=600)
     w = np.random.default_rng(42).uniform(0.5, 2.0, X.shape[0])
-    whole = kernels.chunk_stats(X, params, w, 0, nonfinite=MARGINALIZE)
+    whole = kernels.chunk_stats(X, params, w, 0, nonfinite=nonfinite.MARGINALIZE)
     for size in (1, 7, 64, 250):
         parts = [kernels.chunk_stats(X[i:i + size], params, w[i:i + size], i,
-                                     nonfinite=MARGINALIZE)
+                                     nonfinite=nonfinite.MARGINALIZE)
                  for i in range(0, X.shape[0], size)]
         merged = parts[0]
         for part in parts[1:]:
@@ -252,7 +252,7 @@ def test_rows_with_every_entry_missing_are_skipped_and_counted():
     assert with_empty.n_rows == without.n_rows == X.shape[0] - empty.sum()
     np.testing.assert_allclose(with_empty.history, without.history, rtol=1e-12)
     assert_params_close(with_empty.params, without.params, rtol=1e-12, atol=1e-14)
-    stats = kernels.chunk_stats(X[70:80], params, None, 70, nonfinite=MARGINALIZE)
+    stats = kernels.chunk_stats(X[70:80], params, None, 70, nonfinite=nonfinite.MARGINALIZE)
     assert (stats.n_nonfinite, stats.first_nonfinite) == (1, 77)
 
 
@@ -266,7 +266,7 @@ def test_infinite_entries_are_bad_data_named_by_row():
     w = np.ones(X.shape[0])
     w[40] = np.nan
     with pytest.raises(DataError, match="row 40"):
-        kernels.chunk_stats(X[:100], params, w[:100], 0, nonfinite=MARGINALIZE)
+        kernels.chunk_stats(X[:100], params, w[:100], 0, nonfinite=nonfinite.MARGINALIZE)
     model = GaussianMixture(3, nonfinite=MARGINALIZE, random_state=0).fit(X[:130])
     with pytest.raises(DataError, match="first at row 133"):
         model.predict(X)
@@ -479,7 +479,7 @@ def test_missing_blocks_are_inverted_once_per_pattern_not_per_row(monkeypatch):
         return original(A)
 
     monkeypatch.setattr(missing, "_spd_inverse", recording)
-    stats = kernels.chunk_stats(X, params, None, 0, nonfinite=MARGINALIZE)
+    stats = kernels.chunk_stats(X, params, None, 0, nonfinite=nonfinite.MARGINALIZE)
     # one batched call per group of equal missing count, at most one matrix per
     # (component, pattern): never one per row
     assert sorted(shape[1:] for shape in batches) == [(1, 1), (2, 2), (3, 3)]

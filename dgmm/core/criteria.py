@@ -14,6 +14,7 @@ import numpy as np
 
 from . import kernels
 from .kernels import missing
+from .nonfinite import nonfinite_rule, row_masks
 from .params import GMMParams
 
 
@@ -40,20 +41,19 @@ def log_max_responsibility(X: np.ndarray, params: GMMParams, marginalize: bool =
     entries then use the marginal density of their observed features)."""
     X = np.asarray(X)
     out = np.full(X.shape[0], np.nan)
-    finite = np.isfinite(X).all(axis=1)
+    finite, gaps = row_masks(X)
     if finite.any():
         out[finite] = np.log(kernels.log_prob_resp(X[finite], params)[1].max(axis=1))
-    if marginalize:
-        gaps = ~finite & ~np.isinf(X).any(axis=1) & ~np.isnan(X).all(axis=1)
-        if gaps.any():
-            out[gaps] = np.log(missing.log_prob_resp(X[gaps], params)[1].max(axis=1))
+    if marginalize and gaps.any():
+        out[gaps] = np.log(missing.log_prob_resp(X[gaps], params)[1].max(axis=1))
     return out
 
 
 def classification_chunk(block, weights, row_offset, params: GMMParams,
                          nonfinite: str = "drop") -> ClassificationSum:
     """The classification term of one chunk (a pass function, see ``dgmm.engine``)."""
-    values = log_max_responsibility(block, params, marginalize=nonfinite == "marginalize")
+    values = log_max_responsibility(block, params,
+                                    marginalize=nonfinite_rule(nonfinite).missing_values)
     counted = np.isfinite(values)
     w = np.ones(values.shape[0]) if weights is None else np.asarray(weights, np.float64)
     return ClassificationSum(float(w[counted] @ values[counted]), float(w[counted].sum()))

@@ -151,7 +151,7 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     ModelParameter("algorithm", "em", "choice",
                    "Batch EM (em) or stepwise EM on mini-batches (minibatch).",
                    options=ALGORITHMS, estimator=False),
-    _minibatch("batch_size", 4096, "int", "Rows per step of stepwise EM.", ge=1),
+    _minibatch("batch_size", 32768, "int", "Rows per step of stepwise EM.", ge=1),
     _minibatch("step_power", 0.6, "float",
                "alpha of the step size eta_t = (t + 2)^(-alpha).", gt=0.5, le=1.0),
     _minibatch("polish_iter", 0, "int",
@@ -203,6 +203,11 @@ SELECTION_PARAMETERS: tuple[ModelParameter, ...] = (
                    "it runs in waves of candidates (logged). It does not change the "
                    "numbers.",
                    ge=1, estimator=False, workflow=False, changes_fit=False),
+    ModelParameter("seed_from_other_types", 0, "int",
+                   "After the grid, each candidate also runs from the fitted solutions of "
+                   "up to this many other covariance types at the same K (the best by BIC "
+                   "first) and keeps the better end, in one more set of passes; 0: no "
+                   "such round.", ge=0, estimator=False, workflow=False),
     *(p for p in ESTIMATOR_PARAMETERS if p.name not in ("n_components", "covariance_type")),
 )
 

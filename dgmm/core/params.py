@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .families import CovarianceFamily, CovarianceType, family
+from .terms import GaussianTerms
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +147,26 @@ class GMMParams:
         ndarray of shape (K,), or float for ``tied``
         """
         return self.family.log_det_cholesky(self.precisions_cholesky, self.n_features)
+
+    def gaussian_terms(self) -> GaussianTerms:
+        """The E-step's terms of these parameters (maximum likelihood): log pi_k (``-inf``
+        for a zero weight) and log det U_k beside the means and precision factors. One
+        object per parameter object, so that what the kernels cache per terms (the
+        pruning bound's eigen-data) serves every chunk given these parameters.
+
+        Returns
+        -------
+        GaussianTerms
+            Built once, then the same object.
+        """
+        terms = self.__dict__.get("_terms")
+        if terms is None:
+            with np.errstate(divide="ignore"):
+                log_weights = np.log(self.weights)
+            terms = GaussianTerms(self.means, self.precisions_cholesky, log_weights,
+                                  self.log_det_cholesky(), self.covariance_type)
+            object.__setattr__(self, "_terms", terms)
+        return terms
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays by name (for saving).

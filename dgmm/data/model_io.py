@@ -9,7 +9,7 @@ A model is a directory::
                                  sha256 of each array file
       weights.npy                (K,)
       means.npy                  (K, d)
-      covariances.npy            per covariance type (see dgmm.params)
+      covariances.npy            per covariance type (see dgmm.core.families)
       precisions_cholesky.npy    same shape as covariances
       state.*.npy                a mini-batch fit's state only: the arrays of its
                                  ``StepwiseState`` record (running statistics), its
@@ -125,6 +125,16 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
             write_bytes(join(target, f"{name}.npy"), blob, storage_options)
         write_bytes(join(target, "model.json"), manifest, storage_options)
     return path
+
+
+def amend_model_meta(path, entries: dict, storage_options: dict | None = None) -> None:
+    """Add ``entries`` to the ``model.json`` of the saved model at ``path`` (e.g. the
+    summary of its training data), replacing the manifest atomically; the arrays and their
+    checksums are untouched."""
+    meta, location = _read_manifest(path, storage_options)
+    meta.update(entries)
+    write_bytes(join(location, "model.json"),
+                json.dumps(meta, indent=2, allow_nan=True).encode(), storage_options)
 
 
 def _model_location(path, storage_options) -> str:

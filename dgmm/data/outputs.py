@@ -19,6 +19,7 @@ import numpy as np
 
 from ..core import kernels
 from ..core.kernels import missing
+from ..core.nonfinite import row_masks
 from ..core.params import GMMParams
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
@@ -40,7 +41,8 @@ def predict_block(X: np.ndarray, params: GMMParams, marginalize: bool = False) -
     """Labels, log-likelihoods and responsibilities of one chunk, tolerating bad rows.
 
     With ``marginalize``, rows holding NaN (no inf, some entry observed) get the values of
-    the marginal density over their observed features (``dgmm.core.kernels.missing``).
+    the marginal density over their observed features (``dgmm.core.kernels.missing``);
+    the masks are ``dgmm.core.nonfinite.row_masks``.
 
     Parameters
     ----------
@@ -56,7 +58,7 @@ def predict_block(X: np.ndarray, params: GMMParams, marginalize: bool = False) -
     n_components = params.n_components
     out = np.full((X.shape[0], 2 + n_components), np.nan)
     out[:, 0] = -1.0
-    finite = np.isfinite(X).all(axis=1)
+    finite, gaps = row_masks(X)
     if finite.any():
         all_finite = bool(finite.all())
         rows = X if all_finite else X[finite]
@@ -67,11 +69,9 @@ def predict_block(X: np.ndarray, params: GMMParams, marginalize: bool = False) -
             out[:, 0], out[:, 1], out[:, 2:] = labels, log_norm, resp
         else:
             out[finite, 0], out[finite, 1], out[finite, 2:] = labels, log_norm, resp
-    if marginalize and not finite.all():
-        gaps = ~finite & ~np.isinf(X).any(axis=1) & ~np.isnan(X).all(axis=1)
-        if gaps.any():
-            log_norm, resp = missing.log_prob_resp(X[gaps], params)
-            out[gaps, 0], out[gaps, 1], out[gaps, 2:] = resp.argmax(axis=1), log_norm, resp
+    if marginalize and gaps.any():
+        log_norm, resp = missing.log_prob_resp(X[gaps], params)
+        out[gaps, 0], out[gaps, 1], out[gaps, 2:] = resp.argmax(axis=1), log_norm, resp
     return out
 
 

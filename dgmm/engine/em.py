@@ -1,94 +1,50 @@
-"""The EM loop: one pass over the data per iteration, ``n_init`` restarts in lockstep,
-many models in lockstep (``fit_models``), callbacks, resume.
+"""The EM loop of a fit: ``n_init`` restarts in lockstep (``fit_em``), many models in
+lockstep (``fit_models``), callbacks, resume.
 
-The pass that moves theta_{t-1} to theta_t also yields the mean log-likelihood of
-theta_{t-1}; that value is the iteration's lower bound, as in scikit-learn. A run converges
-when two successive lower bounds differ by less than ``tol``.
-
-The whole loop state is an ``EMState``: after every iteration it goes to the callback, which
-may checkpoint it (``EMState.to_record``); ``fit_em(..., resume=state)`` continues from it and
-ends with exactly the parameters an uninterrupted run reaches, since every pass is a
-deterministic function of (data, chunking, parameters). For the same reason a restart
-or model run in lockstep with others (``dgmm.engine.models``) ends bit-identical to the same
-restart run alone.
+Each restart runs the iteration of ``dgmm.engine.iteration`` (``estep_request``, then
+``em_step``); its life is a generator (``_restart_life``) that yields requests for data
+(its initialisation's, then one E-step pass per iteration) and ``RestartEvent``s, and
+never sees the others. ``_run_lockstep`` answers the requests of every live restart of
+every model with one pass per round (``dgmm.engine.models.Lockstep``); as every pass is a
+deterministic function of (data, chunking, parameters), a restart run in lockstep ends
+bit-identical to the same restart fitted alone (``iteration.fit_one``), and a fit resumed
+from a recorded ``EMState`` ends with exactly the parameters of an uninterrupted one.
 """
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from ..core.model_parameters import DEFAULTS
-from ..core.mstep import m_step
+from ..core.model_kinds import MaximumLikelihood, ModelKind
 from ..core.params import GMMParams
 from ..core.threads import caller_blas_threads, single_blas_thread
-from ..errors import DataError
 from . import models
 from . import passes as engine
-from .init import initial_param_steps
+from .init import InitResult, initial_param_steps
+from .iteration import (
+    EMSettings,
+    RestartState,
+    RunResult,
+    TooFewRows,
+    check_rows,
+    check_stats,
+    em_step,
+    estep_request,
+)
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EMSettings:
-    """The settings of a fit that change its numbers: the parameters declared ``engine``
-    in ``dgmm.core.model_parameters``, with their declared defaults."""
-
-    n_components: int
-    covariance_type: str = DEFAULTS["covariance_type"]
-    tol: float = DEFAULTS["tol"]
-    reg_covar: float = DEFAULTS["reg_covar"]
-    max_iter: int = DEFAULTS["max_iter"]
-    n_init: int = DEFAULTS["n_init"]
-    init_params: str = DEFAULTS["init_params"]
-    nonfinite: str = DEFAULTS["nonfinite"]
-    split_every: int = DEFAULTS["split_every"]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One finished initialisation: its parameters and lower-bound history."""
-
-    params: GMMParams
-    lower_bound: float
-    n_iter: int
-    converged: bool
-    history: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class RestartState:
-    """One restart of a fit: ``params`` is None while it is still being initialised.
-
-    index: the restart (0-based); iteration: EM iterations done (0 = just initialised);
-    params: theta after ``iteration`` iterations; lower_bound: the mean log-likelihood of
-    the previous parameters (-inf before the first pass); history: lower bound per
-    iteration; converged: the last change was below ``tol``.
-    """
-
-    index: int
-    iteration: int = 0
-    params: GMMParams | None = None
-    lower_bound: float = -math.inf
-    history: tuple[float, ...] = ()
-    converged: bool = False
-
-    def finished(self, max_iter: int) -> bool:
-        return self.params is not None and (self.converged or self.iteration >= max_iter)
-
-    def run(self) -> RunResult:
-        return RunResult(self.params, self.lower_bound, self.iteration, self.converged,
-                         self.history)
+__all__ = ["EMSettings", "EMState", "FitResult", "IterationInfo", "ModelOutcome", "ModelSpec",
+           "RestartEvent", "RestartState", "RunResult", "fit_em", "fit_models", "resolve_seed",
+           "restart_seed"]
 
 
 def _best(restarts, max_iter: int) -> RunResult | None:
-    """The finished restart with the highest final lower bound (the first on a tie)."""
+    """The finished restart with the highest final objective (the first on a tie)."""
     best = None
     for restart in restarts:
         if restart.finished(max_iter) and (best is None or restart.lower_bound > best.lower_bound):
@@ -161,15 +117,16 @@ class EMState:
         return arrays, meta
 
     @classmethod
-    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> EMState:
-        cov = meta["covariance_type"]
+    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict,
+                    kind: ModelKind | None = None) -> EMState:
+        """The state ``to_record`` gave; ``kind`` rebuilds the parameters (default:
+        maximum likelihood of the recorded covariance type)."""
+        kind = MaximumLikelihood(meta["covariance_type"]) if kind is None else kind
 
         def params(prefix):
-            return GMMParams(
-                **{k: arrays[f"{prefix}.{k}"] for k in
-                   ("weights", "means", "covariances", "precisions_cholesky")},
-                covariance_type=cov,
-            )
+            start = f"{prefix}."
+            return kind.params_from_arrays({k[len(start):]: v for k, v in arrays.items()
+                                            if k.startswith(start)})
 
         best = None
         if meta.get("best"):
@@ -207,7 +164,7 @@ class EMState:
 class IterationInfo:
     """What a callback receives after initialisation and after each iteration.
 
-    phase: 'init' (theta_0 ready) or 'iteration'; change: lower bound minus the previous
+    phase: 'init' (theta_0 ready) or 'iteration'; change: objective minus the previous
     one (nan for 'init'); seconds: wall time of the pass(es); rows_per_second: rows read
     per second in this pass; empty: components found empty in this M-step.
     """
@@ -224,7 +181,7 @@ class IterationInfo:
 class FitResult:
     """The best restart, as the estimator exposes it."""
 
-    params: GMMParams
+    params: Any
     lower_bound: float
     n_iter: int
     converged: bool
@@ -258,158 +215,153 @@ def restart_seed(seed: int, init_index: int) -> int:
     return int(low) | (int(high) << 32)
 
 
-class _TooFewRows(Exception):
-    """A model has more components than the usable rows (refused, not fitted)."""
+@dataclass(frozen=True)
+class RestartEvent:
+    """A restart moved: theta_0 is ready (phase 'init') or an iteration ended.
+
+    counts: (rows used, rows skipped) the pass behind it counted, or None; rows: rows the
+    iteration's pass read (for the rate), or None.
+    """
+
+    state: RestartState
+    phase: str
+    change: float = math.nan
+    empty: tuple[int, ...] = ()
+    counts: tuple[int, int] | None = None
+    rows: int | None = None
 
 
-def _check_rows(n_rows: int, n_nonfinite: int, first_nonfinite: int, settings: EMSettings,
-                weighted: bool = False, refuse: bool = False):
-    if n_nonfinite and settings.nonfinite == "raise":
-        where = "the data or their sample_weight" if weighted else "the data"
-        raise DataError(
-            f"{where[0].upper()}{where[1:]} hold {n_nonfinite} row(s) with NaN or inf values "
-            f"(the first at row {first_nonfinite}). Clean them, skip those rows with "
-            "nonfinite='drop' (in a workflow: data.nonfinite: drop), or treat NaN entries "
-            "as missing values with nonfinite='marginalize'."
-        )
-    if n_rows < settings.n_components:
-        skipped = "empty (all-NaN)" if settings.nonfinite == "marginalize" else "non-finite"
-        message = (
-            f"Only {n_rows} usable row(s) for n_components={settings.n_components}"
-            + (f" after skipping {n_nonfinite} {skipped} row(s)" if n_nonfinite else "")
-            + ". Use fewer components or more data."
-        )
-        raise _TooFewRows(message) if refuse else DataError(message)
+def _ready(params) -> Generator[Any, Any, InitResult]:
+    """An initialisation that needs no data: ``params`` as they are."""
+    return InitResult(params, 0, 0, -1)
+    yield  # pragma: no cover - makes this a generator
 
 
+def _restart_life(state: RestartState, init_steps: Generator | None, kind: ModelKind,
+                  settings: EMSettings, *, weighted: bool, refuse: bool,
+                  init_transform=None, announce: bool = False
+                  ) -> Generator[Any, Any, RestartState]:
+    """One restart, from its initialisation to its last iteration.
+
+    init_steps: requests returning an ``InitResult``, or None when ``state`` holds the
+    parameters (a resumed restart, or a warm start, ``announce``d by an 'init' event).
+    Yields requests (``models.Pass``/``FetchRows``, answered by their value) and
+    ``RestartEvent``s (answered by None); returns the final state. Raises ``TooFewRows``
+    when ``refuse`` and there are fewer usable rows than components."""
+    if init_steps is not None:
+        init = yield from init_steps
+        params = init.params if init_transform is None else init_transform(init.params)
+        state = replace(state, params=kind.initial_params(params))
+        counts = (init.n_rows, init.n_nonfinite) if init.n_rows else None
+        yield RestartEvent(state, "init", counts=counts)
+    elif announce:
+        yield RestartEvent(state, "init")
+    while not state.finished(settings.max_iter):
+        stats = yield estep_request(kind, state.params, settings.nonfinite_rule)
+        check_stats(stats, settings, weighted, refuse)
+        step = em_step(state, stats, kind, settings.tol)
+        state = step.state
+        yield RestartEvent(state, "iteration", step.change, step.empty,
+                           (stats.n_rows, stats.n_nonfinite), stats.n_rows)
+    return state
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of ``fit_models``: its settings, root seed, initial-parameter hooks (as
+    in ``fit_em``) and kind (default ``settings.model_kind()``)."""
+
+    settings: EMSettings
+    seed: int
+    fixed_init: Callable[[engine.ChunkedData, int], Any] | None = None
+    init_transform: Callable[[GMMParams], GMMParams] | None = None
+    kind: ModelKind | None = None
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """A model of ``fit_models``: its ``fit``, or why it was ``refused`` (more components
+    than usable rows); exactly one of them is set."""
+
+    fit: FitResult | None = None
+    refused: str | None = None
+
+
+@dataclass
 class _Restart:
-    """One restart while the fit runs: its state, and its initialisation's requests
-    (a generator from ``dgmm.engine.init``) until theta_0 is ready."""
+    """The driver's record of one restart: its life, its latest state, what it waits
+    for (None once it ended) and why it was refused, if it was."""
 
-    def __init__(self, fit: _ModelFit, state: RestartState, init_steps=None):
-        self.fit = fit
-        self.state = state
-        self.init_steps = init_steps
-        self.refused: str | None = None
-        self.request = None
-        if init_steps is not None:
-            self._send_init(None)
+    life: Generator
+    state: RestartState
+    request: Any = None
+    refused: str | None = None
+
+
+class _ModelRun:
+    """One model and its restarts within a lockstep run: the driver's bookkeeping. The
+    restarts' lives only yield to it; it sends their events to the callback."""
+
+    def __init__(self, data, spec: ModelSpec, *, warm_start=None,
+                 resume: EMState | None = None, callback=None, refuse: bool = False):
+        settings = spec.settings
+        self.settings, self.seed, self.callback = settings, spec.seed, callback
+        kind = settings.model_kind() if spec.kind is None else spec.kind
+        weighted = data.weights is not None
+        self.n_rows, self.n_nonfinite = (resume.n_rows, resume.n_nonfinite) if resume else (0, 0)
+        self.passes = resume.passes if resume else 0
+        self.events: list[tuple[RestartEvent, float]] = []
+        saved = {r.index: r for r in resume.restarts} if resume else {}
+        life = functools.partial(_restart_life, kind=kind, settings=settings,
+                                 weighted=weighted, refuse=refuse)
+        self.restarts: list[_Restart] = []
+        for index in range(1 if warm_start is not None else settings.n_init):
+            state, init_steps, announce = RestartState(index), None, False
+            if index in saved and saved[index].params is not None:
+                state = saved[index]
+            elif warm_start is not None:
+                state, announce = RestartState(index, params=warm_start[0],
+                                               lower_bound=warm_start[1]), True
+            elif spec.fixed_init is not None:
+                init_steps = _ready(spec.fixed_init(data, index))
+            else:
+                def on_first_pass(*counts):
+                    check_rows(*counts, settings, weighted, refuse=refuse)
+
+                init_steps = initial_param_steps(
+                    data, settings.n_components, settings.covariance_type,
+                    settings.init_params, settings.reg_covar, restart_seed(spec.seed, index),
+                    on_first_pass=on_first_pass, nonfinite=settings.nonfinite,
+                )
+            transform = spec.init_transform if spec.fixed_init is None else None
+            restart = _Restart(life(state, init_steps, init_transform=transform,
+                                    announce=announce), state)
+            self.restarts.append(restart)
+            self.advance(index, None, 0.0)
+
+    def advance(self, index: int, answer, seconds: float) -> None:
+        """Send restart ``index`` the answer to its request; keep its events until the
+        next request."""
+        restart = self.restarts[index]
+        try:
+            item = restart.life.send(answer)
+            while isinstance(item, RestartEvent):
+                restart.state = item.state
+                if item.counts is not None:
+                    self.n_rows, self.n_nonfinite = item.counts
+                rate = (math.nan if item.rows is None
+                        else item.rows / seconds if seconds > 0 else math.inf)
+                self.events.append((item, rate))
+                item = next(restart.life)
+            restart.request = item
+        except StopIteration:
+            restart.request = None
+        except TooFewRows as exc:
+            restart.refused, restart.request = str(exc), None
 
     @property
     def live(self) -> bool:
-        return self.refused is None and not self.state.finished(self.fit.settings.max_iter)
-
-    def _send_init(self, answer) -> tuple | None:
-        try:
-            self.request = self.init_steps.send(answer)
-            return None
-        except StopIteration as stop:
-            init = stop.value
-        except _TooFewRows as exc:
-            self.refused = str(exc)
-            self.init_steps = self.request = None
-            return None
-        self.init_steps = None
-        if init.n_rows:
-            self.fit.n_rows, self.fit.n_nonfinite = init.n_rows, init.n_nonfinite
-        params = init.params
-        if self.fit.init_transform is not None:
-            params = self.fit.init_transform(params)
-        self.state = replace(self.state, params=params)
-        self._next_estep()
-        return ("init", math.nan, ())
-
-    def _next_estep(self):
-        self.request = (models.Pass(engine._estep_chunk,
-                                    (self.state.params, self.fit.settings.nonfinite))
-                        if self.live
-                        else None)
-
-    def receive(self, answer, seconds: float) -> tuple | None:
-        """Take the answer to ``self.request``; (phase, change, empty, rate) when theta_0
-        became ready or an iteration ended, else None."""
-        if self.init_steps is not None:
-            event = self._send_init(answer)
-            return None if event is None else event + (math.nan,)
-        stats, settings, state = answer, self.fit.settings, self.state
-        try:
-            _check_rows(stats.n_rows, stats.n_nonfinite, stats.first_nonfinite, settings,
-                        self.fit.weighted, refuse=self.fit.refuse_small)
-        except _TooFewRows as exc:
-            self.refused, self.request = str(exc), None
-            return None
-        if self.fit.weighted and not stats.n > 0:  # a lazy sample_weight, seen only now
-            raise DataError(
-                "sample_weight sums to 0 over the usable rows: at least one row needs a "
-                "positive weight."
-            )
-        step = m_step(stats, settings.reg_covar, previous=state.params)
-        if step.empty:
-            log.warning("components %s are empty; they keep their previous mean and "
-                        "covariance (see dgmm.mstep)", list(step.empty))
-        if step.inner_capped:
-            log.warning("the %s M-step stopped after %d inner iterations before meeting "
-                        "its tolerance (dgmm.core.structured.INNER_MAX_ITER)",
-                        settings.covariance_type, step.inner_iterations)
-        change = step.mean_loglik - state.lower_bound
-        self.state = replace(
-            state,
-            iteration=state.iteration + 1,
-            params=step.params,
-            lower_bound=step.mean_loglik,
-            history=state.history + (step.mean_loglik,),
-            converged=abs(change) < settings.tol,
-        )
-        self.fit.n_rows, self.fit.n_nonfinite = stats.n_rows, stats.n_nonfinite
-        self._next_estep()
-        rate = stats.n_rows / seconds if seconds > 0 else math.inf
-        return ("iteration", change, step.empty, rate)
-
-
-class _ModelFit:
-    """One model (one ``EMSettings``) and its restarts, within a lockstep run."""
-
-    def __init__(self, data, settings: EMSettings, seed: int, *, fixed_init=None,
-                 warm_start=None, init_transform=None, resume: EMState | None = None,
-                 callback=None, refuse_small=False):
-        self.settings = settings
-        self.seed = seed
-        self.callback = callback
-        self.init_transform = init_transform
-        self.refuse_small = refuse_small
-        self.weighted = data.weights is not None
-        self.n_rows, self.n_nonfinite = (resume.n_rows, resume.n_nonfinite) if resume else (0, 0)
-        self.passes = resume.passes if resume else 0
-        n_init = 1 if warm_start is not None else settings.n_init
-        saved = {r.index: r for r in resume.restarts} if resume else {}
-        self.restarts: list[_Restart] = []
-        self.events: list[tuple[_Restart, tuple]] = []
-        for index in range(n_init):
-            if index in saved and saved[index].params is not None:
-                restart = _Restart(self, saved[index])
-                restart._next_estep()
-                self.restarts.append(restart)
-                continue
-            if warm_start is not None:
-                params, lower_bound = warm_start
-                state = RestartState(index, params=params, lower_bound=lower_bound)
-                restart = _Restart(self, state)
-            elif fixed_init is not None:
-                restart = _Restart(self, RestartState(index, params=fixed_init(data, index)))
-            else:
-                def on_first_pass(*counts):
-                    _check_rows(*counts, settings, self.weighted, refuse=refuse_small)
-
-                steps = initial_param_steps(
-                    data, settings.n_components, settings.covariance_type,
-                    settings.init_params, settings.reg_covar, restart_seed(seed, index),
-                    on_first_pass=on_first_pass, nonfinite=settings.nonfinite,
-                )
-                restart = _Restart(self, RestartState(index), steps)
-            if restart.init_steps is None and restart.refused is None:
-                restart._next_estep()
-                self.events.append((restart, ("init", math.nan, (), math.nan)))
-            self.restarts.append(restart)
+        return any(r.request is not None for r in self.restarts)
 
     @property
     def refused(self) -> str | None:
@@ -426,57 +378,55 @@ class _ModelFit:
         )
 
     def report(self, seconds: float) -> None:
-        """Send the events of the last round to the callback, one per restart that moved."""
+        """Send the events of the last round to the callback, by restart."""
         events, self.events = self.events, []
         if self.callback is None:
             return
-        for restart, (phase, change, empty, rate) in sorted(events, key=lambda e: e[0].state.index):
-            info = IterationInfo(self.snapshot(restart.state), phase, change, seconds, rate,
-                                 tuple(empty))
+        for event, rate in sorted(events, key=lambda e: e[0].state.index):
+            info = IterationInfo(self.snapshot(event.state), event.phase, event.change,
+                                 seconds, rate, event.empty)
             with caller_blas_threads():
                 self.callback(info)
 
-    def result(self) -> FitResult | None:
+    def outcome(self) -> ModelOutcome:
+        if self.refused is not None:
+            return ModelOutcome(refused=self.refused)
         states = tuple(r.state for r in self.restarts)
         best = _best(states, self.settings.max_iter)
-        if best is None:
-            return None
         final = replace(self.snapshot(states[-1]), best=best)
-        return FitResult(best.params, best.lower_bound, best.n_iter, best.converged,
-                         best.history, self.n_rows, self.n_nonfinite, final)
+        return ModelOutcome(FitResult(best.params, best.lower_bound, best.n_iter,
+                                      best.converged, best.history, self.n_rows,
+                                      self.n_nonfinite, final))
 
 
-def _run_lockstep(data, fits: list[_ModelFit], *, split_every: int, client,
-                  after_round=None) -> int:
-    """Run the fits' restarts together until none is live; returns the passes made.
+def _run_lockstep(data, runs: list[_ModelRun], *, split_every: int, client,
+                 after_round=None) -> int:
+    """Answer every live restart's request until none is left; returns the passes made.
 
-    after_round: ``after_round(passes, live)`` after every round of requests (once the
-    fits' callbacks have seen its events): the passes made so far, and per fit whether
-    any of its restarts is still live."""
+    A round serves the pending row fetches (in one read) if there are any, otherwise every
+    pending pass request in one pass. after_round: ``after_round(passes, live)`` after
+    every round, once the callbacks have seen its events: the passes made so far, and per
+    run whether it is still live."""
     driver = models.Lockstep(data, split_every=split_every, client=client)
-    for fit in fits:
-        fit.report(0.0)
+    for run in runs:
+        run.report(0.0)
     while True:
-        pending = {(f, i): r.request for f, fit in enumerate(fits)
-                   for i, r in enumerate(fit.restarts) if r.request is not None}
+        pending = {(r, i): restart.request for r, run in enumerate(runs)
+                   for i, restart in enumerate(run.restarts) if restart.request is not None}
         if not pending:
             return driver.passes
-        fetches = {k: r for k, r in pending.items() if isinstance(r, models.FetchRows)}
+        fetches = {k: q for k, q in pending.items() if isinstance(q, models.FetchRows)}
         t0 = time.perf_counter()
         answers = driver.serve(fetches or pending)
         seconds = time.perf_counter() - t0
-        moved = {f for f, _ in answers} if not fetches else set()
-        for (f, i), answer in answers.items():
-            restart = fits[f].restarts[i]
-            event = restart.receive(answer, seconds)
-            if event is not None:
-                fits[f].events.append((restart, event))
-        for f, fit in enumerate(fits):
-            fit.passes += f in moved
-            fit.report(seconds)
+        for (r, i), answer in answers.items():
+            runs[r].advance(i, answer, seconds)
+        moved = set() if fetches else {r for r, _ in answers}
+        for r, run in enumerate(runs):
+            run.passes += r in moved
+            run.report(seconds)
         if after_round is not None:
-            after_round(driver.passes, tuple(any(r.live for r in fit.restarts)
-                                             for fit in fits))
+            after_round(driver.passes, tuple(run.live for run in runs))
 
 
 @single_blas_thread()
@@ -485,14 +435,15 @@ def fit_em(
     settings: EMSettings,
     *,
     seed: int,
-    fixed_init: Callable[[engine.ChunkedData, int], GMMParams] | None = None,
-    warm_start: tuple[GMMParams, float] | None = None,
+    fixed_init: Callable[[engine.ChunkedData, int], Any] | None = None,
+    warm_start: tuple[Any, float] | None = None,
     init_transform: Callable[[GMMParams], GMMParams] | None = None,
     callback: Callable[[IterationInfo], None] | None = None,
     resume: EMState | None = None,
+    kind: ModelKind | None = None,
     client=None,
 ) -> FitResult:
-    """Fit by EM; the best of ``settings.n_init`` restarts by final lower bound.
+    """Fit by EM; the best of ``settings.n_init`` restarts by final objective.
 
     The restarts run in lockstep: each pass serves every live restart (initialisation
     passes included), so the passes made are the most any restart needs. Restart i starts
@@ -504,25 +455,15 @@ def fit_em(
     lower_bound) to continue from, one restart only; callback: called with an
     ``IterationInfo`` when a restart's theta_0 is ready and after each of its iterations;
     resume: a state from a callback, to continue an interrupted fit (restarts that were
-    still initialising start their initialisation again).
+    still initialising start their initialisation again); kind: the ``ModelKind``
+    (default ``settings.model_kind()``).
     """
     if resume is not None and not resume.restarts:
         raise ValueError("the state holds no restarts: it cannot be resumed")
-    fit = _ModelFit(data, settings, seed, fixed_init=fixed_init, warm_start=warm_start,
-                    init_transform=init_transform, resume=resume, callback=callback)
-    _run_lockstep(data, [fit], split_every=settings.split_every, client=client)
-    return fit.result()
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of ``fit_models``: its settings, root seed and initial-parameter hooks
-    (as in ``fit_em``)."""
-
-    settings: EMSettings
-    seed: int
-    fixed_init: Callable[[engine.ChunkedData, int], GMMParams] | None = None
-    init_transform: Callable[[GMMParams], GMMParams] | None = None
+    spec = ModelSpec(settings, seed, fixed_init, init_transform, kind)
+    run = _ModelRun(data, spec, warm_start=warm_start, resume=resume, callback=callback)
+    _run_lockstep(data, [run], split_every=settings.split_every, client=client)
+    return run.outcome().fit
 
 
 @single_blas_thread()
@@ -534,12 +475,12 @@ def fit_models(
     resume: list[EMState | None] | None = None,
     callback: Callable[[int, IterationInfo], None] | None = None,
     after_round: Callable[[int, tuple[bool, ...]], None] | None = None,
-) -> tuple[list, int]:
+) -> tuple[list[ModelOutcome], int]:
     """Fit many models in lockstep: one pass serves every live restart of every model.
 
-    Each model's result is exactly ``fit_em(data, spec.settings, seed=spec.seed, ...)``.
-    Returns (per model a ``FitResult``, or for a model with more components than usable
-    rows the reason it was refused (a str); passes made). All settings must share
+    Each model's fit is exactly ``fit_em(data, spec.settings, seed=spec.seed, ...)``.
+    Returns (per model a ``ModelOutcome``: its fit, or, for a model with more components
+    than usable rows, why it was refused; passes made). All settings must share
     ``split_every``.
 
     resume: per model an ``EMState`` from the callback to continue from, or None (start
@@ -552,11 +493,10 @@ def fit_models(
     if len(split_every) != 1:
         raise ValueError("models fitted together must share split_every")
     resume = resume or [None] * len(specs)
-    fits = [_ModelFit(data, spec.settings, spec.seed, fixed_init=spec.fixed_init,
-                      init_transform=spec.init_transform, refuse_small=True,
+    runs = [_ModelRun(data, spec, refuse=True,
                       resume=state if state is not None and state.restarts else None,
                       callback=None if callback is None else functools.partial(callback, i))
             for i, (spec, state) in enumerate(zip(specs, resume, strict=True))]
-    passes = _run_lockstep(data, fits, split_every=split_every.pop(), client=client,
-                           after_round=after_round)
-    return [fit.refused or fit.result() for fit in fits], passes
+    passes = _run_lockstep(data, runs, split_every=split_every.pop(), client=client,
+                          after_round=after_round)
+    return [run.outcome() for run in runs], passes

@@ -18,6 +18,7 @@ from ..core import kernels
 from ..core.families import family
 from ..core.kernels import missing
 from ..core.mstep import m_step
+from ..core.nonfinite import nonfinite_rule
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, _min_index
 from ..core.threads import single_blas_thread
@@ -394,7 +395,7 @@ def initial_param_steps(data: engine.ChunkedData, n_components: int, covariance_
         raise ValueError(f"unknown init_params {init_params!r}")
     steps = _method_steps(data, n_components, covariance_type, init_params, reg_covar, seed,
                           on_first_pass)
-    if nonfinite == "marginalize":
+    if nonfinite_rule(nonfinite).missing_values:
         steps = _imputed_steps(steps)
     return (yield from steps)
 

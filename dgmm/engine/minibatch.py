@@ -26,7 +26,7 @@ import dask
 import numpy as np
 
 from ..core import kernels
-from ..core.kernels import missing
+from ..core.nonfinite import NonFiniteRule, nonfinite_rule
 from ..core.params import GMMParams
 from ..core.stats import SuffStats
 from ..core.stepwise import average_chains, statistics_of, step_size, stepwise_update
@@ -48,7 +48,7 @@ class StepwiseSettings:
 
     n_components: int
     covariance_type: str = "full"
-    batch_size: int = 4096
+    batch_size: int = 32768
     step_power: float = 0.6
     wave_width: int = 8
     max_iter: int = 100
@@ -189,35 +189,13 @@ def batch_count(n_rows: int, batch_size: int) -> int:
     return max(1, -(-n_rows // batch_size))
 
 
-def _usable_rows(X, weights, row_offset, nonfinite):
-    """The chunk's rows (float) without non-finite ones; 'raise' names the first;
-    'marginalize' keeps rows with NaN entries (missing values) but not those with every
-    entry missing, and +-inf is a ``DataError``."""
+def _usable_rows(X, weights, row_offset, rule: NonFiniteRule):
+    """The chunk's rows (float) that the non-finite policy's ``rule`` lets a step use:
+    (X, weights, rows skipped)."""
     X = np.asarray(X)
     if X.dtype.kind != "f":
         X = X.astype(np.float64)
-    if nonfinite == "marginalize":
-        missing.split_gaps(X, weights, row_offset)  # DataError on +-inf or a bad weight
-        usable = ~np.isnan(X).all(axis=1)
-        if usable.all():
-            return X, weights, 0
-        return (X[usable], None if weights is None else np.asarray(weights)[usable],
-                int((~usable).sum()))
-    finite = np.isfinite(X).all(axis=1)
-    if weights is not None:
-        weights = np.asarray(weights, dtype=np.float64)
-        finite &= np.isfinite(weights)
-    if finite.all():
-        return X, weights, 0
-    bad = np.flatnonzero(~finite)
-    if nonfinite == "raise":
-        raise DataError(
-            f"The data hold {bad.size} row(s) with NaN or inf values in rows {row_offset}.."
-            f"{row_offset + X.shape[0] - 1} (the first at row {row_offset + int(bad[0])}). "
-            "Clean them, or skip those rows with nonfinite='drop' (in a workflow: "
-            "data.nonfinite: drop)."
-        )
-    return X[finite], (None if weights is None else weights[finite]), int(bad.size)
+    return rule.usable_rows(X, weights, row_offset)
 
 
 @single_blas_thread()
@@ -229,7 +207,8 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
     row_offset: the chunk's first global row (for error messages); chain: the chunk's
     place in its wave (it seeds the order of the batches with the seed and step counter).
     """
-    X, weights, n_bad = _usable_rows(X, weights, row_offset, settings.nonfinite)
+    rule = nonfinite_rule(settings.nonfinite)
+    X, weights, n_bad = _usable_rows(X, weights, row_offset, rule)
     n_batches = batch_count(X.shape[0], settings.batch_size)
     batches = np.random.default_rng([state.seed, state.n_steps, 0, chain]).permutation(n_batches)
     params, running, n_steps = state.params, state.running, state.n_steps
@@ -245,7 +224,7 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
         batch = buffer[: rows.shape[0]]
         np.copyto(batch, rows)
         batch_w = None if weights is None else np.array(weights[b::n_batches])
-        stats = kernels.chunk_stats(batch, params, batch_w, nonfinite=settings.nonfinite,
+        stats = kernels.chunk_stats(batch, params, batch_w, nonfinite=rule,
                                     workspace=workspace)
         if not stats.n > 0:  # no rows, or only zero weights: nothing to learn from
             continue
@@ -409,11 +388,7 @@ def initial_state(data: engine.ChunkedData, settings: StepwiseSettings, seed: in
         params = fixed_init(data)
     else:
         def check_rows(n_rows, n_nonfinite, first_nonfinite):
-            if n_nonfinite and settings.nonfinite == "raise":
-                raise DataError(
-                    f"The data hold {n_nonfinite} row(s) with NaN or inf values (the first "
-                    f"at row {first_nonfinite}). Clean them, or skip those rows with "
-                    "nonfinite='drop' (in a workflow: data.nonfinite: drop).")
+            nonfinite_rule(settings.nonfinite).check_skipped(n_nonfinite, first_nonfinite)
             if n_rows < settings.n_components:
                 raise DataError(
                     f"Only {n_rows} usable row(s) for n_components={settings.n_components}. "

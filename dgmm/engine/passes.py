@@ -1,10 +1,11 @@
 """The thin Dask layer: one pass = a chunk function mapped over row blocks, then a fixed
 tree reduction of the small per-chunk values.
 
-This is the only core module that imports Dask. A pass is one ``compute``; what comes back
-to the driver is one small mergeable value (``SuffStats`` or another value with a
-``merge`` method). Per-pass constants (the parameters) enter the graph once, as a single
-key that every chunk task depends on, not copied into each task.
+With ``dgmm.engine.models`` (many models per pass) and ``dgmm.engine.minibatch`` (the
+chunks of mini-batch steps), this is where the engine meets Dask. A pass is one
+``compute``; what comes back to the driver is one small mergeable value (``SuffStats`` or
+another value with a ``merge`` method). Per-pass constants (the E-step terms) enter the
+graph once, as a single key that every chunk task depends on, not copied into each task.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ import numpy as np
 
 from ..core import kernels
 from ..core.model_parameters import DEFAULTS
+from ..core.nonfinite import DROP, NonFiniteRule, nonfinite_rule
 from ..core.params import GMMParams
 from ..core.stats import SuffStats, merge_all
+from ..core.terms import GaussianTerms
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
@@ -194,18 +197,21 @@ def _holders(data: ChunkedData, client) -> list:
     ]
 
 
-def _estep_chunk(block, weights, row_offset, params: GMMParams, nonfinite="drop") -> SuffStats:
-    return kernels.chunk_stats(block, params, weights, row_offset, nonfinite)
+def estep_chunk(block, weights, row_offset, terms: GaussianTerms,
+                rule: NonFiniteRule = DROP) -> SuffStats:
+    """The E-step of one chunk: its statistics under ``terms`` (``kernels.chunk_stats``)."""
+    return kernels.chunk_stats(block, terms, weights, row_offset, rule)
 
 
 def estep_pass(
-    data: ChunkedData, params: GMMParams, *, split_every: int = DEFAULT_SPLIT_EVERY, client=None,
-    nonfinite: str = "drop",
+    data: ChunkedData, params, *, split_every: int = DEFAULT_SPLIT_EVERY, client=None,
+    nonfinite: str | NonFiniteRule = "drop",
 ) -> SuffStats:
-    """Sufficient statistics of all rows under ``params`` (one pass over the data);
-    ``nonfinite='marginalize'``: NaN entries are missing values (``chunk_stats``)."""
-    return map_reduce(data, _estep_chunk, params, nonfinite, split_every=split_every,
-                      client=client)
+    """Sufficient statistics of all rows under ``params`` (``GMMParams`` or
+    ``GaussianTerms``; one pass over the data); ``nonfinite``: the policy's name or rule
+    (with 'marginalize' NaN entries are missing values)."""
+    return map_reduce(data, estep_chunk, params.gaussian_terms(), nonfinite_rule(nonfinite),
+                      split_every=split_every, client=client)
 
 
 def map_rows(X: da.Array, row_fn: Callable, params: GMMParams, *, n_columns: int | None, dtype):
@@ -229,7 +235,7 @@ def map_rows_local(X: np.ndarray, row_fn: Callable, params: GMMParams, *,
     """``row_fn(block, params)`` over an in-memory array, in this process, as a NumPy array.
 
     Two blocks per core (at least ``LOCAL_TASK_ROWS`` rows each) run on Dask's threaded
-    scheduler: every core works, each kernel on one BLAS thread (see ``dgmm.threads``); a
+    scheduler: every core works, each kernel on one BLAS thread (see ``dgmm.core.threads``); a
     smaller array is one call.
     """
     rows = max(LOCAL_TASK_ROWS, -(-X.shape[0] // (2 * (os.cpu_count() or 1))))

@@ -26,6 +26,7 @@ from ..core.criteria import information_criteria
 from ..core.families import family
 from ..core.kernels import missing
 from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS
+from ..core.nonfinite import RULES, nonfinite_rule, row_masks
 from ..core.params import GMMParams
 from ..engine import em
 from ..engine import passes as engine
@@ -46,16 +47,14 @@ def _masked(row_fn, fill, gap_fn=None):
     the marginal density over their observed features."""
 
     def apply(X: np.ndarray, params: GMMParams) -> np.ndarray:
-        finite = np.isfinite(X).all(axis=1)
+        finite, gaps = row_masks(X)
         if finite.all():
             return row_fn(X, params)
         result = row_fn(X[finite], params)
         out = np.full((X.shape[0],) + result.shape[1:], fill, dtype=result.dtype)
         out[finite] = result
-        if gap_fn is not None:
-            gaps = ~finite & ~np.isinf(X).any(axis=1) & ~np.isnan(X).all(axis=1)
-            if gaps.any():
-                out[gaps] = gap_fn(X[gaps], params)
+        if gap_fn is not None and gaps.any():
+            out[gaps] = gap_fn(X[gaps], params)
         return out
 
     apply.__name__ = row_fn.__name__
@@ -145,7 +144,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # -- scikit-learn plumbing -------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self.nonfinite in ("drop", "marginalize")
+        rule = RULES.get(self.nonfinite)  # not validated yet: an unknown name allows none
+        tags.input_tags.allow_nan = rule is not None and rule.allows_nan
         return tags
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -362,23 +362,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         observed features (rows with every entry NaN: -1 and NaN), and +-inf in NumPy input
         is a DataError."""
         X = self._check_X(X, fitting=False)
-        if self.nonfinite == "marginalize":
+        rule = nonfinite_rule(self.nonfinite)
+        if rule.missing_values:
             row_fn = _MARGINAL_ROWS[row_fn]
-            if not _is_dask(X) and np.isinf(X).any():
-                bad = np.flatnonzero(np.isinf(X).any(axis=1))
-                raise DataError(
-                    f"X holds {bad.size} row(s) with infinite values (the first at row "
-                    f"{bad[0]}). NaN entries are missing values, but +-inf is bad data: "
-                    "clean those rows, or set nonfinite='drop' to get label -1 and NaN.")
         if _is_dask(X):
             return engine.map_rows(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
-        if self.nonfinite == "raise" and not np.isfinite(X).all():
-            bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-            raise DataError(
-                f"X holds {bad.size} row(s) with NaN or inf values (the first at row "
-                f"{bad[0]}). Clean them, or set nonfinite='drop' to get label -1 and NaN "
-                "for those rows."
-            )
+        rule.check_predict_rows(X)
         return engine.map_rows_local(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
 
     def predict(self, X):
@@ -452,11 +441,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         else:
             total, count = np.nansum(scores), np.isfinite(scores).sum()
         count = int(count)
-        if count < scores.shape[0] and self.nonfinite == "raise":
-            raise DataError(
-                f"X holds {scores.shape[0] - count} row(s) with NaN or inf values. Clean "
-                "them, or set nonfinite='drop' to leave them out of the score."
-            )
+        nonfinite_rule(self.nonfinite).check_scored(scores.shape[0] - count)
         return (float(total) / count if count else float("nan")), count
 
     def score(self, X, y=None):

@@ -18,6 +18,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..estimators import load_model
 from .checkpoint import CheckpointStore
 from .progress import EMProgress, SelectionProgress, StepwiseProgress
+from .report import selection_record
 from .schema import Workflow
 
 __all__ = ["Resumption", "fit_resumably", "fit_em", "fit_minibatch", "fit_selection",
@@ -313,26 +314,12 @@ def fit_selection(workflow: Workflow, X, client, stamp: dict, restart: bool, emi
          f"{len(selection.results_)} fits)")
     if workflow.outputs.model:
         save_model(workflow.outputs.model, best, **stamp,
-                   extra={"selection": _selection_record(selection)},
+                   extra={"selection": selection_record(selection)},
                    storage_options=workflow.storage_options_for("outputs"))
         emit(f"fit: {best.n_iter_} iterations, converged={best.converged_}, "
              f"mean log-likelihood {best.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")
     return best, selection, resumed_from
-
-
-def _selection_record(selection) -> dict:
-    """The selection's table and choice as JSON (kept with the saved model)."""
-    return {
-        "criterion": selection.criterion,
-        "best_params": dict(selection.best_params_),
-        "n_passes": int(selection.n_passes_),
-        "refused": [{"n_components": k, "covariance_type": c, "reason": why}
-                    for (k, c), why in selection.refused_.items()],
-        "results": [{key: getattr(value, "item", lambda value=value: value)()
-                     for key, value in row.items()}
-                    for row in selection.results_.to_dict(orient="records")],
-    }
 
 
 def load_selection(workflow: Workflow, model, storage_options: dict):

@@ -20,6 +20,7 @@ from ..core.types import CovarianceType, NonFinitePolicy
 from ..data.files import format_from_suffix, is_url
 from ..engine.passes import DEFAULT_CHUNK_BYTES
 from .cluster_config import ClusterConfig, LocalClusterConfig
+from .drift import DriftThresholds
 from .model_config import INIT_ARRAY_NAMES, ModelConfig, SelectConfig
 from .validators import FORBID, key_problem, path_text, positive_size
 
@@ -222,6 +223,8 @@ class Workflow(BaseModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     select: SelectConfig | None = None
+    #: drift thresholds for scoring against a saved model (not part of the settings hash)
+    monitor: DriftThresholds | None = None
     steps: list[Step] = Field(default_factory=lambda: ["fit", "predict", "report"])
 
     _source_file: str | None = PrivateAttr(default=None)

@@ -1,11 +1,10 @@
-"""The E-step of one chunk: its sufficient statistics under given parameters, or for given
-labels or responsibilities."""
+"""The E-step of one chunk: its sufficient statistics under given E-step terms, or for
+given labels or responsibilities."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..families import family
-from ..params import GMMParams
 from ..stats import SuffStats
 from ..threads import single_blas_thread
 from . import missing
@@ -18,35 +17,38 @@ from .responsibilities import log_resp_inplace, split_finite
 @single_blas_thread()
 def chunk_stats(
     X: np.ndarray,
-    params: GMMParams,
+    model,
     sample_weight: np.ndarray | None = None,
     row_offset: int = 0,
-    nonfinite: str = "drop",
+    nonfinite=None,
     workspace: Workspace | None = None,
 ) -> SuffStats:
-    """E-step on one chunk: its sufficient statistics under ``params`` (shift = means).
+    """E-step on one chunk: its sufficient statistics under ``model`` (shift = means).
 
-    X: (n_samples, n_features) float; sample_weight: (n_samples,) or None for ones;
-    row_offset: global index of the chunk's first row (to report non-finite rows);
-    workspace: work arrays to reuse (a caller running many small E-steps, such as the
-    steps of stepwise EM, passes one ``Workspace`` of ``compute_dtype(X)`` to all of them
-    so that no step allocates), or None for new ones.
-    Rows with NaN or inf are skipped and counted; with ``nonfinite='marginalize'`` NaN
-    entries are missing values (``dgmm.core.kernels.missing``) and inf is a ``DataError``. float32
-    chunks run the E-step in float32 (``compute_dtype``); the statistics are summed in
-    float64.
+    X: (n_samples, n_features) float; model: ``GaussianTerms``, or parameters that give
+    them (``model.gaussian_terms()``, e.g. ``GMMParams``); sample_weight: (n_samples,) or
+    None for ones; row_offset: global index of the chunk's first row (to report
+    non-finite rows); nonfinite: the non-finite policy's rule (``dgmm.core.nonfinite``),
+    or None for 'drop'. Rows with NaN or inf are skipped and counted; with the
+    'marginalize' rule NaN entries are missing values (``dgmm.core.kernels.missing``) and
+    inf is a ``DataError``. float32 chunks run the E-step in float32 (``compute_dtype``);
+    the statistics are summed in float64. workspace: work arrays to reuse (a caller
+    running many small E-steps, such as the steps of stepwise EM, passes one
+    ``Workspace`` of ``compute_dtype(X)`` to all of them so that no step allocates), or
+    None for new ones.
     """
+    terms = model.gaussian_terms()
     X = as_float(X)
     gaps = None
-    if nonfinite == "marginalize":
-        X, sample_weight, gaps = missing.split_gaps(X, sample_weight, row_offset)
+    if nonfinite is not None:
+        X, sample_weight, gaps = nonfinite.split_missing(X, sample_weight, row_offset)
     X, sample_weight, n_bad, first_bad = split_finite(X, sample_weight, row_offset)
-    k, d = params.means.shape
-    kernel = kernel_of(params.covariance_type)
+    k, d = terms.means.shape
+    kernel = kernel_of(terms.covariance_type)
     ref = chunk_ref(X)
     dense_step = min(block_rows(k, d), max(1, X.shape[0]))
     ws = Workspace(compute_dtype(X)) if workspace is None else workspace
-    log_prob = kernel.log_prob(params, ref, dense_step, ws, prune=True)
+    log_prob = kernel.log_prob(terms, ref, dense_step, ws, prune=True)
     prune = log_prob.pruner is not None
     step = min(dense_step * PRUNE_BLOCK_FACTOR, max(1, X.shape[0])) if prune else dense_step
     design = kernel.design(ref, step, ws)
@@ -76,21 +78,21 @@ def chunk_stats(
             loglik += float(w @ log_norm)
             R *= w
         moments.add(Z, R, w)
-    nk, s1, s2 = moments.finish(params.means - ref)
+    nk, s1, s2 = moments.finish(terms.means - ref)
     n = float(X.shape[0]) if sample_weight is None else float(sample_weight.sum())
     stats = SuffStats(
-        covariance_type=params.covariance_type,
-        shift=params.means,
+        covariance_type=terms.covariance_type,
+        shift=terms.means,
         n=n,
         loglik=loglik,
         nk=nk,
         s1=s1,
-        s2=params.family.pack_s2(s2),
+        s2=terms.family.pack_s2(s2),
         n_rows=int(X.shape[0]),
         n_nonfinite=n_bad,
         first_nonfinite=first_bad,
     )
-    return stats if gaps is None else stats.merge(missing.gap_stats(gaps, params))
+    return stats if gaps is None else stats.merge(missing.gap_stats(gaps, terms))
 
 
 def _stats_from_blocks(X, resp_block, shift, covariance_type, sample_weight):

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..params import GMMParams
+from ..terms import GaussianTerms
 from . import blas, pruning
 from .blas import Workspace
 
@@ -98,21 +98,20 @@ class LogProb:
 
     pruner: pruning.PrunedLogProb | None = None
 
-    def __init__(self, params: GMMParams, ref: np.ndarray, rows: int, ws: Workspace,
+    def __init__(self, terms: GaussianTerms, ref: np.ndarray, rows: int, ws: Workspace,
                  prune: bool = False):
-        """``prune``: prepare a ``PrunedLogProb`` (for the statistics only)."""
-        k, d = params.means.shape
+        """``terms``: the E-step's ``GaussianTerms``; ``prune``: prepare a
+        ``PrunedLogProb`` (for the statistics only)."""
+        k, d = terms.means.shape
         self.n_components, self.n_features = k, d
-        with np.errstate(divide="ignore"):
-            log_weights = np.log(params.weights)
-        const = -0.5 * d * LOG_2PI + params.log_det_cholesky() + log_weights
+        const = -0.5 * d * LOG_2PI + terms.log_det + terms.log_weights
         self.const = np.ascontiguousarray(np.broadcast_to(const, (k,)))[:, None]
         self.ws = ws
         self.dense_rows = rows
         # means relative to the chunk's centre, (K, d)
         if ws.dtype != np.float64:
             self.const = self.const.astype(ws.dtype)
-        self._setup(params, params.means - ref, params.precisions_cholesky, const, prune)
+        self._setup(terms, terms.means - ref, terms.precisions_cholesky, const, prune)
 
     def __call__(self, Z: np.ndarray, prune: bool = False) -> np.ndarray:
         """Weighted log-probabilities of the block's rows, a (K, m) view of the workspace.
@@ -128,7 +127,7 @@ class LogProb:
 class FullLogProb(LogProb):
     """y_k = (x - mu_k) @ U_k for all k in one GEMM: [1 | Xc] @ [[-b], [U_1 ... U_K]]."""
 
-    def _setup(self, params, means_c, prec_chol, const, prune):
+    def _setup(self, terms, means_c, prec_chol, const, prune):
         k, d = self.n_components, self.n_features
         b = np.einsum("ki,kij->kj", means_c, prec_chol)  # (K, d)
         h = d // 2
@@ -151,7 +150,7 @@ class FullLogProb(LogProb):
             self.W[1:] = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
             self.W = self.W.astype(self.ws.dtype, copy=False)
         if prune and d >= pruning.PRUNE_MIN_FEATURES and k > 1:
-            self.pruner = pruning.PrunedLogProb(params, means_c, b, self.const, self.ws)
+            self.pruner = pruning.PrunedLogProb(terms, means_c, b, self.const, self.ws)
 
     def __call__(self, Z: np.ndarray, prune: bool = False) -> np.ndarray:
         k, m = self.n_components, Z.shape[0]
@@ -201,7 +200,7 @@ class FullLogProb(LogProb):
 class TiedLogProb(LogProb):
     """log p_k = c_k - |b_k|^2 / 2 + b_k . y - |y|^2 / 2 with y = Xc @ U."""
 
-    def _setup(self, params, means_c, prec_chol, const, prune):
+    def _setup(self, terms, means_c, prec_chol, const, prune):
         b = means_c @ prec_chol  # (K, d)
         self.const = (const - 0.5 * (b**2).sum(axis=1))[:, None].astype(self.ws.dtype)
         self.U = prec_chol.astype(self.ws.dtype, copy=False)
@@ -225,9 +224,9 @@ class TiedLogProb(LogProb):
 class DiagLogProb(LogProb):
     """log p_k = c_k - 1/2 sum_j P_kj (x_j - m_kj)^2, expanded in x_j and x_j^2."""
 
-    def _setup(self, params, means_c, prec_chol, const, prune):
+    def _setup(self, terms, means_c, prec_chol, const, prune):
         k, d = self.n_components, self.n_features
-        prec = params.family.diagonal_precisions(prec_chol, d)  # (K, d)
+        prec = terms.family.diagonal_precisions(prec_chol, d)  # (K, d)
         W = np.empty((k, 2 * d + 1))
         W[:, :d] = means_c * prec
         W[:, d : 2 * d] = -0.5 * prec

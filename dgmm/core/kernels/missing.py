@@ -31,8 +31,8 @@ import numpy as np
 from scipy.linalg import blas as _blas
 
 from ...errors import DataError
-from ..params import GMMParams
 from ..stats import SuffStats
+from ..terms import GaussianTerms
 from . import compiled
 from .blas import Workspace
 from .logprob import LOG_2PI
@@ -165,14 +165,13 @@ class DenseGaps:
     -FLUSH_LOG_RATIO (+ slack) below the largest lower bound of its row is -inf.
     """
 
-    def __init__(self, params: GMMParams):
-        k, d = params.means.shape
+    def __init__(self, terms: GaussianTerms):
+        k, d = terms.means.shape
         self.n_components, self.n_features = k, d
-        self.U = params.family.precision_factors(params.precisions_cholesky)  # (F, d, d)
+        self.U = terms.family.precision_factors(terms.precisions_cholesky)  # (F, d, d)
         self.precisions = self.U @ self.U.transpose(0, 2, 1)
-        self.means = np.ascontiguousarray(params.means)
-        with np.errstate(divide="ignore"):
-            self.const = np.log(params.weights) + params.log_det_cholesky()  # (K,)
+        self.means = np.ascontiguousarray(terms.means)
+        self.const = terms.log_weights + terms.log_det  # (K,)
         self.nk = np.zeros(k)
         self.s1 = np.zeros((k, d))
         self.s2 = np.zeros((k, d, d))  # lower triangles
@@ -349,22 +348,23 @@ class _IndependentGaps:
     one product R @ Z.
     """
 
-    def __init__(self, params: GMMParams, ref: np.ndarray):
-        d = params.n_features
-        prec_chol = params.family.feature_precisions_cholesky(params.precisions_cholesky, d)
+    def __init__(self, terms: GaussianTerms, ref: np.ndarray):
+        d = terms.n_features
+        prec_chol = terms.family.feature_precisions_cholesky(terms.precisions_cholesky, d)
         precision = prec_chol**2
         self.ref = ref
-        self.means_c = params.means - ref
+        self.means_c = terms.means - ref
         self.variances = 1.0 / precision
         self.W = np.concatenate([
             (precision * self.means_c).T,
             -0.5 * precision.T,
             (np.log(prec_chol) - 0.5 * LOG_2PI - 0.5 * precision * self.means_c**2).T,
         ])
-        with np.errstate(divide="ignore"):
-            self.const = np.log(params.weights)
-        self.M = np.zeros((params.n_components, 3 * d))
-        self.nk = np.zeros(params.n_components)
+        # the features' own normalisers are in W: only log_weights is added (a kind
+        # whose log_det is not log det U would need its difference added here)
+        self.const = terms.log_weights
+        self.M = np.zeros((terms.n_components, 3 * d))
+        self.nk = np.zeros(terms.n_components)
 
     def log_prob(self, X: np.ndarray, prune: bool = False) -> np.ndarray:
         d = X.shape[1]
@@ -398,22 +398,24 @@ def _column_ref(X: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 
-def _model(params: GMMParams, X: np.ndarray):
-    if params.family.independent_features:
-        return _IndependentGaps(params, _column_ref(X))
+def _model(terms: GaussianTerms, X: np.ndarray):
+    if terms.family.independent_features:
+        return _IndependentGaps(terms, _column_ref(X))
     if compiled.enabled():
-        return compiled.load("gaps_compiled").CompiledDenseGaps(params)
-    return DenseGaps(params)
+        return compiled.load("gaps_compiled").CompiledDenseGaps(terms)
+    return DenseGaps(terms)
 
 
-def gap_stats(gaps: Gaps, params: GMMParams) -> SuffStats:
-    """Expected sufficient statistics of the rows in ``gaps`` about ``params.means``.
+def gap_stats(gaps: Gaps, model) -> SuffStats:
+    """Expected sufficient statistics of the rows in ``gaps`` about the means of
+    ``model`` (``GaussianTerms`` or parameters that give them).
 
     ``n_nonfinite``/``first_nonfinite`` count the chunk's rows with every entry missing.
     """
+    terms = model.gaussian_terms()
     X, w = gaps.X, gaps.sample_weight
-    k, d = params.means.shape
-    model = _model(params, X)
+    k, d = terms.means.shape
+    model = _model(terms, X)
     ws = Workspace()
     loglik = 0.0
     step = missing_block_rows(k, d)
@@ -427,43 +429,45 @@ def gap_stats(gaps: Gaps, params: GMMParams) -> SuffStats:
             loglik += float(w[start:stop] @ log_norm)
             L *= w[start:stop]
         model.add_stats(L)
-    nk, s1, s2 = model.finish(params.family)
+    nk, s1, s2 = model.finish(terms.family)
     n = float(X.shape[0]) if w is None else float(w.sum())
-    return SuffStats(params.covariance_type, params.means, n, loglik, nk, s1, s2,
+    return SuffStats(terms.covariance_type, terms.means, n, loglik, nk, s1, s2,
                      n_rows=int(X.shape[0]), n_nonfinite=gaps.n_empty,
                      first_nonfinite=gaps.first_empty)
 
 
-def weighted_log_prob(X: np.ndarray, params: GMMParams) -> np.ndarray:
+def weighted_log_prob(X: np.ndarray, model) -> np.ndarray:
     """log pi_k + log N(x_o; mu_ko, Sigma_k,oo), shape (n, K), for rows that may hold NaN
-    (each with at least one observed entry; no inf)."""
+    (each with at least one observed entry; no inf). ``model``: ``GaussianTerms`` or
+    parameters that give them (``model.gaussian_terms()``)."""
+    terms = model.gaussian_terms()
     X = np.asarray(X, dtype=np.float64)
-    k, d = params.means.shape
+    k, d = terms.means.shape
     out = np.empty((X.shape[0], k))
-    model = _model(params, X)
+    model = _model(terms, X)
     step = missing_block_rows(k, d)
     for start in range(0, X.shape[0], step):
         out[start : start + step] = model.log_prob(X[start : start + step]).T
     return out
 
 
-def log_prob_resp(X: np.ndarray, params: GMMParams):
+def log_prob_resp(X: np.ndarray, model):
     """(log p(x_o) (n,), responsibilities (n, K)) for rows that may hold NaN."""
-    L = weighted_log_prob(X, params).T.copy()
+    L = weighted_log_prob(X, model).T.copy()
     log_norm = log_resp_inplace(L, Workspace())
     return log_norm, L.T
 
 
-def predict(X: np.ndarray, params: GMMParams) -> np.ndarray:
+def predict(X: np.ndarray, model) -> np.ndarray:
     """Most probable component per row from the marginal density, (n,) int64."""
-    return weighted_log_prob(X, params).argmax(axis=1).astype(np.int64)
+    return weighted_log_prob(X, model).argmax(axis=1).astype(np.int64)
 
 
-def predict_proba(X: np.ndarray, params: GMMParams) -> np.ndarray:
+def predict_proba(X: np.ndarray, model) -> np.ndarray:
     """Responsibilities from the marginal density, (n, K)."""
-    return log_prob_resp(X, params)[1]
+    return log_prob_resp(X, model)[1]
 
 
-def score_samples(X: np.ndarray, params: GMMParams) -> np.ndarray:
+def score_samples(X: np.ndarray, model) -> np.ndarray:
     """log p(x_o) per row, (n,)."""
-    return log_prob_resp(X, params)[0]
+    return log_prob_resp(X, model)[0]

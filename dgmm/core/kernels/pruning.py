@@ -6,7 +6,7 @@ import weakref
 
 import numpy as np
 
-from ..params import GMMParams
+from ..terms import GaussianTerms
 from .blas import Workspace, gather_rows
 from .responsibilities import FLUSH_LOG_RATIO
 
@@ -26,13 +26,13 @@ PRUNE_DIRECTIONS = 4
 PRUNE_BLOCK_FACTOR = 4
 
 
-#: the pruning bounds' eigen-data per parameter object: every chunk task of a pass on a
-#: worker receives the same deserialized parameters, so the K eigen-decompositions
+#: the pruning bounds' eigen-data per ``GaussianTerms`` object: every chunk task of a pass
+#: on a worker receives the same deserialized terms, so the K eigen-decompositions
 #: (about the cost of 1000 rows' E-step) run once per worker and pass, not per chunk
 _SOFTEST_DIRECTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _softest_directions(params: GMMParams, r: int):
+def _softest_directions(terms: GaussianTerms, r: int):
     """(lam_r (K,), gaps (K, r), V (K, d, r)) for the pruning bound of 'full' parameters.
 
     V holds the eigenvectors of each precision U_k U_k^T for its r smallest eigenvalues
@@ -42,17 +42,17 @@ def _softest_directions(params: GMMParams, r: int):
     holds for the precision itself, which matters when it is ill-conditioned (a tiny
     reg_covar with collinear or badly scaled features).
     """
-    cached = _SOFTEST_DIRECTIONS.get(params)
+    cached = _SOFTEST_DIRECTIONS.get(terms)
     if cached is not None and cached[0] == r:
         return cached[1]
-    prec_chol = params.precisions_cholesky
+    prec_chol = terms.precisions_cholesky
     d = prec_chol.shape[1]
     lam, vec = np.linalg.eigh(prec_chol @ prec_chol.transpose(0, 2, 1))
     lam = np.maximum(lam, 0.0)
     tau = 8 * d * np.finfo(np.float64).eps * lam[:, -1]
     value = (np.maximum(lam[:, r] - tau, 0.0), lam[:, r, None] - lam[:, :r],
              np.ascontiguousarray(vec[:, :, :r]))
-    _SOFTEST_DIRECTIONS[params] = (r, value)
+    _SOFTEST_DIRECTIONS[terms] = (r, value)
     return value
 
 
@@ -65,9 +65,9 @@ class PrunedLogProb:
     from below (see ``fill``).
     """
 
-    def __init__(self, params: GMMParams, means_c: np.ndarray, b: np.ndarray,
+    def __init__(self, terms: GaussianTerms, means_c: np.ndarray, b: np.ndarray,
                  const: np.ndarray, ws: Workspace):
-        prec_chol = params.precisions_cholesky
+        prec_chol = terms.precisions_cholesky
         k, d = means_c.shape
         self.n_components, self.n_features = k, d
         self.const = const  # (K, 1), in the compute type
@@ -79,7 +79,7 @@ class PrunedLogProb:
         self.W_k[:, 0] = -b
         self.W_k[:, 1:] = prec_chol
         r = min(PRUNE_DIRECTIONS, d - 1)
-        lam_r, gaps, V = _softest_directions(params, r)
+        lam_r, gaps, V = _softest_directions(terms, r)
         self.lam_r = lam_r[None, :]  # (1, K)
         # [1 | Xc] @ bounds_w = [projections of x - mu_k on V_k (K r columns) |
         # |mu_k|^2 - 2 x.mu_k (K columns)]; the rounding slack (1e-10 of
