@@ -157,7 +157,7 @@ class GMMParams:
         Returns
         -------
         GaussianTerms
-            Means (K, d), precision factors, log_weights (K,) and log_det (K,) or a scalar.
+            Built once, then the same object.
         """
         terms = self.__dict__.get("_terms")
         if terms is None:
