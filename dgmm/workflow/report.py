@@ -155,7 +155,8 @@ def convergence_curves(model, metrics: list | None = None, selection=None) -> li
         label = (f"K={k} {c} restart {init + 1}" if k is not None
                  else f"restart {init + 1}")
         curves.append({"label": label, "values": [values[i] for i in sorted(values)],
-                       "best": False, "n_components": k, "covariance_type": c})
+                       "best": False, "n_components": k, "covariance_type": c,
+                       "group": f"K={k} {c}" if k is not None else label})
     best_params = getattr(selection, "best_params_", None) if selection is not None else None
     matches = [i for i, curve in enumerate(curves)
                if len(curve["values"]) == len(chosen) and np.allclose(
