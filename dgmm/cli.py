@@ -216,6 +216,10 @@ def cmd_validate(args) -> int:
               f"init {m.init_params}, max_iter {m.max_iter}, tol {m.tol}")
     _emit(f"  cluster: {cluster.describe(workflow.cluster)}")
     _emit(f"  steps:   {', '.join(workflow.steps)}")
+    if workflow.monitor is not None:
+        limits = {k: v for k, v in workflow.monitor.model_dump().items() if v is not None}
+        _emit("  monitor: exit 9 when " + (", ".join(f"{k} > {v:g}" for k, v in limits.items())
+                                           or "never (no threshold set)"))
     _emit(f"  settings hash: {workflow.settings_hash()[:16]}")
     if workflow.cluster.kind in ("slurm", "pbs"):
         _emit(f"  job script ({workflow.cluster.kind}), as dask-jobqueue will submit it:")
@@ -366,6 +370,11 @@ def cmd_inspect(args) -> int:
         for key in ("covariance_type", "n_components", "n_features", "n_iter", "converged",
                     "lower_bound", "dgmm_version", "created", "data_fingerprint"):
             _emit(f"  {key}: {payload.get(key)}")
+        training = payload.get("training")
+        if training:
+            _emit(f"  training data: {training['n_scored']:,} rows, mean log-likelihood "
+                  f"{training['mean_log_likelihood']:.6f}, 1% log-density quantile "
+                  f"{training['anomaly_threshold']:.6f} (the drift baseline)")
     else:
         _emit(f"checkpoints in {payload['path']}: {', '.join(payload['checkpoints'])}")
         for key, value in (payload["latest"] or {}).items():

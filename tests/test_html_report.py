@@ -221,3 +221,31 @@ def test_rebuild_from_the_report_directory_and_from_the_model(fitted, written, t
     assert json.loads((tmp_path / "model" / "model.json").read_text())["training"] == training
     with pytest.raises(dgmm.errors.ConfigError, match="Nothing to build a report from"):
         rebuild_page(str(tmp_path))
+
+
+def test_convergence_curves_from_the_metrics_mark_the_chosen_restart():
+    from types import SimpleNamespace
+
+    from dgmm.workflow.report import convergence_curves
+    from dgmm.workflow.report_plots import convergence_figure
+
+    metrics = [{"init": i, "iteration": t, "lower_bound": -5.0 + i + t / 10}
+               for t in (1, 2, 3) for i in (1, 0)]
+    metrics.append({"init": 0, "iteration": None, "lower_bound": None})  # ignored
+    model = SimpleNamespace(lower_bounds_=[-3.9, -3.8, -3.7])  # restart 2's history
+    curves = convergence_curves(model, metrics)
+    assert [c["label"] for c in curves] == ["restart 1", "restart 2"]
+    assert [c["best"] for c in curves] == [False, True]
+    assert curves[0]["values"] == pytest.approx([-4.9, -4.8, -4.7])
+    # no metrics (or none that match): the chosen history alone
+    assert convergence_curves(model, None) == [
+        {"label": "chosen fit", "values": [-3.9, -3.8, -3.7], "best": True}]
+
+    grid = [{"n_components": k, "covariance_type": "full", "init": i, "iteration": t,
+             "lower_bound": -k - i - 1 / t} for k in (1, 2) for i in (0, 1) for t in (1, 2)]
+    selection = SimpleNamespace(best_params_={"n_components": 2, "covariance_type": "full"})
+    chosen = SimpleNamespace(lower_bounds_=[-3.0, -2.5])  # K=2 restart 1
+    curves = convergence_curves(chosen, grid, selection)
+    assert [c["label"] for c in curves if c["best"]] == ["K=2 full restart 1"]
+    legend = [t.get_text() for t in convergence_figure(curves).axes[0].get_legend().get_texts()]
+    assert legend == ["K=1 full", "K=2 full restart 1 (chosen)", "K=2 full"]

@@ -59,10 +59,10 @@ td.num { font-variant-numeric:tabular-nums; text-align:right; }
 tr.best td { background:#fff8db; font-weight:600; }
 .kv th { width:210px; }
 .figs { display:flex; flex-wrap:wrap; gap:16px; align-items:flex-start; }
-figure { margin:0; flex:1 1 420px; max-width:100%; }
+figure { margin:0; flex:0 1 auto; min-width:300px; }
 figure.wide { flex-basis:100%; }
-figure img { width:100%; max-width:max-content; border:1px solid var(--line);
-             border-radius:4px; }
+figure img { max-width:100%; border:1px solid var(--line); border-radius:4px; }
+.figs > div { flex:0 0 auto; }
 figcaption { color:var(--muted); font-size:13px; max-width:640px; }
 .note { color:var(--muted); font-size:13.5px; }
 .ok { color:var(--good); font-weight:600; }

@@ -37,18 +37,26 @@ def convergence_figure(curves: list[dict]) -> Figure:
     """Mean log-likelihood per EM iteration, one line per restart or candidate.
 
     curves: dicts with ``label`` (str), ``values`` (the mean log-likelihood after each
-    iteration) and ``best`` (bool: the chosen fit, drawn thick).
+    iteration), ``best`` (bool: the chosen fit, drawn thick in black) and optionally
+    ``group`` (the restarts of one candidate share a colour and a legend entry).
     """
     fig = Figure(figsize=(7.0, 3.8))
     ax = fig.add_subplot()
-    legend = len(curves) <= MAX_LEGEND_CURVES
-    for i, curve in enumerate(curves):
+    groups = list(dict.fromkeys(c.get("group", c["label"]) for c in curves))
+    legend = len(groups) <= MAX_LEGEND_CURVES
+    labelled = set()
+    for curve in curves:
         values = np.asarray(curve["values"], dtype=float)
+        group = curve.get("group", curve["label"])
         best = curve.get("best", False)
-        ax.plot(np.arange(1, len(values) + 1), values, marker="o" if best else None,
-                ms=3, lw=2.4 if best else 1.0, alpha=1.0 if best else 0.7,
-                color="black" if best else f"C{i % 10}", zorder=3 if best else 2,
-                label=curve["label"] + (" (chosen)" if best else "") if legend or best else None)
+        if best:
+            style = {"color": "black", "lw": 2.4, "marker": "o", "ms": 3, "zorder": 3,
+                     "label": curve["label"] + " (chosen)"}
+        else:
+            style = {"color": f"C{groups.index(group) % 10}", "lw": 1.0, "alpha": 0.75,
+                     "zorder": 2, "label": group if legend and group not in labelled else None}
+            labelled.add(group)
+        ax.plot(np.arange(1, len(values) + 1), values, **style)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("mean log-likelihood per row")
@@ -60,7 +68,7 @@ def convergence_figure(curves: list[dict]) -> Figure:
         ax.set_ylim(low - pad, high + pad)
     ax.grid(alpha=0.3)
     if curves:
-        ax.legend(fontsize=7, ncol=2 if len(curves) > 6 else 1, loc="lower right")
+        ax.legend(fontsize=7, ncol=2 if len(groups) > 6 else 1, loc="lower right")
     fig.tight_layout()
     return fig
 
