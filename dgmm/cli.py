@@ -366,6 +366,11 @@ def cmd_inspect(args) -> int:
         for key in ("covariance_type", "n_components", "n_features", "n_iter", "converged",
                     "lower_bound", "dgmm_version", "created", "data_fingerprint"):
             _emit(f"  {key}: {payload.get(key)}")
+        training = payload.get("training")
+        if training:
+            _emit(f"  training data: {training['n_scored']:,} rows, mean log-likelihood "
+                  f"{training['mean_log_likelihood']:.6f}, 1% log-density quantile "
+                  f"{training['anomaly_threshold']:.6f} (the drift baseline)")
     else:
         _emit(f"checkpoints in {payload['path']}: {', '.join(payload['checkpoints'])}")
         for key, value in (payload["latest"] or {}).items():

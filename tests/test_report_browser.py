@@ -155,6 +155,8 @@ def test_predict_rebuild_and_inspect(project, capsys):
     assert "Selection" in (root / "report" / "report.html").read_text()
 
     capsys.readouterr()
+    assert main(["inspect", str(root / "model")]) == 0
+    assert "training data: 6,000 rows, mean log-likelihood" in capsys.readouterr().out
     assert main(["inspect", str(root / "ckpt")]) == 0
     out = capsys.readouterr().out
     assert f"grid: {len(GRID)} candidates" in out

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from ..core.families import MCLUST_MODELS, family
-from ..core.model_parameters import WORKFLOW_PARAMETERS
+from ..core.model_parameters import ESTIMATORS, WORKFLOW_PARAMETERS
 from ..core.types import CovarianceType
 from ..data.files import is_url
 from ..errors import ConfigError
@@ -273,6 +273,12 @@ def _components_range(value: dict) -> list[int]:
     return list(range(bounds["start"], bounds["stop"] + 1, bounds["step"]))
 
 
+#: the selection's own parameters, as ``dgmm.GaussianMixtureSelection`` declares them
+_CRITERION, _MEMORY_BUDGET = (next(p for p in ESTIMATORS["GaussianMixtureSelection"]
+                                   if p.name == name)
+                              for name in ("criterion", "memory_budget"))
+
+
 class SelectConfig(BaseModel):
     """Section ``select``: fit a grid of K x covariance type, keep the best by ``criterion``.
 
@@ -289,8 +295,8 @@ class SelectConfig(BaseModel):
 
     n_components: list[int]
     covariance_type: CovarianceType | Literal["all"] | list[CovarianceType] = "full"
-    criterion: Literal["bic", "aic", "icl"] = "bic"
-    memory_budget: int | str = "1GiB"
+    criterion: _CRITERION.annotation = _CRITERION.default
+    memory_budget: _MEMORY_BUDGET.annotation = _MEMORY_BUDGET.default
 
     @field_validator("n_components", mode="before")
     @classmethod
