@@ -238,8 +238,8 @@ def test_unknown_key_names_section_allowed_keys_and_the_closest(project):
         load_workflow("workflows/w.yaml")
     message = str(info.value)
     assert "workflows/w.yaml:6: model.n_compnents: found 3; unknown key 'n_compnents' in " \
-           "section 'model'; allowed keys: algorithm, batch_size, covariance_type, " \
-           "init_params," in message
+           "section 'model'; allowed keys: algorithm, batch_size, covariance_prior, " \
+           "covariance_type, degrees_of_freedom_prior, init_params," in message
     assert "(did you mean 'n_components'?)" in message
     assert "dgmm validate workflows/w.yaml" in message
 
