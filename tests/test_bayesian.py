@@ -269,7 +269,8 @@ def test_a_stochastic_step_on_all_rows_with_step_one_is_a_batch_iteration(covari
         _close(getattr(step.params, name), value, 1e-12)
 
 
-def test_partial_fit_one_pass_comes_within_half_a_percent_of_batch():
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_partial_fit_one_pass_comes_within_half_a_percent_of_batch(tmp_path):
     """Stochastic variational inference, one pass of 300 steps: its posterior's bound (one
     batch iteration from it) within 0.5% per row of batch inference's converged bound."""
     from dgmm.data import synthetic
@@ -285,5 +286,10 @@ def test_partial_fit_one_pass_comes_within_half_a_percent_of_batch():
     scored.posterior_, scored.lower_bound_, scored.converged_ = online.posterior_, -np.inf, False
     scored.fit(X)
     assert (batch.lower_bound_ - scored.lower_bound_) / abs(batch.lower_bound_) < 0.005
+    dgmm.data.save_model(tmp_path / "online", online)
+    loaded = dgmm.load_model(tmp_path / "online")
     online.partial_fit(X[:20_000])  # continues: the same prior and scale, more steps
     assert online.n_steps_ == 400 and online.n_passes_ == 2
+    loaded.partial_fit(X[:20_000])  # a saved online model continues the same way
+    np.testing.assert_array_equal(loaded.means_, online.means_)
+    assert loaded.n_steps_ == 400

@@ -132,7 +132,9 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
                   **model.prior_.to_arrays()}
         extra_files = {name: _npy_bytes(arr) for name, arr in arrays.items()}
         meta["estimator"] = type(model).__name__
+        kind = getattr(model, "kind_", None)  # after partial_fit: the data's weight n
         meta["variational"] = {"prior": model.prior_.to_meta(),
+                               "n": None if kind is None else kind.n,
                                "arrays": _entries(extra_files, arrays)}
         files.update(extra_files)
     manifest = json.dumps(meta, indent=2, allow_nan=True).encode()

@@ -224,6 +224,8 @@ class BayesianGaussianMixture(GaussianMixture):
                            callback=self._verbose_callback(callback), resume=resume,
                            client=self.client)
         self._set_posterior(result.params, kind.prior)
+        for online in ("state_", "kind_", "n_steps_", "n_passes_"):  # fit starts over
+            self.__dict__.pop(online, None)
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
         self.lower_bound_ = result.lower_bound
@@ -278,6 +280,10 @@ class BayesianGaussianMixture(GaussianMixture):
             state = continuation(self.state_)
         state = stepwise.run_pass(data, state, settings, callback=callback,
                                   client=self.client, tol=None)
+        self._set_stepwise(state, kind)
+        return self
+
+    def _set_stepwise(self, state: stepwise.StepwiseState, kind: vb.VariationalBayes):
         self.kind_, self.state_ = kind, state
         self._set_posterior(state.params, kind.prior)
         self.n_steps_, self.n_passes_ = state.n_steps, state.n_passes
@@ -285,7 +291,6 @@ class BayesianGaussianMixture(GaussianMixture):
         # the pass's mean log of the E-step's normaliser (the steps' own objective)
         self.lower_bound_, self.lower_bounds_ = state.lower_bound, list(state.history)
         self.n_nonfinite_ = state.n_nonfinite
-        return self
 
     def _stepwise_settings(self, kind: vb.VariationalBayes) -> stepwise.StepwiseSettings:
         settings = self._settings()

@@ -1,6 +1,7 @@
 """Reading a saved model back as the estimator that fitted it."""
 from __future__ import annotations
 
+from ..core.variational import VariationalBayes
 from ..data import model_io
 from ..engine.minibatch import StepwiseState
 from .bayesian import BayesianGaussianMixture
@@ -38,10 +39,10 @@ def load_model(path, *, storage_options: dict | None = None, **kwargs):
     record = model_io.load_state_record(path, meta, storage_options)
     variational = model_io.load_variational(path, meta, storage_options)
     cls = GaussianMixture
-    if record is not None:
-        cls = MiniBatchGaussianMixture
-    elif variational is not None:
+    if variational is not None:  # with a state: its partial_fit continues
         cls = BayesianGaussianMixture
+    elif record is not None:
+        cls = MiniBatchGaussianMixture
     accepted = set(cls._parameter_constraints)
     # arrays are saved as their repr: the prior's arrays come back with the posterior
     settings = {k: v for k, v in meta.get("settings", {}).items()
@@ -59,6 +60,11 @@ def load_model(path, *, storage_options: dict | None = None, **kwargs):
     model.lower_bounds_ = list(meta["lower_bounds"])
     model.n_nonfinite_ = meta.get("n_nonfinite", 0)
     model.data_fingerprint_ = meta.get("data_fingerprint")
-    if record is not None:
+    if variational is not None and record is not None:
+        posterior, prior = variational
+        kind = VariationalBayes(prior, float(model.reg_covar),
+                                float(meta["variational"]["n"]))
+        model._set_stepwise(StepwiseState.from_record(*record, kind), kind)
+    elif record is not None:
         model._set_state(StepwiseState.from_record(*record), params.n_features)
     return model
