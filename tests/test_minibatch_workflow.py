@@ -6,17 +6,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from helpers import COVARIANCE_TYPES, make_blobs
+from helpers import COVARIANCE_TYPES, kill_when, make_blobs
 
 import dgmm
 from dgmm import GaussianMixture, MiniBatchGaussianMixture
@@ -320,13 +318,7 @@ def test_sigkill_in_mid_pass_then_rerun_is_bit_identical(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"],
                                 cwd=run_dir, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        start = time.time()
-        while not ready(_checkpoints(run_dir / "ckpt")):
-            assert proc.poll() is None, f"run ended before the kill: {proc.stdout.read()}"
-            assert time.time() - start < 120, "timed out waiting to kill"
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_when(proc, lambda ready=ready: ready(_checkpoints(run_dir / "ckpt")))
         proc.stdout.close()
     final = _run(run_dir)
     assert final.returncode == 0, final.stdout + final.stderr

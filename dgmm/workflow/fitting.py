@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.variational import RecordedPosteriors
 from ..data.model_io import read_model_meta, save_model
 from ..engine.em import EMState
 from ..engine.sample import RowSample
@@ -134,7 +135,10 @@ def _em_state(arrays: dict, meta: dict) -> EMState | RowSample:
     """The checkpointed ``EMState``, or the sample when the run stopped during the search."""
     if meta.get("kind") == "sample":
         return sample_from_record(arrays, meta)
-    state = EMState.from_record(arrays, meta)
+    # a variational Bayesian fit records its posteriors (weight concentrations and all)
+    posteriors = "params.weight_concentration" in arrays
+    state = EMState.from_record(
+        arrays, meta, RecordedPosteriors(meta["covariance_type"]) if posteriors else None)
     if not state.restarts:
         raise KeyError("restarts")
     return state
@@ -161,11 +165,15 @@ EM_RESUMPTION = Resumption(
 
 
 def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
-    """The fit step with ``model.algorithm: em`` (batch EM); returns
-    ``(fitted GaussianMixture, position resumed from or None)``."""
+    """The fit step with ``model.algorithm: em`` (batch EM, or batch variational inference
+    with ``model.kind: variational_bayes``); returns ``(fitted GaussianMixture or
+    BayesianGaussianMixture, position resumed from or None)``."""
+    from ..estimators.bayesian import BayesianGaussianMixture
     from ..estimators.gaussian_mixture import ConvergenceWarning, GaussianMixture
 
-    estimator = GaussianMixture(**_estimator_kwargs(workflow), client=client)
+    variational = workflow.model.kind == "variational_bayes"
+    cls = BayesianGaussianMixture if variational else GaussianMixture
+    estimator = cls(**_estimator_kwargs(workflow), client=client)
     store = _checkpoint_store(workflow)
 
     def fit(resume):
@@ -182,8 +190,9 @@ def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
     if workflow.outputs.model:
         save_model(workflow.outputs.model, estimator, **stamp,
                    storage_options=workflow.storage_options_for("outputs"))
+        bound = "lower bound" if variational else "mean log-likelihood"
         emit(f"fit: {estimator.n_iter_} iterations, converged={estimator.converged_}, "
-             f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
+             f"{bound} {estimator.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")
     return estimator, resumed_from
 

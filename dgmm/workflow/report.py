@@ -12,6 +12,8 @@ Plots:
   standard-deviation ellipses. Data with two features are drawn as they are; with
   more, as a scatter-plot matrix of the features (``dgmm.workflow.plots.pairs_figure``:
   all up to six, beyond that the ones that separate the components most);
+- ``variational.png`` (a variational Bayesian mixture): its lower bound per iteration
+  beside its weights, the kept components filled (``plots.variational_figure``);
 - ``selection.png`` (for a model chosen by ``GaussianMixtureSelection``): the criterion
   against K, one line per covariance type; the table goes into report.json.
 
@@ -186,6 +188,20 @@ def selection_record(selection) -> dict | None:
     }
 
 
+def _variational_summary(model) -> dict:
+    """A variational Bayesian fit's prior and how many components it kept."""
+    from .plots import KEPT_WEIGHT, kept_components
+
+    return {
+        "weight_concentration_prior_type": model.weight_concentration_prior_type,
+        "prior": model.prior_.to_meta(),
+        "kept_components": kept_components(model.weights_),
+        "kept_weight_threshold": KEPT_WEIGHT,
+        "mean_precision": model.mean_precision_.tolist(),
+        "degrees_of_freedom": np.ravel(model.degrees_of_freedom_).tolist(),
+    }
+
+
 def write_report(directory: str, model, X, info, *, workflow=None, score=None, client=None,
                  storage_options: dict | None = None, selection=None, run: dict | None = None,
                  metrics: list | None = None, training: dict | None = None, monitor=None):
@@ -214,7 +230,8 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
         plot_loglik(model.lower_bounds_, join(directory, "loglik.png"), storage_options)
         plots["loglik"] = "loglik.png"
     sample = sample_rows(X, client)
-    labels = kernels.predict(sample, params) if len(sample) else None
+    scoring = model.inference_params()  # a variational fit: its posterior's E-step terms
+    labels = kernels.predict(sample, scoring) if len(sample) else None
     names = getattr(info, "columns", None) if info is not None else None
     target = join(directory, "components.png")
     pairs_png = None
@@ -229,6 +246,13 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
     else:
         plot_components(params, sample, target, storage_options)
     plots["components"] = "components.png"
+    posterior = getattr(model, "posterior_", None)
+    if posterior is not None and model.lower_bounds_:
+        from .plots import variational_figure
+
+        _save_figure(variational_figure(model.lower_bounds_, params.weights),
+                     join(directory, "variational.png"), storage_options)
+        plots["variational"] = "variational.png"
     if selection is not None:
         from .plots import criterion_figure
 
@@ -244,8 +268,8 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
         from ..core.nonfinite import nonfinite_rule
 
         marginalize = nonfinite_rule(getattr(model, "nonfinite", "drop")).missing_values
-        predictions = drift_mod.summarize(X, params, client=client, marginalize=marginalize,
-                                          below=below).to_json()
+        predictions = drift_mod.summarize(X, scoring, client=client,
+                                          marginalize=marginalize, below=below).to_json()
         if below is not None:
             drift = drift_mod.compare(training, predictions)
     breaches = drift_mod.breaches(drift, monitor)
@@ -271,6 +295,7 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
             "means": params.means.tolist(),
             "covariances": params.covariances.tolist(),
         },
+        "variational": None if posterior is None else _variational_summary(model),
         "score": score,
         "selection": selection_record(selection),
         "convergence": convergence_curves(model, metrics, selection),

@@ -225,7 +225,8 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                 from ..data.outputs import write_predictions
 
                 t0 = time.perf_counter()
-                write_predictions(X, model.params_, path, format=outputs.predictions_format,
+                write_predictions(X, model.inference_params(), path,
+                                  format=outputs.predictions_format,
                                   client=client, storage_options=options,
                                   marginalize=nonfinite_rule(
                                       workflow.data.nonfinite).missing_values)

@@ -286,6 +286,13 @@ class Workflow(BaseModel):
                     f"the select section chooses {name}: remove model.{name} (or the "
                     "select section to fit one model)",
                 )  # fmt: skip
+        if model.kind != "maximum_likelihood":
+            raise key_problem(
+                "model.kind", model.kind,
+                "the select section compares maximum-likelihood fits by an information "
+                "criterion; a variational Bayesian mixture chooses its components through "
+                "its prior: set model.kind: maximum_likelihood, or remove the select section",
+            )  # fmt: skip
         for name in INIT_ARRAY_NAMES:
             if getattr(model, name) is not None:
                 raise key_problem(
@@ -352,7 +359,7 @@ class Workflow(BaseModel):
         )
         model = self.model.settings_payload()
         for name in INIT_ARRAY_NAMES:
-            if isinstance(model[name], str):
+            if isinstance(model.get(name), str):
                 model[name] = {"file": model[name], "sha256": self.model.init_file(name).sha256}
         payload = {"schema": "dgmm-settings-1", "data": data, "model": model}
         if self.select is not None:  # absent otherwise: one-model hashes stay as they were
