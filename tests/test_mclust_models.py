@@ -216,11 +216,13 @@ def test_bic_matches_mclust_on_faithful_and_selects_its_model():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_seeding_from_other_types_adds_runs_and_keeps_the_better_end(blobs):
+
     X = blobs[:300, :2]
     common = dict(covariance_type=["EII", "VEV", "EVE"], random_state=0, n_init=1)
     plain = dgmm.GaussianMixtureSelection([2, 3], **common).fit(X)
     seeded = dgmm.GaussianMixtureSelection([2, 3], seed_from_other_types=2, **common).fit(X)
-    assert len(plain.results_) == 6 and len(seeded.results_) == 6 * 3
+    # per candidate: 2 other types at its K, and the neighbouring K merged or split
+    assert len(plain.results_) == 6 and len(seeded.results_) == 6 + 6 * 3
     first = seeded.results_[seeded.results_.restart == 0].reset_index(drop=True)
     np.testing.assert_array_equal(first.lower_bound, plain.results_.lower_bound)
     best = seeded.results_.groupby(["n_components", "covariance_type"]).lower_bound.max()
@@ -228,3 +230,22 @@ def test_seeding_from_other_types_adds_runs_and_keeps_the_better_end(blobs):
     assert seeded.best_estimator_.lower_bound_ == best[(chosen["n_components"],
                                                         chosen["covariance_type"])]
     assert seeded.n_passes_ > plain.n_passes_
+
+
+def test_merged_and_split_starts_keep_the_mixtures_moments(blobs):
+    from dgmm.estimators import seeding
+
+    fitted = dgmm.GaussianMixture(3, covariance_type="VVV", random_state=0).fit(blobs)
+    params = fitted.params_
+    mean = params.weights @ params.means
+    second = np.einsum("k,kij->ij", params.weights, params.covariances + np.einsum(
+        "ki,kj->kij", params.means - mean, params.means - mean))
+    weights, means, covariances = seeding.merged_closest(params)
+    assert weights.shape == (2,) and weights.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(weights @ means, mean, atol=1e-12)
+    merged = np.einsum("k,kij->ij", weights, covariances + np.einsum(
+        "ki,kj->kij", means - mean, means - mean))
+    np.testing.assert_allclose(merged, second, rtol=1e-10)  # moments matched
+    weights, means, covariances = seeding.split_widest(params)
+    assert weights.shape == (4,) and weights.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(weights @ means, mean, atol=1e-12)
