@@ -201,9 +201,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return GMMParams.from_precisions_cholesky(weights, means, prec_chol, self.covariance_type)
 
     def _settings(self) -> em.EMSettings:
-        """The engine's input: the declared engine settings, as plain Python values."""
-        return em.EMSettings(**{name: BY_NAME[name].coerce(getattr(self, name))
-                                for name in ENGINE_SETTINGS})
+        """The engine's input: the declared engine settings, as plain Python values (an
+        estimator without one of them, e.g. ``init_size``, gets its declared default)."""
+        return em.EMSettings(**{
+            name: BY_NAME[name].coerce(getattr(self, name, BY_NAME[name].default))
+            for name in ENGINE_SETTINGS})
 
     def _verbose_callback(self, user_callback):
         if not self.verbose and user_callback is None:

@@ -178,12 +178,14 @@ def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
 
     def fit(resume):
         progress = EMProgress(emit, store, workflow.checkpoint.every, stamp,
-                              workflow.model.max_iter)
+                              workflow.model.max_iter,
+                              "lower bound" if variational else "mean log-lik")
         sample = resume if isinstance(resume, RowSample) else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            estimator.fit(X, callback=progress, resume=None if sample else resume,
-                          sample=sample, search_callback=progress.search_event)
+            search = {} if variational else {"sample": sample,
+                                             "search_callback": progress.search_event}
+            estimator.fit(X, callback=progress, resume=None if sample else resume, **search)
 
     resumed_from = fit_resumably(store, EM_RESUMPTION, fit, stamp=stamp, restart=restart,
                                  emit=emit)
