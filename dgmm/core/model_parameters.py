@@ -143,7 +143,8 @@ PARAMETERS: tuple[ModelParameter, ...] = (
          options=INIT_PARAMS),
     _fit("init_size", None, "count",
          "Rows of the in-memory sample the initial search runs on (None: from K, d and "
-         "tol; 0: no sample, the initialisation reads all rows).", ge=0),
+         "tol; 0: no sample, the initialisation reads all rows).", ge=0,
+         model_kind="maximum_likelihood"),
     ModelParameter("weights_init", None, "array",
                    "User-given initial weights, shape (K,).", model_kind="maximum_likelihood"),
     ModelParameter("means_init", None, "array",
