@@ -3,8 +3,8 @@
 Writes (or reuses) one Zarr store per data seed, drawn from a full-covariance mixture
 (d=16, K=8 by default), opened without persisting (every pass reads the store).
 
-Quality (on a LocalCluster of the first ``--workers`` size; the numbers do not depend on
-the cluster). Two starts per data set:
+Quality (computed in this process with Dask's threaded scheduler, in the chunking of a
+cluster run: the numbers do not depend on where the tasks run). Two starts per data set:
 
 - ``sample``: the start a sample search gives (EM restarts on a uniform sample of
   ``--sample-rows`` rows in memory, the best kept; one read of the data);
@@ -14,7 +14,8 @@ From each start, ``MiniBatchGaussianMixture(max_iter=1)`` for every ``--wave-wid
 value, scored (mean log-likelihood per row over all rows) after its pass and after one
 batch EM polish pass, against batch EM after one and two passes from the same start, and
 (``--references``) against the best of batch EM run to convergence from kmeans,
-k-means++ and random_from_data on all rows.
+k-means++ and random_from_data on all rows (or ``--reference`` values given per data
+seed, e.g. those of an earlier run).
 
 Cost: on a LocalCluster of each ``--workers`` size (one thread each), the median seconds
 per pass of batch EM and of mini-batch EM (``--wave-width``, ``--batch-size``) from the
@@ -63,6 +64,8 @@ def parse_args(argv=None):
     parser.add_argument("--references", action="store_true",
                         help="batch EM to convergence from the three inits on all rows")
     parser.add_argument("--reference-tol", type=float, default=1e-5)
+    parser.add_argument("--reference", type=float, nargs="+", default=None,
+                        help="the best reference per data seed, instead of computing it")
     parser.add_argument("--cost-passes", type=int, default=3)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
@@ -158,7 +161,9 @@ def quality(args, X, seed, client) -> dict:
     from dgmm import GaussianMixture, MiniBatchGaussianMixture
 
     out: dict = {"load_before": os.getloadavg()}
-    if args.references:
+    if args.reference is not None:
+        out["best_reference"] = args.reference[args.data_seeds.index(seed)]
+    elif args.references:
         refs = {}
         for init in ("kmeans", "k-means++", "random_from_data"):
             fit = GaussianMixture(args.components, init_params=init, tol=args.reference_tol,
@@ -253,18 +258,14 @@ def cost(args, X, client, n_workers) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    _quiet()
     figures: dict = {"settings": vars(args), "quality": {}, "cost": {}}
-    cluster, client = _cluster(args.workers[0], args.memory_limit)
-    try:
-        for seed in args.data_seeds:
-            X, info = _open(args, seed, client)
-            print(f"data seed {seed}: {info.n_samples} rows x {info.n_features} features, "
-                  f"{info.n_chunks} tasks per pass, read every pass; load {os.getloadavg()}")
-            if not args.skip_quality:
-                figures["quality"][seed] = quality(args, X, seed, client)
-    finally:
-        client.close()
-        cluster.close()
+    for seed in args.data_seeds:
+        X, info = _open(args, seed, None)
+        print(f"data seed {seed}: {info.n_samples} rows x {info.n_features} features, "
+              f"{info.n_chunks} tasks per pass, read every pass; load {os.getloadavg()}")
+        if not args.skip_quality:
+            figures["quality"][seed] = quality(args, X, seed, None)
     if not args.skip_cost:
         X, _ = _open(args, args.data_seeds[0], None)
         for n_workers in args.workers:

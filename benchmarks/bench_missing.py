@@ -12,7 +12,9 @@ For each ``--features`` value, draws ``--rows`` rows from a known mixture of
 each pass on Dask's synchronous scheduler in this process (one core, one BLAS thread:
 the per-row cost without scheduling noise). The two runs alternate ``--repeats`` times;
 it prints the smallest seconds per iteration of each (the least disturbed by other work on
-the machine, whose load average is printed too) and their ratio (target <= 2).
+the machine, whose load average is printed too) and their ratio (target <= 2), and the
+ratio of the smallest CPU seconds per iteration (this process's, less sensitive to the
+other work on a loaded machine).
 ``--spread`` sets how far apart the true means lie: the statistics skip the (row,
 component) pairs that provably cannot count (separated components), for the complete rows
 of 'full' from 32 features on, for the rows with gaps at every size.
@@ -36,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import dask
 import numpy as np
@@ -45,19 +48,22 @@ from idle import add_wait_idle_option, load_average, wait_for_idle
 #: covariance kind; prints the seconds of each part as JSON
 FRESH_PROCESS = """
 import json, time
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 import numpy as np
 from dgmm.core import kernels
+from dgmm.core.nonfinite import MARGINALIZE
 from dgmm.core.params import GMMParams
-imported = time.perf_counter()
+imported, cpu_imported = time.perf_counter(), time.process_time()
 rng = np.random.default_rng(0)
 X = rng.normal(size=(500, 6))
 X[rng.random(X.shape) < 0.2] = np.nan
 for kind, cov in (("full", np.stack([np.eye(6)] * 3)), ("tied", np.eye(6))):
     params = GMMParams.from_covariances(np.full(3, 1 / 3), rng.normal(size=(3, 6)), cov, kind)
-    kernels.chunk_stats(X, params, nonfinite="marginalize")
-done = time.perf_counter()
-print(json.dumps({"import": imported - start, "first_e_steps": done - imported}))
+    kernels.chunk_stats(X, params, nonfinite=MARGINALIZE)
+done, cpu_done = time.perf_counter(), time.process_time()
+print(json.dumps({"import": imported - start, "first_e_steps": done - imported,
+                  "import_cpu": cpu_imported - cpu_start,
+                  "first_e_steps_cpu": cpu_done - cpu_imported}))
 """
 
 
@@ -115,15 +121,19 @@ def seconds_per_iteration(X, params, nonfinite, args):
     data = engine.prepare(X, chunk_rows=args.chunk_rows)
     settings = em.EMSettings(params.n_components, "full", tol=0.0,
                              max_iter=args.iterations, nonfinite=nonfinite)
-    seconds = []
+    seconds, cpu = [], []
+    last_cpu = [time.process_time()]
 
     def record(info):
+        now = time.process_time()
         if info.phase == "iteration":
             seconds.append(info.seconds)
+            cpu.append(now - last_cpu[0])
+        last_cpu[0] = now
 
     with dask.config.set(scheduler="synchronous"):
         em.fit_em(data, settings, seed=0, fixed_init=lambda data, i: params, callback=record)
-    return seconds
+    return seconds, cpu
 
 
 def main(argv=None) -> int:
@@ -134,12 +144,16 @@ def main(argv=None) -> int:
         wait_for_idle(args.wait_idle)
         fresh = fresh_process_seconds()
         for name, part in fresh.items():
-            print(f"fresh process, {name}: import dgmm {part['import']:.3f} s, first marginal "
-                  f"E-steps (full, tied) {part['first_e_steps']:.3f} s; {load_average()}",
-                  flush=True)
-        extra = fresh["load from cache"]["first_e_steps"] - fresh["numpy kernels"]["first_e_steps"]
-        print(f"  a fresh process pays {extra:.3f} s for the compiled kernels loaded from the "
-              "cache (over the NumPy kernels' first E-steps)", flush=True)
+            print(f"fresh process, {name}: import dgmm {part['import']:.3f} s "
+                  f"({part['import_cpu']:.3f} s CPU), first marginal E-steps (full, tied) "
+                  f"{part['first_e_steps']:.3f} s ({part['first_e_steps_cpu']:.3f} s CPU); "
+                  f"{load_average()}", flush=True)
+        cached, numpy_only = fresh["load from cache"], fresh["numpy kernels"]
+        print(f"  a fresh process pays "
+              f"{cached['first_e_steps'] - numpy_only['first_e_steps']:.3f} s "
+              f"({cached['first_e_steps_cpu'] - numpy_only['first_e_steps_cpu']:.3f} s of CPU "
+              "time, what it takes on an idle core) for the compiled kernels loaded from the "
+              "cache, over the NumPy kernels' first E-steps", flush=True)
         results.append({"fresh_process": fresh, "load_average": os.getloadavg()})
     for d in args.features:
         params = true_params(d, args.components, rng, args.spread)
@@ -150,9 +164,14 @@ def main(argv=None) -> int:
         gaps[rng.random(X.shape) < args.missing] = np.nan
         complete_all, missing_all = [], []
         wait_for_idle(args.wait_idle)
+        complete_cpu, missing_cpu = [], []
         for _ in range(args.repeats):
-            complete_all += seconds_per_iteration(X, params, "raise", args)
-            missing_all += seconds_per_iteration(gaps, params, "marginalize", args)
+            wall, cpu = seconds_per_iteration(X, params, "raise", args)
+            complete_all += wall
+            complete_cpu += cpu
+            wall, cpu = seconds_per_iteration(gaps, params, "marginalize", args)
+            missing_all += wall
+            missing_cpu += cpu
         complete, missing = min(complete_all), min(missing_all)
         row = {
             "features": d, "components": args.components, "rows": args.rows,
@@ -162,6 +181,7 @@ def main(argv=None) -> int:
             "complete_s_per_iter": complete, "missing_s_per_iter": missing,
             "ratio": missing / complete,
             "median_ratio": statistics.median(missing_all) / statistics.median(complete_all),
+            "cpu_ratio": min(missing_cpu) / min(complete_cpu),
             "load_average": os.getloadavg(),
             "complete_all": complete_all, "missing_all": missing_all,
         }
@@ -169,7 +189,8 @@ def main(argv=None) -> int:
         print(f"d={d:3d} K={args.components} spread={args.spread:g} rows={args.rows:,} "
               f"({row['rows_with_gaps']:,} with gaps): complete {complete:.3f} s/iter, "
               f"{args.missing:.0%} missing {missing:.3f} s/iter, ratio {row['ratio']:.2f} "
-              f"(of the medians {row['median_ratio']:.2f}; load average "
+              f"(of the medians {row['median_ratio']:.2f}; of the CPU seconds per "
+              f"iteration {row['cpu_ratio']:.2f}; load average "
               f"{row['load_average'][0]:.1f})",
               flush=True)
     if args.json:

@@ -20,6 +20,7 @@ from .errors import (
 _LAZY = {
     # importing these pulls in Dask and scikit-learn: done on first use
     "GaussianMixture": ("estimators", "GaussianMixture"),
+    "BayesianGaussianMixture": ("estimators", "BayesianGaussianMixture"),
     "MiniBatchGaussianMixture": ("estimators", "MiniBatchGaussianMixture"),
     "GaussianMixtureSelection": ("estimators", "GaussianMixtureSelection"),
     "load_model": ("estimators", "load_model"),
@@ -41,6 +42,7 @@ def __getattr__(name):
 
 __all__ = [
     "GaussianMixture",
+    "BayesianGaussianMixture",
     "MiniBatchGaussianMixture",
     "GaussianMixtureSelection",
     "GMMParams",

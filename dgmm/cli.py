@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -139,8 +140,19 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="*.zarr or *.parquet output")
     predict.add_argument("--cluster", default="local",
                          help="cluster profile name or path (default: local)")
+    predict.add_argument("--report", default=None, metavar="DIR",
+                         help="directory of report.html for the new data, with its drift "
+                         "against the model's training data (default: beside --out, named "
+                         "after it with the suffix .report)")
+    predict.add_argument("--no-report", action="store_true", help="write no report")
 
-    inspect = sub.add_parser("inspect", help="show a model or a checkpoint directory")
+    report = sub.add_parser("report", help="write report.html again from a run's report "
+                            "directory or a model directory")
+    report.add_argument("path", help="a report directory (outputs.report) or a model "
+                        "directory (outputs.model)")
+
+    inspect = sub.add_parser("inspect", help="show a model or a checkpoint directory (a "
+                             "grid's checkpoint: every candidate)")
     inspect.add_argument("path", help="a model directory or a checkpoint directory")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -250,7 +262,36 @@ def cmd_predict(args) -> int:
     with cluster.connect(profile) as client:
         write_predictions(X, model.params_, args.out, client=client,
                           marginalize=nonfinite_rule(model.nonfinite).missing_values)
-    _emit(f"wrote predictions for {info.n_samples:,} rows to {args.out}")
+        _emit(f"wrote predictions for {info.n_samples:,} rows to {args.out}")
+        if not args.no_report:
+            from .data.model_io import read_model_meta
+            from .workflow.report import write_report
+
+            directory = args.report or _report_beside(args.out)
+            meta = read_model_meta(args.model)
+            training = meta.get("training")
+            write_report(directory, model, X, info, client=client, training=training,
+                         run={"cluster": cluster.describe(profile), "model_path": args.model})
+            _emit(f"wrote {directory}/report.html"
+                  + ("" if training else " (the model keeps no training summary: no drift "
+                     "section; refit it with this dgmm to get one)"))
+    return 0
+
+
+def _report_beside(out: str) -> str:
+    """``runs/new-pred.zarr`` -> ``runs/new-pred.report``."""
+    stem = out.rstrip("/")
+    for suffix in (".zarr", ".parquet", ".pq"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return stem + ".report"
+
+
+def cmd_report(args) -> int:
+    from .workflow.report import rebuild_page
+
+    _emit(f"wrote {rebuild_page(args.path)}")
     return 0
 
 
@@ -272,21 +313,46 @@ def _inspect_payload(path: str) -> dict:
         raise ConfigError(f"{path!r} holds neither a dgmm model (model.json) nor checkpoints "
                           "(ckpt-*.npz).")
     found = store.load_latest()
-    latest = None
+    latest = grid = None
     if found is not None:
         _, meta = found
         latest = {k: meta.get(k) for k in ("init_index", "iteration", "lower_bound",
                                            "converged", "covariance_type", "settings_hash",
                                            "data_fingerprint")}
         latest["history_length"] = len(meta.get("history", []))
+        if meta.get("kind") == "selection":
+            latest = {"passes": meta.get("passes"), "settings_hash": meta.get("settings_hash"),
+                      "data_fingerprint": meta.get("data_fingerprint")}
+            grid = [_candidate_row(entry) for entry in meta.get("candidates", ())]
     metrics = store.read_metrics()
     return {
         "kind": "checkpoints",
         "path": path,
         "checkpoints": [c.path.rsplit("/", 1)[-1] for c in checkpoints],
         "latest": latest,
+        "grid": grid,
         "metrics_lines": len(metrics),
         "last_metrics": metrics[-1] if metrics else None,
+    }
+
+
+def _candidate_row(entry: dict) -> dict:
+    """One candidate of a grid's checkpoint: its state, iterations and best bound."""
+    state = entry.get("state") or {}
+    restarts = state.get("restarts") or []
+    finished = state.get("best") or {}
+    bounds = [r["lower_bound"] for r in restarts if r.get("lower_bound") is not None]
+    bounds += [finished["lower_bound"]] if finished.get("lower_bound") is not None else []
+    finite = [b for b in bounds if isinstance(b, (int, float)) and math.isfinite(b)]
+    return {
+        "n_components": entry.get("n_components"),
+        "covariance_type": entry.get("covariance_type"),
+        "status": "live" if entry.get("live") else ("done" if state else "not started"),
+        "iterations": max([r.get("iteration") or 0 for r in restarts]
+                          + [finished.get("n_iter") or 0]),
+        "restarts": len(restarts),
+        "best_lower_bound": max(finite) if finite else None,
+        "converged": finished.get("converged"),
     }
 
 
@@ -300,10 +366,24 @@ def cmd_inspect(args) -> int:
         for key in ("covariance_type", "n_components", "n_features", "n_iter", "converged",
                     "lower_bound", "dgmm_version", "created", "data_fingerprint"):
             _emit(f"  {key}: {payload.get(key)}")
+        training = payload.get("training")
+        if training:
+            _emit(f"  training data: {training['n_scored']:,} rows, mean log-likelihood "
+                  f"{training['mean_log_likelihood']:.6f}, 1% log-density quantile "
+                  f"{training['anomaly_threshold']:.6f} (the drift baseline)")
     else:
         _emit(f"checkpoints in {payload['path']}: {', '.join(payload['checkpoints'])}")
         for key, value in (payload["latest"] or {}).items():
             _emit(f"  {key}: {value}")
+        if payload["grid"]:
+            _emit(f"  grid: {len(payload['grid'])} candidates")
+            _emit(f"    {'K':>4}  {'covariance':<10}  {'status':<11}  {'iterations':>10}  "
+                  f"{'restarts':>8}  best mean log-lik")
+            for row in payload["grid"]:
+                bound = row["best_lower_bound"]
+                _emit(f"    {row['n_components']:>4}  {row['covariance_type']:<10}  "
+                      f"{row['status']:<11}  {row['iterations']:>10}  {row['restarts']:>8}  "
+                      + ("-" if bound is None else f"{bound:.6f}"))
         _emit(f"  metrics.jsonl lines: {payload['metrics_lines']}")
     return 0
 
@@ -314,6 +394,7 @@ COMMANDS = {
     "make-data": cmd_make_data,
     "predict": cmd_predict,
     "inspect": cmd_inspect,
+    "report": cmd_report,
 }
 
 

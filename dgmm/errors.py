@@ -62,6 +62,12 @@ class FitError(DgmmError, ValueError):
     exit_code = 8
 
 
+class DriftError(DgmmError, RuntimeError):
+    """Scored data drifted from the model's training data past a workflow threshold."""
+
+    exit_code = 9
+
+
 class ExitCode(NamedTuple):
     """One exit code of ``dgmm``: the code, the error class that gives it, what it means."""
 
@@ -89,6 +95,9 @@ EXIT_CODE_TABLE: tuple[ExitCode, ...] = (
              "another run holds the checkpoint directory's lock"),
     ExitCode(FitError.exit_code, FitError,
              "the fit failed numerically (a covariance not positive definite)"),
+    ExitCode(DriftError.exit_code, DriftError,
+             "the scored data drifted from the training data past a threshold of the "
+             "workflow's monitor section (the outputs and the report were written)"),
     ExitCode(EXIT_INTERRUPTED, None, "interrupted (SIGINT, Ctrl-C): the last checkpoint is kept; "
              "rerun to resume"),
     ExitCode(EXIT_TERMINATED, None, "terminated (SIGTERM, e.g. a batch system at walltime): "

@@ -1,7 +1,11 @@
 """Shared test helpers: reference data, parameters and comparisons (no tests here)."""
 from __future__ import annotations
 
+import signal
+import sys
 import textwrap
+import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,8 @@ from dgmm.core.params import GMMParams
 from dgmm.core.stats import SuffStats
 
 __all__ = ["COVARIANCE_TYPES", "make_blobs", "random_covariances", "params_for",
-           "assert_stats_close", "ComputeCounter", "REPO", "MINIMAL_WORKFLOW", "write_file"]
+           "assert_stats_close", "ComputeCounter", "REPO", "MINIMAL_WORKFLOW", "write_file",
+           "kill_when", "threads_running"]
 
 #: the project root (shipped workflows/, configs/, docs/)
 REPO = Path(__file__).resolve().parents[1]
@@ -290,3 +295,32 @@ class FailOnceFileSystem(LocalFileSystem):
                 open(marker, "w").close()
                 raise OSError(f"transient failure writing {path}")
         return super().open(path, mode, **kwargs)
+
+
+def kill_when(proc, ready, timeout=120):
+    """SIGKILL the process ``proc`` as soon as ``ready()`` is true (polled every 5 ms);
+    fails when the process ends first or ``timeout`` seconds pass."""
+    start = time.time()
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before the kill: {proc.stdout.read()}")
+        if time.time() - start > timeout:
+            raise AssertionError("timed out waiting to kill")
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def threads_running(*codes) -> list[str]:
+    """The threads of this process (other than the caller's) whose stack is inside one of
+    the functions ``codes`` (code objects) or a module file given as a ``str`` path."""
+    me = __import__("threading").get_ident()
+    busy = []
+    for ident, frame in sys._current_frames().items():
+        if ident == me:
+            continue
+        for inner, _ in traceback.walk_stack(frame):
+            if inner.f_code in codes or inner.f_code.co_filename in codes:
+                busy.append(f"thread {ident} in {inner.f_code.co_name}")
+                break
+    return busy

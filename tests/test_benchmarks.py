@@ -50,3 +50,11 @@ def test_scaling_tasks_formula_matches_pass_graph(tmp_path):
     scaling = _load("bench_scaling")
     for n_chunks, keys, formula in scaling.graph_tasks(str(tmp_path), [1, 9, 70]):
         assert keys == formula, (n_chunks, keys, formula)
+
+
+def test_bayesian_benchmark_smoke_run(capsys):
+    assert _load("bench_bayesian").main(["--rows", "3000", "--features", "3",
+                                          "--components", "3", "--iters", "2",
+                                          "--chunk-rows", "1000", "--wait-idle", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "seconds per iteration: dgmm" in out and "below batch (target <= 0.5%)" in out

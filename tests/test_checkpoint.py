@@ -211,9 +211,8 @@ def test_all_corrupt_names_every_file(tmp_path):
     store.save(2, {"x": np.ones(10)}, {})
     corrupt(store, 1, "flip")
     corrupt(store, 2, "truncate")
-    with pytest.raises(CheckpointError, match=r"Every checkpoint in .* is unusable: "
-                       r".*ckpt-00000002\.npz "
-                       r"\(checksum mismatch.*ckpt-00000001\.npz \(checksum mismatch.*--restart"):
+    with pytest.raises(CheckpointError, match=r"Every checkpoint .* is unusable: .*"
+                       r"ckpt-00000002\.npz \(checksum mismatch.*ckpt-00000001\.npz \(checksum"):
         store.load_latest()
 
 
@@ -239,10 +238,8 @@ def test_expected_meta_matches(tmp_path):
 def test_other_settings_or_data_are_refused_naming_the_keys(tmp_path):
     store = CheckpointStore(tmp_path)
     store.save(5, {"x": np.ones(1)}, {"settings_hash": "a" * 64, "data_fingerprint": "f1"})
-    with pytest.raises(CheckpointError, match=r"ckpt-00000005\.npz was written with other settings "
-                       r"or data: settings_hash \(checkpoint aaaaaaaaaaaaaaaa\.\.\., now "
-                       r"bbbbbbbbbbbbbbbb\.\.\.\) "
-                       r"differ\. Use --restart to start over"):
+    with pytest.raises(CheckpointError, match=r"ckpt-00000005\.npz .*settings_hash \(checkpoint "
+                       r"a{16}\.\.\., now b{16}\.\.\.\) differ.*--restart"):
         store.load_latest(expect={"settings_hash": "b" * 64, "data_fingerprint": "f1"})
     with pytest.raises(CheckpointError, match=r"settings_hash .*, data_fingerprint \(checkpoint "
                        r"f1, now f2\) differ.*or restore the settings and data"):
@@ -336,10 +333,8 @@ def test_lock_file_names_the_holder_and_is_removed_on_exit(store_dir):
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
         other = CheckpointStore(store_dir)
         with (
-            pytest.raises(LockError, match=rf"The checkpoint directory .* is in use by another "
-                          rf"dgmm run: pid {os.getpid()} on host {socket.gethostname()} "
-                          rf"\(since .*\)\. Wait .* remove the lock file .*{LOCK_NAME} "
-                          rf"and run again"),
+            pytest.raises(LockError, match=rf"in use by another dgmm run: pid {os.getpid()} on "
+                          rf"host {socket.gethostname()} .*remove the lock file .*{LOCK_NAME}"),
             other.lock(),
         ):
             pass

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import yaml
+from helpers import kill_when
 
 from dgmm.data.model_io import load_params
 from dgmm.workflow.checkpoint import CheckpointStore
@@ -128,18 +128,6 @@ def test_run_writes_every_output_and_second_run_does_nothing(data_dir, tmp_path)
     np.testing.assert_array_equal(load_params(tmp_path / "model")[0].means, params.means)
 
 
-def _kill_when(proc, ready, timeout=120):
-    start = time.time()
-    while not ready():
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before the kill: {proc.stdout.read()}")
-        if time.time() - start > timeout:
-            raise AssertionError("timed out waiting to kill")
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 def _metric_lines(path):
     try:
         return len(path.read_text().splitlines())
@@ -170,7 +158,7 @@ def test_sigkill_at_any_moment_then_rerun_is_bit_identical(data_dir, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"],
                                 cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
-        _kill_when(proc, ready)
+        kill_when(proc, ready)
         time.sleep(rng.uniform(0, 0.05))
     final = dgmm("run", "wf.yaml", cwd=run_dir, check=0)
     assert "resuming from checkpoint" in final.stdout

@@ -173,10 +173,11 @@ def test_the_policy_branch_finder_sees_a_branch(tmp_path):
 #: profile), and the cluster module gets a validated profile, never a name to look up.
 WORKFLOW_ALLOWED = {
     "__init__": set(),
+    "drift": set(),
     "validators": set(),
     "model_config": {"validators"},
     "cluster_config": {"validators"},
-    "schema": {"validators", "model_config", "cluster_config"},
+    "schema": {"validators", "model_config", "cluster_config", "drift"},
     "profiles": {"cluster_config"},
     "overrides": {"schema", "cluster_config"},
     "loading": {"validators", "model_config", "cluster_config", "schema", "profiles",
@@ -185,11 +186,14 @@ WORKFLOW_ALLOWED = {
     "lock": set(),
     "checkpoint": {"lock"},
     "plots": set(),
-    "report": {"plots"},
+    "report_plots": {"plots"},
+    "html_report": {"plots", "report_plots"},
+    "report": {"plots", "report_plots", "html_report", "drift"},
+    "monitoring": {"drift"},
     "stamps": {"schema"},
     "progress": {"checkpoint"},
-    "fitting": {"schema", "checkpoint", "progress"},
-    "runner": {"schema", "cluster", "fitting", "stamps", "report"},
+    "fitting": {"schema", "checkpoint", "progress", "report"},
+    "runner": {"schema", "cluster", "fitting", "stamps", "report", "monitoring", "checkpoint"},
 }
 
 

@@ -238,17 +238,16 @@ def test_unknown_key_names_section_allowed_keys_and_the_closest(project):
         load_workflow("workflows/w.yaml")
     message = str(info.value)
     assert "workflows/w.yaml:6: model.n_compnents: found 3; unknown key 'n_compnents' in " \
-           "section 'model'; allowed keys: algorithm, batch_size, covariance_type, " \
-           "init_params," in message
+           "section 'model'; allowed keys: algorithm, batch_size, covariance_prior, " \
+           "covariance_type, degrees_of_freedom_prior, init_params," in message
     assert "(did you mean 'n_components'?)" in message
     assert "dgmm validate workflows/w.yaml" in message
 
 
 def test_unknown_top_level_key(project):
     write(project, MINIMAL + "modle: {}\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'modle' at the top level; allowed keys: "
-                       r"checkpoint, cluster, data, model, name, outputs, select, steps \(did you "
-                       r"mean 'model'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'modle' at the top level.*did you mean "
+                       r"'model'"):
         load_workflow("workflows/w.yaml")
 
 
@@ -421,7 +420,8 @@ def test_every_problem_is_reported_at_once_in_file_order(project):
 # ---------------------------------------------------------------------- paths and cwd
 
 
-def test_relative_paths_are_resolved_against_the_current_directory(project, tmp_path_factory):
+def test_relative_paths_are_resolved_against_the_current_directory(project, tmp_path_factory,
+                                                                  monkeypatch):
     write(project, """\
 data: {source: zarr, path: data/x.zarr}
 model: {means_init: m.npy}
@@ -438,7 +438,7 @@ steps: [fit, predict, report]
     assert workflow.outputs.predictions == str(project / "runs/p.parquet")
     assert workflow.outputs.report == str(project / "runs/report")
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    os.chdir(elsewhere)
+    monkeypatch.chdir(elsewhere)
     np.save(elsewhere / "m.npy", np.zeros((1, 2)))
     moved = load_workflow(project / "workflows/w.yaml")
     assert moved.data.path == str(elsewhere / "data/x.zarr")

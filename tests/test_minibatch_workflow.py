@@ -6,16 +6,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from helpers import COVARIANCE_TYPES, make_blobs
+from helpers import COVARIANCE_TYPES, kill_when, make_blobs
 
 import dgmm
 from dgmm import GaussianMixture, MiniBatchGaussianMixture
@@ -71,7 +70,7 @@ def test_minibatch_parameters_belong_to_the_minibatch_algorithm():
     assert mini.settings_hash() != em_default.settings_hash()
     payload = mini.settings_payload()["model"]
     assert (payload["algorithm"], payload["batch_size"], payload["step_power"],
-            payload["polish_iter"], payload["wave_width"]) == ("minibatch", 4096, 0.6, 0, 8)
+            payload["polish_iter"], payload["wave_width"]) == ("minibatch", 32768, 0.6, 0, 8)
     smaller = workflow(algorithm="minibatch", batch_size=100)
     assert smaller.settings_hash() != mini.settings_hash()
     kwargs = smaller.estimator_kwargs()
@@ -240,6 +239,27 @@ def test_warm_start_needs_a_minibatch_model_of_the_same_shape(tmp_path, cluster_
         run_workflow(same)
 
 
+def test_checkpoints_follow_every_chunks_whatever_the_wave_width(tmp_path):
+    """checkpoint.every: 5 with waves of 3 chunks in a pass of 12: a checkpoint after the
+    wave that completes chunk 5 (the one ending at 6) and at the end of the pass; then
+    again in the next pass."""
+    from dgmm.engine import minibatch as stepwise
+    from dgmm.workflow.progress import StepwiseProgress
+
+    X = make_blobs(300, 3, 3)
+    fitted = MiniBatchGaussianMixture(3, max_iter=1, batch_size=100, random_state=0)
+    with pytest.warns(UserWarning):
+        fitted.fit(X)
+    store = CheckpointStore(tmp_path / "ckpt", keep=100)
+    progress = StepwiseProgress(lambda line: None, store, 5, {}, 12)
+    for n_passes in (0, 1):
+        for position in (3, 6, 9, 12):
+            state = replace(fitted.state_, n_passes=n_passes + (position == 12),
+                            position=position % 12, n_steps=100 * n_passes + position)
+            progress(stepwise.StepwiseInfo(state, "chunk" if position < 12 else "pass", 0.1))
+    assert [info.step // 1_000_000 for info in store.list()] == [6, 12, 106, 112]
+
+
 # ------------------------------------------------------------------ SIGKILL and resume
 
 INPROCESS_CLUSTER = {"kind": "local", "n_workers": 1, "threads_per_worker": 2,
@@ -298,13 +318,7 @@ def test_sigkill_in_mid_pass_then_rerun_is_bit_identical(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"],
                                 cwd=run_dir, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        start = time.time()
-        while not ready(_checkpoints(run_dir / "ckpt")):
-            assert proc.poll() is None, f"run ended before the kill: {proc.stdout.read()}"
-            assert time.time() - start < 120, "timed out waiting to kill"
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_when(proc, lambda ready=ready: ready(_checkpoints(run_dir / "ckpt")))
         proc.stdout.close()
     final = _run(run_dir)
     assert final.returncode == 0, final.stdout + final.stderr

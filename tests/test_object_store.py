@@ -154,6 +154,10 @@ def test_zarr_workflow_on_s3_every_output_no_op_rerun_cli_and_no_leaked_secret(
     assert report["model"]["n_iter"] == MODEL["max_iter"]
     assert fs.cat_file(f"{bucket}/report/components.png")[:4] == b"\x89PNG"
     assert len(fs.cat_file(f"{bucket}/ckpt/metrics.jsonl").splitlines()) == MODEL["max_iter"]
+    assert fs.cat_file(f"{bucket}/report/report.html").startswith(b"<!DOCTYPE html>")
+    training = json.loads(fs.cat_file(resolve(model_url, options) + "/model.json"))["training"]
+    assert training["mean_log_likelihood"] == pytest.approx(model.score(X), rel=1e-10)
+    assert report["predictions"]["shares"] == training["shares"]
 
     before = _all_objects(fs, bucket)
     assert "nothing to do" in run("run", "wf.yaml").stdout

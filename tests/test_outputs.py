@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from helpers import threads_running
 
 from dgmm.core import kernels
 from dgmm.data import outputs
@@ -264,6 +265,11 @@ def _fail_on_chunk(block, bad_chunk, delay=0.0, block_info=None):
     return block
 
 
+def _processing(dask_scheduler):
+    """The keys of the tasks that the scheduler has running on a worker."""
+    return [key for key, task in dask_scheduler.tasks.items() if task.state == "processing"]
+
+
 def _failing(X, bad_chunk=3, delay=0.0):
     return X.map_blocks(_fail_on_chunk, bad_chunk, delay, dtype=X.dtype)
 
@@ -283,8 +289,11 @@ def test_failed_write_leaves_no_output(tmp_path, params, suffix, scheduler, requ
         outputs.write_predictions(_failing(X, 3, delay=0.05), params, out, client=client)
     assert not os.path.exists(out)
     assert _siblings(out) == []
-    time.sleep(0.3)  # no late writer brings the temporary output back
-    assert _siblings(out) == []
+    # no late writer can bring the temporary output back: once the error is raised no
+    # task of the write is running, neither in a thread of this process nor on the cluster
+    assert threads_running(_fail_on_chunk.__code__, outputs.__file__) == []
+    if client is not None:
+        assert client.run_on_scheduler(_processing) == []
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".parquet"])

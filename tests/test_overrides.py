@@ -98,9 +98,8 @@ def test_checkpoint_and_outputs_storage_options_default_to_the_data_section(proj
 
 def test_override_on_an_unknown_path(project):
     write(project, MINIMAL)
-    with pytest.raises(ConfigError, match=r"override 'model\.n_compnents=3': unknown key "
-                       r"'n_compnents' in section 'model'; allowed keys: .*did you mean "
-                       r"'n_components'"):
+    with pytest.raises(ConfigError, match=r"'model\.n_compnents=3': unknown key 'n_compnents'"
+                       r".*did you mean 'n_components'"):
         load_workflow("workflows/w.yaml", ["model.n_compnents=3"])
     with pytest.raises(ConfigError, match=r"override 'modl\.tol=3': unknown key 'modl' at the top "
                        r"level"):
@@ -112,9 +111,8 @@ def test_override_on_an_unknown_path(project):
 
 def test_an_invalid_override_value_is_attributed_to_the_override(project):
     write(project, MINIMAL)
-    with pytest.raises(ConfigError, match=r"\(1\) --set model\.n_components=0: "
-                       r"model\.n_components: found 0; must be greater than or equal to 1\. "
-                       r"Fix the file or the --set overrides"):
+    with pytest.raises(ConfigError, match=r"--set model\.n_components=0: model\.n_components: "
+                       r"found 0; must be greater than or equal to 1"):
         load_workflow("workflows/w.yaml", ["model.n_components=0"])
 
 

@@ -1,8 +1,6 @@
 """Cluster profiles by name or path: where they are looked up, and their errors."""
 from __future__ import annotations
 
-import os
-
 import pytest
 from helpers import MINIMAL_WORKFLOW as MINIMAL
 from helpers import REPO
@@ -14,11 +12,11 @@ from dgmm.workflow.loading import load_cluster_profile, load_workflow
 from dgmm.workflow.profiles import find_cluster_profile, profile_dirs
 
 
-def test_profile_dirs_are_next_to_the_workflow_directory_then_the_current_one(project,
-                                                                              tmp_path_factory):
+def test_profile_dirs_are_next_to_the_workflow_directory_then_the_current_one(
+        project, tmp_path_factory, monkeypatch):
     assert profile_dirs(project / "workflows") == [project / "configs"]
     cwd = tmp_path_factory.mktemp("cwd")
-    os.chdir(cwd)
+    monkeypatch.chdir(cwd)
     assert profile_dirs(project / "workflows") == [project / "configs", cwd / "configs"]
     assert profile_dirs(None) == [cwd / "configs"]
 
@@ -32,10 +30,12 @@ def test_find_by_name_and_by_path(project):
         REPO / "configs" / "slurm.yaml")
 
 
-def test_profile_is_found_next_to_the_workflow_directory(project, tmp_path_factory):
+def test_profile_is_found_next_to_the_workflow_directory(project, tmp_path_factory,
+                                                          monkeypatch):
     write(project, "kind: local\nn_workers: 5\n", "configs/five.yaml")
     write(project, MINIMAL + "cluster: five\n")
-    os.chdir(tmp_path_factory.mktemp("cwd"))  # not the project: found via <workflow>/../configs
+    # not the project: found via <workflow>/../configs
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     workflow = load_workflow(project / "workflows/w.yaml")
     assert workflow.cluster == LocalClusterConfig(n_workers=5)
 
@@ -83,9 +83,8 @@ def test_invalid_profile_name(project):
 def test_an_invalid_profile_is_reported_against_its_own_file(project):
     write(project, "kind: slurm\ncores: 0\nmemory: 4GB\n", "configs/bad.yaml")
     write(project, MINIMAL + "cluster: bad\n")
-    with pytest.raises(ConfigError, match=r"Invalid cluster profile .*configs/bad\.yaml "
-                       r"\(1 problem\): \(1\) .*configs/bad\.yaml:2: cores: found 0; "
-                       r"must be greater than or equal to 1"):
+    with pytest.raises(ConfigError, match=r"configs/bad\.yaml:2: cores: found 0; must be "
+                       r"greater than or equal to 1"):
         load_workflow("workflows/w.yaml")
 
 

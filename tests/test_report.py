@@ -96,9 +96,9 @@ def test_report_2d_writes_json_and_plots(tmp_path):
 
     written = write_report(str(out), model, X, info, score={"mean_loglik": -1.5})
 
-    assert sorted(written) == sorted(str(out / n) for n in
-                                     ("report.json", "loglik.png", "components.png"))
-    assert sorted(os.listdir(out)) == ["components.png", "loglik.png", "report.json"]
+    files = ["components.png", "loglik.png", "report.html", "report.json", "sample.npy"]
+    assert sorted(written) == sorted(str(out / n) for n in files)
+    assert sorted(os.listdir(out)) == files
     report = json.loads((out / "report.json").read_text())
     assert report["dgmm_version"] == dgmm.__version__
     assert report["plots"] == {"loglik": "loglik.png", "components": "components.png"}
@@ -133,7 +133,7 @@ def test_report_5d_draws_a_scatter_plot_matrix(tmp_path, cluster_client):
 
     written = write_report(str(out), model, X, info, client=cluster_client)
 
-    assert len(written) == 3
+    assert len(written) == 5  # report.json, .html, sample.npy, loglik.png, components.png
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["n_features"] == 5 and report["model"]["covariance_type"] == "diag"
     assert np.array(report["model"]["means"]).shape == (4, 5)
@@ -158,8 +158,8 @@ def test_report_of_model_without_history_skips_only_the_loglik_plot(tmp_path,
     assert report["data"] is None
     assert report["model"]["lower_bounds"] == [] and report["model"]["n_iter"] == 0
     assert not (tmp_path / "loglik.png").exists()
-    assert sorted(written) == sorted([str(tmp_path / "report.json"),
-                                      str(tmp_path / "components.png")])
+    assert sorted(written) == sorted(str(tmp_path / n) for n in (
+        "report.json", "components.png", "report.html", "sample.npy"))
     assert _n_colours(_read_png(tmp_path / "components.png")) > 10
 
 
@@ -168,7 +168,8 @@ def test_report_overwrites_and_leaves_no_temporary_files(tmp_path):
     write_report(str(tmp_path), model, X, info, score={"run": 1})
     write_report(str(tmp_path), model, X, info, score={"run": 2})
 
-    assert sorted(os.listdir(tmp_path)) == ["components.png", "loglik.png", "report.json"]
+    assert sorted(os.listdir(tmp_path)) == ["components.png", "loglik.png", "report.html",
+                                            "report.json", "sample.npy"]
     assert json.loads((tmp_path / "report.json").read_text())["score"] == {"run": 2}
 
 

@@ -40,7 +40,7 @@ def test_model_defaults_are_scikit_learns():
 
 
 def test_model_section_has_exactly_the_estimator_parameters():
-    from dgmm import GaussianMixture, MiniBatchGaussianMixture
+    from dgmm import BayesianGaussianMixture, GaussianMixture, MiniBatchGaussianMixture
 
     signature = inspect.signature(GaussianMixture.__init__).parameters
     estimator = {name for name in signature if name != "self"}
@@ -53,8 +53,36 @@ def test_model_section_has_exactly_the_estimator_parameters():
     assert set(minibatch) == set(minibatch_signature) - {"self", "client", "nonfinite"}
     for name, value in minibatch.items():
         assert value == minibatch_signature[name].default, name
-    assert set(ModelConfig.model_fields) == set(minibatch) | {
-        "require_convergence", "algorithm", "warm_start_from"}
+    bayesian_signature = inspect.signature(BayesianGaussianMixture.__init__).parameters
+    bayesian = ModelConfig(kind="variational_bayes").estimator_kwargs()
+    # the online parameters (partial_fit) are not those of a batch workflow
+    online = {"batch_size", "step_power", "wave_width"}
+    assert set(bayesian) == set(bayesian_signature) - {"self", "client", "nonfinite"} - online
+    for name, value in bayesian.items():
+        assert value == bayesian_signature[name].default, name
+    assert set(ModelConfig.model_fields) == set(minibatch) | set(bayesian) | {
+        "require_convergence", "algorithm", "warm_start_from", "kind"}
+
+
+def test_the_prior_keys_go_with_variational_bayes_only():
+    model = ModelConfig(kind="variational_bayes", n_components=5, mean_prior=[0.0, 1.0],
+                        covariance_prior=2.0, weight_concentration_prior=0.01)
+    kwargs = model.estimator_kwargs()
+    assert kwargs["covariance_prior"] == 2.0 and kwargs["mean_prior"].dtype == np.float64
+    assert "weights_init" not in kwargs
+    assert ModelConfig().settings_payload() == ModelConfig(
+        weight_concentration_prior_type="dirichlet_process").settings_payload()
+    assert "kind" not in ModelConfig().settings_payload()
+    assert model.settings_payload()["weight_concentration_prior"] == 0.01
+    with pytest.raises(ValidationError, match="applies to kind 'variational_bayes' only, but "
+                       "model.kind is 'maximum_likelihood'"):
+        ModelConfig(mean_precision_prior=2.0)
+    with pytest.raises(ValidationError, match="applies to kind 'maximum_likelihood' only"):
+        ModelConfig(kind="variational_bayes", means_init=[[0.0]])
+    with pytest.raises(ValidationError, match="set model.algorithm: em"):
+        ModelConfig(kind="variational_bayes", algorithm="minibatch")
+    with pytest.raises(ValidationError, match="covariance_prior must be a positive number"):
+        ModelConfig(kind="variational_bayes", covariance_prior=-1.0)
 
 
 def test_inline_init_arrays_become_float64_arrays():
@@ -68,9 +96,8 @@ def test_inline_init_arrays_become_float64_arrays():
 def test_an_init_file_must_be_read_before_the_estimator_gets_it():
     model = ModelConfig(n_components=2, means_init="m.npy")
     assert model.means_init == "m.npy"  # kept as written
-    with pytest.raises(ConfigError, match=r"model\.means_init: the \.npy file 'm\.npy' has not "
-                       r"been read\. Load the workflow with "
-                       r"dgmm\.workflow\.loading\.load_workflow"):
+    with pytest.raises(ConfigError, match=r"model\.means_init: .*'m\.npy' has not been read.*"
+                       r"load_workflow"):
         model.estimator_kwargs()
 
 

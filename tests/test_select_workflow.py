@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers import MINIMAL_WORKFLOW as MINIMAL
-from helpers import REPO
+from helpers import REPO, kill_when
 from helpers import write_file as write
 
 from dgmm.data.model_io import load_params, read_model_meta
@@ -224,18 +223,6 @@ def _metric_lines(path):
         return 0
 
 
-def _kill_when(proc, ready, timeout=180):
-    start = time.time()
-    while not ready():
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before the kill: {proc.stdout.read()}")
-        if time.time() - start > timeout:
-            raise AssertionError("timed out waiting to kill")
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def test_sigkill_during_a_grid_then_rerun_is_bit_identical(data_dir, tmp_path):
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
     for directory in (ref_dir, run_dir):
@@ -257,7 +244,7 @@ def test_sigkill_during_a_grid_then_rerun_is_bit_identical(data_dir, tmp_path):
                                 cwd=run_dir, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         time.sleep(rng.uniform(0, 0.05))
-        _kill_when(proc, ready)
+        kill_when(proc, ready, timeout=180)
     final = dgmm("run", "wf.yaml", cwd=run_dir, check=0)
     assert "resuming from checkpoint" in final.stdout
     got, meta = load_params(run_dir / "model")

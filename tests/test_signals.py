@@ -66,7 +66,8 @@ def _stop_with(signum, run_dir):
     return proc, out, err, workers
 
 
-def test_sigterm_and_sigint_stop_cleanly_and_a_rerun_is_bit_identical(data_dir, tmp_path):
+def test_sigterm_and_sigint_stop_cleanly_and_a_rerun_is_bit_identical(data_dir, tmp_path,
+                                                                      monkeypatch):
     from dgmm.workflow.loading import load_workflow
     from dgmm.workflow.runner import run_workflow
 
@@ -77,12 +78,9 @@ def test_sigterm_and_sigint_stop_cleanly_and_a_rerun_is_bit_identical(data_dir, 
     _workflow(reference_dir / "wf.yaml", {"kind": "local", "n_workers": 1,
                                           "threads_per_worker": 2, "processes": False,
                                           "dashboard_address": None})
-    cwd = os.getcwd()
-    os.chdir(reference_dir)
-    try:
+    with monkeypatch.context() as patch:
+        patch.chdir(reference_dir)
         run_workflow(load_workflow("wf.yaml"))
-    finally:
-        os.chdir(cwd)
     reference = load_params(reference_dir / "model")
 
     _workflow(run_dir / "wf.yaml", {"kind": "local", "n_workers": 1, "threads_per_worker": 1,

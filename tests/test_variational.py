@@ -7,6 +7,9 @@ from sklearn.mixture import BayesianGaussianMixture
 
 from dgmm.core import kernels
 from dgmm.core import variational as vb
+from dgmm.core.families import family
+from dgmm.core.nonfinite import nonfinite_rule
+from dgmm.core.params import GMMParams
 from dgmm.errors import ConfigError
 
 PRIOR_TYPES = vb.WEIGHT_PRIOR_TYPES
@@ -33,11 +36,11 @@ def _assert_posterior(vp, sk, rtol=RTOL):
 
 
 def _prior(X, covariance_type, n_components, **given):
-    """The prior resolved from one pass's one-component statistics of X."""
-    ones = np.ones((X.shape[0], 1))
-    moments = kernels.chunk_stats_from_resp(X, ones, X[:1] + 0.5, covariance_type)
-    mean, covariance = vb.data_moments(moments)
-    return vb.resolve_prior(covariance_type, n_components, mean, covariance, **given)
+    """The prior resolved from the moments of X, merged from two parts."""
+    head = vb.data_moments_chunk(X[:100], None, 0, covariance_type)
+    moments = head.merge(vb.data_moments_chunk(X[100:], None, 100, covariance_type))
+    return vb.resolve_prior(covariance_type, n_components, moments.mean,
+                            moments.covariance(), **given)
 
 
 def _data(n=300, k=4, seed=2):
@@ -67,7 +70,7 @@ def test_update_estep_and_bound_match_scikit_learn(covariance_type, prior_type):
     sk._set_parameters(sk._get_parameters())  # scikit-learn's weights_ and precisions_
     _assert_close(vb.expected_weights(vp), sk.weights_)
     # E-step: the Gaussian term with precision nu W plus the per-component constant
-    estep = vb.estep_params(vp)
+    estep = vp
     _assert_close(kernels.estimate_weighted_log_prob(X, estep),
                   sk._estimate_weighted_log_prob(X))
     _assert_close(kernels.score_samples(X, estep), sk.score_samples(X))
@@ -100,7 +103,7 @@ def test_a_whole_fit_matches_scikit_learn(covariance_type, prior_type):
     vp = vb.update_from_moments(nk, xk, sk_cov, prior)
     bounds = []
     for _ in range(500):
-        stats = kernels.chunk_stats(X, vb.estep_params(vp))
+        stats = kernels.chunk_stats(X, vp)
         new = vb.variational_update(stats, prior, 1e-6)
         bounds.append(vb.lower_bound(new, vb.responsibility_entropy(stats, vp)))
         vp = new
@@ -151,18 +154,26 @@ def test_given_priors_are_used_and_checked(covariance_type):
         _prior(X, covariance_type, 4, weight_concentration_prior_type="dirichlet")
 
 
-def test_row_weights_count_as_repeated_rows():
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_data_moments_count_row_weights_as_repeated_rows(covariance_type):
     X, resp = _data(n=120, k=3)
-    counts = np.random.default_rng(3).integers(1, 4, size=X.shape[0])
+    X = X + 1e6  # far from the origin: the pairwise merge keeps the digits
+    counts = np.random.default_rng(3).integers(0, 4, size=X.shape[0])
     repeated = np.repeat(X, counts, axis=0)
-    for covariance_type in COVARIANCE_TYPES:
-        ones = np.ones((X.shape[0], 1))
-        weighted = kernels.chunk_stats_from_resp(X, ones, X[:1], covariance_type,
-                                                 counts.astype(float))
-        plain = kernels.chunk_stats_from_resp(repeated, np.ones((repeated.shape[0], 1)),
-                                              X[:1], covariance_type)
-        for a, b in zip(vb.data_moments(weighted), vb.data_moments(plain), strict=True):
-            _assert_close(a, b, 1e-12)
+    weighted = vb.data_moments_chunk(X[:50], counts[:50].astype(float), 0, covariance_type)
+    weighted = weighted.merge(vb.data_moments_chunk(X[50:], counts[50:].astype(float), 50,
+                                                    covariance_type))
+    plain = vb.data_moments_chunk(repeated, None, 0, covariance_type)
+    _assert_close(weighted.mean, plain.mean, 1e-14)
+    _assert_close(weighted.covariance(), plain.covariance(), 1e-9)
+    covariance = np.cov(repeated.T)
+    expected = _prior(repeated, covariance_type, 1).covariance
+    _assert_close(expected, family(covariance_type).from_full(covariance[None])
+                  .reshape(np.shape(expected)), 1e-9)
+    bad = X[:10].copy()
+    bad[[3, 7], 1] = np.nan
+    moments = vb.data_moments_chunk(bad, None, 20, covariance_type)
+    assert (moments.n_rows, moments.n_nonfinite, moments.first_nonfinite) == (8, 2, 23)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -178,14 +189,15 @@ def test_entropy_from_statistics_with_missing_entries(covariance_type):
     prior = _prior(np.nan_to_num(X), covariance_type, 3)
     filled = np.where(np.isnan(X), np.nanmean(X, axis=0), X)
     vp = vb.update_from_moments(*_moments(filled, resp, covariance_type), prior)
-    params = vb.estep_params(vp)
-    stats = kernels.chunk_stats(X, params, nonfinite="marginalize")
+    params = GMMParams(np.exp(vb.estep_log_constants(vp)), vp.means, vp.covariances,
+                       vp.precisions_cholesky, covariance_type)
+    stats = kernels.chunk_stats(X, vp, nonfinite=nonfinite_rule("marginalize"))
     precisions = params.family.full_covariances(params.precisions, 3, X.shape[1])
     log_rho = np.empty((X.shape[0], 3))
     conditional_entropy = np.zeros_like(log_rho)
     for i, row in enumerate(X):
         gaps = np.isnan(row)
-        log_rho[i] = kernels.estimate_weighted_log_prob(row[None], params,)[0] \
+        log_rho[i] = kernels.estimate_weighted_log_prob(row[None], params)[0] \
             if not gaps.any() else _marginal_log_rho(row, params, precisions)
         for k in range(3):
             block = precisions[k][np.ix_(gaps, gaps)]

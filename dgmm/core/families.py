@@ -21,6 +21,7 @@ triangles (the triangle Cholesky reads).
 """
 from __future__ import annotations
 
+import functools
 from typing import Literal, get_args
 
 import numpy as np
@@ -80,16 +81,24 @@ def _is_spd(matrix: np.ndarray) -> bool:
     return bool(np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0))
 
 
+@functools.lru_cache(maxsize=64)
+def _tril_indices(d: int) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.tril_indices(d)
+    rows.setflags(write=False)
+    cols.setflags(write=False)
+    return rows, cols
+
+
 def pack_lower(matrices: np.ndarray) -> np.ndarray:
     """Lower triangles of (..., d, d) matrices as (..., d(d+1)/2), row by row."""
     d = matrices.shape[-1]
-    rows, cols = np.tril_indices(d)
+    rows, cols = _tril_indices(d)
     return matrices[..., rows, cols]
 
 
 def unpack_lower(packed: np.ndarray, d: int) -> np.ndarray:
     """Symmetric (..., d, d) matrices from their packed lower triangles."""
-    rows, cols = np.tril_indices(d)
+    rows, cols = _tril_indices(d)
     out = np.zeros(packed.shape[:-1] + (d, d))
     out[..., rows, cols] = packed
     out[..., cols, rows] = packed
@@ -220,7 +229,6 @@ class CovarianceFamily:
         """Average second moments about the means (packed as ``s2_shape``) whose M-step,
         with nk = ``weights`` and S1 = 0, gives back ``covariances``."""
         raise NotImplementedError
-
 
     # -- rows with missing entries (``dgmm.core.kernels.missing``) ----------------------------
     #: True when features are independent within a component (diag, spherical): missing

@@ -16,8 +16,17 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..errors import FitError
 from . import structured
-from .families import FAMILIES, _Diag, _Full, _Spherical, _Tied, unpack_lower
+from .families import (
+    FAMILIES,
+    ILL_DEFINED_COVARIANCE,
+    _Diag,
+    _Full,
+    _Spherical,
+    _Tied,
+    unpack_lower,
+)
 
 
 def _covariance_parameters(name: str, k: int, d: int) -> float:
@@ -87,6 +96,15 @@ class _FullScatter(_Structured):
         W = unpack_lower(s2, d) - nk[:, None, None] * (delta[:, :, None] * delta[:, None, :])
         W[:, np.arange(d), np.arange(d)] += reg_covar * nk[:, None]
         return W
+
+    def precision_cholesky(self, covariances):
+        """U = inv(cholesky(Sigma_k)).T for all k in two batched LAPACK calls (the M-step
+        runs for every candidate of a grid after every pass)."""
+        try:
+            chol = np.linalg.cholesky(covariances)
+        except np.linalg.LinAlgError:
+            raise FitError(ILL_DEFINED_COVARIANCE) from None
+        return np.ascontiguousarray(np.swapaxes(np.tril(np.linalg.inv(chol)), 1, 2))
 
 
 def _declare(base, name: str, model=None):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .families import COVARIANCE_TYPES
-from .types import INIT_PARAMS, NONFINITE_POLICIES
+from .families import COVARIANCE_TYPES, SKLEARN_TYPES
+from .types import INIT_PARAMS, MODEL_KINDS, NONFINITE_POLICIES, WEIGHT_PRIOR_TYPES
 
 KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "size", "object")
 #: how a workflow fits: batch EM (``GaussianMixture``) or stepwise EM on mini-batches
@@ -36,9 +36,15 @@ class ModelParameter:
     algorithm: None for a parameter of every fit, else the one workflow ``algorithm``
     it belongs to (``'minibatch'``: a parameter of ``MiniBatchGaussianMixture`` only, left
     out of GaussianMixture and of the settings hash of a batch EM workflow);
+    model_kind: None for a parameter of every kind of model, else the one kind
+    (``MODEL_KINDS``) it belongs to: the prior of ``BayesianGaussianMixture``
+    ('variational_bayes'), the initial parameters of ``GaussianMixture``
+    ('maximum_likelihood');
     grid: the estimator also takes a list of values, one candidate each
     (``GaussianMixtureSelection``'s ``n_components`` and ``covariance_type``).
-    A ``size`` is a number of bytes (>= ``ge``) or a text such as ``'1GiB'``.
+    A ``size`` is a number of bytes (>= ``ge``) or a text such as ``'1GiB'``. A ``float``
+    whose default is None also takes None (e.g. a prior computed from the data); an
+    ``array`` with bounds also takes one number within them.
     """
 
     name: str
@@ -56,6 +62,7 @@ class ModelParameter:
     workflow: bool = True
     changes_fit: bool = True
     algorithm: str | None = None
+    model_kind: str | None = None
     grid: bool = False
 
     def __post_init__(self):
@@ -65,6 +72,8 @@ class ModelParameter:
             raise ValueError(f"{self.name}: options go with kind 'choice' only")
         if self.algorithm is not None and self.algorithm not in ALGORITHMS:
             raise ValueError(f"{self.name}: algorithm must be one of {ALGORITHMS}")
+        if self.model_kind is not None and self.model_kind not in MODEL_KINDS:
+            raise ValueError(f"{self.name}: model_kind must be one of {MODEL_KINDS}")
 
     @property
     def bounds(self) -> dict[str, float]:
@@ -81,6 +90,8 @@ class ModelParameter:
             return int | None
         if self.kind == "path":
             return str | None
+        if self.kind == "float" and self.default is None:
+            return float | None
         if self.kind == "size":
             return int | str
         return {"int": int, "float": float, "bool": bool}.get(self.kind, Any)
@@ -94,7 +105,7 @@ class ModelParameter:
         if self.kind == "int":
             return int(value)
         if self.kind == "float":
-            return float(value)
+            return None if value is None else float(value)
         if self.kind == "bool":
             return bool(value)
         return value
@@ -104,6 +115,12 @@ def _minibatch(name, default, kind, doc, **kwargs) -> ModelParameter:
     """A parameter of ``MiniBatchGaussianMixture`` only, saved with its models."""
     return ModelParameter(name, default, kind, doc, estimator=False, saved=True,
                           algorithm="minibatch", **kwargs)
+
+
+def _prior(name, default, kind, doc, **kwargs) -> ModelParameter:
+    """A parameter of ``BayesianGaussianMixture`` only (its prior), saved with its models."""
+    return ModelParameter(name, default, kind, doc, saved=True,
+                          model_kind="variational_bayes", **kwargs)
 
 
 def _fit(name, default, kind, doc, **kwargs) -> ModelParameter:
@@ -123,12 +140,13 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     _fit("init_params", "kmeans", "choice", "How the initial parameters are chosen.",
          options=INIT_PARAMS),
     ModelParameter("weights_init", None, "array",
-                   "User-given initial weights, shape (K,)."),
+                   "User-given initial weights, shape (K,).", model_kind="maximum_likelihood"),
     ModelParameter("means_init", None, "array",
-                   "User-given initial means, shape (K, d)."),
+                   "User-given initial means, shape (K, d).", model_kind="maximum_likelihood"),
     ModelParameter("precisions_init", None, "array",
                    "User-given initial precisions, shaped as the covariances: (K, d, d) "
-                   "full, (d, d) tied, (K, d) diag, (K,) spherical."),
+                   "full, (d, d) tied, (K, d) diag, (K,) spherical.",
+                   model_kind="maximum_likelihood"),
     ModelParameter("random_state", None, "seed", "Seed of the initialisations.",
                    ge=0, lt=2**32, saved=True),
     ModelParameter("warm_start", False, "bool",
@@ -151,7 +169,26 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     ModelParameter("algorithm", "em", "choice",
                    "Batch EM (em) or stepwise EM on mini-batches (minibatch).",
                    options=ALGORITHMS, estimator=False),
-    _minibatch("batch_size", 4096, "int", "Rows per step of stepwise EM.", ge=1),
+    # what the fit estimates; a maximum-likelihood workflow's hash leaves it out
+    ModelParameter("kind", "maximum_likelihood", "choice",
+                   "Maximum-likelihood EM (maximum_likelihood) or the variational posterior "
+                   "of a Bayesian mixture (variational_bayes).",
+                   options=MODEL_KINDS, estimator=False),
+    _prior("weight_concentration_prior_type", "dirichlet_process", "choice",
+           "Prior on the weights: a Dirichlet process (stick-breaking) or a Dirichlet "
+           "distribution.", options=WEIGHT_PRIOR_TYPES),
+    _prior("weight_concentration_prior", None, "float",
+           "gamma_0 (Dirichlet process) or alpha_0 (Dirichlet); None: 1 / n_components.",
+           gt=0),
+    _prior("mean_precision_prior", None, "float",
+           "beta_0, the precision of the prior on the means; None: 1.", gt=0),
+    _prior("mean_prior", None, "array", "m_0, shape (d,); None: the mean of the data."),
+    _prior("degrees_of_freedom_prior", None, "float",
+           "nu_0 of the Wishart prior (> n_features - 1); None: n_features.", gt=0),
+    _prior("covariance_prior", None, "array",
+           "W_0^-1, shaped as one component's covariance (a number for spherical); "
+           "None: the covariance of the data.", gt=0),
+    _minibatch("batch_size", 32768, "int", "Rows per step of stepwise EM.", ge=1),
     _minibatch("step_power", 0.6, "float",
                "alpha of the step size eta_t = (t + 2)^(-alpha).", gt=0.5, le=1.0),
     _minibatch("polish_iter", 0, "int",
@@ -166,7 +203,9 @@ PARAMETERS: tuple[ModelParameter, ...] = (
 )
 
 BY_NAME: dict[str, ModelParameter] = {p.name: p for p in PARAMETERS}
-ESTIMATOR_PARAMETERS: tuple[ModelParameter, ...] = tuple(p for p in PARAMETERS if p.estimator)
+#: the constructor parameters of ``GaussianMixture``
+ESTIMATOR_PARAMETERS: tuple[ModelParameter, ...] = tuple(
+    p for p in PARAMETERS if p.estimator and p.model_kind in (None, "maximum_likelihood"))
 WORKFLOW_PARAMETERS: tuple[ModelParameter, ...] = tuple(p for p in PARAMETERS if p.workflow)
 ENGINE_SETTINGS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.engine)
 SAVED: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.saved)
@@ -203,12 +242,30 @@ SELECTION_PARAMETERS: tuple[ModelParameter, ...] = (
                    "it runs in waves of candidates (logged). It does not change the "
                    "numbers.",
                    ge=1, estimator=False, workflow=False, changes_fit=False),
+    ModelParameter("seed_from_other_types", 0, "int",
+                   "After the grid, each candidate also runs from the fitted solutions of "
+                   "up to this many other covariance types at the same K (the best by BIC "
+                   "first) and keeps the better end, in one more set of passes; 0: no "
+                   "such round.", ge=0, estimator=False, workflow=False),
     *(p for p in ESTIMATOR_PARAMETERS if p.name not in ("n_components", "covariance_type")),
 )
+
+#: ``BayesianGaussianMixture``: scikit-learn's parameters in its order (the prior after
+#: init_params; scikit-learn's four covariance types; no initial arrays), dgmm's own, then
+#: the steps of ``partial_fit`` (stochastic variational inference)
+BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
+    replace(BY_NAME[name], options=SKLEARN_TYPES) if name == "covariance_type"
+    else BY_NAME[name] for name in (
+        "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
+        "init_params", "weight_concentration_prior_type", "weight_concentration_prior",
+        "mean_precision_prior", "mean_prior", "degrees_of_freedom_prior",
+        "covariance_prior", "random_state", "warm_start", "verbose", "verbose_interval",
+        "client", "split_every", "nonfinite", "batch_size", "step_power", "wave_width"))
 
 #: every estimator's constructor parameters, in the order of its signature, by class name
 ESTIMATORS: dict[str, tuple[ModelParameter, ...]] = {
     "GaussianMixture": ESTIMATOR_PARAMETERS,
     "MiniBatchGaussianMixture": MINIBATCH_ESTIMATOR_PARAMETERS,
     "GaussianMixtureSelection": SELECTION_PARAMETERS,
+    "BayesianGaussianMixture": BAYESIAN_PARAMETERS,
 }

@@ -152,7 +152,13 @@ class GMMParams:
         """The E-step's terms of these parameters (maximum likelihood): log pi_k (``-inf``
         for a zero weight) and log det U_k beside the means and precision factors. One
         object per parameter object, so that what the kernels cache per terms (the
-        pruning bound's eigen-data) serves every chunk given these parameters."""
+        pruning bound's eigen-data) serves every chunk given these parameters.
+
+        Returns
+        -------
+        GaussianTerms
+            Built once, then the same object.
+        """
         terms = self.__dict__.get("_terms")
         if terms is None:
             with np.errstate(divide="ignore"):

@@ -87,20 +87,30 @@ class StepResult:
     empty: tuple[int, ...]
 
 
+def _update(running: SuffStats, params, reg_covar: float, kind):
+    """The M-step of running statistics: maximum likelihood's ``m_step`` (``kind`` None),
+    or the model kind's update from averages (``m_step_from_averages``, e.g. stochastic
+    variational inference)."""
+    if kind is None:
+        return m_step(running, reg_covar, previous=params)
+    return kind.m_step_from_averages(running, params)
+
+
 def stepwise_update(params: GMMParams, running: SuffStats, batch: SuffStats, eta: float,
-                    reg_covar: float) -> StepResult:
+                    reg_covar: float, kind=None) -> StepResult:
     """One step: blend the batch's statistics (raw sums under ``params``, shift = its
     means, ``batch.n > 0``) into ``running`` with weight ``eta``, then the M-step.
 
-    The M-step is ``dgmm.core.mstep.m_step`` with its empty-component and collapse rules.
+    The M-step is ``dgmm.core.mstep.m_step`` with its empty-component and collapse rules,
+    or with a model ``kind`` its ``m_step_from_averages``.
     """
     merged = blend(running, as_average(batch), eta)
-    step = m_step(merged, reg_covar, previous=params)
+    step = _update(merged, params, reg_covar, kind)
     return StepResult(step.params, moved_to(merged, step.params.means), step.empty)
 
 
 def average_chains(params: GMMParams, chains: list[SuffStats], weights: list[float],
-                   reg_covar: float) -> StepResult:
+                   reg_covar: float, kind=None) -> StepResult:
     """One state from chains of steps that all started at ``params``.
 
     chains: each chain's running statistics (averages, each about its own means);
@@ -125,5 +135,5 @@ def average_chains(params: GMMParams, chains: list[SuffStats], weights: list[flo
         mean = scaled if mean is None else mean.merge(scaled)
     mean = replace(mean, n_rows=sum(c.n_rows for c in chains),
                    n_nonfinite=sum(c.n_nonfinite for c in chains), first_nonfinite=-1)
-    step = m_step(mean, reg_covar, previous=params)
+    step = _update(mean, params, reg_covar, kind)
     return StepResult(step.params, moved_to(mean, step.params.means), step.empty)

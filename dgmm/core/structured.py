@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 #: relative change of the iterated objective (or of the parameters) that ends an inner loop
-INNER_TOL = 1e-10
+#: (mclust's default, sqrt(eps)); inside EM each M-step starts where the last one ended
+INNER_TOL = 1.5e-8
 #: inner iterations after which an iterative M-step stops and reports it
-INNER_MAX_ITER = 500
+INNER_MAX_ITER = 200
 
 #: a component whose weight is below this share of the total holds no data: it takes no
 #: part in the shared parts of a structured M-step (``dgmm.core.mstep`` restores its
@@ -51,7 +52,9 @@ def _limits(tol, max_iter) -> tuple[float, int]:
 
 
 def _relative_change(new: np.ndarray, old: np.ndarray) -> float:
-    return float(np.max(np.abs(new - old) / (1.0 + np.abs(new))))
+    change = np.abs(new - old)
+    change /= 1.0 + np.abs(new)
+    return float(change.max())
 
 
 def _compose(orientations: np.ndarray, diagonals: np.ndarray) -> np.ndarray:

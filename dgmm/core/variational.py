@@ -26,19 +26,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
-from typing import Literal, get_args
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import betaln, digamma, gammaln
 
 from ..errors import ConfigError
-from .families import family
+from .families import SKLEARN_TYPES, family
+from .kernels import chunk_stats_from_resp, split_finite
+from .mstep import MStepResult, mean_log_likelihood
 from .params import GMMParams
 from .stats import SuffStats
+from .stepwise import moved_to, statistics_of
+from .terms import GaussianTerms
+from .types import WEIGHT_PRIOR_TYPES
 
-WeightPriorType = Literal["dirichlet_process", "dirichlet_distribution"]
-WEIGHT_PRIOR_TYPES: tuple[str, ...] = get_args(WeightPriorType)
 _EPS = np.finfo(np.float64).eps
 
 
@@ -87,18 +89,70 @@ class VariationalPrior:
                    np.asarray(arrays["prior.covariance"], dtype=np.float64))
 
 
-def data_moments(stats: SuffStats) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (d,), covariance with ddof=1 in one component's covariance shape) of the rows
-    behind one-component statistics (``stats.nk`` of shape (1,)); row weights count as
-    frequencies."""
-    kind = family(stats.covariance_type)
-    n = stats.nk[0]
-    delta = stats.s1 / n
-    mean = stats.shift[0] + delta[0]
-    scatter = kind.move_s2(stats.s2, stats.nk, stats.s1, -delta)
-    covariance = kind.estimate_covariances(np.array([n - 1.0]), np.zeros_like(delta),
-                                           scatter, 0.0)
-    return mean, (covariance[0] if kind.per_component else covariance)
+@dataclass(frozen=True, eq=False)
+class DataMoments:
+    """Total weight, mean and scatter about the mean of a set of rows (one component's
+    second moments in the family's form), mergeable by Chan et al.'s pairwise rule: the
+    data's moments that the prior's defaults come from, in one pass.
+
+    n_rows, n_nonfinite, first_nonfinite: rows used, rows skipped for NaN or inf, and the
+    global index of the first skipped row (-1 when none).
+    """
+
+    covariance_type: str
+    n: float
+    mean: np.ndarray
+    scatter: np.ndarray
+    n_rows: int = 0
+    n_nonfinite: int = 0
+    first_nonfinite: int = -1
+
+    def merge(self, other: DataMoments) -> DataMoments:
+        first = min((i for i in (self.first_nonfinite, other.first_nonfinite) if i >= 0),
+                    default=-1)
+        counts = dict(n_rows=self.n_rows + other.n_rows,
+                      n_nonfinite=self.n_nonfinite + other.n_nonfinite,
+                      first_nonfinite=first)
+        if not other.n > 0 or not self.n > 0:
+            kept = self if self.n > 0 else other
+            return DataMoments(self.covariance_type, kept.n, kept.mean, kept.scatter, **counts)
+        kind = family(self.covariance_type)
+        n = self.n + other.n
+        mean = self.mean + (other.n / n) * (other.mean - self.mean)
+        zeros = np.zeros((1, mean.shape[0]))
+        scatter = (kind.move_s2(self.scatter, np.array([self.n]), zeros,
+                                (self.mean - mean)[None])
+                   + kind.move_s2(other.scatter, np.array([other.n]), zeros,
+                                  (other.mean - mean)[None]))
+        return DataMoments(self.covariance_type, n, mean, scatter, **counts)
+
+    def covariance(self) -> np.ndarray:
+        """The covariance with ddof=1 (row weights count as frequencies), in one
+        component's covariance shape ((d, d), (d,) or a scalar)."""
+        kind = family(self.covariance_type)
+        d = self.mean.shape[0]
+        covariance = kind.estimate_covariances(np.array([self.n - 1.0]), np.zeros((1, d)),
+                                               self.scatter, 0.0)
+        return covariance[0] if kind.per_component else covariance
+
+
+def data_moments_chunk(X: np.ndarray, sample_weight: np.ndarray | None, row_offset: int,
+                       covariance_type: str) -> DataMoments:
+    """``DataMoments`` of one chunk's finite rows (rows with NaN or inf are counted and
+    skipped); the signature of a pass's chunk function."""
+    X, sample_weight, n_bad, first_bad = split_finite(X, sample_weight, row_offset)
+    kind = family(covariance_type)
+    d = X.shape[1]
+    n = float(X.shape[0]) if sample_weight is None else float(np.sum(sample_weight))
+    counts = dict(n_rows=int(X.shape[0]), n_nonfinite=n_bad, first_nonfinite=first_bad)
+    if not n > 0:
+        return DataMoments(covariance_type, 0.0, np.zeros(d),
+                           np.zeros(kind.s2_shape(1, d)), **counts)
+    mean = np.average(np.asarray(X, dtype=np.float64), axis=0, weights=sample_weight)
+    stats = chunk_stats_from_resp(X, np.ones((X.shape[0], 1)), mean[None], covariance_type,
+                                  sample_weight)
+    scatter = kind.move_s2(stats.s2, stats.nk, stats.s1, -stats.s1 / stats.nk[:, None])
+    return DataMoments(covariance_type, n, mean, scatter, **counts)
 
 
 def resolve_prior(covariance_type: str, n_components: int, data_mean: np.ndarray,
@@ -111,6 +165,10 @@ def resolve_prior(covariance_type: str, n_components: int, data_mean: np.ndarray
 
     ``ConfigError`` says which given value is unusable and why.
     """
+    if covariance_type not in SKLEARN_TYPES:
+        raise ConfigError(
+            f"A variational Bayesian mixture takes covariance_type {', '.join(SKLEARN_TYPES)} "
+            f"(a Gaussian-Wishart prior per component), got {covariance_type!r}.")
     kind = family(covariance_type)
     _is_process(weight_concentration_prior_type)
     data_mean = np.asarray(data_mean, dtype=np.float64)
@@ -195,10 +253,29 @@ class VariationalParams:
         return {name: getattr(self, name) for name in self.ARRAYS}
 
     @classmethod
-    def from_arrays(cls, covariance_type: str, weight_concentration_prior_type: str,
-                    arrays: dict) -> VariationalParams:
-        return cls(covariance_type, weight_concentration_prior_type,
+    def from_arrays(cls, covariance_type: str, arrays: dict) -> VariationalParams:
+        """The posterior from its ``to_arrays()``: the weights' prior is the Dirichlet
+        process when ``weight_concentration`` holds two rows (the sticks' Beta
+        parameters)."""
+        process = np.ndim(arrays["weight_concentration"]) == 2
+        return cls(covariance_type, WEIGHT_PRIOR_TYPES[0 if process else 1],
                    *(arrays[name] for name in cls.ARRAYS))
+
+    def gaussian_terms(self) -> GaussianTerms:
+        """The E-step's terms: means m_k and precision factors of nu_k W_k, with every
+        constant (``estep_log_constants``) in ``log_weights`` and log det U_k in
+        ``log_det``, so that the kernels' log-density is log rho_ik. One object per
+        parameter object (the kernels cache per terms)."""
+        terms = self.__dict__.get("_terms")
+        if terms is None:
+            kind = family(self.covariance_type)
+            terms = GaussianTerms(self.means, self.precisions_cholesky,
+                                  estep_log_constants(self),
+                                  kind.log_det_cholesky(self.precisions_cholesky,
+                                                        self.n_features),
+                                  self.covariance_type)
+            object.__setattr__(self, "_terms", terms)
+        return terms
 
     def __dask_tokenize__(self):
         digest = hashlib.sha256(
@@ -246,16 +323,6 @@ def estep_log_constants(vp: VariationalParams) -> np.ndarray:
     log_lambda = np.broadcast_to(_log_lambda(vp.degrees_of_freedom, d), (k,))
     return (expected_log_weights(vp) - 0.5 * d * np.log(nu)
             + 0.5 * (log_lambda - d / vp.mean_precision))
-
-
-def estep_params(vp: VariationalParams) -> GMMParams:
-    """The E-step's Gaussian terms as ``GMMParams``: means m_k, precision factors of
-    nu_k W_k, and ``weights`` exp(``estep_log_constants``) (not normalised), so that the
-    kernels' log pi_k + log N(x | mu_k, Sigma_k) is log rho_ik."""
-    with np.errstate(under="ignore"):
-        weights = np.exp(estep_log_constants(vp))
-    return GMMParams(weights, vp.means, vp.covariances, vp.precisions_cholesky,
-                     vp.covariance_type)
 
 
 def update_from_moments(nk: np.ndarray, means: np.ndarray, covariances: np.ndarray,
@@ -323,11 +390,12 @@ def responsibility_entropy(stats: SuffStats, previous: VariationalParams) -> flo
                          "them")
     kind = family(stats.covariance_type)
     k, d = previous.means.shape
-    params = estep_params(previous)
-    const = (estep_log_constants(previous) - 0.5 * d * math.log(2.0 * math.pi)
-             + np.broadcast_to(params.log_det_cholesky(), (k,)))
+    terms = previous.gaussian_terms()
+    const = (terms.log_weights - 0.5 * d * math.log(2.0 * math.pi)
+             + np.broadcast_to(terms.log_det, (k,)))
     share = np.ones(k) if kind.per_component else np.full(k, 1.0 / k)
-    precisions = kind.unpack_s2(kind.moments_of(share, params.precisions, 0.0, d), d)
+    precisions = kind.unpack_s2(
+        kind.moments_of(share, kind.precisions(previous.precisions_cholesky), 0.0, d), d)
     quadratic = float(np.sum(precisions * stats.s2_unpacked()))
     counted = stats.nk > 0
     return float(stats.loglik - np.dot(stats.nk[counted], const[counted]) + 0.5 * quadratic)
@@ -358,3 +426,81 @@ def lower_bound(vp: VariationalParams, entropy: float) -> float:
         log_norm_weight = gammaln(alpha.sum()) - gammaln(alpha).sum()
     return float(entropy - log_wishart - log_norm_weight
                  - 0.5 * d * np.sum(np.log(vp.mean_precision)))
+
+
+@dataclass(frozen=True)
+class VariationalBayes:
+    """The model kind of a variational Bayesian mixture (``dgmm.core.model_kinds``).
+
+    prior: the resolved prior; reg_covar: added to the responsibilities' covariances
+    before the update, as scikit-learn does; n: the data's total weight; point_start:
+    theta_0 is K rows with covariance reg_covar I (k-means++, random_from_data), which
+    scikit-learn starts from as responsibilities of one row each (N_k = 1) instead of
+    N_k = n pi_k. The objective is ``lower_bound`` (summed over the rows).
+    """
+
+    prior: VariationalPrior
+    reg_covar: float
+    n: float
+    point_start: bool = False
+    name: str = "variational_bayes"
+
+    @property
+    def covariance_type(self) -> str:
+        return self.prior.covariance_type
+
+    def estep_terms(self, params: VariationalParams) -> GaussianTerms:
+        return params.gaussian_terms()
+
+    def m_step(self, stats: SuffStats, previous: VariationalParams | None) -> MStepResult:
+        return MStepResult(variational_update(stats, self.prior, self.reg_covar),
+                           mean_log_likelihood(stats), ())
+
+    def objective(self, stats: SuffStats, previous: VariationalParams,
+                  params: VariationalParams) -> float:
+        return lower_bound(params, responsibility_entropy(stats, previous))
+
+    def initial_params(self, start: GMMParams) -> VariationalParams:
+        k = start.n_components
+        nk = np.ones(k) if self.point_start else start.weights * self.n
+        return update_from_moments(nk + 10 * _EPS if self.point_start else nk, start.means,
+                                   start.covariances, self.prior)
+
+    def params_from_arrays(self, arrays: dict[str, np.ndarray]) -> VariationalParams:
+        return VariationalParams.from_arrays(self.covariance_type, arrays)
+
+    def m_step_from_averages(self, running: SuffStats,
+                             previous: VariationalParams | None) -> MStepResult:
+        """The update from running statistics (averages per row, ``running.n == 1``):
+        stochastic variational inference (Hoffman et al. 2013) takes the natural
+        parameters prior + n * running, i.e. the update of the averages scaled to the
+        data's total weight ``n``."""
+        return self.m_step(scaled(running, self.n), previous)
+
+    def initial_running(self, start: GMMParams) -> SuffStats:
+        """Running statistics (averages per row) whose update is ``initial_params(start)``,
+        about that posterior's means: what stochastic variational inference starts
+        from."""
+        nk = np.ones(start.n_components) / self.n if self.point_start else start.weights
+        running = replace(statistics_of(start, self.reg_covar), nk=np.asarray(nk, float),
+                          s2=family(self.covariance_type).moments_of(
+                              nk, start.covariances, self.reg_covar, start.n_features))
+        # about the posterior's means, the shift of the first batch's statistics
+        return moved_to(running, self.initial_params(start).means)
+
+
+def scaled(stats: SuffStats, factor: float) -> SuffStats:
+    """Statistics times ``factor`` (weights, sums, scatter and log-likelihood)."""
+    return replace(stats, n=stats.n * factor, loglik=stats.loglik * factor,
+                   nk=stats.nk * factor, s1=stats.s1 * factor, s2=stats.s2 * factor)
+
+
+@dataclass(frozen=True)
+class RecordedPosteriors:
+    """Rebuilds posteriors from a checkpoint's arrays (the ``kind`` that
+    ``dgmm.engine.em.EMState.from_record`` asks), before the prior is known again."""
+
+    covariance_type: str
+
+    def params_from_arrays(self, arrays: dict[str, np.ndarray]) -> VariationalParams:
+        return VariationalParams.from_arrays(self.covariance_type, arrays)

@@ -15,6 +15,11 @@ A model is a directory::
                                  ``StepwiseState`` record (running statistics), its
                                  scalars (step counter, passes) in ``model.json``
                                  under ``stepwise``
+      posterior.*.npy, prior.*.npy   a variational Bayesian mixture only: the arrays
+                                 of its posterior (``VariationalParams``) and prior,
+                                 their scalars in ``model.json`` under ``variational``
+                                 (the four arrays above are then the posterior's
+                                 expected weights, means and covariances)
 
 Every array is a standard ``.npy`` file, readable by NumPy (and by any language with an
 npy reader); ``model.json`` is the manifest. The directory is published atomically
@@ -22,7 +27,8 @@ npy reader); ``model.json`` is the manifest. The directory is published atomical
 under a new version prefix named by ``_dgmm_current.json``), so a crash never leaves a
 half-written model that looks whole. ``load_model`` checks the checksums and returns a
 fitted ``GaussianMixture`` (a ``MiniBatchGaussianMixture`` whose ``partial_fit``
-continues, for a model with a state).
+continues, for a model with a state; a ``BayesianGaussianMixture`` for a model with a
+posterior).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ import numpy as np
 from .._version import __version__
 from ..core import model_parameters
 from ..core.params import GMMParams
+from ..core.variational import VariationalParams, VariationalPrior
 from ..errors import DataError
 from .files import is_url
 from .publish import join, publish_directory, read_bytes, resolve, write_bytes
@@ -119,12 +126,33 @@ def save_model(path, model, *, data_fingerprint: str | None = None,
         meta["estimator"] = type(model).__name__
         meta["stepwise"] = stepwise
         files.update(state_files)
+    posterior = getattr(model, "posterior_", None)
+    if posterior is not None:
+        arrays = {**{f"posterior.{k}": v for k, v in posterior.to_arrays().items()},
+                  **model.prior_.to_arrays()}
+        extra_files = {name: _npy_bytes(arr) for name, arr in arrays.items()}
+        meta["estimator"] = type(model).__name__
+        kind = getattr(model, "kind_", None)  # after partial_fit: the data's weight n
+        meta["variational"] = {"prior": model.prior_.to_meta(),
+                               "n": None if kind is None else kind.n,
+                               "arrays": _entries(extra_files, arrays)}
+        files.update(extra_files)
     manifest = json.dumps(meta, indent=2, allow_nan=True).encode()
     with publish_directory(path, storage_options) as target:
         for name, blob in files.items():
             write_bytes(join(target, f"{name}.npy"), blob, storage_options)
         write_bytes(join(target, "model.json"), manifest, storage_options)
     return path
+
+
+def amend_model_meta(path, entries: dict, storage_options: dict | None = None) -> None:
+    """Add ``entries`` to the ``model.json`` of the saved model at ``path`` (e.g. the
+    summary of its training data), replacing the manifest atomically; the arrays and their
+    checksums are untouched."""
+    meta, location = _read_manifest(path, storage_options)
+    meta.update(entries)
+    write_bytes(join(location, "model.json"),
+                json.dumps(meta, indent=2, allow_nan=True).encode(), storage_options)
 
 
 def _model_location(path, storage_options) -> str:
@@ -209,3 +237,24 @@ def load_state_record(path, meta: dict, storage_options: dict | None = None
     location = _model_location(path, storage_options)
     arrays = _read_arrays(path, location, entries, list(entries), storage_options)
     return {name.removeprefix("state."): arr for name, arr in arrays.items()}, stepwise["record"]
+
+
+def load_variational(path, meta: dict, storage_options: dict | None = None
+                     ) -> tuple[VariationalParams, VariationalPrior] | None:
+    """(posterior, prior) saved with a variational Bayesian mixture, checksums verified;
+    None for a model without them."""
+    variational = meta.get("variational")
+    if variational is None:
+        return None
+    entries = variational.get("arrays") if isinstance(variational, dict) else None
+    if not isinstance(entries, dict) or not isinstance(variational.get("prior"), dict):
+        raise DataError(f"The model manifest in {path!s} has an unreadable 'variational' "
+                        "entry; re-run the fit to write the model again.")
+    location = _model_location(path, storage_options)
+    arrays = _read_arrays(path, location, entries, list(entries), storage_options)
+    covariance_type = meta["covariance_type"]
+    prior = VariationalPrior.from_record(covariance_type, arrays, variational["prior"])
+    posterior = VariationalParams.from_arrays(
+        covariance_type, {name.removeprefix("posterior."): arr for name, arr in arrays.items()
+                          if name.startswith("posterior.")})
+    return posterior, prior

@@ -17,7 +17,7 @@ import os
 import dask
 import numpy as np
 
-from ..core.families import family
+from ..core.families import COVARIANCE_TYPES, family
 from ..core.params import GMMParams
 from ..errors import ConfigError, DataError
 from .files import format_from_suffix, url_to_fs, zarr_target
@@ -57,7 +57,7 @@ def true_params(
         kind = family(covariance_type)
     except ValueError:
         raise ConfigError(
-            f"covariance_type must be 'full', 'tied', 'diag' or 'spherical', got "
+            f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got "
             f"{covariance_type!r}."
         ) from None
     k, d = int(n_components), int(n_features)

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import dask
 import numpy as np
@@ -48,7 +49,7 @@ class StepwiseSettings:
 
     n_components: int
     covariance_type: str = "full"
-    batch_size: int = 4096
+    batch_size: int = 32768
     step_power: float = 0.6
     wave_width: int = 8
     max_iter: int = 100
@@ -58,6 +59,10 @@ class StepwiseSettings:
     init_params: str = "kmeans"
     nonfinite: str = "raise"
     split_every: int = engine.DEFAULT_SPLIT_EVERY
+    #: a model kind whose ``m_step_from_averages`` updates from the running statistics
+    #: (``dgmm.core.variational.VariationalBayes``: stochastic variational inference);
+    #: None for maximum likelihood
+    kind: Any = None
 
     def em_settings(self) -> em.EMSettings:
         """The batch EM settings of the polish."""
@@ -107,8 +112,13 @@ class StepwiseState:
     polish: em.EMState | None = None
 
     @classmethod
-    def initial(cls, seed: int, params: GMMParams, reg_covar: float) -> StepwiseState:
-        """Step 0: the running statistics of ``params`` themselves."""
+    def initial(cls, seed: int, params: GMMParams, reg_covar: float,
+                kind=None) -> StepwiseState:
+        """Step 0: the running statistics of ``params`` themselves (with a model ``kind``:
+        its parameters and running statistics of the initialisation's mixture)."""
+        if kind is not None:
+            return cls(seed=seed, params=kind.initial_params(params),
+                       running=kind.initial_running(params))
         return cls(seed=seed, params=params, running=statistics_of(params, reg_covar))
 
     def to_record(self) -> tuple[dict[str, np.ndarray], dict]:
@@ -135,13 +145,15 @@ class StepwiseState:
         return arrays, meta
 
     @classmethod
-    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict) -> StepwiseState:
+    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict,
+                    kind=None) -> StepwiseState:
+        """The state ``to_record`` gave; ``kind`` (anything with ``params_from_arrays``)
+        rebuilds parameters other than a maximum-likelihood mixture's."""
         cov = meta["covariance_type"]
-        params = GMMParams(
-            **{k: arrays[f"params.{k}"] for k in
-               ("weights", "means", "covariances", "precisions_cholesky")},
-            covariance_type=cov,
-        )
+        recorded = {k[len("params."):]: v for k, v in arrays.items()
+                    if k.startswith("params.")}
+        params = (GMMParams(**recorded, covariance_type=cov) if kind is None
+                  else kind.params_from_arrays(recorded))
         r = meta["running"]
         running = SuffStats(
             covariance_type=cov, n=float(r["n"]), loglik=float(r["loglik"]),
@@ -229,7 +241,8 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
         if not stats.n > 0:  # no rows, or only zero weights: nothing to learn from
             continue
         step = stepwise_update(params, running, stats,
-                               step_size(n_steps, settings.step_power), settings.reg_covar)
+                               step_size(n_steps, settings.step_power), settings.reg_covar,
+                               settings.kind)
         params, running, n_steps = step.params, step.running, n_steps + 1
         loglik, weight = loglik + stats.loglik, weight + stats.n
         empty.update(step.empty)
@@ -245,7 +258,7 @@ def advance_chunk(X, weights, row_offset: int, state: StepwiseState,
 
 @single_blas_thread()
 def end_wave(start: StepwiseState, *chains: StepwiseState,
-             reg_covar: float) -> StepwiseState:
+             reg_covar: float, kind=None) -> StepwiseState:
     """The state after a wave: ``chains`` are the states each chunk's chain of steps
     reached from ``start``. One chain is the next state as it is; several are averaged
     (``dgmm.core.stepwise.average_chains``, weighted by the rows each stepped through),
@@ -256,7 +269,8 @@ def end_wave(start: StepwiseState, *chains: StepwiseState,
     gained = [c.pass_weight - start.pass_weight for c in chains]
     params, running = start.params, start.running
     if any(g > 0 for g in gained):
-        step = average_chains(start.params, [c.running for c in chains], gained, reg_covar)
+        step = average_chains(start.params, [c.running for c in chains], gained, reg_covar,
+                              kind)
         params, running = step.params, step.running
         if step.empty:
             log.warning("components %s were empty after averaging a wave's chains; they "
@@ -297,7 +311,8 @@ def wave_graph(data: engine.ChunkedData, order: np.ndarray, state, settings: Ste
         i = int(order[at])
         w = None if data.weights is None else data.weights[i]
         chains.append(advance(data.blocks[i], w, data.offsets[i], state, settings, chain))
-    return dask.delayed(end_wave, pure=True)(state, *chains, reg_covar=settings.reg_covar)
+    return dask.delayed(end_wave, pure=True)(state, *chains, reg_covar=settings.reg_covar,
+                                             kind=settings.kind)
 
 
 def pass_graph(data: engine.ChunkedData, state: StepwiseState, settings: StepwiseSettings):
@@ -399,7 +414,7 @@ def initial_state(data: engine.ChunkedData, settings: StepwiseSettings, seed: in
             settings.reg_covar, em.restart_seed(seed, 0), on_first_pass=check_rows,
             split_every=settings.split_every, client=client,
         ).params
-    return StepwiseState.initial(seed, params, settings.reg_covar)
+    return StepwiseState.initial(seed, params, settings.reg_covar, settings.kind)
 
 
 @single_blas_thread()
@@ -425,6 +440,9 @@ def _polish(data, state, settings, callback, client) -> StepwiseState:
             callback(StepwiseInfo(replace(stepwise, polish=info.state), "polish",
                                   info.seconds))
 
+    if settings.kind is not None:
+        raise ValueError("the polish runs maximum-likelihood EM: no polish_iter with a "
+                         "model kind")
     result = em.fit_em(
         data, settings.em_settings(), seed=state.seed,
         warm_start=(state.params, -math.inf), callback=on_iteration,

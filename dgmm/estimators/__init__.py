@@ -2,11 +2,12 @@
 
 ``ConvergenceWarning`` is ``sklearn.exceptions.ConvergenceWarning``.
 """
+from .bayesian import BayesianGaussianMixture
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria
 from .minibatch import MiniBatchGaussianMixture
 from .saved import load_model
 from .selection import GaussianMixtureSelection
 
-__all__ = ["GaussianMixture", "GaussianMixtureSelection", "MiniBatchGaussianMixture",
-           "ConvergenceWarning",
+__all__ = ["BayesianGaussianMixture", "GaussianMixture", "GaussianMixtureSelection",
+           "MiniBatchGaussianMixture", "ConvergenceWarning",
            "information_criteria", "load_model"]

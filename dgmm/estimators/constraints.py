@@ -31,7 +31,7 @@ def sklearn_constraints(parameter: ModelParameter) -> list | str:
         grid = [list, tuple, range, np.ndarray] if parameter.grid else []
         return [_interval(Integral, parameter), *grid]
     if kind == "float":
-        return [_interval(Real, parameter)]
+        return [_interval(Real, parameter)] + ([None] if parameter.default is None else [])
     if kind == "bool":
         return ["boolean"]
     if kind == "choice":
@@ -41,7 +41,7 @@ def sklearn_constraints(parameter: ModelParameter) -> list | str:
     if kind == "seed":
         return ["random_state"]  # None, an int in [0, 2**32 - 1] or a RandomState
     if kind == "array":
-        return ["array-like", None]
+        return ["array-like", None] + ([_interval(Real, parameter)] if parameter.bounds else [])
     return "no_validation"  # scikit-learn's marker: the string, not a list
 
 

@@ -365,10 +365,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         rule = nonfinite_rule(self.nonfinite)
         if rule.missing_values:
             row_fn = _MARGINAL_ROWS[row_fn]
+        model = self.inference_params()
         if _is_dask(X):
-            return engine.map_rows(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
+            return engine.map_rows(X, row_fn, model, n_columns=n_columns, dtype=dtype)
         rule.check_predict_rows(X)
-        return engine.map_rows_local(X, row_fn, self.params_, n_columns=n_columns, dtype=dtype)
+        return engine.map_rows_local(X, row_fn, model, n_columns=n_columns, dtype=dtype)
+
+    def inference_params(self):
+        """The parameters predict, predict_proba and score_samples evaluate (and written
+        predictions).
+
+        Returns
+        -------
+        GMMParams or VariationalParams
+            ``params_``; a variational Bayesian mixture's posterior, whose E-step terms
+            carry the expected log-weights and log-determinants.
+        """
+        return self.params_
 
     def predict(self, X):
         """The most probable component of each row.

@@ -66,7 +66,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         client=None,
         split_every=8,
         nonfinite="raise",
-        batch_size=4096,
+        batch_size=32768,
         step_power=0.6,
         polish_iter=0,
         wave_width=8,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 
 import numpy as np
@@ -119,8 +119,13 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     converged leaves the set. The passes made are the most any candidate needs alone.
 
     The parameters (listed below, from ``dgmm.core.model_parameters``) are the grid
-    (``n_components``, ``covariance_type``), ``criterion`` and ``memory_budget``; every
-    other one is ``dgmm.GaussianMixture``'s and applies to every candidate.
+    (``n_components``, ``covariance_type``), ``criterion``, ``memory_budget`` and
+    ``seed_from_other_types``; every other one is ``dgmm.GaussianMixture``'s and applies to
+    every candidate.
+
+    ``seed_from_other_types=n`` adds one round (one more set of passes) in which each
+    candidate runs from the n best other types' solutions at its K, as R's mclust starts
+    every model of a K from one partition; ``results_`` lists those runs too.
 
     Seeds: the root seed is ``random_state`` when it is an int (otherwise an int drawn
     from it, or from fresh entropy when None; kept as ``random_seed_``). Restart i of every
@@ -156,6 +161,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         covariance_type="full",
         criterion="bic",
         memory_budget="1GiB",
+        seed_from_other_types=0,
         tol=1e-3,
         reg_covar=1e-6,
         max_iter=100,
@@ -176,6 +182,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         self.covariance_type = covariance_type
         self.criterion = criterion
         self.memory_budget = memory_budget
+        self.seed_from_other_types = seed_from_other_types
         self.tol = tol
         self.reg_covar = reg_covar
         self.max_iter = max_iter
@@ -339,21 +346,57 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             for i, result in zip(group, found, strict=True):
                 results[i] = result
         self.n_waves_ = len(groups)
+        seeded = self._seed_from_other_types(data, grid, estimators, results, n_features)
+        chosen = [None if outcome.refused is not None else
+                  max([outcome.fit] + [run for _, run in runs], key=lambda r: r.lower_bound)
+                  for outcome, runs in zip(results, seeded, strict=True)]
         classification = None
         if self.criterion == "icl":
-            classification = self._classification_terms(data, results)
+            classification = self._classification_terms(data, chosen)
             self.n_passes_ += 1
-        self._collect(grid, estimators, results, n_features, classification)
+        self._collect(grid, estimators, results, n_features, classification, seeded, chosen)
         return self
 
-    def _classification_terms(self, data, results) -> list:
-        """sum_i w_i log max_k r_ik of every fitted candidate, in one pass (None for the
-        refused ones)."""
-        fitted = [i for i, outcome in enumerate(results) if outcome.refused is None]
-        requests = [models.Pass(classification_chunk, (results[i].fit.params, self.nonfinite))
+    def _seed_from_other_types(self, data, grid, estimators, results, n_features) -> list:
+        """The round of ``seed_from_other_types``: per candidate, the (source type,
+        ``em.FitResult``) of its runs from other types' solutions at its K."""
+        seeded = [[] for _ in grid]
+        if not self.seed_from_other_types:
+            return seeded
+        by_k: dict[int, list[int]] = {}
+        for i, ((k, _), outcome) in enumerate(zip(grid, results, strict=True)):
+            if outcome.refused is None:
+                by_k.setdefault(k, []).append(i)
+        specs, owners = [], []
+        for indices in by_k.values():
+            ranked = sorted(indices, key=lambda i: information_criteria(
+                results[i].fit.lower_bound, results[i].fit.n_rows,
+                family(grid[i][1]).n_parameters(grid[i][0], n_features))[0])
+            for i in indices:
+                c, settings = grid[i][1], estimators[i]._settings()
+                sources = [j for j in ranked if grid[j][1] != c][:self.seed_from_other_types]
+                for j in sources:
+                    start = _start_from(results[j].fit.params, c)
+                    specs.append(em.ModelSpec(replace(settings, n_init=1), self.random_seed_,
+                                              lambda data, index, start=start: start))
+                    owners.append((i, grid[j][1]))
+        if not specs:
+            return seeded
+        found, passes = em.fit_models(data, specs, client=self.client)
+        self.n_passes_ += passes
+        for (i, source), outcome in zip(owners, found, strict=True):
+            if outcome.refused is None:
+                seeded[i].append((source, outcome.fit))
+        return seeded
+
+    def _classification_terms(self, data, chosen) -> list:
+        """sum_i w_i log max_k r_ik of every fitted candidate's chosen ``em.FitResult``,
+        in one pass (None for the refused ones)."""
+        fitted = [i for i, fit in enumerate(chosen) if fit is not None]
+        requests = [models.Pass(classification_chunk, (chosen[i].params, self.nonfinite))
                     for i in fitted]
         values = models.multi_pass(data, requests, client=self.client) if requests else []
-        terms: list[ClassificationSum | None] = [None] * len(results)
+        terms: list[ClassificationSum | None] = [None] * len(chosen)
         for i, value in zip(fitted, values, strict=True):
             terms[i] = value
         return terms
@@ -365,23 +408,31 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init))
         return fixed, (estimator._partial_init if partial else None)
 
-    def _collect(self, grid, estimators, results, n_features, classification=None):
+    def _collect(self, grid, estimators, results, n_features, classification=None,
+                 seeded=None, chosen=None):
+        """The table, the scores and the best candidate. results: per candidate the grid's
+        ``em.ModelOutcome``; seeded: its runs from other types' solutions; chosen: the
+        better end of both (default: the grid's)."""
         rows, scores = [], []
         classification = classification or [None] * len(grid)
-        for (k, c), outcome, term in zip(grid, results, classification, strict=True):
+        seeded = seeded or [[] for _ in grid]
+        chosen = chosen or [outcome.fit for outcome in results]
+        for (k, c), outcome, term, extra, result in zip(
+                grid, results, classification, seeded, chosen, strict=True):
             if outcome.refused is not None:
                 self.refused_[(k, c)] = outcome.refused
                 log.warning("candidate (n_components=%d, covariance_type=%r) refused: %s",
                             k, c, outcome.refused)
                 scores.append(math.inf)
                 continue
-            result = outcome.fit
+            grid_fit = outcome.fit
             n_parameters = family(c).n_parameters(k, n_features)
             bic, aic = information_criteria(result.lower_bound, result.n_rows, n_parameters)
             icl = math.nan if term is None else bic - 2.0 * term.total
-            best_restart = next((r.index for r in result.final_state.restarts
-                                 if r.lower_bound == result.lower_bound), None)
-            for restart in result.final_state.restarts:
+            best_restart = next((r.index for r in grid_fit.final_state.restarts
+                                 if result is grid_fit
+                                 and r.lower_bound == result.lower_bound), None)
+            for restart in grid_fit.final_state.restarts:
                 r_bic, r_aic = information_criteria(restart.lower_bound, result.n_rows,
                                                     n_parameters)
                 rows.append({"n_components": k, "covariance_type": c,
@@ -389,6 +440,15 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                              "n_iter": restart.iteration, "lower_bound": restart.lower_bound,
                              "n_parameters": n_parameters, "bic": r_bic, "aic": r_aic,
                              "icl": icl if restart.index == best_restart else math.nan})
+            first = len(grid_fit.final_state.restarts)
+            for number, (_, run) in enumerate(extra, start=first):
+                r_bic, r_aic = information_criteria(run.lower_bound, run.n_rows,
+                                                    n_parameters)
+                rows.append({"n_components": k, "covariance_type": c, "restart": number,
+                             "converged": run.converged, "n_iter": run.n_iter,
+                             "lower_bound": run.lower_bound, "n_parameters": n_parameters,
+                             "bic": r_bic, "aic": r_aic,
+                             "icl": icl if run is result else math.nan})
             scores.append({"bic": bic, "aic": aic, "icl": icl}[self.criterion])
         if all(outcome.refused is not None for outcome in results):
             raise DataError(
@@ -400,7 +460,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         best = int(np.argmin(scores))
         k, c = grid[best]
         self.best_params_ = {"n_components": k, "covariance_type": c}
-        self.best_estimator_ = _fitted(estimators[best], results[best].fit, n_features)
+        self.best_estimator_ = _fitted(estimators[best], chosen[best], n_features)
         self.n_features_in_ = n_features
         if not self.best_estimator_.converged_ and self.max_iter > 0:
             warnings.warn(
@@ -515,6 +575,16 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         float
         """
         return self._best().icl(X)
+
+
+def _start_from(params, covariance_type: str):
+    """Initial parameters of type ``covariance_type`` from another type's fitted ones:
+    the same weights and means, and the nearest covariances of the type."""
+    full = params.family.full_covariances(params.covariances, params.n_components,
+                                          params.n_features)
+    covariances = family(covariance_type).from_full(full)
+    return type(params).from_covariances(params.weights, params.means, covariances,
+                                         covariance_type)
 
 
 def _fitted(estimator: GaussianMixture, result: em.FitResult, n_features: int):

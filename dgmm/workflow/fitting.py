@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.variational import RecordedPosteriors
 from ..data.model_io import read_model_meta, save_model
 from ..engine.em import EMState
 from ..errors import CheckpointError, ConfigError, DataError
 from ..estimators import load_model
 from .checkpoint import CheckpointStore
 from .progress import EMProgress, SelectionProgress, StepwiseProgress
+from .report import selection_record
 from .schema import Workflow
 
 __all__ = ["Resumption", "fit_resumably", "fit_em", "fit_minibatch", "fit_selection",
@@ -128,7 +130,10 @@ def _estimator_kwargs(workflow: Workflow) -> dict:
 
 
 def _em_state(arrays: dict, meta: dict) -> EMState:
-    state = EMState.from_record(arrays, meta)
+    # a variational Bayesian fit records its posteriors (weight concentrations and all)
+    posteriors = "params.weight_concentration" in arrays
+    state = EMState.from_record(
+        arrays, meta, RecordedPosteriors(meta["covariance_type"]) if posteriors else None)
     if not state.restarts:
         raise KeyError("restarts")
     return state
@@ -147,11 +152,15 @@ EM_RESUMPTION = Resumption(
 
 
 def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
-    """The fit step with ``model.algorithm: em`` (batch EM); returns
-    ``(fitted GaussianMixture, position resumed from or None)``."""
+    """The fit step with ``model.algorithm: em`` (batch EM, or batch variational inference
+    with ``model.kind: variational_bayes``); returns ``(fitted GaussianMixture or
+    BayesianGaussianMixture, position resumed from or None)``."""
+    from ..estimators.bayesian import BayesianGaussianMixture
     from ..estimators.gaussian_mixture import ConvergenceWarning, GaussianMixture
 
-    estimator = GaussianMixture(**_estimator_kwargs(workflow), client=client)
+    variational = workflow.model.kind == "variational_bayes"
+    cls = BayesianGaussianMixture if variational else GaussianMixture
+    estimator = cls(**_estimator_kwargs(workflow), client=client)
     store = _checkpoint_store(workflow)
 
     def fit(resume):
@@ -166,8 +175,9 @@ def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
     if workflow.outputs.model:
         save_model(workflow.outputs.model, estimator, **stamp,
                    storage_options=workflow.storage_options_for("outputs"))
+        bound = "lower bound" if variational else "mean log-likelihood"
         emit(f"fit: {estimator.n_iter_} iterations, converged={estimator.converged_}, "
-             f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
+             f"{bound} {estimator.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")
     return estimator, resumed_from
 
@@ -313,26 +323,12 @@ def fit_selection(workflow: Workflow, X, client, stamp: dict, restart: bool, emi
          f"{len(selection.results_)} fits)")
     if workflow.outputs.model:
         save_model(workflow.outputs.model, best, **stamp,
-                   extra={"selection": _selection_record(selection)},
+                   extra={"selection": selection_record(selection)},
                    storage_options=workflow.storage_options_for("outputs"))
         emit(f"fit: {best.n_iter_} iterations, converged={best.converged_}, "
              f"mean log-likelihood {best.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")
     return best, selection, resumed_from
-
-
-def _selection_record(selection) -> dict:
-    """The selection's table and choice as JSON (kept with the saved model)."""
-    return {
-        "criterion": selection.criterion,
-        "best_params": dict(selection.best_params_),
-        "n_passes": int(selection.n_passes_),
-        "refused": [{"n_components": k, "covariance_type": c, "reason": why}
-                    for (k, c), why in selection.refused_.items()],
-        "results": [{key: getattr(value, "item", lambda value=value: value)()
-                     for key, value in row.items()}
-                    for row in selection.results_.to_dict(orient="records")],
-    }
 
 
 def load_selection(workflow: Workflow, model, storage_options: dict):

@@ -6,6 +6,7 @@ after validation (``dgmm.workflow.loading.read_init_files``).
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -19,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from ..core.families import MCLUST_MODELS, family
-from ..core.model_parameters import WORKFLOW_PARAMETERS
+from ..core.families import MCLUST_MODELS, SKLEARN_TYPES, family
+from ..core.model_parameters import BY_NAME, ESTIMATORS, WORKFLOW_PARAMETERS
 from ..core.types import CovarianceType
 from ..data.files import is_url
 from ..errors import ConfigError
@@ -28,7 +29,8 @@ from .validators import FORBID, key_problem, path_text, positive_size
 
 __all__ = ["ModelConfig", "SelectConfig", "InitFile", "INIT_ARRAY_NAMES"]
 
-INIT_ARRAY_NAMES = ("weights_init", "means_init", "precisions_init")
+#: the model's array parameters: nested lists of numbers or the path of a .npy file
+INIT_ARRAY_NAMES = tuple(p.name for p in WORKFLOW_PARAMETERS if p.kind == "array")
 
 
 def _nesting_depth(value) -> int:
@@ -62,6 +64,12 @@ def _init_array(value, info: ValidationInfo):
     name = info.field_name
     if isinstance(value, (str, os.PathLike)):
         return path_text(value)
+    bounds = BY_NAME[name].bounds
+    if bounds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not value > bounds.get("gt", -math.inf):
+            raise ValueError(f"{name} must be a positive number, a nested list of numbers "
+                             "or the path of a .npy file")
+        return float(value)
     if hasattr(value, "tolist") and not isinstance(value, list):  # NumPy array
         value = value.tolist()
     if not isinstance(value, list) or not value:
@@ -119,6 +127,15 @@ class ModelConfig(_DeclaredModelFields):
     ``polish_iter``, ``warm_start_from``) are refused with the other.
     ``warm_start_from`` names a saved mini-batch model whose fit continues on this
     workflow's data.
+
+    ``kind`` chooses what is estimated: ``maximum_likelihood`` (the default) or
+    ``variational_bayes`` (``dgmm.BayesianGaussianMixture``, batch variational inference;
+    its prior keys ``weight_concentration_prior_type``, ``weight_concentration_prior``,
+    ``mean_precision_prior``, ``mean_prior``, ``degrees_of_freedom_prior``,
+    ``covariance_prior`` are refused with the other kind, as are the ``*_init`` keys with
+    ``variational_bayes``). ``mean_prior`` and ``covariance_prior`` are nested lists or
+    ``.npy`` paths like the init arrays; ``covariance_prior`` may be one positive number
+    (spherical).
     """
 
     #: the .npy init files read after validation, by parameter name
@@ -178,6 +195,32 @@ class ModelConfig(_DeclaredModelFields):
         return None if value is None else path_text(value)
 
     @model_validator(mode="after")
+    def _kind_parameters(self):
+        for parameter in WORKFLOW_PARAMETERS:
+            own = parameter.model_kind
+            if (own is not None and own != self.kind
+                    and getattr(self, parameter.name) != parameter.default):
+                raise key_problem(
+                    parameter.name, "..." if parameter.kind == "array"
+                    else getattr(self, parameter.name),
+                    f"applies to kind {own!r} only, but model.kind is {self.kind!r}; set "
+                    f"model.kind: {own} or remove {parameter.name}",
+                )  # fmt: skip
+        if self.kind == "variational_bayes" and self.covariance_type not in SKLEARN_TYPES:
+            raise key_problem(
+                "covariance_type", self.covariance_type,
+                f"a variational Bayesian mixture takes {', '.join(SKLEARN_TYPES)} (a "
+                "Gaussian-Wishart prior per component); choose one of them",
+            )  # fmt: skip
+        if self.kind == "variational_bayes" and self.algorithm != "em":
+            raise key_problem(
+                "kind", self.kind,
+                "variational Bayesian mixtures are fitted by batch variational inference; "
+                "set model.algorithm: em",
+            )  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _algorithm_parameters(self):
         for parameter in WORKFLOW_PARAMETERS:
             own = parameter.algorithm
@@ -207,14 +250,18 @@ class ModelConfig(_DeclaredModelFields):
         ``algorithm`` are left out, and so is ``algorithm: em`` itself, so a batch EM
         workflow hashes as it did before mini-batch EM existed."""
         exclude = {p.name for p in WORKFLOW_PARAMETERS
-                   if not p.changes_fit or (p.algorithm not in (None, self.algorithm))}
+                   if not p.changes_fit or (p.algorithm not in (None, self.algorithm))
+                   or p.model_kind not in (None, self.kind)}
         if self.algorithm == "em":
             exclude.add("algorithm")
+        if self.kind == "maximum_likelihood":
+            exclude.add("kind")
         return self.model_dump(mode="json", exclude=exclude)
 
     def estimator_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``dgmm.GaussianMixture`` or, with ``algorithm:
-        minibatch``, ``dgmm.MiniBatchGaussianMixture`` (init arrays as float64 arrays).
+        """Keyword arguments for ``dgmm.GaussianMixture``, with ``algorithm:
+        minibatch`` ``dgmm.MiniBatchGaussianMixture``, with ``kind: variational_bayes``
+        ``dgmm.BayesianGaussianMixture`` (array parameters as float64 arrays).
 
         Excludes ``require_convergence`` (a workflow setting), ``algorithm``,
         ``warm_start_from`` (the runner reads that model), the parameters of another
@@ -226,10 +273,13 @@ class ModelConfig(_DeclaredModelFields):
         import numpy as np
 
         kwargs = self.model_dump(exclude={
-            "require_convergence", "algorithm", "warm_start_from",
+            "require_convergence", "algorithm", "warm_start_from", "kind",
             *(p.name for p in WORKFLOW_PARAMETERS
-              if p.algorithm not in (None, self.algorithm))})
+              if p.algorithm not in (None, self.algorithm)
+              or p.model_kind not in (None, self.kind))})
         for name in INIT_ARRAY_NAMES:
+            if name not in kwargs or isinstance(kwargs[name], float):
+                continue
             value = kwargs[name]
             if isinstance(value, list):
                 kwargs[name] = np.asarray(value, dtype=np.float64)
@@ -273,6 +323,12 @@ def _components_range(value: dict) -> list[int]:
     return list(range(bounds["start"], bounds["stop"] + 1, bounds["step"]))
 
 
+#: the selection's own parameters, as ``dgmm.GaussianMixtureSelection`` declares them
+_CRITERION, _MEMORY_BUDGET = (next(p for p in ESTIMATORS["GaussianMixtureSelection"]
+                                   if p.name == name)
+                              for name in ("criterion", "memory_budget"))
+
+
 class SelectConfig(BaseModel):
     """Section ``select``: fit a grid of K x covariance type, keep the best by ``criterion``.
 
@@ -289,8 +345,8 @@ class SelectConfig(BaseModel):
 
     n_components: list[int]
     covariance_type: CovarianceType | Literal["all"] | list[CovarianceType] = "full"
-    criterion: Literal["bic", "aic", "icl"] = "bic"
-    memory_budget: int | str = "1GiB"
+    criterion: _CRITERION.annotation = _CRITERION.default
+    memory_budget: _MEMORY_BUDGET.annotation = _MEMORY_BUDGET.default
 
     @field_validator("n_components", mode="before")
     @classmethod

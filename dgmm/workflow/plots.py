@@ -1,6 +1,7 @@
 """Pictures of fitted mixtures, drawn on a matplotlib Agg canvas (the process-wide backend
-is never switched): the information criterion against K for a grid, and a scatter-plot
-matrix of the features with every component's projected ellipses."""
+is never switched): the information criterion against K for a grid, a scatter-plot
+matrix of the features with every component's projected ellipses, and a variational
+Bayesian fit's lower bound per iteration beside its weights."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,6 +15,8 @@ from ..core.params import GMMParams
 MAX_PAIR_FEATURES = 6
 #: ellipses at 1 and 2 standard deviations
 ELLIPSE_SIGMAS = (1.0, 2.0)
+#: a variational Bayesian component counts as kept when its weight is above this
+KEPT_WEIGHT = 0.01
 
 
 def save_figure(fig: Figure, path: str, dpi: int = 100) -> None:
@@ -115,6 +118,37 @@ def pairs_figure(params: GMMParams, sample: np.ndarray, labels: np.ndarray | Non
         title += (f"\nthe {m} of {d} features that separate the components most: "
                   + ", ".join(names[j] for j in features))
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def kept_components(weights, threshold: float = KEPT_WEIGHT) -> int:
+    """How many components a variational Bayesian fit kept: weights above ``threshold``."""
+    return int(np.sum(np.asarray(weights) > threshold))
+
+
+def variational_figure(lower_bounds, weights, threshold: float = KEPT_WEIGHT) -> Figure:
+    """A variational Bayesian fit: its lower bound per iteration (left) and its components'
+    weights (right, largest first, the kept ones above ``threshold`` filled), so that one
+    sees how many components the prior kept."""
+    weights = np.asarray(weights, dtype=float)
+    fig = Figure(figsize=(10.0, 4.0))
+    left, right = fig.subplots(1, 2)
+    left.plot(np.arange(1, len(lower_bounds) + 1), lower_bounds, marker="o", ms=3)
+    left.set_xlabel("iteration")
+    left.set_ylabel("lower bound (summed over the rows)")
+    left.set_title("Variational lower bound")
+    left.grid(alpha=0.3)
+    order = np.argsort(-weights, kind="stable")
+    kept = weights[order] > threshold
+    right.bar(np.arange(len(order)), weights[order],
+              color=["C0" if k else "0.75" for k in kept])
+    right.axhline(threshold, color="0.4", linestyle=":", linewidth=1)
+    right.set_xticks(np.arange(len(order)), [str(k) for k in order], fontsize=7)
+    right.set_xlabel("component (largest weight first)")
+    right.set_ylabel("weight")
+    right.set_title(f"{kept_components(weights, threshold)} of {len(weights)} components "
+                    f"kept (weight > {threshold:g})")
     fig.tight_layout()
     return fig
 

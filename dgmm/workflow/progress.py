@@ -67,8 +67,9 @@ class EMProgress:
 
 class StepwiseProgress:
     """Turns stepwise callbacks into progress lines (pass and step), metrics and
-    checkpoints: after every ``every`` chunk tasks of a pass, at the end of every pass,
-    after initialisation and after every ``every`` polish iterations."""
+    checkpoints: after the wave that completes each ``every`` chunk tasks of a pass (a
+    wave completes ``wave_width`` of them at once), at the end of every pass, after
+    initialisation and after every ``every`` polish iterations."""
 
     def __init__(self, emit, store: CheckpointStore | None, every: int, stamp: dict,
                  n_chunks: int):
@@ -78,6 +79,7 @@ class StepwiseProgress:
         self.stamp = stamp
         self.n_chunks = n_chunks
         self.pass_seconds = 0.0
+        self.position = 0  # chunks of the current pass done at the last callback
 
     @staticmethod
     def key(state) -> int:
@@ -94,9 +96,11 @@ class StepwiseProgress:
             self.pass_seconds += info.seconds
             self.emit(f"pass {st.n_passes + 1} chunk {st.position}/{self.n_chunks} "
                       f"step {st.n_steps}  {info.seconds:6.2f} s")
-            save = st.position % self.every == 0
+            save = st.position // self.every > self.position // self.every
+            self.position = st.position
         elif phase == "pass":
             seconds, self.pass_seconds = self.pass_seconds + info.seconds, 0.0
+            self.position = 0
             self.emit(f"pass {st.n_passes} done  step {st.n_steps}  "
                       f"mean log-lik {st.lower_bound: .8f}  {seconds:6.2f} s")
             save = True

@@ -50,6 +50,8 @@ from ..errors import DataError, NotConvergedError
 from ..estimators import load_model
 from . import cluster as cluster_mod
 from . import fitting
+from .checkpoint import CheckpointStore
+from .monitoring import StepClock, ensure_training_record, fit_passes, training_of
 from .schema import Workflow
 from .stamps import model_matches, params_checksum, stamp_matches, warm_start_checksum, write_stamp
 
@@ -172,11 +174,13 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
             stamp["warm_start_checksum"] = warm_start_checksum(workflow)
         outputs = workflow.outputs
 
-        model = selection = None
+        model = selection = training = None
+        clock = StepClock()
         if "fit" in workflow.steps:
             if not force and not restart and model_matches(outputs.model, stamp, out_options):
                 summary.skipped.append("fit")
                 emit(f"fit: up to date ({outputs.model})")
+                clock.done("fit", "up to date")
             else:
                 if decide_persist(info.nbytes, workflow.data.persist, client):
                     emit(f"data: keeping {format_bytes(info.nbytes)} in worker memory")
@@ -191,10 +195,18 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                     model, summary.resumed_from = fit(workflow, X, client, stamp, restart,
                                                       emit)
                 summary.ran.append("fit")
+                clock.done("fit", "ran", fit_passes(model, selection) or 0)
         if model is None:
             model = _load_saved_model(outputs.model, out_options, client)
             if workflow.select is not None:
                 selection = fitting.load_selection(workflow, model, out_options)
+        if "fit" in workflow.steps:  # the training data's summary, kept in the model
+            training, reads = ensure_training_record(
+                outputs.model, model, X, info, client, out_options,
+                nonfinite_rule(workflow.data.nonfinite).missing_values)
+            clock.add_reads("fit", reads)
+        else:
+            training = training_of(outputs.model, out_options)
         summary.n_iter, summary.converged = model.n_iter_, model.converged_
         summary.lower_bound = model.lower_bound_
         expected = {**stamp, "model_checksum": params_checksum(model.params_)}
@@ -209,13 +221,16 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                 from ..data.outputs import write_predictions
 
                 t0 = time.perf_counter()
-                write_predictions(X, model.params_, path, format=outputs.predictions_format,
+                write_predictions(X, model.inference_params(), path,
+                                  format=outputs.predictions_format,
                                   client=client, storage_options=options,
                                   marginalize=nonfinite_rule(
                                       workflow.data.nonfinite).missing_values)
                 write_stamp(path, expected, options)
                 emit(f"predict: wrote {path} ({time.perf_counter() - t0:.1f} s)")
                 summary.ran.append("predict")
+            ran = summary.ran[-1:] == ["predict"]
+            clock.done("predict", "ran" if ran else "up to date", int(ran))
             summary.outputs["predictions"] = path
 
         if "score" in workflow.steps:
@@ -237,8 +252,17 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                     write_json(score_path, {**expected, "score": summary.score}, out_options)
                 emit(f"score: mean log-likelihood {mean_ll:.6f}, BIC {summary.score['bic']:.1f}")
                 summary.ran.append("score")
+            ran = summary.ran[-1:] == ["score"]
+            clock.done("score", "ran" if ran else "up to date", int(ran))
 
-        if "report" in workflow.steps:
+        # scoring against a saved model: the page (with drift) even without a report step
+        page_only = ("report" not in workflow.steps and "fit" not in workflow.steps
+                     and outputs.report is not None
+                     and any(s in workflow.steps for s in ("predict", "score")))
+        if "report" in workflow.steps or page_only:
+            # a report that failed its drift thresholds has no stamp: a rerun checks again
+            expected = {**expected, "monitor": (workflow.monitor.model_dump()
+                                                if workflow.monitor else None)}
             if (not force and "fit" not in summary.ran
                     and stamp_matches(outputs.report, expected, out_options)):
                 summary.skipped.append("report")
@@ -249,6 +273,9 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                 written = write_report(
                     outputs.report, model, X, info, workflow=workflow, score=summary.score,
                     client=client, storage_options=out_options, selection=selection,
+                    run={"cluster": cluster_mod.describe(workflow.cluster),
+                         "model_path": outputs.model, "steps": clock.current("report")},
+                    metrics=_metrics(workflow), training=training, monitor=workflow.monitor,
                 )
                 write_stamp(outputs.report, expected, out_options)
                 emit(f"report: wrote {', '.join(p.rsplit('/', 1)[-1] for p in written)} "
@@ -264,3 +291,12 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
             "model.require_convergence: false to accept it."
         )
     return summary
+
+
+def _metrics(workflow: Workflow) -> list | None:
+    """The checkpoint's metric records (every restart's iterations), or None."""
+    if not workflow.checkpoint.dir:
+        return None
+    store = CheckpointStore(workflow.checkpoint.dir,
+                            storage_options=workflow.storage_options_for("checkpoint"))
+    return store.read_metrics()

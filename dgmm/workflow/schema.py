@@ -20,6 +20,7 @@ from ..core.types import CovarianceType, NonFinitePolicy
 from ..data.files import format_from_suffix, is_url
 from ..engine.passes import DEFAULT_CHUNK_BYTES
 from .cluster_config import ClusterConfig, LocalClusterConfig
+from .drift import DriftThresholds
 from .model_config import INIT_ARRAY_NAMES, ModelConfig, SelectConfig
 from .validators import FORBID, key_problem, path_text, positive_size
 
@@ -222,6 +223,8 @@ class Workflow(BaseModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     select: SelectConfig | None = None
+    #: drift thresholds for scoring against a saved model (not part of the settings hash)
+    monitor: DriftThresholds | None = None
     steps: list[Step] = Field(default_factory=lambda: ["fit", "predict", "report"])
 
     _source_file: str | None = PrivateAttr(default=None)
@@ -281,6 +284,13 @@ class Workflow(BaseModel):
                     f"the select section chooses {name}: remove model.{name} (or the "
                     "select section to fit one model)",
                 )  # fmt: skip
+        if model.kind != "maximum_likelihood":
+            raise key_problem(
+                "model.kind", model.kind,
+                "the select section compares maximum-likelihood fits by an information "
+                "criterion; a variational Bayesian mixture chooses its components through "
+                "its prior: set model.kind: maximum_likelihood, or remove the select section",
+            )  # fmt: skip
         for name in INIT_ARRAY_NAMES:
             if getattr(model, name) is not None:
                 raise key_problem(
@@ -347,7 +357,7 @@ class Workflow(BaseModel):
         )
         model = self.model.settings_payload()
         for name in INIT_ARRAY_NAMES:
-            if isinstance(model[name], str):
+            if isinstance(model.get(name), str):
                 model[name] = {"file": model[name], "sha256": self.model.init_file(name).sha256}
         payload = {"schema": "dgmm-settings-1", "data": data, "model": model}
         if self.select is not None:  # absent otherwise: one-model hashes stay as they were

@@ -19,6 +19,7 @@ import math
 
 import numba
 import numpy as np
+from scipy.linalg import blas as _blas
 
 from ..terms import GaussianTerms
 from .missing import DenseGaps
@@ -26,17 +27,45 @@ from .pruning import PRUNE_SLACK_NATS
 from .responsibilities import FLUSH_LOG_RATIO
 
 LOG_2PI = math.log(2.0 * math.pi)
+#: numba's fast-math subset for the loops below: reassociating sums (vectorised dot
+#: products) and fused multiply-adds; no assumption about inf or NaN, which occur (-inf
+#: log-weights, skipped pairs)
+FAST = {"reassoc", "contract"}
 
 
 @numba.njit(cache=True, nogil=True)
-def _centre(X, means, delta):
-    """delta[k, i] = X[i] - means[k] with 0 where X[i] is NaN; X (n, d), delta (K, n, d)."""
-    n, d = X.shape
+def _centre(X, order, means, delta):
+    """delta[k, i] = X[order[i]] - means[k] with 0 where that row is NaN; X (n, d),
+    delta (K, n, d)."""
+    d = X.shape[1]
     for k in range(means.shape[0]):
-        for i in range(n):
+        for i in range(order.size):
+            row = X[order[i]]
             for j in range(d):
-                x = X[i, j]
+                x = row[j]
                 delta[k, i, j] = 0.0 if x != x else x - means[k, j]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FAST)
+def _weighted_rows(R, delta, k, nk, s1, G):
+    """For component k: nk[k] += sum_i R[k, i], s1[k] += sum_i R[k, i] delta[k, i], and the
+    rows sqrt(R[k, i]) delta[k, i] with R[k, i] > 0 into G; returns their number."""
+    d = delta.shape[2]
+    count = 0
+    total = 0.0
+    for i in range(R.shape[1]):
+        r = R[k, i]
+        if r == 0.0:
+            continue
+        total += r
+        root = math.sqrt(r)
+        row = delta[k, i]
+        for j in range(d):
+            s1[k, j] += r * row[j]
+            G[count, j] = root * row[j]
+        count += 1
+    nk[k] += total
+    return count
 
 
 @numba.njit(cache=True, nogil=True)
@@ -71,7 +100,7 @@ def _factor(P, cols, c0, m, chol, base):
     return half + math.log(product)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=FAST)
 def _marginal_rows(delta, g, row_start, cols, col_start, precisions, factor_of, base,
                    prune, log_diag, inv_low, log_low, usable, floor_offset, chol,
                    chol_start, factored, half_logdet, L):
@@ -85,66 +114,63 @@ def _marginal_rows(delta, g, row_start, cols, col_start, precisions, factor_of, 
     ``DenseGaps``), and are neither factored nor completed."""
     n_components, _, d = delta.shape
     y = np.empty(d)
-    keep = np.empty(n_components, dtype=np.bool_)
+    q0 = np.empty(n_components)
     upper = np.empty(n_components)
+    sum_log_diag = np.zeros(n_components)
     for p in range(col_start.size - 1):
         c0 = col_start[p]
         m = col_start[p + 1] - c0
-        sum_log_diag = np.zeros(n_components)
+        mc = cols[c0:c0 + m]
         for k in range(n_components):
+            t = 0.0
             for a in range(m):
-                sum_log_diag[k] += log_diag[k, cols[c0 + a]]
+                t += log_diag[k, mc[a]]
+            sum_log_diag[k] = t
         for i in range(row_start[p], row_start[p + 1]):
             best_lower = -np.inf
             for k in range(n_components):
+                dr = delta[k, i]
+                gr = g[k, i]
                 q = 0.0
                 for j in range(d):
-                    q += delta[k, i, j] * g[k, i, j]
-                L[k, i] = q  # q_0 until the pair is computed
+                    q += dr[j] * gr[j]
+                q0[k] = q
                 if prune:
                     b_sq = 0.0
                     for a in range(m):
-                        v = g[k, i, cols[c0 + a]]
+                        v = gr[mc[a]]
                         b_sq += v * v
                     b_sq *= inv_low[k]
                     lower_q = max(q - b_sq - 1e-8 * (q + b_sq), 0.0)
                     c = base[k] + 0.5 * m * LOG_2PI
                     upper[k] = c - 0.5 * (m * log_low[k] + lower_q) if usable[k] else np.inf
                     best_lower = max(best_lower, c - 0.5 * (sum_log_diag[k] + q * (1.0 + 1e-8)))
+            floor = best_lower + floor_offset
             for k in range(n_components):
-                keep[k] = not prune or not upper[k] < best_lower + floor_offset
-            for k in range(n_components):
-                q = L[k, i]
-                if not keep[k]:
+                if prune and upper[k] < floor:
                     L[k, i] = -np.inf
                     continue
                 f = factor_of[k]
-                L[k, i] = _complete_pair(delta[k, i], g[k, i], q, precisions[f], cols, c0, m,
-                                         chol, chol_start[p] + f * m * m, factored, half_logdet,
-                                         p, f, base[k], y)
-
-
-@numba.njit(cache=True, nogil=True)
-def _complete_pair(delta_row, g_row, q, P, cols, c0, m, chol, cb, factored, half_logdet, p,
-                   f, base, y):
-    """The pair's log pi_k + log N(x_o; mu_ko, Sigma_k,oo) from q = q_0 and g = Lambda_k
-    delta_0 (factoring Lambda_k,mm on the pattern's first use); completes delta_row."""
-    if not factored[p, f]:
-        factored[p, f] = True
-        half_logdet[p, f] = _factor(P, cols, c0, m, chol, cb)
-    for a in range(m):
-        s = g_row[cols[c0 + a]]
-        for c in range(a):
-            s -= chol[cb + a * m + c] * y[c]
-        y[a] = s / chol[cb + a * m + a]
-        q -= y[a] * y[a]
-    for a in range(m - 1, -1, -1):
-        s = y[a]
-        for c in range(a + 1, m):
-            s -= chol[cb + c * m + a] * y[c]
-        y[a] = s / chol[cb + a * m + a]
-        delta_row[cols[c0 + a]] = -y[a]
-    return base + 0.5 * m * LOG_2PI - half_logdet[p, f] - 0.5 * q
+                cb = chol_start[p] + f * m * m
+                if not factored[p, f]:
+                    factored[p, f] = True
+                    half_logdet[p, f] = _factor(precisions[f], cols, c0, m, chol, cb)
+                q = q0[k]
+                gr = g[k, i]
+                dr = delta[k, i]
+                for a in range(m):
+                    s = gr[mc[a]]
+                    for c in range(a):
+                        s -= chol[cb + a * m + c] * y[c]
+                    y[a] = s / chol[cb + a * m + a]
+                    q -= y[a] * y[a]
+                for a in range(m - 1, -1, -1):
+                    s = y[a]
+                    for c in range(a + 1, m):
+                        s -= chol[cb + c * m + a] * y[c]
+                    y[a] = s / chol[cb + a * m + a]
+                    dr[mc[a]] = -y[a]
+                L[k, i] = base[k] + 0.5 * m * LOG_2PI - half_logdet[p, f] - 0.5 * q
 
 
 @numba.njit(cache=True, nogil=True)
@@ -228,7 +254,7 @@ class CompiledDenseGaps(DenseGaps):
         factored = np.zeros((m.size, n_factors), dtype=bool)
         n = X.shape[0]
         self.deltas = delta = self._buffer("deltas", (k_all, n, d))
-        _centre(np.ascontiguousarray(X[order]), self.means, delta)
+        _centre(np.ascontiguousarray(X), order, self.means, delta)
         L = self._buffer("L", (k_all, n))
         g = self._buffer("g", (k_all, n, d))
         if n_factors > 1:
@@ -254,6 +280,16 @@ class CompiledDenseGaps(DenseGaps):
         out = np.empty_like(L)
         out[:, order] = L
         return out
+
+    def _add_completed_rows(self, R: np.ndarray) -> None:
+        R = np.ascontiguousarray(R)
+        G = self._buffer("weighted_rows", (R.shape[1], self.n_features))
+        for k in range(self.n_components):
+            count = _weighted_rows(R, self.deltas, k, self.nk, self.s1, G)
+            if count:
+                # lower triangle of s2[k] += G^T G (the upper one of its Fortran view)
+                _blas.dsyrk(1.0, G[:count].T, beta=1.0, c=self.s2[k].T, trans=0,
+                            overwrite_c=1)
 
     def _add_conditional_covariances(self, R: np.ndarray) -> None:
         row_start, cols, col_start, chol, chol_start = self._patterns
