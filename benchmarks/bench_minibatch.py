@@ -8,7 +8,10 @@ cluster run: the numbers do not depend on where the tasks run). Two starts per d
 
 - ``sample``: the start a sample search gives (EM restarts on a uniform sample of
   ``--sample-rows`` rows in memory, the best kept; one read of the data);
-- ``random_from_data``: a poor start, as scikit-learn draws it.
+- ``random_from_data``: a poor start, as scikit-learn draws it;
+- ``default``: no start given: ``MiniBatchGaussianMixture(K, max_iter=1)`` with every
+  default, its own initialisation included (scored after its pass and with
+  ``polish_iter=1``).
 
 From each start, ``MiniBatchGaussianMixture(max_iter=1)`` for every ``--wave-widths``
 value, scored (mean log-likelihood per row over all rows) after its pass and after one
@@ -173,6 +176,22 @@ def quality(args, X, seed, client) -> dict:
         out["references"] = refs
         out["best_reference"] = max(refs.values())
     for start_name in args.starts:
+        if start_name == "default":
+            row = {}
+            for polish in (0, 1):
+                t0 = time.perf_counter()
+                model = MiniBatchGaussianMixture(args.components, max_iter=1,
+                                                 polish_iter=polish, random_state=seed,
+                                                 client=client).fit(X)
+                row[f"polish{polish}"] = _score(X, model.params_, client)
+                row[f"polish{polish}_seconds"] = time.perf_counter() - t0
+            out["default"] = row
+            best = out.get("best_reference")
+            print(f"  default MiniBatchGaussianMixture(max_iter=1): {row['polish0']:.5f}, "
+                  f"with polish_iter=1 {row['polish1']:.5f}" + (
+                      "" if best is None else f"; below the best reference "
+                      f"{best - row['polish0']:+.4f} / {best - row['polish1']:+.4f}"))
+            continue
         t0 = time.perf_counter()
         start = (_sample_start(X, args, seed) if start_name == "sample"
                  else _poor_start(X, args, seed, client))

@@ -216,6 +216,10 @@ def cmd_validate(args) -> int:
               f"init {m.init_params}, max_iter {m.max_iter}, tol {m.tol}")
     _emit(f"  cluster: {cluster.describe(workflow.cluster)}")
     _emit(f"  steps:   {', '.join(workflow.steps)}")
+    if workflow.monitor is not None:
+        limits = {k: v for k, v in workflow.monitor.model_dump().items() if v is not None}
+        _emit("  monitor: exit 9 when " + (", ".join(f"{k} > {v:g}" for k, v in limits.items())
+                                           or "never (no threshold set)"))
     _emit(f"  settings hash: {workflow.settings_hash()[:16]}")
     if workflow.cluster.kind in ("slurm", "pbs"):
         _emit(f"  job script ({workflow.cluster.kind}), as dask-jobqueue will submit it:")

@@ -122,6 +122,9 @@ def test_scoring_against_the_saved_model_reports_drift_and_exits_9(project, caps
         "steps": ["predict", "score"],
     })
     (root / "nightly.yaml").write_text(yaml.safe_dump(document))
+    assert main(["validate", str(root / "nightly.yaml")]) == 0
+    assert ("monitor: exit 9 when max_log_likelihood_drop > 100, max_anomaly_share > 0.05"
+            in capsys.readouterr().out)
     assert main(["run", str(root / "nightly.yaml")]) == 9
     err = capsys.readouterr().err
     assert "monitor.max_anomaly_share=0.05" in err and "max_log_likelihood_drop" not in err

@@ -19,6 +19,7 @@ from ..core.families import COVARIANCE_TYPES, MCLUST_MODELS, family
 from ..engine import em, models
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
+from . import seeding
 from .constraints import declared_parameters
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_criteria
 
@@ -358,33 +359,21 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         return self
 
     def _seed_from_other_types(self, data, grid, estimators, results, n_features) -> list:
-        """The round of ``seed_from_other_types``: per candidate, the (source type,
-        ``em.FitResult``) of its runs from other types' solutions at its K."""
+        """The round of ``seed_from_other_types`` (``dgmm.estimators.seeding``): per
+        candidate, the (where its start came from, ``em.FitResult``) of its extra runs."""
         seeded = [[] for _ in grid]
         if not self.seed_from_other_types:
             return seeded
-        by_k: dict[int, list[int]] = {}
-        for i, ((k, _), outcome) in enumerate(zip(grid, results, strict=True)):
-            if outcome.refused is None:
-                by_k.setdefault(k, []).append(i)
-        specs, owners = [], []
-        for indices in by_k.values():
-            ranked = sorted(indices, key=lambda i: information_criteria(
-                results[i].fit.lower_bound, results[i].fit.n_rows,
-                family(grid[i][1]).n_parameters(grid[i][0], n_features))[0])
-            for i in indices:
-                c, settings = grid[i][1], estimators[i]._settings()
-                sources = [j for j in ranked if grid[j][1] != c][:self.seed_from_other_types]
-                for j in sources:
-                    start = _start_from(results[j].fit.params, c)
-                    specs.append(em.ModelSpec(replace(settings, n_init=1), self.random_seed_,
-                                              lambda data, index, start=start: start))
-                    owners.append((i, grid[j][1]))
+        fits = [outcome.fit if outcome.refused is None else None for outcome in results]
+        starts = seeding.seeded_starts(grid, fits, n_features, self.seed_from_other_types)
+        specs = [em.ModelSpec(replace(estimators[i]._settings(), n_init=1), self.random_seed_,
+                              lambda data, index, start=start: start)
+                 for i, _, start in starts]
         if not specs:
             return seeded
         found, passes = em.fit_models(data, specs, client=self.client)
         self.n_passes_ += passes
-        for (i, source), outcome in zip(owners, found, strict=True):
+        for (i, source, _), outcome in zip(starts, found, strict=True):
             if outcome.refused is None:
                 seeded[i].append((source, outcome.fit))
         return seeded
@@ -575,16 +564,6 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         float
         """
         return self._best().icl(X)
-
-
-def _start_from(params, covariance_type: str):
-    """Initial parameters of type ``covariance_type`` from another type's fitted ones:
-    the same weights and means, and the nearest covariances of the type."""
-    full = params.family.full_covariances(params.covariances, params.n_components,
-                                          params.n_features)
-    covariances = family(covariance_type).from_full(full)
-    return type(params).from_covariances(params.weights, params.means, covariances,
-                                         covariance_type)
 
 
 def _fitted(estimator: GaussianMixture, result: em.FitResult, n_features: int):
