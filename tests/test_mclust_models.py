@@ -190,7 +190,7 @@ def test_inner_iterations_hitting_their_cap_are_logged(blobs, monkeypatch, caplo
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_bic_matches_mclust_on_faithful_and_selects_its_model():
     """dgmm's best BIC over its restarts against mclust's mclustBIC (stored by
-    tests/fixtures/mclust/make_fixtures.R) on faithful for every model and K <= 4; the
+    tests/fixtures/mclust/make_fixtures.R) on faithful for every model and K <= 3; the
     whole table over four data sets and K <= 9 is benchmarks/bench_mclust.py's."""
     import json
 
@@ -200,15 +200,15 @@ def test_bic_matches_mclust_on_faithful_and_selects_its_model():
     fixtures = REPO / "tests" / "fixtures" / "mclust"
     reference = json.loads((fixtures / "bic.json").read_text())["faithful"]
     X = pd.read_csv(fixtures / "faithful.csv").to_numpy(np.float64)
-    selection = dgmm.GaussianMixtureSelection([1, 2, 3, 4], covariance_type="all", n_init=3,
+    selection = dgmm.GaussianMixtureSelection([1, 2, 3], covariance_type="all", n_init=2,
                                               tol=1e-5, max_iter=1000, random_state=0,
-                                              seed_from_other_types=2).fit(X)
+                                              seed_from_other_types=1).fit(X)
     ours = -selection.results_.groupby(["covariance_type", "n_components"]).bic.min()
     cells = [(model, k, ours[(model, k)], column[k - 1])
              for model, column in zip(reference["models"], reference["bic"], strict=True)
-             for k in (1, 2, 3, 4) if column[k - 1] is not None]
+             for k in (1, 2, 3) if column[k - 1] is not None]
     within = [ours_bic >= theirs - 0.5 for _, _, ours_bic, theirs in cells]
-    assert len(cells) == 56 and sum(within) >= 0.95 * len(cells), [
+    assert len(cells) == 42 and sum(within) >= 0.95 * len(cells), [
         c for c, ok in zip(cells, within, strict=True) if not ok]
     assert selection.best_params_ == {"n_components": 3, "covariance_type": "EEE"}
     assert ours.max() >= reference["best_bic"] - 0.5

@@ -1,5 +1,6 @@
 """The variational Bayesian core against scikit-learn's BayesianGaussianMixture, from the
-same responsibilities: priors, the update, the E-step terms, the lower bound, a whole fit."""
+same responsibilities: priors, the update, the E-step terms, the lower bound (whole fits
+through the engine: tests/test_bayesian.py)."""
 import numpy as np
 import pytest
 from helpers import COVARIANCE_TYPES, make_blobs
@@ -14,13 +15,6 @@ from dgmm.errors import ConfigError
 
 PRIOR_TYPES = vb.WEIGHT_PRIOR_TYPES
 RTOL = 1e-10
-
-
-class FromResponsibilities(BayesianGaussianMixture):
-    """scikit-learn's estimator started from given responsibilities ``resp0``."""
-
-    def _initialize_parameters(self, X, random_state, xp=None):
-        self._initialize(X, self.resp0)
 
 
 def _assert_close(ours, theirs, rtol=RTOL):
@@ -84,37 +78,6 @@ def test_update_estep_and_bound_match_scikit_learn(covariance_type, prior_type):
     assert bound == pytest.approx(float(np.squeeze(sk._compute_lower_bound(log_resp,
                                                                            log_prob_norm))),
                                   rel=RTOL)
-
-
-@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_a_whole_fit_matches_scikit_learn(covariance_type, prior_type):
-    """Iterate to convergence from the same responsibilities; more components than the
-    data need, so the prior switches some off."""
-    X, resp = _data(n=240, k=6, seed=5)
-    given = dict(weight_concentration_prior_type=prior_type, weight_concentration_prior=0.01,
-                 mean_precision_prior=0.5, degrees_of_freedom_prior=4.0)
-    sk = FromResponsibilities(n_components=6, covariance_type=covariance_type, tol=1e-8,
-                              max_iter=500, **given)
-    sk.resp0 = resp
-    sk.fit(X)
-    prior = _prior(X, covariance_type, 6, **given)
-    nk, xk, sk_cov = _moments(X, resp, covariance_type)
-    vp = vb.update_from_moments(nk, xk, sk_cov, prior)
-    bounds = []
-    for _ in range(500):
-        stats = kernels.chunk_stats(X, vp)
-        new = vb.variational_update(stats, prior, 1e-6)
-        bounds.append(vb.lower_bound(new, vb.responsibility_entropy(stats, vp)))
-        vp = new
-        if len(bounds) > 1 and abs(bounds[-1] - bounds[-2]) < 1e-8:
-            break
-    assert sk.converged_ and len(bounds) == sk.n_iter_
-    _assert_close(bounds, np.ravel(sk.lower_bounds_))  # tied: arrays of shape (1,)
-    _assert_posterior(vp, sk)
-    weights = vb.expected_weights(vp)
-    _assert_close(weights, sk.weights_)
-    assert (weights > 1e-3).sum() < 6  # components were switched off
 
 
 def _moments(X, resp, covariance_type):

@@ -165,7 +165,8 @@ def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
 
     def fit(resume):
         progress = EMProgress(emit, store, workflow.checkpoint.every, stamp,
-                              workflow.model.max_iter)
+                              workflow.model.max_iter,
+                              "lower bound" if variational else "mean log-lik")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             estimator.fit(X, callback=progress, resume=resume)

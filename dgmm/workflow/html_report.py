@@ -250,6 +250,13 @@ def _model_section(page: dict, params: GMMParams) -> str:
              f"{number(params.n_free_parameters())} free parameters"
              + (f"; BIC {number(score['bic'], 10)}, AIC {number(score['aic'], 10)}"
                 if score.get("bic") is not None else "") + ".</p>")
+    variational = page.get("variational")
+    if variational:
+        intro += (f"<p>Variational Bayes ({esc(variational['weight_concentration_prior_type'])}"
+                  f" prior on the weights): <b>{variational['kept_components']} of "
+                  f"{params.n_components} components kept</b> (weight above "
+                  f"{number(variational['kept_weight_threshold'])}); the curves under "
+                  "Convergence are the lower bound per row.</p>")
     note = ('<p class="note">Sorted by weight. sd scale: the geometric mean of the '
             "standard deviations along the component's principal axes, "
             "det(covariance)<sup>1/(2d)</sup>.</p>")

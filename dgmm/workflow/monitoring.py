@@ -63,7 +63,9 @@ def ensure_training_record(path: str | None, model, X, info, client, storage_opt
     record = training_of(path, storage_options)
     if record is not None and (record.get("data") or {}).get("fingerprint") == info.fingerprint:
         return record, 0
-    summary = drift.summarize(X, model.params_, client=client, marginalize=marginalize)
+    # what predictions evaluate (a variational fit: its posterior's E-step terms)
+    summary = drift.summarize(X, model.inference_params(), client=client,
+                              marginalize=marginalize)
     record = drift.training_record(summary, info)
     if path is not None:
         amend_model_meta(path, {"training": record}, storage_options)

@@ -20,8 +20,9 @@ class EMProgress:
     """Turns iteration callbacks into progress lines, metrics and checkpoints."""
 
     def __init__(self, emit, store: CheckpointStore | None, every: int, stamp: dict,
-                 max_iter: int):
+                 max_iter: int, objective: str = "mean log-lik"):
         self.emit = emit
+        self.objective = objective  # how the progress line names the lower bound
         self.store = store
         self.every = every
         self.max_iter = max_iter
@@ -37,7 +38,7 @@ class EMProgress:
             change = f"{info.change: .3e}" if math.isfinite(info.change) else "     n/a  "
             self.emit(
                 f"init {st.init_index + 1} iter {st.iteration:4d}  "
-                f"mean log-lik {st.lower_bound: .8f}  change {change}  "
+                f"{self.objective} {st.lower_bound: .8f}  change {change}  "
                 f"{info.seconds:6.2f} s  {info.rows_per_second:,.0f} rows/s"
                 + (f"  empty components {list(info.empty)}" if info.empty else "")
             )
