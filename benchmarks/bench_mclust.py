@@ -7,8 +7,8 @@ rows. Prints both times and their ratio (target: dgmm at most 3x mclust), the ce
 (model, K) where dgmm's best BIC over its restarts is at least mclust's minus 0.5 (mclust's
 sign, 2 log L - p log n; target: 95% of the cells), and both selected models. dgmm runs
 with 3 restarts, tol 1e-5 and ``seed_from_other_types=3`` (each candidate also starts from
-the three best other types' solutions at its K, as mclust starts every model from one
-partition); the options change these. Without R it
+the three best other types' solutions at its K and from the best at K +- 1 merged or split,
+as mclust starts every model of a K from one partition); the options change these. Without R it
 says so and compares with the numbers stored in tests/fixtures/mclust/bic.json.
 
 Part ``reads`` (synthetic, --rows x --features): the fourteen models at one K in one grid

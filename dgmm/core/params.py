@@ -168,6 +168,10 @@ class GMMParams:
             object.__setattr__(self, "_terms", terms)
         return terms
 
+    def __getstate__(self):
+        # the cached terms are rebuilt where needed, not shipped with the parameters
+        return {k: v for k, v in self.__dict__.items() if k != "_terms"}
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays by name (for saving).
 

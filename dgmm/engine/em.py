@@ -8,7 +8,8 @@ never sees the others. ``_run_lockstep`` answers the requests of every live rest
 every model with one pass per round (``dgmm.engine.models.Lockstep``); as every pass is a
 deterministic function of (data, chunking, parameters), a restart run in lockstep ends
 bit-identical to the same restart fitted alone (``iteration.fit_one``), and a fit resumed
-from a recorded ``EMState`` ends with exactly the parameters of an uninterrupted one.
+from a recorded ``EMState`` (``dgmm.engine.fit_state``) ends with exactly the parameters
+of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -16,16 +17,17 @@ import functools
 import math
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..core.model_kinds import MaximumLikelihood, ModelKind
+from ..core.model_kinds import ModelKind
 from ..core.params import GMMParams
 from ..core.threads import caller_blas_threads, single_blas_thread
 from . import models
 from . import passes as engine
+from .fit_state import EMState, FitResult, IterationInfo, best_run
 from .init import InitResult, initial_param_steps
 from .iteration import (
     EMSettings,
@@ -41,154 +43,6 @@ from .iteration import (
 __all__ = ["EMSettings", "EMState", "FitResult", "IterationInfo", "ModelOutcome", "ModelSpec",
            "RestartEvent", "RestartState", "RunResult", "fit_em", "fit_models", "resolve_seed",
            "restart_seed"]
-
-
-def _best(restarts, max_iter: int) -> RunResult | None:
-    """The finished restart with the highest final objective (the first on a tie)."""
-    best = None
-    for restart in restarts:
-        if restart.finished(max_iter) and (best is None or restart.lower_bound > best.lower_bound):
-            best = restart.run()
-    return best
-
-
-@dataclass(frozen=True)
-class EMState:
-    """Everything needed to continue a fit after an iteration of any of its restarts.
-
-    The restarts run in lockstep (one pass serves all of them); ``restarts`` holds every
-    restart's ``RestartState``. The other fields describe the restart that just moved:
-    seed: the fit's root seed (an int; restart i uses ``restart_seed(seed, i)``);
-    init_index, iteration, params, lower_bound, history, converged: that restart's
-    ``RestartState`` fields; best: the best finished restart so far; n_rows: rows used;
-    n_nonfinite: rows skipped; passes: data passes made by the fit so far.
-    """
-
-    seed: int
-    init_index: int
-    iteration: int
-    params: GMMParams
-    lower_bound: float
-    history: tuple[float, ...] = ()
-    converged: bool = False
-    best: RunResult | None = None
-    n_rows: int = 0
-    n_nonfinite: int = 0
-    restarts: tuple[RestartState, ...] = ()
-    passes: int = 0
-
-    def to_record(self) -> tuple[dict[str, np.ndarray], dict]:
-        """(arrays, JSON-able metadata) that ``from_record`` turns back into this state."""
-        arrays = {f"params.{k}": v for k, v in self.params.to_arrays().items()}
-        meta = {
-            "seed": self.seed,
-            "init_index": self.init_index,
-            "iteration": self.iteration,
-            "lower_bound": self.lower_bound,
-            "history": list(self.history),
-            "converged": self.converged,
-            "covariance_type": self.params.covariance_type,
-            "n_rows": self.n_rows,
-            "n_nonfinite": self.n_nonfinite,
-            "passes": self.passes,
-            "best": None,
-            "restarts": [],
-        }
-        if self.best is not None:
-            arrays.update({f"best.{k}": v for k, v in self.best.params.to_arrays().items()})
-            meta["best"] = {
-                "lower_bound": self.best.lower_bound,
-                "n_iter": self.best.n_iter,
-                "converged": self.best.converged,
-                "history": list(self.best.history),
-            }
-        for restart in self.restarts:
-            if restart.params is not None:
-                arrays.update({f"restart{restart.index}.{k}": v
-                               for k, v in restart.params.to_arrays().items()})
-            meta["restarts"].append({
-                "index": restart.index,
-                "initialised": restart.params is not None,
-                "iteration": restart.iteration,
-                "lower_bound": restart.lower_bound,
-                "history": list(restart.history),
-                "converged": restart.converged,
-            })
-        return arrays, meta
-
-    @classmethod
-    def from_record(cls, arrays: dict[str, np.ndarray], meta: dict,
-                    kind: ModelKind | None = None) -> EMState:
-        """The state ``to_record`` gave; ``kind`` rebuilds the parameters (default:
-        maximum likelihood of the recorded covariance type)."""
-        kind = MaximumLikelihood(meta["covariance_type"]) if kind is None else kind
-
-        def params(prefix):
-            start = f"{prefix}."
-            return kind.params_from_arrays({k[len(start):]: v for k, v in arrays.items()
-                                            if k.startswith(start)})
-
-        best = None
-        if meta.get("best"):
-            b = meta["best"]
-            best = RunResult(params("best"), float(b["lower_bound"]), int(b["n_iter"]),
-                             bool(b["converged"]), tuple(b["history"]))
-        restarts = tuple(
-            RestartState(
-                index=int(r["index"]),
-                iteration=int(r["iteration"]),
-                params=params(f"restart{int(r['index'])}") if r["initialised"] else None,
-                lower_bound=float(r["lower_bound"]),
-                history=tuple(float(v) for v in r["history"]),
-                converged=bool(r["converged"]),
-            )
-            for r in meta.get("restarts", ())
-        )
-        return cls(
-            seed=int(meta["seed"]),
-            init_index=int(meta["init_index"]),
-            iteration=int(meta["iteration"]),
-            params=params("params"),
-            lower_bound=float(meta["lower_bound"]),
-            history=tuple(float(v) for v in meta["history"]),
-            converged=bool(meta["converged"]),
-            best=best,
-            n_rows=int(meta.get("n_rows", 0)),
-            n_nonfinite=int(meta.get("n_nonfinite", 0)),
-            restarts=restarts,
-            passes=int(meta.get("passes", 0)),
-        )
-
-
-@dataclass(frozen=True)
-class IterationInfo:
-    """What a callback receives after initialisation and after each iteration.
-
-    phase: 'init' (theta_0 ready) or 'iteration'; change: objective minus the previous
-    one (nan for 'init'); seconds: wall time of the pass(es); rows_per_second: rows read
-    per second in this pass; empty: components found empty in this M-step.
-    """
-
-    state: EMState
-    phase: str
-    change: float
-    seconds: float
-    rows_per_second: float
-    empty: tuple[int, ...] = field(default=())
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """The best restart, as the estimator exposes it."""
-
-    params: Any
-    lower_bound: float
-    n_iter: int
-    converged: bool
-    history: tuple[float, ...]
-    n_rows: int
-    n_nonfinite: int
-    final_state: EMState
 
 
 def resolve_seed(random_state) -> int:
@@ -373,7 +227,7 @@ class _ModelRun:
         states = tuple(r.state for r in self.restarts)
         return EMState(
             self.seed, focus.index, focus.iteration, focus.params, focus.lower_bound,
-            focus.history, focus.converged, _best(states, self.settings.max_iter),
+            focus.history, focus.converged, best_run(states, self.settings.max_iter),
             self.n_rows, self.n_nonfinite, states, self.passes,
         )
 
@@ -392,7 +246,7 @@ class _ModelRun:
         if self.refused is not None:
             return ModelOutcome(refused=self.refused)
         states = tuple(r.state for r in self.restarts)
-        best = _best(states, self.settings.max_iter)
+        best = best_run(states, self.settings.max_iter)
         final = replace(self.snapshot(states[-1]), best=best)
         return ModelOutcome(FitResult(best.params, best.lower_bound, best.n_iter,
                                       best.converged, best.history, self.n_rows,

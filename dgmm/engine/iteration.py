@@ -1,18 +1,18 @@
 """One EM iteration, and the plain loop of one model: start here to read the engine.
 
-An iteration is: the E-step over the data (one pass: per chunk the statistics under the
-model kind's E-step terms, merged by a fixed tree), the M-step (the kind's, pure), the
-objective and the convergence test. ``fit_one`` is the whole loop of one model from its
-initial parameters::
+An iteration (``em_iteration``) is: the E-step over the data (one pass: per chunk the
+statistics under the model kind's E-step terms, merged by a fixed tree), the checks of the
+rows it counted, the M-step (the kind's, pure), the objective and the convergence test.
+``fit_one`` is the whole loop of one model from its initial parameters::
 
-    while not state.finished(max_iter):
-        stats = estep_pass(...)                  # E-step over the data, merged
-        state = em_step(state, stats, kind, tol)  # M-step, objective, convergence
+    state = RestartState(0, params=params)
+    while not state.finished(settings.max_iter):
+        state = em_iteration(data, settings, state, kind).state
 
-Restarts and model grids run the same ``estep_request`` and ``em_step`` in lockstep, one
-pass serving every live restart (``dgmm.engine.em``); tests prove them bit-identical to
-``fit_one``. The model kind (``dgmm.core.model_kinds``) is the only thing that knows what
-is being fitted.
+Restarts and model grids run the same ``estep_request``, ``check_stats`` and ``em_step``
+in lockstep, one pass serving every live restart (``dgmm.engine.em``); tests prove them
+bit-identical to ``fit_one``. The model kind (``dgmm.core.model_kinds``) is the only
+thing that knows what is being fitted.
 """
 from __future__ import annotations
 
@@ -161,18 +161,28 @@ def em_step(state: RestartState, stats: SuffStats, kind: ModelKind, tol: float) 
     return Step(new, change, tuple(update.empty))
 
 
+def em_iteration(data: passes.ChunkedData, settings: EMSettings, state: RestartState,
+                 kind: ModelKind, *, client=None) -> Step:
+    """One EM iteration of one restart over the data.
+
+    The E-step over the data (one pass: every chunk's statistics under
+    ``kind.estep_terms(state.params)``, merged by the fixed tree), the checks of the rows
+    it counted, then ``em_step``: the M-step, the objective and the convergence test.
+    """
+    request = estep_request(kind, state.params, settings.nonfinite_rule)
+    stats = passes.map_reduce(data, request.chunk_fn, *request.args,
+                              split_every=settings.split_every, client=client)
+    check_stats(stats, settings, weighted=data.weights is not None)
+    return em_step(state, stats, kind, settings.tol)
+
+
 def fit_one(data: passes.ChunkedData, settings: EMSettings, params: Any, *,
             kind: ModelKind | None = None, client=None) -> RestartState:
     """EM from ``params`` until converged or ``settings.max_iter`` iterations: one model,
     one restart, nothing else (no callbacks, no checkpoints). ``kind`` defaults to
     ``settings.model_kind()``. Returns the restart's final state."""
     kind = settings.model_kind() if kind is None else kind
-    weighted = data.weights is not None
     state = RestartState(0, params=params)
     while not state.finished(settings.max_iter):
-        request = estep_request(kind, state.params, settings.nonfinite_rule)
-        stats = passes.map_reduce(data, request.chunk_fn, *request.args,
-                                  split_every=settings.split_every, client=client)
-        check_stats(stats, settings, weighted)
-        state = em_step(state, stats, kind, settings.tol).state
+        state = em_iteration(data, settings, state, kind, client=client).state
     return state
