@@ -19,8 +19,8 @@ from dgmm.core.params import GMMParams
 from dgmm.core.stats import SuffStats
 
 __all__ = ["COVARIANCE_TYPES", "make_blobs", "random_covariances", "params_for",
-           "assert_stats_close", "ComputeCounter", "REPO", "MINIMAL_WORKFLOW", "write_file",
-           "kill_when", "threads_running"]
+           "assert_stats_close", "ComputeCounter", "RowCounter", "REPO", "MINIMAL_WORKFLOW",
+           "write_file", "kill_when", "threads_running"]
 
 #: the project root (shipped workflows/, configs/, docs/)
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +93,30 @@ class ComputeCounter(Callback):
 
     def _start(self, dsk):
         self.sizes.append(len(dsk))
+
+
+#: rows served per ``RowCounter`` name (module state: the graph may be pickled, the
+#: module is not)
+_ROWS_SERVED: dict[str, int] = {}
+
+
+class RowCounter:
+    """An array-like whose row reads are counted, as the getter of a Dask array serves
+    them on the local scheduler: ``dask.array.from_array(RowCounter(X, name), ...)``."""
+
+    def __init__(self, array: np.ndarray, name: str):
+        self.array, self.name = array, name
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        _ROWS_SERVED[name] = 0
+
+    def __getitem__(self, key):
+        out = self.array[key]
+        _ROWS_SERVED[self.name] += out.shape[0] if out.ndim else 1
+        return out
+
+    def reads(self) -> float:
+        """Rows served so far, in reads of the whole array."""
+        return _ROWS_SERVED[self.name] / self.shape[0]
 
 
 # ----------------------------------------------------------------- S3-API test server

@@ -107,10 +107,13 @@ def test_run_writes_every_output_and_second_run_does_nothing(data_dir, tmp_path)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["model"]["n_iter"] == meta["n_iter"]
     assert (tmp_path / "report" / "components.png").stat().st_size > 1000
-    metrics = (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()
-    assert len(metrics) == meta["n_iter"]
+    metrics = [json.loads(line) for line in
+               (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()]
+    # the sample pass and the search, then one line per iteration
+    assert [m.get("phase") for m in metrics[:2]] == ["sample", "search"]
+    assert len(metrics) == 2 + meta["n_iter"]
     assert {"iteration", "lower_bound", "change", "seconds", "rows_per_second"} <= set(
-        json.loads(metrics[-1]))
+        metrics[-1])
 
     second = dgmm("run", str(wf), cwd=tmp_path, check=0)
     assert "nothing to do" in second.stdout
@@ -151,9 +154,9 @@ def test_sigkill_at_any_moment_then_rerun_is_bit_identical(data_dir, tmp_path):
     rng = np.random.default_rng(0)
     # kill: during initialisation, right after a checkpoint, and at random moments
     plans = [lambda: (run_dir / "ckpt").exists(),
-             lambda: _metric_lines(metrics) >= 5,
-             lambda: _metric_lines(metrics) >= 20,
-             lambda: _metric_lines(metrics) >= 40]
+             lambda: _metric_lines(metrics) >= 7,
+             lambda: _metric_lines(metrics) >= 22,
+             lambda: _metric_lines(metrics) >= 42]
     for ready in plans:
         proc = subprocess.Popen([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"],
                                 cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -173,7 +176,8 @@ def test_sigkill_at_any_moment_then_rerun_is_bit_identical(data_dir, tmp_path):
 
     records = [json.loads(line, parse_constant=no_constants)
                for line in (run_dir / "ckpt" / "metrics.jsonl").read_text().splitlines()]
-    keys = [(r["init"], r["iteration"]) for r in records]
+    assert [r.get("phase") for r in records[:2]] == ["sample", "search"]
+    keys = [(r["init"], r["iteration"]) for r in records[2:]]
     # the restarts run in lockstep: their lines interleave, each restart's in order
     assert sorted(keys) == [(i, t) for i in range(2) for t in range(1, 31)]
     for i in range(2):
@@ -292,3 +296,42 @@ def test_validate_inspect_predict_commands(data_dir, tmp_path):
     assert table.num_rows == 60000 and "label" in table.column_names
     dgmm("inspect", "nowhere", cwd=tmp_path, check=2)
     dgmm("run", cwd=tmp_path, check=2)  # argparse: missing workflow
+
+
+def test_sigkill_during_the_search_resumes_from_the_sampled_rows(data_dir, tmp_path):
+    # a sample smaller than the data, and a search long enough to be caught in
+    model = {"n_components": 6, "init_size": 40000, "n_init": 3, "tol": 1e-4}
+    ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
+    for d in (ref_dir, run_dir):
+        d.mkdir()
+        os.symlink(data_dir / "data.zarr", d / "data.zarr")
+        write_workflow(d / "wf.yaml", model=model, steps=["fit"],
+                       outputs={"model": "model", "predictions": None, "report": None})
+    first = dgmm("run", "wf.yaml", cwd=ref_dir, check=0)
+    assert "sample: 40,000 of 60,000 usable rows drawn in one pass" in first.stdout
+    assert "search: 3 start(s) found on the sample" in first.stdout
+    reference, ref_meta = load_params(ref_dir / "model")
+
+    metrics = run_dir / "ckpt" / "metrics.jsonl"
+
+    def searching():
+        try:
+            phases = [json.loads(line).get("phase")
+                      for line in metrics.read_text().splitlines()]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+        return phases == ["sample"]
+
+    proc = subprocess.Popen([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"],
+                            cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    kill_when(proc, searching)
+    final = dgmm("run", "wf.yaml", cwd=run_dir, check=0)
+    assert "resuming from checkpoint: the sample of 40,000 rows" in final.stdout
+    assert "sample:" not in final.stdout  # the data are not sampled again
+    got, meta = load_params(run_dir / "model")
+    for name, arr in reference.to_arrays().items():
+        np.testing.assert_array_equal(getattr(got, name), arr, err_msg=name)
+    assert meta["lower_bounds"] == ref_meta["lower_bounds"]
+    phases = [json.loads(line).get("phase") for line in metrics.read_text().splitlines()]
+    assert phases[:2] == ["sample", "search"] and phases.count("sample") == 1

@@ -312,7 +312,7 @@ def test_params_api_matches_sklearn():
     ours = set(GaussianMixture().get_params())
     theirs = set(SkGaussianMixture().get_params())
     assert theirs <= ours
-    assert ours - theirs == {"client", "split_every", "nonfinite"}
+    assert ours - theirs == {"client", "split_every", "nonfinite", "init_size"}
     for name in theirs:
         assert GaussianMixture().get_params()[name] == SkGaussianMixture().get_params()[name]
     model = GaussianMixture().set_params(n_components=4, covariance_type="diag")

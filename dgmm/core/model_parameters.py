@@ -15,7 +15,8 @@ from typing import Any, Literal
 from .families import COVARIANCE_TYPES, SKLEARN_TYPES
 from .types import INIT_PARAMS, MODEL_KINDS, NONFINITE_POLICIES, WEIGHT_PRIOR_TYPES
 
-KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "size", "object")
+KINDS = ("int", "float", "bool", "choice", "seed", "array", "path", "size", "count",
+         "object")
 #: how a workflow fits: batch EM (``GaussianMixture``) or stepwise EM on mini-batches
 #: (``MiniBatchGaussianMixture``)
 ALGORITHMS = ("em", "minibatch")
@@ -42,7 +43,8 @@ class ModelParameter:
     ('maximum_likelihood');
     grid: the estimator also takes a list of values, one candidate each
     (``GaussianMixtureSelection``'s ``n_components`` and ``covariance_type``).
-    A ``size`` is a number of bytes (>= ``ge``) or a text such as ``'1GiB'``. A ``float``
+    A ``size`` is a number of bytes (>= ``ge``) or a text such as ``'1GiB'``; a ``count``
+    an int (>= ``ge``) or None for a value chosen automatically. A ``float``
     whose default is None also takes None (e.g. a prior computed from the data); an
     ``array`` with bounds also takes one number within them.
     """
@@ -86,7 +88,7 @@ class ModelParameter:
         """The Python type of a value given in a configuration file."""
         if self.kind == "choice":
             return Literal[self.options]
-        if self.kind == "seed":
+        if self.kind in ("seed", "count"):
             return int | None
         if self.kind == "path":
             return str | None
@@ -102,7 +104,7 @@ class ModelParameter:
 
     def coerce(self, value):
         """``value`` as the plain Python type of its kind (e.g. a NumPy int as ``int``)."""
-        if self.kind == "int":
+        if self.kind == "int" or (self.kind == "count" and value is not None):
             return int(value)
         if self.kind == "float":
             return None if value is None else float(value)
@@ -139,6 +141,10 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     _fit("n_init", 1, "int", "Initialisations; the best lower bound is kept.", ge=1),
     _fit("init_params", "kmeans", "choice", "How the initial parameters are chosen.",
          options=INIT_PARAMS),
+    _fit("init_size", None, "count",
+         "Rows of the in-memory sample the initial search runs on (None: from K, d and "
+         "tol; 0: no sample, the initialisation reads all rows).", ge=0,
+         model_kind="maximum_likelihood"),
     ModelParameter("weights_init", None, "array",
                    "User-given initial weights, shape (K,).", model_kind="maximum_likelihood"),
     ModelParameter("means_init", None, "array",

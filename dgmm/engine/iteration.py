@@ -44,6 +44,7 @@ class EMSettings:
     max_iter: int = DEFAULTS["max_iter"]
     n_init: int = DEFAULTS["n_init"]
     init_params: str = DEFAULTS["init_params"]
+    init_size: int | None = DEFAULTS["init_size"]
     nonfinite: str = DEFAULTS["nonfinite"]
     split_every: int = DEFAULTS["split_every"]
 

@@ -36,6 +36,8 @@ def sklearn_constraints(parameter: ModelParameter) -> list | str:
         return ["boolean"]
     if kind == "choice":
         return [StrOptions(set(parameter.options)), *([list, tuple] if parameter.grid else [])]
+    if kind == "count":
+        return [_interval(Integral, parameter), None]
     if kind == "size":
         return [_interval(Integral, parameter), str]
     if kind == "seed":
@@ -63,6 +65,7 @@ def _type_text(parameter: ModelParameter) -> str:
         "array": "array-like or None",
         "path": "str or None",
         "size": "int or str",
+        "count": "int or None",
         "object": "object",
     }[kind]
 

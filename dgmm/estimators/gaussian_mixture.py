@@ -11,6 +11,7 @@ except around the callback. See docs/design.md, "The estimator", and docs/python
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -28,7 +29,7 @@ from ..core.kernels import missing
 from ..core.model_parameters import BY_NAME, ENGINE_SETTINGS
 from ..core.nonfinite import RULES, nonfinite_rule, row_masks
 from ..core.params import GMMParams
-from ..engine import em
+from ..engine import em, search
 from ..engine import passes as engine
 from ..errors import DataError
 from . import validation
@@ -112,6 +113,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        init_size=None,
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -130,6 +132,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.init_size = init_size
         self.weights_init = weights_init
         self.means_init = means_init
         self.precisions_init = precisions_init
@@ -198,9 +201,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return GMMParams.from_precisions_cholesky(weights, means, prec_chol, self.covariance_type)
 
     def _settings(self) -> em.EMSettings:
-        """The engine's input: the declared engine settings, as plain Python values."""
-        return em.EMSettings(**{name: BY_NAME[name].coerce(getattr(self, name))
-                                for name in ENGINE_SETTINGS})
+        """The engine's input: the declared engine settings, as plain Python values (an
+        estimator without one of them, e.g. ``init_size``, gets its declared default)."""
+        return em.EMSettings(**{
+            name: BY_NAME[name].coerce(getattr(self, name, BY_NAME[name].default))
+            for name in ENGINE_SETTINGS})
 
     def _verbose_callback(self, user_callback):
         if not self.verbose and user_callback is None:
@@ -222,7 +227,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return callback
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None, sample=None,
+            search_callback=None):
         """Estimate the parameters by EM.
 
         Parameters
@@ -239,6 +245,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         resume : dgmm.engine.em.EMState, optional
             A state from a callback to continue from; the fit ends exactly where an
             uninterrupted one ends.
+        sample : dgmm.engine.sample.RowSample, optional
+            A sample drawn before (from a checkpoint), used instead of the sample pass.
+        search_callback : callable, optional
+            Called with a ``dgmm.engine.search.SearchEvent`` when the sample is drawn and
+            when the search has found the starts.
 
         Returns
         -------
@@ -247,8 +258,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             n_features), ``covariances_`` (full: (n_components, n_features, n_features),
             tied: (n_features, n_features), diag: (n_components, n_features), spherical:
             (n_components,)), ``precisions_`` and ``precisions_cholesky_`` shaped alike.
+
+        Notes
+        -----
+        Unless ``init_size=0`` or the initial parameters are given, one pass draws a
+        sample of rows, the restarts of ``init_params`` run on it in memory, and EM on
+        all rows starts from the best of them (``dgmm.engine.search``).
         """
-        self._fit(X, sample_weight, callback, resume)
+        self._fit(X, sample_weight, callback, resume, sample, search_callback)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -274,7 +291,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._fit(X, sample_weight, callback, None)
         return self.predict(X)
 
-    def _fit(self, X, sample_weight, callback, resume):
+    def _fit(self, X, sample_weight, callback, resume, sample=None, search_callback=None):
         X = self._check_X(X, fitting=True)
         n_samples, n_features = X.shape
         if n_samples < self.n_components:
@@ -295,6 +312,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         partial = (fixed_init is None and any(
             v is not None for v in (self.weights_init, self.means_init, self.precisions_init)))
         # partial: initialise each restart by init_params, then override what the user gave
+        if fixed_init is None and not partial and warm is None and search.needs_search(
+                settings, resume):
+            starts, sample = search.sample_starts(
+                data, [settings], [seed], client=self.client, sample=sample,
+                callback=search_callback)
+            fixed_init = functools.partial(search.start_of, starts[0])
+            self.n_sample_rows_ = sample.rows.shape[0]
         result = em.fit_em(
             data, settings, seed=seed, fixed_init=fixed_init, warm_start=warm,
             init_transform=self._partial_init if partial else None,
@@ -550,3 +574,4 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         X = self.params_.family.sample(rng, self.means_, self.covariances_, counts)
         y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
         return X, y
+

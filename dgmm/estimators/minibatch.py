@@ -12,13 +12,14 @@ the result never depends on the cluster).
 running statistics and step counter (the first call initialises). Inference (predict,
 predict_proba, score_samples, score, bic, aic, sample) is GaussianMixture's.
 
-Initialisation is GaussianMixture's and reads the whole data: ``init_params='kmeans'``
-(the default) takes its k-means|| and Lloyd passes before the first step;
-``'random_from_data'`` takes one pass, and user-given parameters none. ``n_init`` must
-be 1.
+Initialisation is GaussianMixture's: by default one pass draws a sample and the search
+on it gives theta_0 (``dgmm.engine.search``); with ``init_size=0`` the initialisation
+reads all rows (``init_params='kmeans'``: k-means|| and Lloyd passes), and user-given
+parameters read none. ``n_init`` must be 1.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import replace
@@ -26,7 +27,8 @@ from dataclasses import replace
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 
-from ..engine import em
+from ..core.model_parameters import DEFAULTS
+from ..engine import em, search
 from ..engine import minibatch as stepwise
 from ..engine import passes as engine
 from ..errors import ConfigError, DataError
@@ -56,6 +58,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        init_size=None,
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -73,7 +76,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
     ):
         super().__init__(
             n_components, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar,
-            max_iter=max_iter, n_init=n_init, init_params=init_params,
+            max_iter=max_iter, n_init=n_init, init_params=init_params, init_size=init_size,
             weights_init=weights_init, means_init=means_init,
             precisions_init=precisions_init, random_state=random_state,
             warm_start=warm_start, verbose=verbose, verbose_interval=verbose_interval,
@@ -120,6 +123,12 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
             def fixed_init(data):
                 first = stepwise.initial_state(data, settings, seed, client=self.client)
                 return self._partial_init(first.params)
+        elif search.uses_sample(self._settings()):
+            # one pass draws a sample; the search on it gives theta_0 (dgmm.engine.search),
+            # with batch EM's tol: this estimator's tol is on the change between passes
+            found = replace(self._settings(), tol=DEFAULTS["tol"])
+            starts, _ = search.sample_starts(data, [found], [seed], client=self.client)
+            fixed_init = functools.partial(search.start_of, starts[0], init_index=0)
         return stepwise.initial_state(data, settings, seed, fixed_init=fixed_init,
                                       client=self.client)
 

@@ -16,8 +16,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core.criteria import ClassificationSum, classification_chunk
 from ..core.families import COVARIANCE_TYPES, MCLUST_MODELS, family
-from ..engine import em, models
+from ..engine import em, models, search
 from ..engine import passes as engine
+from ..engine.waves import candidate_bytes, waves
 from ..errors import ConfigError, DataError
 from . import seeding
 from .constraints import declared_parameters
@@ -26,36 +27,12 @@ from .gaussian_mixture import ConvergenceWarning, GaussianMixture, information_c
 log = logging.getLogger(__name__)
 
 #: parameters of ``GaussianMixture`` that every candidate shares
-_SHARED = ("tol", "reg_covar", "max_iter", "n_init", "init_params", "weights_init",
-           "means_init", "precisions_init", "random_state", "warm_start", "verbose",
-           "verbose_interval", "client", "split_every", "nonfinite")
+_SHARED = ("tol", "reg_covar", "max_iter", "n_init", "init_params", "init_size",
+           "weights_init", "means_init", "precisions_init", "random_state", "warm_start",
+           "verbose", "verbose_interval", "client", "split_every", "nonfinite")
 
 RESULT_COLUMNS = ["n_components", "covariance_type", "restart", "converged", "n_iter",
                   "lower_bound", "n_parameters", "bic", "aic", "icl"]
-
-
-def candidate_bytes(n_components: int, covariance_type: str, n_features: int,
-                    chunk_rows: int, n_init: int) -> int:
-    """Bytes one candidate's restarts hold per chunk task: log-probabilities and
-    responsibilities (chunk_rows x K each) plus the statistics, per restart."""
-    stats = n_components * (1 + n_features) + int(
-        np.prod(family(covariance_type).s2_shape(n_components, n_features)))
-    return 8 * n_init * (2 * chunk_rows * n_components + stats)
-
-
-def waves(sizes: list[int], budget: int) -> list[list[int]]:
-    """Indices of consecutive candidates grouped so each group's bytes fit ``budget``
-    (a candidate larger than the budget runs alone)."""
-    groups, current, used = [], [], 0
-    for index, size in enumerate(sizes):
-        if current and used + size > budget:
-            groups.append(current)
-            current, used = [], 0
-        current.append(index)
-        used += size
-    if current:
-        groups.append(current)
-    return groups
 
 
 @dataclass(frozen=True)
@@ -146,7 +123,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
     best_estimator_ : dgmm.GaussianMixture
         The best candidate, fitted (its best restart).
     n_passes_ : int
-        Data passes made (over all waves).
+        Data passes made (over all waves), the sample pass included.
     n_waves_ : int
         Waves of candidates the memory budget asked for.
     refused_ : dict
@@ -168,6 +145,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        init_size=None,
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -189,6 +167,7 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.init_size = init_size
         self.weights_init = weights_init
         self.means_init = means_init
         self.precisions_init = precisions_init
@@ -242,7 +221,8 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
         return GaussianMixture(n_components=k, covariance_type=covariance_type, **shared)
 
     # -- fitting ---------------------------------------------------------------------
-    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None, sample=None,
+            search_callback=None):
         """Fit every candidate and keep the best by ``criterion``.
 
         Parameters
@@ -260,6 +240,8 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
             A state from a callback to continue from (its seed is used; each candidate
             found in it continues from its state, and ends exactly where an
             uninterrupted fit ends).
+        sample, search_callback : optional
+            As ``GaussianMixture.fit``'s; one sample pass serves the whole grid.
 
         Returns
         -------
@@ -298,6 +280,11 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                              else em.resolve_seed(self.random_state))
         specs = [em.ModelSpec(est._settings(), self.random_seed_, *self._init_hooks(est))
                  for est in estimators]
+        saved = {} if resume is None else {
+            kc: state for kc, state in zip(resume.candidates, resume.states, strict=True)}
+        specs, sample_passes, self.n_sample_rows_ = search.with_searched_starts(
+            data, specs, [saved.get(kc) for kc in grid], seed=self.random_seed_,
+            client=self.client, sample=sample, callback=search_callback)
 
         try:
             budget = parse_bytes(self.memory_budget) if isinstance(self.memory_budget, str) \
@@ -314,11 +301,9 @@ class GaussianMixtureSelection(DensityMixin, BaseEstimator):
                      "of %s: it runs in %d waves of candidates", len(grid),
                      format_bytes(sum(sizes)), format_bytes(budget), len(groups))
         results = [None] * len(grid)
-        saved = {} if resume is None else {
-            kc: state for kc, state in zip(resume.candidates, resume.states, strict=True)}
         states = [saved.get(kc) for kc in grid]
         live = [True] * len(grid)
-        self.n_passes_ = 0 if resume is None else resume.passes
+        self.n_passes_ = (0 if resume is None else resume.passes) + sample_passes
         for number, group in enumerate(groups, 1):
             if len(groups) > 1:
                 log.info("wave %d of %d: %s", number, len(groups),

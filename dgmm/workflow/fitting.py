@@ -15,6 +15,8 @@ from typing import Any
 from ..core.variational import RecordedPosteriors
 from ..data.model_io import read_model_meta, save_model
 from ..engine.em import EMState
+from ..engine.sample import RowSample
+from ..engine.search import sample_from_record
 from ..errors import CheckpointError, ConfigError, DataError
 from ..estimators import load_model
 from .checkpoint import CheckpointStore
@@ -129,7 +131,10 @@ def _estimator_kwargs(workflow: Workflow) -> dict:
     return kwargs
 
 
-def _em_state(arrays: dict, meta: dict) -> EMState:
+def _em_state(arrays: dict, meta: dict) -> EMState | RowSample:
+    """The checkpointed ``EMState``, or the sample when the run stopped during the search."""
+    if meta.get("kind") == "sample":
+        return sample_from_record(arrays, meta)
     # a variational Bayesian fit records its posteriors (weight concentrations and all)
     posteriors = "params.weight_concentration" in arrays
     state = EMState.from_record(
@@ -139,15 +144,23 @@ def _em_state(arrays: dict, meta: dict) -> EMState:
     return state
 
 
-def _em_metrics_kept(state: EMState):
+def _em_metrics_kept(state: EMState | RowSample):
+    if isinstance(state, RowSample):
+        return lambda r: r.get("phase") == "sample"
     done = {r.index: r.iteration for r in state.restarts}
     return lambda r: (r.get("iteration") or 0) <= done.get(r.get("init"), 0)
 
 
+def _em_describe(state: EMState | RowSample) -> str:
+    if isinstance(state, RowSample):
+        return f"the sample of {state.rows.shape[0]:,} rows (the search runs again)"
+    return f"init {state.init_index + 1}, iteration {state.iteration}"
+
+
 EM_RESUMPTION = Resumption(
     what="a fit", from_record=_em_state, kept_metrics=_em_metrics_kept,
-    position=lambda state: state.iteration,
-    describe=lambda state: f"init {state.init_index + 1}, iteration {state.iteration}",
+    position=lambda state: 0 if isinstance(state, RowSample) else state.iteration,
+    describe=_em_describe,
 )
 
 
@@ -167,9 +180,12 @@ def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
         progress = EMProgress(emit, store, workflow.checkpoint.every, stamp,
                               workflow.model.max_iter,
                               "lower bound" if variational else "mean log-lik")
+        sample = resume if isinstance(resume, RowSample) else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            estimator.fit(X, callback=progress, resume=resume)
+            search = {} if variational else {"sample": sample,
+                                             "search_callback": progress.search_event}
+            estimator.fit(X, callback=progress, resume=None if sample else resume, **search)
 
     resumed_from = fit_resumably(store, EM_RESUMPTION, fit, stamp=stamp, restart=restart,
                                  emit=emit)

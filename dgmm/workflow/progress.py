@@ -11,6 +11,7 @@ import math
 import time
 
 from ..engine.em import EMState, IterationInfo
+from ..engine.search import SearchEvent, sample_record
 from .checkpoint import CheckpointStore
 
 __all__ = ["EMProgress", "StepwiseProgress", "SelectionProgress"]
@@ -64,6 +65,28 @@ class EMProgress:
     def _step(state: EMState) -> int:
         # restarts run in lockstep: the passes made so far increase across all of them
         return state.passes
+
+    def search_event(self, event: SearchEvent) -> None:
+        """The sample pass and the search: a progress line and a metrics record each; the
+        sample is checkpointed (step 0, which the initialised restarts' checkpoint
+        replaces), so a run killed during the search does not read the data again."""
+        if event.phase == "sample":
+            sample = event.sample
+            self.emit(f"sample: {sample.rows.shape[0]:,} of {sample.n_rows:,} usable rows "
+                      f"drawn in one pass ({event.seconds:.2f} s)")
+            record = {"phase": "sample", "rows": int(sample.rows.shape[0]),
+                      "n_rows": sample.n_rows, "n_nonfinite": sample.n_nonfinite}
+        else:
+            self.emit(f"search: {len(event.starts)} start(s) found on the sample, best mean "
+                      f"log-lik {event.logliks[0]:.8f} ({event.seconds:.2f} s)")
+            record = {"phase": "search", "starts": len(event.starts),
+                      "sample_log_likelihoods": list(event.logliks)}
+        if self.store is None:
+            return
+        if event.phase == "sample":
+            arrays, meta = sample_record(event.sample)
+            self.store.save(0, arrays, {**meta, "kind": "sample", **self.stamp})
+        self.store.append_metrics({**record, "seconds": event.seconds, "time": time.time()})
 
 
 class StepwiseProgress:

@@ -46,6 +46,7 @@ from ..data.files import is_url
 from ..data.publish import join, read_json, write_json
 from ..data.redact import redact, register
 from ..engine.persist import decide_persist
+from ..engine.tasks import cluster_task_bytes
 from ..errors import DataError, NotConvergedError
 from ..estimators import load_model
 from . import cluster as cluster_mod
@@ -93,7 +94,10 @@ def _open_data(workflow: Workflow, client, emit):
                 chunk_rows=s.chunk_rows, seed=s.seed, dtype=cfg.dtype,
                 separation=s.separation, fmt="zarr", client=client,
             )
-    return data_io.open_source(cfg.reader_kind, cfg.path, **cfg.open_kwargs())
+    kwargs = cfg.open_kwargs()
+    if cfg.chunk_bytes is None and client is not None:
+        kwargs["target_chunk_bytes"] = cluster_task_bytes(client)
+    return data_io.open_source(cfg.reader_kind, cfg.path, **kwargs)
 
 
 def _load_saved_model(path: str | None, storage_options: dict, client):

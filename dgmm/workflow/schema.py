@@ -75,7 +75,8 @@ class DataConfig(BaseModel):
     dtype: Literal["float64", "float32"] = "float64"
     storage_options: dict[str, Any] = Field(default_factory=dict)
     nonfinite: NonFinitePolicy = "raise"
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    #: None: the default task size of ``dgmm.engine.tasks`` for the cluster's workers
+    chunk_bytes: int | None = None
     persist: Literal["auto", True, False] = "auto"
     synthetic: SyntheticConfig | None = None
 
@@ -96,7 +97,7 @@ class DataConfig(BaseModel):
     @field_validator("chunk_bytes", mode="before")
     @classmethod
     def _chunk_bytes(cls, value):
-        return positive_size(value, "64MiB")
+        return None if value is None else positive_size(value, "64MiB")
 
     @model_validator(mode="after")
     def _fits_the_source(self):
@@ -145,7 +146,8 @@ class DataConfig(BaseModel):
 
     def open_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``dgmm.data.open_source(self.reader_kind, self.path, ...)``."""
-        kwargs: dict[str, Any] = {"dtype": self.dtype, "target_chunk_bytes": self.chunk_bytes}
+        kwargs: dict[str, Any] = {"dtype": self.dtype,
+                                  "target_chunk_bytes": self.chunk_bytes or DEFAULT_CHUNK_BYTES}
         if self.reader_kind == "zarr":
             kwargs["array_path"] = self.array_path
         if self.reader_kind == "parquet":
