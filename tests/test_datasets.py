@@ -146,8 +146,7 @@ def test_file_url_and_overwrite(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"covariance_type must be 'full', 'tied', 'diag' or "
-                       r"'spherical', got 'banana'"):
+    with pytest.raises(ConfigError, match=r"covariance_type must be .*got 'banana'"):
         datasets.make_gmm_data(tmp_path / "x.zarr", 10, 2, 2, covariance_type="banana")
     with pytest.raises(ConfigError, match=r"n_samples must be at least 1, got 0"):
         datasets.make_gmm_data(tmp_path / "x.zarr", 0, 2, 2)
