@@ -35,7 +35,7 @@ ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
 #: keys give the same settings hash (the hash covers the payload's values, and absolute
 #: paths, so it is compared by its parts here)
 EM_MODEL_KEYS = ["n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
-                 "init_params", "weights_init", "means_init", "precisions_init",
+                 "init_params", "init_size", "weights_init", "means_init", "precisions_init",
                  "random_state", "warm_start", "split_every"]
 SHIPPED = ["fit_parquet", "fit_zarr", "quickstart"]
 

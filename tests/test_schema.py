@@ -264,7 +264,11 @@ def test_memory_sizes_are_kept_as_written_once_checked():
 def test_one_default_chunk_size_for_readers_schema_and_engine():
     from dgmm.data import readers
 
-    assert DataConfig(source="zarr", path="x").chunk_bytes == DEFAULT_CHUNK_BYTES
+    # unset in a workflow: the runner takes the task-size rule of dgmm.engine.tasks for its
+    # cluster, and the readers' default without one
+    unset = DataConfig(source="zarr", path="x")
+    assert unset.chunk_bytes is None
+    assert unset.open_kwargs()["target_chunk_bytes"] == DEFAULT_CHUNK_BYTES
     for name in ("open_zarr", "open_parquet", "open_npy", "from_array"):
         default = inspect.signature(getattr(readers, name)).parameters["target_chunk_bytes"]
         assert default.default == DEFAULT_CHUNK_BYTES, name
