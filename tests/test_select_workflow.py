@@ -230,9 +230,14 @@ def test_sigkill_during_a_grid_then_rerun_is_bit_identical(data_dir, tmp_path):
     for directory in (ref_dir, run_dir):
         directory.mkdir()
         os.symlink(data_dir / "data.zarr", directory / "data.zarr")
-        write_workflow(directory)
+        # init_size 0: every fit starts on all rows and iterates to about 90 metric lines
+        # over some 28 passes (from the sample search the grid ends in 3 passes, its 32
+        # lines written at once), so that every kill below lands mid-grid
+        write_workflow(directory, model={"random_state": 0, "n_init": 2, "tol": 1e-6,
+                                         "max_iter": 15, "init_size": 0})
     dgmm("run", "wf.yaml", cwd=ref_dir, check=0)
     reference, ref_meta = load_params(ref_dir / "model")
+    assert _metric_lines(ref_dir / "ckpt" / "metrics.jsonl") > 70  # the last kill's mark
 
     metrics = run_dir / "ckpt" / "metrics.jsonl"
     rng = np.random.default_rng(0)
