@@ -128,11 +128,13 @@ def test_statistics_from_given_assignments_run_on_one_blas_thread(two_blas_threa
 
 def test_fit_callback_sees_the_callers_threads_and_fit_restores_them(two_blas_threads):
     X = make_blobs(n_samples=400)
-    seen = []
+    seen, searched = [], []
     model = GaussianMixture(3, max_iter=3, random_state=0).fit(
-        X, callback=lambda info: seen.append(blas_threads()))
+        X, callback=lambda info: seen.append(blas_threads()),
+        search_callback=lambda event: searched.append(blas_threads()))
     assert len(seen) == 1 + model.n_iter_  # init + each iteration (one restart)
-    assert all(set(counts) == {2} for counts in seen)
+    assert len(searched) == 2  # the sample pass, then the search
+    assert all(set(counts) == {2} for counts in seen + searched)
     assert set(blas_threads()) == {2}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..core import search as core_search
 from ..core.families import family
 from ..core.params import GMMParams
-from ..core.threads import single_blas_thread
+from ..core.threads import caller_blas_threads, single_blas_thread
 from ..errors import DataError
 from . import passes as engine
 from .sample import RowSample, sample_pass
@@ -116,7 +116,8 @@ def sample_starts(
         log.info("sample pass: %d of %d usable rows drawn in %.2f s", sample.rows.shape[0],
                  sample.n_rows, seconds)
         if callback is not None:
-            callback(SearchEvent("sample", seconds, sample=sample))
+            with caller_blas_threads():
+                callback(SearchEvent("sample", seconds, sample=sample))
     results = []
     for index, (settings, seed) in enumerate(zip(settings_list, seeds, strict=True)):
         try:
@@ -130,9 +131,10 @@ def sample_starts(
         seconds = time.perf_counter() - t0
         results.append([s.params for s in starts])
         if callback is not None:
-            callback(SearchEvent("search", seconds, model=index,
-                                 starts=tuple(s.params for s in starts),
-                                 logliks=tuple(s.loglik for s in starts)))
+            with caller_blas_threads():
+                callback(SearchEvent("search", seconds, model=index,
+                                     starts=tuple(s.params for s in starts),
+                                     logliks=tuple(s.loglik for s in starts)))
     return results, sample
 
 
