@@ -153,7 +153,11 @@ def test_zarr_workflow_on_s3_every_output_no_op_rerun_cli_and_no_leaked_secret(
     report = json.loads(fs.cat_file(f"{bucket}/report/report.json"))
     assert report["model"]["n_iter"] == MODEL["max_iter"]
     assert fs.cat_file(f"{bucket}/report/components.png")[:4] == b"\x89PNG"
-    assert len(fs.cat_file(f"{bucket}/ckpt/metrics.jsonl").splitlines()) == MODEL["max_iter"]
+    metrics = [json.loads(line) for line in fs.cat_file(f"{bucket}/ckpt/metrics.jsonl")
+               .decode().splitlines()]
+    # the sample pass and the search, then one record per EM iteration
+    assert [r.get("phase") for r in metrics[:2]] == ["sample", "search"]
+    assert [r["iteration"] for r in metrics[2:]] == list(range(1, MODEL["max_iter"] + 1))
     assert fs.cat_file(f"{bucket}/report/report.html").startswith(b"<!DOCTYPE html>")
     training = json.loads(fs.cat_file(resolve(model_url, options) + "/model.json"))["training"]
     assert training["mean_log_likelihood"] == pytest.approx(model.score(X), rel=1e-10)
@@ -175,7 +179,7 @@ def test_zarr_workflow_on_s3_every_output_no_op_rerun_cli_and_no_leaked_secret(
     shown = json.loads(run("inspect", "--json", model_url).stdout)
     assert shown["kind"] == "model" and shown["n_iter"] == MODEL["max_iter"]
     shown = json.loads(run("inspect", "--json", f"{bucket}/ckpt").stdout)
-    assert shown["kind"] == "checkpoints" and shown["metrics_lines"] == MODEL["max_iter"]
+    assert shown["kind"] == "checkpoints" and shown["metrics_lines"] == len(metrics)
     # debug logs carry the storage client's requests (the session token is a header)
     debug = dgmm_cli("--debug", "inspect", f"{bucket}/ckpt", env=env, cwd=tmp_path, check=0)
     printed.append(debug.stdout + debug.stderr)
@@ -243,8 +247,9 @@ def test_sigkill_at_random_moments_with_checkpoints_on_s3_then_bit_identical(
 
     rng = np.random.default_rng(7)
     # kill at a random moment after the lock is taken (initialisation or early
-    # iterations), then at a random moment after a few more checkpoints
-    plans = [lambda: fs.exists(f"{bucket}/ckpt/dgmm.lock"), lambda: lines() >= 5]
+    # iterations), then at a random moment after a few more checkpoints (past the sample
+    # and search records, five EM iterations)
+    plans = [lambda: fs.exists(f"{bucket}/ckpt/dgmm.lock"), lambda: lines() >= 2 + 5]
     for ready in plans:
         proc = subprocess.Popen([sys.executable, "-m", "dgmm.cli", "run", "wf.yaml"],
                                 cwd=tmp_path, env=s3_server.env(), stdout=subprocess.DEVNULL,
@@ -262,7 +267,10 @@ def test_sigkill_at_random_moments_with_checkpoints_on_s3_then_bit_identical(
     assert_same_model(load_params(f"{bucket}/model", options), reference)
     records = [json.loads(line) for line in fs.cat_file(f"{bucket}/ckpt/metrics.jsonl")
                .decode().splitlines()]
-    assert [r["iteration"] for r in records] == list(range(1, MODEL["max_iter"] + 1))
+    # the sample and search records once each (none repeated by the resumptions), then
+    # every EM iteration exactly once
+    assert [r.get("phase") for r in records if "iteration" not in r] == ["sample", "search"]
+    assert [r["iteration"] for r in records[2:]] == list(range(1, MODEL["max_iter"] + 1))
 
 
 KILLED_WRITER = """
@@ -379,7 +387,8 @@ def test_a_store_that_stays_down_ends_with_exit_3_naming_the_url_and_keeps_check
 
     def take_down_after_three_iterations():
         deadline = time.monotonic() + 120
-        while len(store.read_metrics()) < 3 and time.monotonic() < deadline:
+        while (len([r for r in store.read_metrics() if "iteration" in r]) < 3
+               and time.monotonic() < deadline):
             time.sleep(0.05)
         proxy.down = True
         went_down.append(time.monotonic())
