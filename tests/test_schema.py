@@ -79,8 +79,11 @@ def test_the_prior_keys_go_with_variational_bayes_only():
         ModelConfig(mean_precision_prior=2.0)
     with pytest.raises(ValidationError, match="applies to kind 'maximum_likelihood' only"):
         ModelConfig(kind="variational_bayes", means_init=[[0.0]])
-    with pytest.raises(ValidationError, match="set model.algorithm: em"):
-        ModelConfig(kind="variational_bayes", algorithm="minibatch")
+    online = ModelConfig(kind="variational_bayes", algorithm="minibatch", batch_size=500)
+    assert "polish_iter" not in online.estimator_kwargs()
+    assert online.estimator_kwargs()["batch_size"] == 500
+    with pytest.raises(ValidationError, match="the polish runs maximum-likelihood EM"):
+        ModelConfig(kind="variational_bayes", algorithm="minibatch", polish_iter=2)
     with pytest.raises(ValidationError, match="covariance_prior must be a positive number"):
         ModelConfig(kind="variational_bayes", covariance_prior=-1.0)
 

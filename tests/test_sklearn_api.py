@@ -46,6 +46,7 @@ CHECKED_ESTIMATORS = [
     dgmm.BayesianGaussianMixture(max_iter=5),
     dgmm.BayesianGaussianMixture(covariance_type="spherical", max_iter=5, nonfinite="drop",
                                  weight_concentration_prior_type="dirichlet_distribution"),
+    dgmm.MiniBatchBayesianGaussianMixture(max_iter=5, batch_size=64),
 ]
 
 
@@ -70,8 +71,9 @@ def test_parameter_validation_check():
     """scikit-learn runs this check on its own estimators (not in check_estimator): every
     constrained parameter given a value outside its constraints raises in fit."""
     check_param_validation("GaussianMixture", CHECKED_ESTIMATORS[0])
-    check_param_validation("MiniBatchGaussianMixture", CHECKED_ESTIMATORS[-3])
-    check_param_validation("BayesianGaussianMixture", CHECKED_ESTIMATORS[-1])
+    check_param_validation("MiniBatchGaussianMixture", CHECKED_ESTIMATORS[-4])
+    check_param_validation("BayesianGaussianMixture", CHECKED_ESTIMATORS[-2])
+    check_param_validation("MiniBatchBayesianGaussianMixture", CHECKED_ESTIMATORS[-1])
 
 
 def separated_blobs(n=400, d=2, k=3, seed=5):

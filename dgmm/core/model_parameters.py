@@ -268,10 +268,22 @@ BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
         "covariance_prior", "random_state", "warm_start", "verbose", "verbose_interval",
         "client", "split_every", "nonfinite", "batch_size", "step_power", "wave_width"))
 
+#: ``MiniBatchBayesianGaussianMixture``: BayesianGaussianMixture's parameters, with
+#: ``max_iter`` and ``tol`` counted in passes of stochastic variational inference and one
+#: initialisation
+MINIBATCH_BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
+    {"n_init": replace(p, le=1, doc="Initialisations: stochastic variational inference "
+                                    "runs one."),
+     "max_iter": replace(p, doc="Passes of stochastic variational inference over the data."),
+     "tol": replace(p, doc="Convergence threshold on the change, between passes, of the "
+                           "pass's mean log of the E-step's normaliser per row."),
+     }.get(p.name, p) for p in BAYESIAN_PARAMETERS)
+
 #: every estimator's constructor parameters, in the order of its signature, by class name
 ESTIMATORS: dict[str, tuple[ModelParameter, ...]] = {
     "GaussianMixture": ESTIMATOR_PARAMETERS,
     "MiniBatchGaussianMixture": MINIBATCH_ESTIMATOR_PARAMETERS,
     "GaussianMixtureSelection": SELECTION_PARAMETERS,
     "BayesianGaussianMixture": BAYESIAN_PARAMETERS,
+    "MiniBatchBayesianGaussianMixture": MINIBATCH_BAYESIAN_PARAMETERS,
 }

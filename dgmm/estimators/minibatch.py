@@ -132,20 +132,6 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         return stepwise.initial_state(data, settings, seed, fixed_init=fixed_init,
                                       client=self.client)
 
-    def _verbose_stepwise(self, user_callback):
-        if not self.verbose and user_callback is None:
-            return None
-
-        def callback(info: stepwise.StepwiseInfo):
-            st = info.state
-            if self.verbose and info.phase == "pass" and st.n_passes % self.verbose_interval == 0:
-                print(f"  Pass {st.n_passes}\t steps {st.n_steps}\t "
-                      f"mean log-likelihood {st.lower_bound:.5f}")
-            if user_callback is not None:
-                user_callback(info)
-
-        return callback
-
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
         """Estimate the parameters by stepwise EM.
@@ -174,7 +160,7 @@ class MiniBatchGaussianMixture(GaussianMixture, DensityMixin, BaseEstimator):
         X, sample_weight = self._check_all(X, sample_weight)
         data = engine.prepare(X, sample_weight)
         settings = self._stepwise_settings()
-        callback = self._verbose_stepwise(callback)
+        callback = verbose_stepwise(self, callback)
         if resume is not None:
             state = resume
         elif self.warm_start and hasattr(self, "state_"):
@@ -280,3 +266,21 @@ def continuation(state: stepwise.StepwiseState) -> stepwise.StepwiseState:
     return replace(state, position=0, pass_start=state.n_steps, pass_loglik=0.0,
                    pass_weight=0.0, pass_rows=0, pass_nonfinite=0, converged=False,
                    polish=None)
+
+
+def verbose_stepwise(estimator, user_callback):
+    """The stepwise callback of ``estimator``: a progress line every ``verbose_interval``
+    passes when ``verbose``, then ``user_callback`` (None when neither is wanted)."""
+    if not estimator.verbose and user_callback is None:
+        return None
+
+    def callback(info: stepwise.StepwiseInfo):
+        st = info.state
+        if (estimator.verbose and info.phase == "pass"
+                and st.n_passes % estimator.verbose_interval == 0):
+            print(f"  Pass {st.n_passes}\t steps {st.n_steps}\t "
+                  f"mean log-likelihood {st.lower_bound:.5f}")
+        if user_callback is not None:
+            user_callback(info)
+
+    return callback

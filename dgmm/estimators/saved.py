@@ -7,6 +7,7 @@ from ..engine.minibatch import StepwiseState
 from .bayesian import BayesianGaussianMixture
 from .gaussian_mixture import GaussianMixture
 from .minibatch import MiniBatchGaussianMixture
+from .minibatch_bayesian import MiniBatchBayesianGaussianMixture
 
 __all__ = ["load_model"]
 
@@ -16,7 +17,9 @@ def load_model(path, *, storage_options: dict | None = None, **kwargs):
 
     A model saved from a ``dgmm.MiniBatchGaussianMixture`` comes back as one, with its
     ``state_`` (running statistics, step counter), so ``partial_fit`` continues it; one
-    saved from a ``dgmm.BayesianGaussianMixture`` as one, with its posterior and prior.
+    saved from a ``dgmm.BayesianGaussianMixture`` or ``dgmm.MiniBatchBayesianGaussianMixture``
+    as one, with its posterior and prior (and, after stochastic variational inference, its
+    ``state_`` and ``kind_``).
 
     Parameters
     ----------
@@ -29,7 +32,8 @@ def load_model(path, *, storage_options: dict | None = None, **kwargs):
 
     Returns
     -------
-    GaussianMixture, MiniBatchGaussianMixture or BayesianGaussianMixture
+    GaussianMixture, MiniBatchGaussianMixture, BayesianGaussianMixture or
+    MiniBatchBayesianGaussianMixture
         Fitted: ``weights_`` (n_components,), ``means_`` (n_components, n_features),
         ``covariances_`` shaped per covariance type (full: (n_components, n_features,
         n_features), tied: (n_features, n_features), diag: (n_components, n_features),
@@ -40,7 +44,9 @@ def load_model(path, *, storage_options: dict | None = None, **kwargs):
     variational = model_io.load_variational(path, meta, storage_options)
     cls = GaussianMixture
     if variational is not None:  # with a state: its partial_fit continues
-        cls = BayesianGaussianMixture
+        cls = (MiniBatchBayesianGaussianMixture
+               if meta.get("estimator") == MiniBatchBayesianGaussianMixture.__name__
+               else BayesianGaussianMixture)
     elif record is not None:
         cls = MiniBatchGaussianMixture
     accepted = set(cls._parameter_constraints)

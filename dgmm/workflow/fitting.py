@@ -199,28 +199,43 @@ def fit_em(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
     return estimator, resumed_from
 
 
-def _stepwise_resumption() -> Resumption:
+def _stepwise_state(arrays: dict, meta: dict):
+    """The checkpointed ``StepwiseState`` (of posteriors, after stochastic variational
+    inference)."""
     from ..engine.minibatch import StepwiseState
 
+    posteriors = "params.weight_concentration" in arrays
+    return StepwiseState.from_record(
+        arrays, meta, RecordedPosteriors(meta["covariance_type"]) if posteriors else None)
+
+
+def _stepwise_resumption() -> Resumption:
     def kept(state):
         done = StepwiseProgress.key(state)
         return lambda r: r.get("key", -1) <= done
 
     return Resumption(
-        what="a mini-batch fit", from_record=StepwiseState.from_record, kept_metrics=kept,
+        what="a mini-batch fit", from_record=_stepwise_state, kept_metrics=kept,
         position=lambda state: state.n_steps,
         describe=lambda state: (f"pass {state.n_passes + 1}, chunk {state.position}, "
                                 f"step {state.n_steps}"),
     )
 
 
-def _warm_start(workflow: Workflow, kwargs: dict, n_features: int, emit):
-    """The saved state that ``model.warm_start_from`` continues (``kwargs['max_iter']``
-    becomes its passes plus ``model.max_iter``)."""
-    from ..estimators.minibatch import continuation
-
+def _warm_model(workflow: Workflow, kwargs: dict, n_features: int):
+    """The saved model that ``model.warm_start_from`` continues, checked against the
+    workflow (same kind, components, covariance type and features)."""
     warm_from = workflow.model.warm_start_from
     saved = load_model(warm_from, storage_options=workflow.storage_options_for("outputs"))
+    saved_kind = ("variational_bayes" if hasattr(saved, "posterior_")
+                  else "maximum_likelihood")
+    if saved_kind != workflow.model.kind:
+        raise ConfigError(
+            f"model.kind is {workflow.model.kind!r}, but the model at "
+            f"warm_start_from={warm_from!r} is a {saved_kind} mixture; an update continues "
+            f"that model: set model.kind: {saved_kind}, or point warm_start_from at a "
+            f"{workflow.model.kind} model."
+        )
     for name in ("n_components", "covariance_type"):
         if getattr(saved, name) != kwargs[name]:
             raise ConfigError(
@@ -234,26 +249,48 @@ def _warm_start(workflow: Workflow, kwargs: dict, n_features: int, emit):
             f"model at warm_start_from={warm_from!r} has {saved.n_features_in_}. An "
             "update needs rows with the same features."
         )
+    return saved
+
+
+def _minibatch_estimator(workflow: Workflow, client, n_features: int, emit):
+    """The estimator of ``model.algorithm: minibatch`` and the state it starts from when
+    there is no checkpoint (a warm start's saved state, or None).
+
+    A maximum-likelihood update starts ``MiniBatchGaussianMixture`` from the saved state
+    (``max_iter`` becomes its passes plus ``model.max_iter``); a variational one gives the
+    saved posterior, running averages and prior to a ``MiniBatchBayesianGaussianMixture``
+    with ``warm_start``, which continues them (and keeps their prior on a resume)."""
+    from ..estimators.minibatch import MiniBatchGaussianMixture, continuation
+    from ..estimators.minibatch_bayesian import MiniBatchBayesianGaussianMixture
+
+    kwargs = _estimator_kwargs(workflow)
+    variational = workflow.model.kind == "variational_bayes"
+    cls = MiniBatchBayesianGaussianMixture if variational else MiniBatchGaussianMixture
+    if workflow.model.warm_start_from is None:
+        return cls(**kwargs, client=client), None
+    saved = _warm_model(workflow, kwargs, n_features)
+    emit(f"warm start: {workflow.model.warm_start_from} ({saved.state_.n_passes} passes, "
+         f"{saved.state_.n_steps} steps)")
+    if variational:
+        estimator = cls(**{**kwargs, "warm_start": True}, client=client)
+        estimator._set_stepwise(saved.state_, saved.kind_)
+        return estimator, None
     start = continuation(saved.state_)
-    # max_iter more passes after those of the saved model
     kwargs["max_iter"] = start.n_passes + workflow.model.max_iter
-    emit(f"warm start: {warm_from} ({start.n_passes} passes, {start.n_steps} steps)")
-    return start
+    return cls(**kwargs, client=client), start
 
 
 def fit_minibatch(workflow: Workflow, X, client, stamp: dict, restart: bool, emit):
-    """The fit step with ``model.algorithm: minibatch`` (stepwise EM); returns
-    ``(fitted MiniBatchGaussianMixture, step resumed from or None)``."""
+    """The fit step with ``model.algorithm: minibatch`` (stepwise EM, or stochastic
+    variational inference with ``model.kind: variational_bayes``); returns ``(fitted
+    MiniBatchGaussianMixture or MiniBatchBayesianGaussianMixture, step resumed from or
+    None)``."""
     from ..estimators.gaussian_mixture import ConvergenceWarning
-    from ..estimators.minibatch import MiniBatchGaussianMixture
 
-    kwargs = _estimator_kwargs(workflow)
-    start = None
-    if workflow.model.warm_start_from is not None:
-        start = _warm_start(workflow, kwargs, X.shape[1], emit)
-    estimator = MiniBatchGaussianMixture(**kwargs, client=client)
+    estimator, start = _minibatch_estimator(workflow, client, X.shape[1], emit)
     store = _checkpoint_store(workflow)
     n_chunks = len(X.chunks[0]) if hasattr(X, "chunks") else 1
+    variational = workflow.model.kind == "variational_bayes"
 
     def fit(resume):
         progress = StepwiseProgress(emit, store, workflow.checkpoint.every, stamp, n_chunks)
@@ -267,9 +304,11 @@ def fit_minibatch(workflow: Workflow, X, client, stamp: dict, restart: bool, emi
         extra = {k: v for k, v in stamp.items()
                  if k not in ("settings_hash", "data_fingerprint")}
         save_model(workflow.outputs.model, estimator, settings_hash=stamp["settings_hash"],
-                   data_fingerprint=stamp["data_fingerprint"], extra=extra)
+                   data_fingerprint=stamp["data_fingerprint"], extra=extra,
+                   storage_options=workflow.storage_options_for("outputs"))
+        what = "mean log normaliser" if variational else "mean log-likelihood"
         emit(f"fit: {estimator.n_passes_} passes, {estimator.n_steps_} steps, "
-             f"mean log-likelihood {estimator.lower_bound_:.6f}; model written to "
+             f"{what} {estimator.lower_bound_:.6f}; model written to "
              f"{workflow.outputs.model}")
     return estimator, resumed_from
 

@@ -129,7 +129,9 @@ class ModelConfig(_DeclaredModelFields):
     workflow's data.
 
     ``kind`` chooses what is estimated: ``maximum_likelihood`` (the default) or
-    ``variational_bayes`` (``dgmm.BayesianGaussianMixture``, batch variational inference;
+    ``variational_bayes`` (``dgmm.BayesianGaussianMixture``, batch variational inference,
+    or with ``algorithm: minibatch`` ``dgmm.MiniBatchBayesianGaussianMixture``, stochastic
+    variational inference, which takes no ``polish_iter``;
     its prior keys ``weight_concentration_prior_type``, ``weight_concentration_prior``,
     ``mean_precision_prior``, ``mean_prior``, ``degrees_of_freedom_prior``,
     ``covariance_prior`` are refused with the other kind, as are the ``*_init`` keys with
@@ -212,11 +214,12 @@ class ModelConfig(_DeclaredModelFields):
                 f"a variational Bayesian mixture takes {', '.join(SKLEARN_TYPES)} (a "
                 "Gaussian-Wishart prior per component); choose one of them",
             )  # fmt: skip
-        if self.kind == "variational_bayes" and self.algorithm != "em":
+        if self.kind == "variational_bayes" and self.polish_iter:
             raise key_problem(
-                "kind", self.kind,
-                "variational Bayesian mixtures are fitted by batch variational inference; "
-                "set model.algorithm: em",
+                "polish_iter", self.polish_iter,
+                "the polish runs maximum-likelihood EM, which a variational Bayesian "
+                "mixture does not; remove polish_iter (or set model.kind: "
+                "maximum_likelihood)",
             )  # fmt: skip
         return self
 
@@ -261,7 +264,8 @@ class ModelConfig(_DeclaredModelFields):
     def estimator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``dgmm.GaussianMixture``, with ``algorithm:
         minibatch`` ``dgmm.MiniBatchGaussianMixture``, with ``kind: variational_bayes``
-        ``dgmm.BayesianGaussianMixture`` (array parameters as float64 arrays).
+        ``dgmm.BayesianGaussianMixture`` or (minibatch)
+        ``dgmm.MiniBatchBayesianGaussianMixture`` (array parameters as float64 arrays).
 
         Excludes ``require_convergence`` (a workflow setting), ``algorithm``,
         ``warm_start_from`` (the runner reads that model), the parameters of another
@@ -274,6 +278,7 @@ class ModelConfig(_DeclaredModelFields):
 
         kwargs = self.model_dump(exclude={
             "require_convergence", "algorithm", "warm_start_from", "kind",
+            *(("polish_iter",) if self.kind == "variational_bayes" else ()),
             *(p.name for p in WORKFLOW_PARAMETERS
               if p.algorithm not in (None, self.algorithm)
               or p.model_kind not in (None, self.kind))})

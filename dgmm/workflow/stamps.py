@@ -63,9 +63,10 @@ def warm_start_checksum(workflow: Workflow) -> str:
     meta = read_model_meta(path)
     if meta.get("stepwise") is None:
         raise ConfigError(
-            f"model.warm_start_from={path!r}: that model was not fitted by mini-batch EM, "
-            "so it has no running statistics to continue. Point warm_start_from at a model "
-            "written by a workflow with model.algorithm: minibatch."
+            f"model.warm_start_from={path!r}: that model was not fitted by mini-batch EM "
+            "(or stochastic variational inference), so it has no running statistics to "
+            "continue. Point warm_start_from at a model written by a workflow with "
+            "model.algorithm: minibatch."
         )
     text = json.dumps({"arrays": meta["arrays"], "stepwise": meta["stepwise"]},
                       sort_keys=True)
