@@ -58,7 +58,9 @@ class ChunkedData:
     """Row blocks of one data set, prepared once per fit and reused by every pass.
 
     blocks: Delayed per row chunk; weights: Delayed per chunk or None (all ones);
-    offsets: global index of each chunk's first row; n_samples, n_features: shape.
+    offsets: global index of each chunk's first row; n_samples, n_features: shape;
+    in_memory: ``(rows, weights or None)`` when the rows are one in-memory NumPy chunk,
+    which a pass without a client then reads in this process (``map_reduce``).
     """
 
     blocks: list
@@ -68,6 +70,7 @@ class ChunkedData:
     n_features: int
     dtype: np.dtype
     array: da.Array
+    in_memory: tuple[np.ndarray, np.ndarray | None] | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -94,6 +97,12 @@ def _checked_weights(w: np.ndarray, block_info=None) -> np.ndarray:
 def prepare(X, sample_weight=None, chunk_rows: int | None = None) -> ChunkedData:
     """Row-chunk ``X`` (and align ``sample_weight`` to its chunks) for repeated passes."""
     array = as_row_chunked(X, chunk_rows)
+    in_memory = None
+    if not isinstance(X, da.Array) and len(array.chunks[0]) == 1:
+        in_memory = (np.asarray(X), None if sample_weight is None or isinstance(
+            sample_weight, da.Array) else np.asarray(sample_weight, dtype=np.float64))
+        if sample_weight is not None and in_memory[1] is None:
+            in_memory = None  # lazy weights are checked chunk by chunk in the graph
     blocks = list(array.to_delayed(optimize_graph=True).ravel())
     weights = None
     if sample_weight is not None:
@@ -114,6 +123,7 @@ def prepare(X, sample_weight=None, chunk_rows: int | None = None) -> ChunkedData
         n_features=int(array.shape[1]),
         dtype=array.dtype,
         array=array,
+        in_memory=in_memory,
     )
 
 
@@ -169,8 +179,13 @@ def map_reduce(
     """One pass: ``chunk_fn(block, weights, row_offset, *broadcast)`` per chunk, merged.
 
     The per-chunk results must have a ``merge`` method; one ``compute`` returns the
-    merged value to the driver.
+    merged value to the driver. Without a client, rows held in memory as one chunk are
+    read by a plain call in this process: a Dask graph costs more than the pass over a
+    few thousand rows, and the value is the same.
     """
+    if client is None and data.in_memory is not None:
+        rows, weights = data.in_memory
+        return chunk_fn(rows, weights, 0, *broadcast)
     if client is None:
         return _compute(pass_graph(data, chunk_fn, *broadcast, split_every=split_every), None)
     holders = _holders(data, client)
