@@ -158,7 +158,7 @@ class BayesianGaussianMixture(GaussianMixture):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_predict(self, X, y=None, sample_weight=None, *, callback=None):
-        """Fit, then return the labels of X under the fitted posterior.
+        """Fit (as ``fit`` does), then return the labels of X under the fitted posterior.
 
         Parameters
         ----------
@@ -173,8 +173,7 @@ class BayesianGaussianMixture(GaussianMixture):
         -------
         labels : array of shape (n_samples,)
         """
-        self._fit(X, sample_weight, callback, None)
-        return self.predict(X)
+        return self.fit(X, sample_weight=sample_weight, callback=callback).predict(X)
 
     def model_kind(self, data: engine.ChunkedData) -> vb.VariationalBayes:
         """The engine's model kind for ``data``: the prior resolved from the data's moments

@@ -115,22 +115,3 @@ class MiniBatchBayesianGaussianMixture(BayesianGaussianMixture):
                 "pass's mean log normaliser settled. Increase max_iter or tol.",
                 ConvergenceWarning, stacklevel=3)
         return self
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit_predict(self, X, y=None, sample_weight=None, *, callback=None):
-        """Fit by stochastic variational inference, then label the rows of X.
-
-        Parameters
-        ----------
-        X : array of shape (n_samples, n_features)
-        y : None
-            Ignored.
-        sample_weight : array of shape (n_samples,), optional
-        callback : callable, optional
-            As in ``fit``.
-
-        Returns
-        -------
-        labels : array of shape (n_samples,)
-        """
-        return self.fit(X, sample_weight=sample_weight, callback=callback).predict(X)
