@@ -203,6 +203,10 @@ def test_an_online_workflow_fits_resumes_mid_pass_and_updates_from_its_model(
     assert_same_posterior(saved, direct)
     report = json.loads((tmp_path / "day1" / "report" / "report.json").read_text())
     assert report["variational"]["kept_components"] == (saved.weights_ > 0.01).sum()
+    assert report["variational"]["fitted_by"] == "stochastic variational inference"
+    page = (tmp_path / "day1" / "report" / "report.html").read_text()
+    assert "each pass&#x27;s mean log normaliser per row" in page or \
+        "each pass's mean log normaliser per row" in page
 
     # lose the model and the newest checkpoint (the end of pass 2): resume in mid-pass 2
     store = CheckpointStore(tmp_path / "ckpt-day1")

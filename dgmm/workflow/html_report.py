@@ -256,7 +256,10 @@ def _model_section(page: dict, params: GMMParams) -> str:
                   f" prior on the weights): <b>{variational['kept_components']} of "
                   f"{params.n_components} components kept</b> (weight above "
                   f"{number(variational['kept_weight_threshold'])}); the curves under "
-                  "Convergence are the lower bound per row.</p>")
+                  + ("Convergence are the lower bound per row.</p>"
+                     if variational.get("fitted_by") != "stochastic variational inference"
+                     else "Convergence are each pass's mean log normaliser per row "
+                          "(stochastic variational inference).</p>"))
     note = ('<p class="note">Sorted by weight. sd scale: the geometric mean of the '
             "standard deviations along the component's principal axes, "
             "det(covariance)<sup>1/(2d)</sup>.</p>")

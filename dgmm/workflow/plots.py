@@ -127,17 +127,24 @@ def kept_components(weights, threshold: float = KEPT_WEIGHT) -> int:
     return int(np.sum(np.asarray(weights) > threshold))
 
 
-def variational_figure(lower_bounds, weights, threshold: float = KEPT_WEIGHT) -> Figure:
-    """A variational Bayesian fit: its lower bound per iteration (left) and its components'
-    weights (right, largest first, the kept ones above ``threshold`` filled), so that one
-    sees how many components the prior kept."""
+def variational_figure(lower_bounds, weights, threshold: float = KEPT_WEIGHT, *,
+                       online: bool = False) -> Figure:
+    """A variational Bayesian fit: its lower bound per iteration (left; ``online``: the
+    mean log normaliser per row of each pass of stochastic variational inference) and its
+    components' weights (right, largest first, the kept ones above ``threshold`` filled),
+    so that one sees how many components the prior kept."""
     weights = np.asarray(weights, dtype=float)
     fig = Figure(figsize=(10.0, 4.0))
     left, right = fig.subplots(1, 2)
     left.plot(np.arange(1, len(lower_bounds) + 1), lower_bounds, marker="o", ms=3)
-    left.set_xlabel("iteration")
-    left.set_ylabel("lower bound (summed over the rows)")
-    left.set_title("Variational lower bound")
+    if online:
+        left.set_xlabel("pass")
+        left.set_ylabel("mean log normaliser per row")
+        left.set_title("Stochastic variational inference")
+    else:
+        left.set_xlabel("iteration")
+        left.set_ylabel("lower bound (summed over the rows)")
+        left.set_title("Variational lower bound")
     left.grid(alpha=0.3)
     order = np.argsort(-weights, kind="stable")
     kept = weights[order] > threshold

@@ -193,6 +193,8 @@ def _variational_summary(model) -> dict:
     from .plots import KEPT_WEIGHT, kept_components
 
     return {
+        "fitted_by": ("stochastic variational inference" if hasattr(model, "state_")
+                      else "batch variational inference"),
         "weight_concentration_prior_type": model.weight_concentration_prior_type,
         "prior": model.prior_.to_meta(),
         "kept_components": kept_components(model.weights_),
@@ -250,7 +252,8 @@ def write_report(directory: str, model, X, info, *, workflow=None, score=None, c
     if posterior is not None and model.lower_bounds_:
         from .plots import variational_figure
 
-        _save_figure(variational_figure(model.lower_bounds_, params.weights),
+        _save_figure(variational_figure(model.lower_bounds_, params.weights,
+                                        online=hasattr(model, "state_")),
                      join(directory, "variational.png"), storage_options)
         plots["variational"] = "variational.png"
     if selection is not None:
