@@ -250,3 +250,48 @@ def test_an_update_continues_a_model_of_its_own_kind(tmp_path, cluster_client):
                                 kind="maximum_likelihood", weight_concentration_prior=None)
     with pytest.raises(ConfigError, match="set model.kind: variational_bayes"):
         run_workflow(stepwise)
+
+
+def test_the_shipped_online_workflow_keeps_the_components_it_says(tmp_path):
+    """workflows/bayesian_online.yaml as the docs run it: a LocalCluster, 3 passes, the
+    report; its comment says the prior keeps 5 of the 6 components (one cluster split)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DGMM_")}
+    proc = subprocess.run([sys.executable, "-m", "dgmm.cli", "run",
+                           str(REPO / "workflows" / "bayesian_online.yaml")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pass 3 done" in proc.stdout
+    run = tmp_path / "runs" / "bayesian_online"
+    model = dgmm.load_model(run / "model")
+    assert type(model) is dgmm.MiniBatchBayesianGaussianMixture and model.n_passes_ == 3
+    weights = np.sort(model.weights_)[::-1]
+    assert (weights > 0.01).sum() == 5 and weights[-1] < 0.01
+    assert 0.01 < weights[4] < 0.05  # the split-off part of one cluster
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["variational"]["kept_components"] == 5
+    assert (run / "report" / "report.html").stat().st_size > 0
+
+
+def test_the_shipped_batch_quickstart_keeps_the_components_it_says(tmp_path):
+    """workflows/bayesian_quickstart.yaml: its comment says this run keeps 5 of the 10."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DGMM_")}
+    proc = subprocess.run([sys.executable, "-m", "dgmm.cli", "run",
+                           str(REPO / "workflows" / "bayesian_quickstart.yaml")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    model = dgmm.load_model(tmp_path / "runs" / "bayesian_quickstart" / "model")
+    assert type(model) is dgmm.BayesianGaussianMixture and model.converged_
+    assert (model.weights_ > 0.01).sum() == 5
