@@ -183,3 +183,22 @@ def test_default_task_size_follows_the_rule_of_docs_scaling():
     # balance: two tasks per worker; memory: a tenth of a worker's limit
     assert task_bytes(10, nbytes=100 * mib) == 5 * mib
     assert task_bytes(100, memory_limit=4 * 2**30) == 4 * 2**30 // 10
+
+
+def test_a_batch_job_profile_plans_its_task_size_for_its_full_size(cluster_client):
+    """An adaptive SLURM profile whose jobs have not started: the task size is that of
+    its maximum (so a resume sees the same chunking); a LocalCluster's comes from its
+    live workers."""
+    from dgmm.engine.tasks import cluster_task_bytes, task_bytes
+    from dgmm.workflow.cluster_config import LocalClusterConfig, SlurmClusterConfig
+    from dgmm.workflow.runner import default_task_bytes
+
+    adaptive = SlurmClusterConfig(cores=8, memory="32GiB", processes=2,
+                                  adaptive={"minimum": 0, "maximum": 10})
+    assert adaptive.planned_workers() == (80, 16 * 2**30)
+    assert default_task_bytes(adaptive, cluster_client) == task_bytes(
+        80, memory_limit=16 * 2**30)
+    fixed = SlurmClusterConfig(cores=4, memory="8GiB", jobs=3)
+    assert default_task_bytes(fixed, None) == task_bytes(12, memory_limit=8 * 2**30)
+    assert default_task_bytes(LocalClusterConfig(), cluster_client) == cluster_task_bytes(
+        cluster_client) == task_bytes(2, memory_limit=2 * 2**30)

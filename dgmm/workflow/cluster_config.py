@@ -162,6 +162,16 @@ class _JobqueueConfig(BaseModel):
         """Jobs to submit when not adaptive (default 1)."""
         return 1 if self.jobs is None else self.jobs
 
+    def planned_workers(self) -> tuple[int, int]:
+        """(worker threads, bytes of memory per worker process) of the cluster at its
+        full size: ``jobs`` (or ``adaptive.maximum``) jobs of ``cores`` threads, a job's
+        memory shared by its ``processes``. What the default task size is planned for,
+        so that it does not depend on how many jobs have started when a run begins."""
+        from dask.utils import parse_bytes
+
+        jobs = self.adaptive.maximum if self.adaptive is not None else self.n_jobs
+        return max(1, jobs) * self.cores, parse_bytes(self.memory) // self.processes
+
 
 class SlurmClusterConfig(_JobqueueConfig):
     """Workers submitted as SLURM jobs by ``dask_jobqueue.SLURMCluster`` (kind ``slurm``)."""

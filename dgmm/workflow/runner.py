@@ -46,7 +46,7 @@ from ..data.files import is_url
 from ..data.publish import join, read_json, write_json
 from ..data.redact import redact, register
 from ..engine.persist import decide_persist
-from ..engine.tasks import cluster_task_bytes
+from ..engine.tasks import cluster_task_bytes, task_bytes
 from ..errors import DataError, NotConvergedError
 from ..estimators import load_model
 from . import cluster as cluster_mod
@@ -96,8 +96,21 @@ def _open_data(workflow: Workflow, client, emit):
             )
     kwargs = cfg.open_kwargs()
     if cfg.chunk_bytes is None and client is not None:
-        kwargs["target_chunk_bytes"] = cluster_task_bytes(client)
+        kwargs["target_chunk_bytes"] = default_task_bytes(workflow.cluster, client)
     return data_io.open_source(cfg.reader_kind, cfg.path, **kwargs)
+
+
+def default_task_bytes(cluster_config, client) -> int:
+    """Bytes of rows per chunk task when ``data.chunk_bytes`` is unset
+    (``dgmm.engine.tasks.task_bytes``): for a batch-job profile, from its configured size
+    (jobs, or the adaptive maximum), since its jobs start over minutes and the chunking,
+    part of the data's fingerprint, must come out the same when a run resumes; otherwise
+    from the workers the client sees."""
+    planned = getattr(cluster_config, "planned_workers", None)
+    if planned is not None:
+        threads, memory_limit = planned()
+        return task_bytes(threads, memory_limit=memory_limit)
+    return cluster_task_bytes(client)
 
 
 def _load_saved_model(path: str | None, storage_options: dict, client):
