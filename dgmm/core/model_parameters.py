@@ -272,12 +272,20 @@ BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
 #: ``max_iter`` and ``tol`` counted in passes of stochastic variational inference and one
 #: initialisation
 MINIBATCH_BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
-    {"n_init": replace(p, le=1, doc="Initialisations: stochastic variational inference "
-                                    "runs one."),
-     "max_iter": replace(p, doc="Passes of stochastic variational inference over the data."),
-     "tol": replace(p, doc="Convergence threshold on the change, between passes, of the "
-                           "pass's mean log of the E-step's normaliser per row."),
-     }.get(p.name, p) for p in BAYESIAN_PARAMETERS)
+    q for p in BAYESIAN_PARAMETERS for q in {
+        "n_init": (replace(p, le=1, doc="Initialisations: stochastic variational inference "
+                                        "runs one."),),
+        "max_iter": (replace(p, doc="Passes of stochastic variational inference over the "
+                                    "data."),),
+        "tol": (replace(p, doc="Convergence threshold on the change, between passes, of "
+                               "the pass's mean log of the E-step's normaliser per row."),),
+        # the start: the search on a sample drawn in the pass that takes the moments
+        "init_params": (p, replace(BY_NAME["init_size"], model_kind="variational_bayes",
+                                   doc="Rows of the in-memory sample the initial search runs "
+                                       "on, drawn in the pass that takes the data's moments "
+                                       "(None: from K, d and tol; 0: no sample, "
+                                       "init_params on all rows).")),
+    }.get(p.name, (p,)))
 
 #: every estimator's constructor parameters, in the order of its signature, by class name
 ESTIMATORS: dict[str, tuple[ModelParameter, ...]] = {

@@ -37,7 +37,7 @@ from .kernels import chunk_stats_from_resp, split_finite
 from .mstep import MStepResult, mean_log_likelihood
 from .params import GMMParams
 from .stats import SuffStats
-from .stepwise import moved_to, statistics_of
+from .stepwise import as_average, moved_to, statistics_of
 from .terms import GaussianTerms
 from .types import WEIGHT_PRIOR_TYPES
 
@@ -504,3 +504,15 @@ class RecordedPosteriors:
 
     def params_from_arrays(self, arrays: dict[str, np.ndarray]) -> VariationalParams:
         return VariationalParams.from_arrays(self.covariance_type, arrays)
+
+
+def online_start(kind: VariationalBayes, stats: SuffStats,
+                 previous: VariationalParams) -> tuple[VariationalParams, SuffStats]:
+    """The state of stochastic variational inference at the data's scale from a sample:
+    ``stats`` are the sample's E-step statistics under ``previous`` (the posterior fitted
+    on the sample). Returns the posterior of those statistics' averages scaled to
+    ``kind.n`` and the running averages about its means, as after a step of size 1 on the
+    sample."""
+    running = as_average(stats)
+    posterior = kind.m_step_from_averages(running, previous).params
+    return posterior, moved_to(running, posterior.means)

@@ -188,11 +188,29 @@ class BayesianGaussianMixture(GaussianMixture):
         -------
         dgmm.core.variational.VariationalBayes
         """
+        moments = engine.map_reduce(data, vb.data_moments_chunk, self.covariance_type,
+                                    split_every=int(self.split_every), client=self.client)
+        return self.kind_from_moments(moments, weighted=data.weights is not None)
+
+    def kind_from_moments(self, moments: vb.DataMoments, *,
+                          weighted: bool) -> vb.VariationalBayes:
+        """The model kind whose prior's defaults come from the data's ``moments`` (the
+        rows checked against the non-finite policy first).
+
+        Parameters
+        ----------
+        moments : dgmm.core.variational.DataMoments
+            The merged moments of every chunk.
+        weighted : bool
+            The rows have sample weights (for the messages).
+
+        Returns
+        -------
+        dgmm.core.variational.VariationalBayes
+        """
         settings = self._settings()
-        moments = engine.map_reduce(data, vb.data_moments_chunk, settings.covariance_type,
-                                    split_every=settings.split_every, client=self.client)
         em.check_rows(moments.n_rows, moments.n_nonfinite, moments.first_nonfinite,
-                      settings, weighted=data.weights is not None)
+                      settings, weighted=weighted)
         if not moments.n > 0:
             raise DataError("sample_weight sums to 0 over the usable rows: at least one row "
                             "needs a positive weight.")
@@ -269,10 +287,8 @@ class BayesianGaussianMixture(GaussianMixture):
             sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
         data = engine.prepare(X, sample_weight)
         if first:
-            kind = self.model_kind(data)
+            kind, state = self._online_start(data)
             settings = self._stepwise_settings(kind)
-            state = stepwise.initial_state(data, settings, em.resolve_seed(self.random_state),
-                                           client=self.client)
         else:
             kind = self.kind_
             settings = self._stepwise_settings(kind)
@@ -281,6 +297,14 @@ class BayesianGaussianMixture(GaussianMixture):
                                   client=self.client, tol=None)
         self._set_stepwise(state, kind)
         return self
+
+    def _online_start(self, data: engine.ChunkedData):
+        """The kind (prior and scale from the data's moments) and the initial state of
+        stochastic variational inference on ``data``: theta_0 by ``init_params``."""
+        kind = self.model_kind(data)
+        state = stepwise.initial_state(data, self._stepwise_settings(kind),
+                                       em.resolve_seed(self.random_state), client=self.client)
+        return kind, state
 
     def _set_stepwise(self, state: stepwise.StepwiseState, kind: vb.VariationalBayes):
         self.kind_, self.state_ = kind, state
