@@ -84,6 +84,15 @@ def test_the_prior_keys_go_with_variational_bayes_only():
     assert online.estimator_kwargs()["batch_size"] == 500
     with pytest.raises(ValidationError, match="the polish runs maximum-likelihood EM"):
         ModelConfig(kind="variational_bayes", algorithm="minibatch", polish_iter=2)
+    # init_size: the online start's sample; batch variational inference starts on all rows
+    searched = ModelConfig(kind="variational_bayes", algorithm="minibatch", init_size=0)
+    assert searched.estimator_kwargs()["init_size"] == 0
+    assert searched.settings_payload()["init_size"] == 0
+    assert "init_size" not in model.estimator_kwargs()
+    assert "init_size" not in model.settings_payload()
+    with pytest.raises(ValidationError, match="batch variational inference starts on all "
+                                              "rows"):
+        ModelConfig(kind="variational_bayes", init_size=1000)
     with pytest.raises(ValidationError, match="covariance_prior must be a positive number"):
         ModelConfig(kind="variational_bayes", covariance_prior=-1.0)
 

@@ -141,10 +141,11 @@ PARAMETERS: tuple[ModelParameter, ...] = (
     _fit("n_init", 1, "int", "Initialisations; the best lower bound is kept.", ge=1),
     _fit("init_params", "kmeans", "choice", "How the initial parameters are chosen.",
          options=INIT_PARAMS),
+    # both kinds: the search of maximum likelihood, or the online variational start (a
+    # batch variational workflow refuses it: it starts on all rows, as scikit-learn's)
     _fit("init_size", None, "count",
          "Rows of the in-memory sample the initial search runs on (None: from K, d and "
-         "tol; 0: no sample, the initialisation reads all rows).", ge=0,
-         model_kind="maximum_likelihood"),
+         "tol; 0: no sample, the initialisation reads all rows).", ge=0),
     ModelParameter("weights_init", None, "array",
                    "User-given initial weights, shape (K,).", model_kind="maximum_likelihood"),
     ModelParameter("means_init", None, "array",
@@ -279,12 +280,11 @@ MINIBATCH_BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
                                     "data."),),
         "tol": (replace(p, doc="Convergence threshold on the change, between passes, of "
                                "the pass's mean log of the E-step's normaliser per row."),),
-        # the start: the search on a sample drawn in the pass that takes the moments
-        "init_params": (p, replace(BY_NAME["init_size"], model_kind="variational_bayes",
-                                   doc="Rows of the in-memory sample the initial search runs "
-                                       "on, drawn in the pass that takes the data's moments "
-                                       "(None: from K, d and tol; 0: no sample, "
-                                       "init_params on all rows).")),
+        "init_params": (p, replace(
+            BY_NAME["init_size"],
+            doc="Rows of the in-memory sample that batch variational inference starts on, "
+                "drawn in the pass that takes the data's moments (None: from K, d and "
+                "tol; 0: no sample, init_params on all rows).")),
     }.get(p.name, (p,)))
 
 #: every estimator's constructor parameters, in the order of its signature, by class name

@@ -131,7 +131,8 @@ class ModelConfig(_DeclaredModelFields):
     ``kind`` chooses what is estimated: ``maximum_likelihood`` (the default) or
     ``variational_bayes`` (``dgmm.BayesianGaussianMixture``, batch variational inference,
     or with ``algorithm: minibatch`` ``dgmm.MiniBatchBayesianGaussianMixture``, stochastic
-    variational inference, which takes no ``polish_iter``;
+    variational inference, which takes no ``polish_iter``; ``init_size`` goes with the
+    latter only;
     its prior keys ``weight_concentration_prior_type``, ``weight_concentration_prior``,
     ``mean_precision_prior``, ``mean_prior``, ``degrees_of_freedom_prior``,
     ``covariance_prior`` are refused with the other kind, as are the ``*_init`` keys with
@@ -214,6 +215,13 @@ class ModelConfig(_DeclaredModelFields):
                 f"a variational Bayesian mixture takes {', '.join(SKLEARN_TYPES)} (a "
                 "Gaussian-Wishart prior per component); choose one of them",
             )  # fmt: skip
+        if self._batch_variational and self.init_size is not None:
+            raise key_problem(
+                "init_size", self.init_size,
+                "batch variational inference starts on all rows, as scikit-learn's "
+                "BayesianGaussianMixture; remove init_size, or set model.algorithm: "
+                "minibatch (whose start searches a sample of init_size rows)",
+            )  # fmt: skip
         if self.kind == "variational_bayes" and self.polish_iter:
             raise key_problem(
                 "polish_iter", self.polish_iter,
@@ -248,6 +256,10 @@ class ModelConfig(_DeclaredModelFields):
             )  # fmt: skip
         return self
 
+    @property
+    def _batch_variational(self) -> bool:
+        return self.kind == "variational_bayes" and self.algorithm == "em"
+
     def settings_payload(self) -> dict[str, Any]:
         """The fields that change the fitted numbers, as JSON: those of another
         ``algorithm`` are left out, and so is ``algorithm: em`` itself, so a batch EM
@@ -259,6 +271,8 @@ class ModelConfig(_DeclaredModelFields):
             exclude.add("algorithm")
         if self.kind == "maximum_likelihood":
             exclude.add("kind")
+        if self._batch_variational:
+            exclude.add("init_size")
         return self.model_dump(mode="json", exclude=exclude)
 
     def estimator_kwargs(self) -> dict[str, Any]:
@@ -279,6 +293,7 @@ class ModelConfig(_DeclaredModelFields):
         kwargs = self.model_dump(exclude={
             "require_convergence", "algorithm", "warm_start_from", "kind",
             *(("polish_iter",) if self.kind == "variational_bayes" else ()),
+            *(("init_size",) if self._batch_variational else ()),
             *(p.name for p in WORKFLOW_PARAMETERS
               if p.algorithm not in (None, self.algorithm)
               or p.model_kind not in (None, self.kind))})
