@@ -11,9 +11,9 @@ mid-pass, the same numbers on any cluster. ``partial_fit`` (one pass over the ro
 and every inference method are ``dgmm.BayesianGaussianMixture``'s.
 
 Reads: one pass takes the data's moments (the prior's defaults and n) and draws a sample
-of ``init_size`` rows, on which the search of ``dgmm.GaussianMixture`` (restarts by
-``init_params`` in memory) gives theta_0; then one pass per ``max_iter``: two reads for
-one pass of steps. With ``init_size=0`` the initialisation reads all rows instead
+of ``init_size`` rows, on which batch variational inference in memory (restarts by
+``init_params``) gives theta_0; then one pass per ``max_iter``: two reads for one pass of
+steps. With ``init_size=0`` the initialisation reads all rows instead
 (``init_params`` as in scikit-learn: k-means|| and Lloyd passes for 'kmeans'). ``tol``
 applies to the change of the pass's mean log of the E-step's normaliser per row, which is
 what ``lower_bound_`` and ``lower_bounds_`` hold (per pass): the evidence lower bound
@@ -108,9 +108,9 @@ class MiniBatchBayesianGaussianMixture(BayesianGaussianMixture):
         one pass for the moments and the sample together, batch variational inference on
         the sample in memory (the prior from all rows; restarts on a prefix of it as in
         the search of ``dgmm.GaussianMixture``, the best polished on all of it), and the
-        state of a step of size 1
-        on the sample scaled to the data (``dgmm.core.variational.online_start``): the
-        components the prior switched off on the sample start switched off."""
+        state of a step of size 1 on the sample scaled to the data
+        (``dgmm.core.variational.online_start``): the components the prior switched off
+        on the sample start switched off."""
         settings = self._settings()
         if not search.uses_sample(settings):
             return super()._online_start(data)
