@@ -314,6 +314,9 @@ def test_the_shipped_online_workflow_keeps_the_components_it_says(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pass 3 done" in proc.stdout
+    # a variational posterior has no BIC (as in scikit-learn)
+    score = next(line for line in proc.stdout.splitlines() if line.startswith("score:"))
+    assert "mean log-likelihood" in score and "BIC" not in score
     run = tmp_path / "runs" / "bayesian_online"
     model = dgmm.load_model(run / "model")
     assert type(model) is dgmm.MiniBatchBayesianGaussianMixture and model.n_passes_ == 3

@@ -262,12 +262,17 @@ def _run(workflow: Workflow, *, restart: bool, force: bool, emit) -> RunSummary:
                 from ..estimators.gaussian_mixture import information_criteria
 
                 mean_ll, n = model.score_and_count(X)
-                bic, aic = information_criteria(mean_ll, n, model.params_.n_free_parameters())
+                # a variational posterior has no BIC or AIC (as in scikit-learn)
+                bic = aic = None
+                if not hasattr(model, "posterior_"):
+                    bic, aic = information_criteria(mean_ll, n,
+                                                    model.params_.n_free_parameters())
                 summary.score = {"mean_log_likelihood": mean_ll, "bic": bic, "aic": aic,
                                  "n_rows": n}
                 if score_path:
                     write_json(score_path, {**expected, "score": summary.score}, out_options)
-                emit(f"score: mean log-likelihood {mean_ll:.6f}, BIC {summary.score['bic']:.1f}")
+                emit(f"score: mean log-likelihood {mean_ll:.6f}"
+                     + ("" if bic is None else f", BIC {bic:.1f}"))
                 summary.ran.append("score")
             ran = summary.ran[-1:] == ["score"]
             clock.done("score", "ran" if ran else "up to date", int(ran))
