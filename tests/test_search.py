@@ -202,3 +202,18 @@ def test_a_batch_job_profile_plans_its_task_size_for_its_full_size(cluster_clien
     assert default_task_bytes(fixed, None) == task_bytes(12, memory_limit=8 * 2**30)
     assert default_task_bytes(LocalClusterConfig(), cluster_client) == cluster_task_bytes(
         cluster_client) == task_bytes(2, memory_limit=2 * 2**30)
+
+
+def test_a_fit_with_tol_zero_searches_to_the_default_tolerance():
+    """tol=0 with a large max_iter asks the fit on all rows to run every iteration; the
+    search still stops: scikit-learn's tol, at most SEARCH_MAX_ITER iterations, and the
+    sample that tolerance asks for (not the memory cap)."""
+    from dgmm.engine import em
+    from dgmm.engine import search as engine_search
+
+    endless = em.EMSettings(n_components=3, tol=0.0, max_iter=10_000)
+    usual = em.EMSettings(n_components=3, max_iter=10_000)
+    found = engine_search.search_settings(endless)
+    assert found.tol == 1e-3 and found.max_iter == engine_search.SEARCH_MAX_ITER
+    assert (engine_search.model_sample_rows(endless, 4)
+            == engine_search.model_sample_rows(usual, 4) < 2**20)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core import search as core_search
 from ..core.families import family
+from ..core.model_parameters import DEFAULTS
 from ..core.params import GMMParams
 from ..core.threads import caller_blas_threads, single_blas_thread
 from ..errors import DataError
@@ -26,7 +27,7 @@ from .sample import RowSample, sample_pass
 
 log = logging.getLogger(__name__)
 
-#: EM iterations a restart of the search may run at least (scikit-learn's max_iter)
+#: EM iterations a restart of the search may run (scikit-learn's max_iter)
 SEARCH_MAX_ITER = 100
 
 
@@ -42,17 +43,24 @@ def model_sample_rows(settings, n_features: int) -> int:
     if settings.init_size:
         return int(settings.init_size)
     return core_search.sample_rows(settings.n_components, n_features,
-                                   settings.covariance_type, settings.tol)
+                                   settings.covariance_type, search_tol(settings))
+
+
+def search_tol(settings) -> float:
+    """The tolerance the search works to: the fit's ``tol``, or scikit-learn's default
+    when it is 0 (a fit asked to run all its iterations still wants a start in finite
+    time, and a sample no larger than the rule's for that tolerance)."""
+    return float(settings.tol) if settings.tol > 0 else float(DEFAULTS["tol"])
 
 
 def search_settings(settings) -> core_search.SearchSettings:
     """What the search takes of a model's settings; its EM runs up to
-    ``SEARCH_MAX_ITER`` iterations whatever ``max_iter`` says of the fit on all rows (the
-    passes of mini-batch EM, or a fit's budget of iterations)."""
+    ``SEARCH_MAX_ITER`` iterations to ``search_tol``, whatever ``max_iter`` and ``tol``
+    say of the fit on all rows (the passes of mini-batch EM, or a fit's budget of
+    iterations, which continues from the start)."""
     return core_search.SearchSettings(
         settings.n_components, settings.covariance_type, settings.init_params,
-        settings.reg_covar, settings.tol, max(settings.max_iter, SEARCH_MAX_ITER),
-        settings.nonfinite)
+        settings.reg_covar, search_tol(settings), SEARCH_MAX_ITER, settings.nonfinite)
 
 
 @dataclass(frozen=True)
