@@ -82,6 +82,20 @@ def test_a_one_pass_fit_reads_the_data_twice():
     np.testing.assert_allclose(np.sort(model.weights_), np.sort(batch.weights_), atol=0.01)
 
 
+def test_the_default_start_lets_the_prior_switch_components_off():
+    """10 components allowed on data drawn from 4, scikit-learn's default 'kmeans' start:
+    batch inference from it keeps 9 (every component starts with its share of rows); the
+    online estimator's sample restarts also start from single rows and keep the best
+    bound, and after 2 passes it keeps 5."""
+    truth = synthetic.true_params(2, 4, seed=0, separation=6.0)
+    X = synthetic.sample_chunk(40_000, 0, 0, truth)
+    kwargs = dict(n_components=10, weight_concentration_prior=0.001, random_state=0)
+    online = dgmm.MiniBatchBayesianGaussianMixture(batch_size=2000, max_iter=2, **kwargs)
+    online.fit(da.from_array(X, chunks=(10_000, 2)))
+    batch = dgmm.BayesianGaussianMixture(max_iter=300, **kwargs).fit(X)
+    assert (online.weights_ > 0.01).sum() == 5 < (batch.weights_ > 0.01).sum() == 9
+
+
 def test_tol_stops_on_the_change_of_the_pass_mean_normaliser():
     X = mixture()
     model = dgmm.MiniBatchBayesianGaussianMixture(n_components=3, batch_size=500,

@@ -35,6 +35,7 @@ from ..core import search as core_search
 from ..core import variational as vb
 from ..core.model_parameters import DEFAULTS
 from ..core.nonfinite import nonfinite_rule
+from ..core.types import POINT_INIT_PARAMS
 from ..engine import em, search
 from ..engine import minibatch as stepwise
 from ..engine import passes as engine
@@ -45,6 +46,11 @@ from .bayesian import BayesianGaussianMixture
 from .constraints import declared_parameters
 from .gaussian_mixture import ConvergenceWarning
 from .minibatch import continuation, verbose_stepwise
+
+#: the sample's restarts start from these too (besides ``init_params``), the best bound
+#: kept: from a 'kmeans' start (N_k = n pi_k) the prior switches few components off, from
+#: single rows it can
+SAMPLE_INITS = ("k-means++",)
 
 
 @declared_parameters("MiniBatchBayesianGaussianMixture")
@@ -128,17 +134,24 @@ class MiniBatchBayesianGaussianMixture(BayesianGaussianMixture):
         # ends with a cluster split in two, which the steps do not merge), then that
         # posterior polished on the whole sample; the tolerances per row are the search's
         prefix = rows[:core_search.search_rows(self.n_components, data.n_features)]
-        best = None
-        for part, n_init, tol in (
-                (prefix, core_search.n_restarts(prefix.shape[0], 1), DEFAULTS["tol"]),
-                (rows, 1, DEFAULTS["tol"] * core_search.POLISH_TOL)):
-            found = em.fit_em(
-                engine.prepare(part),
-                replace(settings, tol=tol * part.shape[0], n_init=n_init,
+        restarts = core_search.n_restarts(prefix.shape[0], 1)
+        found = []
+        for init_params in dict.fromkeys((settings.init_params, *SAMPLE_INITS)):
+            point_start = init_params in POINT_INIT_PARAMS
+            found.append(em.fit_em(
+                engine.prepare(prefix),
+                replace(settings, init_params=init_params, n_init=restarts,
+                        tol=DEFAULTS["tol"] * prefix.shape[0],
                         max_iter=search.SEARCH_MAX_ITER),
-                seed=seed, kind=replace(kind, n=float(part.shape[0])),
-                warm_start=None if best is None else (best, -math.inf))
-            best = found.params
+                seed=seed, kind=replace(kind, n=float(prefix.shape[0]),
+                                        point_start=point_start)))
+        best = max(found, key=lambda result: result.lower_bound).params
+        best = em.fit_em(
+            engine.prepare(rows),
+            replace(settings, n_init=1, max_iter=search.SEARCH_MAX_ITER,
+                    tol=DEFAULTS["tol"] * core_search.POLISH_TOL * rows.shape[0]),
+            seed=seed, kind=replace(kind, n=float(rows.shape[0])),
+            warm_start=(best, -math.inf)).params
         stats = kernels.chunk_stats(rows, best, None,
                                     nonfinite=nonfinite_rule(settings.nonfinite))
         posterior, running = vb.online_start(kind, stats, best)
