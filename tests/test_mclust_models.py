@@ -182,7 +182,7 @@ def test_mclust_plots(blobs):
 def test_inner_iterations_hitting_their_cap_are_logged(blobs, monkeypatch, caplog):
     monkeypatch.setattr(structured, "INNER_MAX_ITER", 1)
     monkeypatch.setattr(structured, "INNER_TOL", 0.0)
-    with caplog.at_level("WARNING", logger="dgmm.engine.em"):
+    with caplog.at_level("DEBUG", logger="dgmm.engine"):
         dgmm.GaussianMixture(3, covariance_type="EVE", random_state=0, max_iter=3).fit(blobs)
     assert "stopped after 1 inner iterations" in caplog.text
 

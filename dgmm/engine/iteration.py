@@ -150,9 +150,11 @@ def em_step(state: RestartState, stats: SuffStats, kind: ModelKind, tol: float) 
         log.warning("components %s are empty; they keep their previous mean and "
                     "covariance (see dgmm.core.mstep.m_step)", list(update.empty))
     if update.inner_capped:
-        log.warning("the %s M-step stopped after %d inner iterations before meeting its "
-                    "tolerance (dgmm.core.structured.INNER_MAX_ITER)",
-                    update.params.covariance_type, update.inner_iterations)
+        # debug, not a warning: the next iteration's M-step goes on from these parameters,
+        # and in a grid of EVE/VVE candidates this happened hundreds of times per fit
+        log.debug("the %s M-step stopped after %d inner iterations before meeting its "
+                  "tolerance (dgmm.core.structured.INNER_MAX_ITER)",
+                  update.params.covariance_type, update.inner_iterations)
     objective = kind.objective(stats, state.params, update.params)
     change = objective - state.lower_bound
     new = replace(state, iteration=state.iteration + 1, params=update.params,
