@@ -16,6 +16,7 @@ import sys
 import traceback
 
 from ._version import __version__
+from .core.types import COVARIANCE_TYPES
 from .errors import (
     EXIT_CODE_TABLE,
     EXIT_INTERRUPTED,
@@ -113,9 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--components", type=int, required=True,
                       help="components of the generating mixture")
     make.add_argument("--out", required=True, help="*.zarr or *.parquet path or URL")
-    make.add_argument("--covariance-type", default="full",
-                      choices=["full", "tied", "diag", "spherical"],
-                      help="covariance type of the generating mixture (default: full)")
+    make.add_argument("--covariance-type", default="full", choices=COVARIANCE_TYPES,
+                      metavar="TYPE",
+                      help="covariance type of the generating mixture: scikit-learn's four "
+                           "or mclust's fourteen names (default: full)")
     make.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     make.add_argument("--chunk-rows", type=int, default=None,
                       help="rows per stored chunk (default: about 16 MiB per chunk)")

@@ -335,3 +335,22 @@ def test_sigkill_during_the_search_resumes_from_the_sampled_rows(data_dir, tmp_p
     assert meta["lower_bounds"] == ref_meta["lower_bounds"]
     phases = [json.loads(line).get("phase") for line in metrics.read_text().splitlines()]
     assert phases[:2] == ["sample", "search"] and phases.count("sample") == 1
+
+
+def test_make_data_draws_from_any_of_the_eighteen_covariance_types(tmp_path):
+    """mclust's names too: the generating mixture has that structure (VEV: equal shapes,
+    varying volumes and orientations)."""
+    from dgmm.core.structured import decompose
+    from dgmm.data import load_true_params
+
+    dgmm("make-data", "--rows", "500", "--features", "3", "--components", "2",
+         "--covariance-type", "VEV", "--out", str(tmp_path / "x.zarr"), cwd=tmp_path, check=0)
+    truth = load_true_params(str(tmp_path / "x.zarr"))
+    assert truth.covariance_type == "VEV"
+    # decomposed as if everything varied: the shapes come out equal, the volumes not
+    volumes, shapes, _ = decompose(np.asarray(truth.covariances), "VVV", False)
+    np.testing.assert_allclose(shapes[0], shapes[1], rtol=1e-10)
+    assert not np.isclose(volumes[0], volumes[1])
+    bad = dgmm("make-data", "--rows", "5", "--features", "1", "--components", "1",
+               "--covariance-type", "XYZ", "--out", str(tmp_path / "y.zarr"), cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid choice: 'XYZ'" in bad.stderr
