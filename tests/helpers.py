@@ -1,7 +1,9 @@
 """Shared test helpers: reference data, parameters and comparisons (no tests here)."""
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -348,3 +350,23 @@ def threads_running(*codes) -> list[str]:
                 busy.append(f"thread {ident} in {inner.f_code.co_name}")
                 break
     return busy
+
+
+#: Debian's headless browser (.ci/run installs it), or None
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser(*args, timeout=120):
+    """Run headless Chromium with ``args`` (e.g. ``--dump-dom URL``)."""
+    return subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox",
+                           "--no-first-run", "--disable-extensions", *args],
+                          capture_output=True, text=True, timeout=timeout, check=True)
+
+
+def rendered_text(page: Path) -> str:
+    """The text Chromium shows of the HTML file ``page`` (its body, tags dropped)."""
+    import re
+
+    dom = browser("--dump-dom", page.as_uri()).stdout
+    body = dom[dom.index("<body"):]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import yaml
-from helpers import make_blobs
+from helpers import CHROMIUM, browser, make_blobs
 
 from dgmm.cli import main
 from dgmm.core import kernels
@@ -26,16 +24,9 @@ from dgmm.data.model_io import load_params
 from dgmm.workflow.loading import load_workflow
 from dgmm.workflow.runner import run_workflow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INPROCESS_CLUSTER = {"kind": "local", "n_workers": 1, "threads_per_worker": 2,
                      "processes": False, "dashboard_address": None}
 GRID = [1, 2, 3, 4]
-
-
-def browser(*args, timeout=120):
-    return subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox",
-                           "--no-first-run", "--disable-extensions", *args],
-                          capture_output=True, text=True, timeout=timeout, check=True)
 
 
 @pytest.fixture(scope="module")
