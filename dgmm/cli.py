@@ -326,6 +326,12 @@ def _inspect_payload(path: str) -> dict:
                                            "converged", "covariance_type", "settings_hash",
                                            "data_fingerprint")}
         latest["history_length"] = len(meta.get("history", []))
+        if meta.get("kind") == "stepwise":  # mini-batch EM or stochastic VI
+            latest = {"passes_done": meta.get("n_passes"),
+                      "chunks_done_in_pass": meta.get("position"), "step": meta.get("n_steps"),
+                      **{k: latest[k] for k in ("lower_bound", "converged",
+                                                "covariance_type", "settings_hash",
+                                                "data_fingerprint", "history_length")}}
         if meta.get("kind") == "selection":
             latest = {"passes": meta.get("passes"), "settings_hash": meta.get("settings_hash"),
                       "data_fingerprint": meta.get("data_fingerprint")}

@@ -231,7 +231,7 @@ def _online_workflow(tmp_path, name, data, client, **model):
 
 
 def test_an_online_workflow_fits_resumes_mid_pass_and_updates_from_its_model(
-        tmp_path, cluster_client):
+        tmp_path, cluster_client, capsys):
     """model.kind: variational_bayes with algorithm: minibatch: the saved model is the
     estimator's fit; a run that lost its newest checkpoints resumes in mid-pass to the same
     numbers; a day-2 workflow with warm_start_from continues the day-1 model (its prior and
@@ -267,6 +267,15 @@ def test_an_online_workflow_fits_resumes_mid_pass_and_updates_from_its_model(
     page = (tmp_path / "day1" / "report" / "report.html").read_text()
     assert "each pass&#x27;s mean log normaliser per row" in page or \
         "each pass's mean log normaliser per row" in page
+
+    # dgmm inspect shows where the newest checkpoint is: the end of pass 2
+    from dgmm.cli import main
+
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "ckpt-day1"), "--json"]) == 0
+    latest = json.loads(capsys.readouterr().out)["latest"]
+    assert (latest["passes_done"], latest["chunks_done_in_pass"], latest["step"]) == (
+        2, 0, saved.n_steps_)
 
     # lose the model and the newest checkpoint (the end of pass 2): resume in mid-pass 2
     store = CheckpointStore(tmp_path / "ckpt-day1")
