@@ -96,6 +96,25 @@ def test_the_default_start_lets_the_prior_switch_components_off():
     assert (online.weights_ > 0.01).sum() == 5 < (batch.weights_ > 0.01).sum() == 9
 
 
+def test_batch_inference_can_start_from_the_sample_too():
+    """BayesianGaussianMixture(init_size=None): the online estimator's start, then batch
+    inference on all rows; it reads the data less than scikit-learn's start on all rows
+    (the default, init_size=0), keeps what the data need and ends at a higher bound."""
+    truth = synthetic.true_params(2, 4, seed=0, separation=6.0)
+    X = synthetic.sample_chunk(40_000, 0, 0, truth)
+    kwargs = dict(n_components=10, weight_concentration_prior=0.001, random_state=0,
+                  max_iter=300)
+    reads, fits = {}, {}
+    for init_size in (0, None):
+        counted = CountedRows(X)
+        fits[init_size] = dgmm.BayesianGaussianMixture(init_size=init_size, **kwargs).fit(
+            da.from_array(counted, chunks=(10_000, 2), asarray=True))
+        reads[init_size] = counted.rows / len(X)
+    assert reads[None] == 1 + fits[None].n_iter_ < reads[0]
+    assert (fits[None].weights_ > 0.01).sum() == 4 < (fits[0].weights_ > 0.01).sum()
+    assert fits[None].lower_bound_ > fits[0].lower_bound_
+
+
 def test_tol_stops_on_the_change_of_the_pass_mean_normaliser():
     X = mixture()
     model = dgmm.MiniBatchBayesianGaussianMixture(n_components=3, batch_size=500,

@@ -258,13 +258,20 @@ SELECTION_PARAMETERS: tuple[ModelParameter, ...] = (
 )
 
 #: ``BayesianGaussianMixture``: scikit-learn's parameters in its order (the prior after
-#: init_params; scikit-learn's four covariance types; no initial arrays), dgmm's own, then
-#: the steps of ``partial_fit`` (stochastic variational inference)
+#: init_params; scikit-learn's four covariance types; no initial arrays), dgmm's own
+#: (``init_size`` after init_params, 0 by default: scikit-learn's start), then the steps of
+#: ``partial_fit`` (stochastic variational inference)
 BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
     replace(BY_NAME[name], options=SKLEARN_TYPES) if name == "covariance_type"
+    else replace(BY_NAME[name], default=0, doc=(
+        "0 (the default): the start by init_params on all rows, as scikit-learn's; None or "
+        "a number of rows: batch variational inference on a sample of that many rows "
+        "(None: from K, d and tol), drawn in the pass that takes the data's moments, "
+        "gives the start")) if name == "init_size"
     else BY_NAME[name] for name in (
         "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
-        "init_params", "weight_concentration_prior_type", "weight_concentration_prior",
+        "init_params", "init_size", "weight_concentration_prior_type",
+        "weight_concentration_prior",
         "mean_precision_prior", "mean_prior", "degrees_of_freedom_prior",
         "covariance_prior", "random_state", "warm_start", "verbose", "verbose_interval",
         "client", "split_every", "nonfinite", "batch_size", "step_power", "wave_width"))
@@ -280,11 +287,11 @@ MINIBATCH_BAYESIAN_PARAMETERS: tuple[ModelParameter, ...] = tuple(
                                     "data."),),
         "tol": (replace(p, doc="Convergence threshold on the change, between passes, of "
                                "the pass's mean log of the E-step's normaliser per row."),),
-        "init_params": (p, replace(
-            BY_NAME["init_size"],
+        "init_size": (replace(
+            p, default=None,
             doc="Rows of the in-memory sample that batch variational inference starts on, "
                 "drawn in the pass that takes the data's moments (None: from K, d and "
-                "tol; 0: no sample, init_params on all rows).")),
+                "tol; 0: no sample, init_params on all rows)."),),
     }.get(p.name, (p,)))
 
 #: every estimator's constructor parameters, in the order of its signature, by class name

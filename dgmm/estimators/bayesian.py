@@ -11,34 +11,49 @@ in ``dgmm.core.model_parameters`` (``BAYESIAN_PARAMETERS``); the mathematics is 
 (``dgmm.engine.minibatch``: ``batch_size`` rows per step, step size (t + 2)^-step_power,
 ``wave_width`` chunks side by side); the first call resolves the prior and the data's
 weight n (the running statistics are scaled to it) from that X and initialises by
-``init_params``.
+``init_params`` (from a sample when ``init_size`` is not 0).
 
-A fit makes one pass for the data's moments (the prior's defaults, as scikit-learn computes
-them from X: the mean, the covariance), then the initialisation's passes, then one pass per
-iteration for every restart in lockstep. As in scikit-learn, ``lower_bound_`` is the
-evidence lower bound up to a constant, summed over the rows (not per row), and ``tol``
-applies to its change. With ``nonfinite='marginalize'`` the prior's defaults come from the
-rows without missing entries.
+A fit makes one pass for the data's moments (the prior's defaults, as scikit-learn
+computes them from X: the mean, the covariance), then the initialisation's passes, then
+one pass per iteration for every restart in lockstep. With ``init_size`` not 0 (dgmm's
+own; 0 by default, scikit-learn's start) the first pass also draws a sample, batch
+variational inference on it in memory gives the start (``_sample_start``, the start of
+``MiniBatchBayesianGaussianMixture``) and the fit on all rows continues from there: one
+read instead of the initialisation's passes, and a start the prior has already pruned. As
+in scikit-learn, ``lower_bound_`` is the evidence lower bound up to a constant, summed
+over the rows (not per row), and ``tol`` applies to its change. With
+``nonfinite='marginalize'`` the prior's defaults come from the rows without missing
+entries.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 from sklearn.base import _fit_context
 
+from ..core import kernels
+from ..core import search as core_search
 from ..core import variational as vb
-from ..core.model_parameters import BAYESIAN_PARAMETERS
+from ..core.model_parameters import BAYESIAN_PARAMETERS, DEFAULTS
+from ..core.nonfinite import nonfinite_rule
 from ..core.params import GMMParams
 from ..core.types import POINT_INIT_PARAMS
-from ..engine import em
+from ..engine import em, search
 from ..engine import minibatch as stepwise
 from ..engine import passes as engine
+from ..engine.models import Pass, multi_pass
+from ..engine.sample import sample_request
 from ..errors import DataError
 from .constraints import declared_parameters
 from .gaussian_mixture import ConvergenceWarning, GaussianMixture
 from .minibatch import continuation
 
+#: the sample's restarts start from these too (besides ``init_params``), the best bound
+#: kept: from a 'kmeans' start (N_k = n pi_k) the prior switches few components off, from
+#: single rows it can
+SAMPLE_INITS = ("k-means++",)
 #: the constructor parameters that set the prior
 PRIOR_PARAMETERS = tuple(p.name for p in BAYESIAN_PARAMETERS if p.model_kind is not None)
 #: the fitted attributes that name the resolved prior, as scikit-learn names them
@@ -80,6 +95,7 @@ class BayesianGaussianMixture(GaussianMixture):
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        init_size=0,
         weight_concentration_prior_type="dirichlet_process",
         weight_concentration_prior=None,
         mean_precision_prior=None,
@@ -104,6 +120,7 @@ class BayesianGaussianMixture(GaussianMixture):
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.init_size = init_size
         self.weight_concentration_prior_type = weight_concentration_prior_type
         self.weight_concentration_prior = weight_concentration_prior
         self.mean_precision_prior = mean_precision_prior
@@ -232,11 +249,15 @@ class BayesianGaussianMixture(GaussianMixture):
         if sample_weight is not None:
             sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
         data = engine.prepare(X, sample_weight)
-        kind = self.model_kind(data)
         seed = resume.seed if resume is not None else em.resolve_seed(self.random_state)
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
             warm = (self.posterior_, self.lower_bound_)
+        if resume is None and warm is None and search.uses_sample(self._settings()):
+            kind, posterior, _ = self._sample_start(data, seed)
+            warm = (posterior, -np.inf)
+        else:
+            kind = self.model_kind(data)
         result = em.fit_em(data, self._settings(), seed=seed, warm_start=warm, kind=kind,
                            callback=self._verbose_callback(callback), resume=resume,
                            client=self.client)
@@ -298,12 +319,61 @@ class BayesianGaussianMixture(GaussianMixture):
         self._set_stepwise(state, kind)
         return self
 
+    def _sample_start(self, data: engine.ChunkedData, seed: int):
+        """(kind, posterior, running averages) from a sample: one pass takes the data's
+        moments and the sample together; batch variational inference on the sample in
+        memory (restarts on a prefix of it as in the search of ``dgmm.GaussianMixture``,
+        from ``init_params`` and from single rows, the best bound polished on all of it);
+        its statistics scaled to the data as a step of size 1 on the sample
+        (``dgmm.core.variational.online_start``): the components the prior switched off
+        on the sample start switched off."""
+        settings = self._settings()
+        size = search.model_sample_rows(replace(settings, tol=DEFAULTS["tol"]),
+                                        data.n_features)
+        moments, sample = multi_pass(
+            data, [Pass(vb.data_moments_chunk, (self.covariance_type,)),
+                   sample_request(data, size, seed, settings.nonfinite)],
+            split_every=settings.split_every, client=self.client)
+        kind = self.kind_from_moments(moments, weighted=data.weights is not None)
+        rows = sample.rows
+        # restarts in lockstep on a prefix of the sample (a uniform subsample: rows are
+        # sorted by key), the best bound kept (variational inference from one start often
+        # ends with a cluster split in two, which later steps do not merge), then that
+        # posterior polished on the whole sample; the tolerances per row are the search's
+        prefix = rows[:core_search.search_rows(self.n_components, data.n_features)]
+        restarts = core_search.n_restarts(prefix.shape[0], 1)
+        found = []
+        for init_params in dict.fromkeys((settings.init_params, *SAMPLE_INITS)):
+            found.append(em.fit_em(
+                engine.prepare(prefix),
+                replace(settings, init_params=init_params, n_init=restarts,
+                        tol=DEFAULTS["tol"] * prefix.shape[0],
+                        max_iter=search.SEARCH_MAX_ITER),
+                seed=seed, kind=replace(kind, n=float(prefix.shape[0]),
+                                        point_start=init_params in POINT_INIT_PARAMS)))
+        best = max(found, key=lambda result: result.lower_bound).params
+        best = em.fit_em(
+            engine.prepare(rows),
+            replace(settings, n_init=1, max_iter=search.SEARCH_MAX_ITER,
+                    tol=DEFAULTS["tol"] * core_search.POLISH_TOL * rows.shape[0]),
+            seed=seed, kind=replace(kind, n=float(rows.shape[0])),
+            warm_start=(best, -np.inf)).params
+        stats = kernels.chunk_stats(rows, best, None,
+                                    nonfinite=nonfinite_rule(settings.nonfinite))
+        return (kind, *vb.online_start(kind, stats, best))
+
     def _online_start(self, data: engine.ChunkedData):
         """The kind (prior and scale from the data's moments) and the initial state of
-        stochastic variational inference on ``data``: theta_0 by ``init_params``."""
+        stochastic variational inference on ``data``: from a sample
+        (``_sample_start``) unless ``init_size`` is 0, then theta_0 by ``init_params``
+        on all rows."""
+        seed = em.resolve_seed(self.random_state)
+        if search.uses_sample(self._settings()):
+            kind, posterior, running = self._sample_start(data, seed)
+            return kind, stepwise.StepwiseState(seed=seed, params=posterior, running=running)
         kind = self.model_kind(data)
-        state = stepwise.initial_state(data, self._stepwise_settings(kind),
-                                       em.resolve_seed(self.random_state), client=self.client)
+        state = stepwise.initial_state(data, self._stepwise_settings(kind), seed,
+                                       client=self.client)
         return kind, state
 
     def _set_stepwise(self, state: stepwise.StepwiseState, kind: vb.VariationalBayes):

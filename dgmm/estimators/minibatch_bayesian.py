@@ -30,27 +30,13 @@ from dataclasses import replace
 
 from sklearn.base import _fit_context
 
-from ..core import kernels
-from ..core import search as core_search
-from ..core import variational as vb
-from ..core.model_parameters import DEFAULTS
-from ..core.nonfinite import nonfinite_rule
-from ..core.types import POINT_INIT_PARAMS
-from ..engine import em, search
 from ..engine import minibatch as stepwise
 from ..engine import passes as engine
-from ..engine.models import Pass, multi_pass
-from ..engine.sample import sample_request
 from ..errors import DataError
 from .bayesian import BayesianGaussianMixture
 from .constraints import declared_parameters
 from .gaussian_mixture import ConvergenceWarning
 from .minibatch import continuation, verbose_stepwise
-
-#: the sample's restarts start from these too (besides ``init_params``), the best bound
-#: kept: from a 'kmeans' start (N_k = n pi_k) the prior switches few components off, from
-#: single rows it can
-SAMPLE_INITS = ("k-means++",)
 
 
 @declared_parameters("MiniBatchBayesianGaussianMixture")
@@ -58,8 +44,8 @@ class MiniBatchBayesianGaussianMixture(BayesianGaussianMixture):
     """Variational Bayesian Gaussian mixture fitted by stochastic variational inference on
     mini-batches, out of core (see the module docstring).
 
-    The constructor is ``dgmm.BayesianGaussianMixture``'s plus ``init_size``; ``max_iter``
-    counts passes and ``n_init`` must be 1.
+    The constructor is ``dgmm.BayesianGaussianMixture``'s, with ``init_size=None`` by
+    default (the start from a sample); ``max_iter`` counts passes and ``n_init`` must be 1.
 
     Attributes (after ``fit`` or ``partial_fit``): those of BayesianGaussianMixture, with
     ``lower_bound_`` and ``lower_bounds_`` the passes' mean log normaliser per row, plus
@@ -106,56 +92,8 @@ class MiniBatchBayesianGaussianMixture(BayesianGaussianMixture):
             covariance_prior=covariance_prior, random_state=random_state,
             warm_start=warm_start, verbose=verbose, verbose_interval=verbose_interval,
             client=client, split_every=split_every, nonfinite=nonfinite,
-            batch_size=batch_size, step_power=step_power, wave_width=wave_width)
-        self.init_size = init_size
-
-    def _online_start(self, data: engine.ChunkedData):
-        """The kind and theta_0 of a new fit (or of the first ``partial_fit``): by default
-        one pass for the moments and the sample together, batch variational inference on
-        the sample in memory (the prior from all rows; restarts on a prefix of it as in
-        the search of ``dgmm.GaussianMixture``, the best polished on all of it), and the
-        state of a step of size 1 on the sample scaled to the data
-        (``dgmm.core.variational.online_start``): the components the prior switched off
-        on the sample start switched off."""
-        settings = self._settings()
-        if not search.uses_sample(settings):
-            return super()._online_start(data)
-        seed = em.resolve_seed(self.random_state)
-        size = search.model_sample_rows(replace(settings, tol=DEFAULTS["tol"]),
-                                        data.n_features)
-        moments, sample = multi_pass(
-            data, [Pass(vb.data_moments_chunk, (self.covariance_type,)),
-                   sample_request(data, size, seed, settings.nonfinite)],
-            split_every=settings.split_every, client=self.client)
-        kind = self.kind_from_moments(moments, weighted=data.weights is not None)
-        rows = sample.rows
-        # restarts in lockstep on a prefix of the sample (a uniform subsample: rows are
-        # sorted by key), the best bound kept (variational inference from one start often
-        # ends with a cluster split in two, which the steps do not merge), then that
-        # posterior polished on the whole sample; the tolerances per row are the search's
-        prefix = rows[:core_search.search_rows(self.n_components, data.n_features)]
-        restarts = core_search.n_restarts(prefix.shape[0], 1)
-        found = []
-        for init_params in dict.fromkeys((settings.init_params, *SAMPLE_INITS)):
-            point_start = init_params in POINT_INIT_PARAMS
-            found.append(em.fit_em(
-                engine.prepare(prefix),
-                replace(settings, init_params=init_params, n_init=restarts,
-                        tol=DEFAULTS["tol"] * prefix.shape[0],
-                        max_iter=search.SEARCH_MAX_ITER),
-                seed=seed, kind=replace(kind, n=float(prefix.shape[0]),
-                                        point_start=point_start)))
-        best = max(found, key=lambda result: result.lower_bound).params
-        best = em.fit_em(
-            engine.prepare(rows),
-            replace(settings, n_init=1, max_iter=search.SEARCH_MAX_ITER,
-                    tol=DEFAULTS["tol"] * core_search.POLISH_TOL * rows.shape[0]),
-            seed=seed, kind=replace(kind, n=float(rows.shape[0])),
-            warm_start=(best, -math.inf)).params
-        stats = kernels.chunk_stats(rows, best, None,
-                                    nonfinite=nonfinite_rule(settings.nonfinite))
-        posterior, running = vb.online_start(kind, stats, best)
-        return kind, stepwise.StepwiseState(seed=seed, params=posterior, running=running)
+            batch_size=batch_size, step_power=step_power, wave_width=wave_width,
+            init_size=init_size)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
