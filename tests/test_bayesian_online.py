@@ -388,3 +388,18 @@ def test_the_shipped_batch_quickstart_keeps_the_components_it_says(tmp_path):
     model = dgmm.load_model(tmp_path / "runs" / "bayesian_quickstart" / "model")
     assert type(model) is dgmm.BayesianGaussianMixture and model.converged_
     assert (model.weights_ > 0.01).sum() == 5
+
+
+@pytest.mark.parametrize("section", ["stepwise", "variational"])
+def test_an_unreadable_manifest_section_is_refused_by_name(tmp_path, section):
+    import json
+
+    model = dgmm.MiniBatchBayesianGaussianMixture(n_components=2, max_iter=1, batch_size=100,
+                                                  random_state=0).fit(make_blobs(300, 2, 2))
+    dgmm.data.save_model(tmp_path / "m", model)
+    manifest = tmp_path / "m" / "model.json"
+    meta = json.loads(manifest.read_text())
+    meta[section]["arrays"] = "lost"
+    manifest.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=f"unreadable '{section}' entry"):
+        dgmm.load_model(tmp_path / "m")

@@ -505,6 +505,15 @@ class RecordedPosteriors:
     def params_from_arrays(self, arrays: dict[str, np.ndarray]) -> VariationalParams:
         return VariationalParams.from_arrays(self.covariance_type, arrays)
 
+    @classmethod
+    def of_record(cls, arrays: dict, meta: dict) -> RecordedPosteriors | None:
+        """The kind that rebuilds a checkpoint's parameters: posteriors when it holds
+        their weight concentrations (``params.weight_concentration``), else None (a
+        maximum-likelihood mixture)."""
+        if "params.weight_concentration" in arrays:
+            return cls(meta["covariance_type"])
+        return None
+
 
 def online_start(kind: VariationalBayes, stats: SuffStats,
                  previous: VariationalParams) -> tuple[VariationalParams, SuffStats]:

@@ -227,31 +227,37 @@ def load_state_record(path, meta: dict, storage_options: dict | None = None
                       ) -> tuple[dict[str, np.ndarray], dict] | None:
     """(arrays, metadata) of the ``StepwiseState`` saved with a mini-batch model, checksums
     verified (``StepwiseState.from_record`` takes them); None for a model without one."""
-    stepwise = meta.get("stepwise")
-    if stepwise is None:
+    found = _section_arrays(path, meta, "stepwise", "record", storage_options)
+    if found is None:
         return None
-    entries = stepwise.get("arrays") if isinstance(stepwise, dict) else None
-    if not isinstance(entries, dict) or not isinstance(stepwise.get("record"), dict):
-        raise DataError(f"The model manifest in {path!s} has an unreadable 'stepwise' "
+    arrays, stepwise = found
+    return {name.removeprefix("state."): arr for name, arr in arrays.items()}, stepwise["record"]
+
+
+def _section_arrays(path, meta: dict, section: str, required: str,
+                    storage_options: dict | None) -> tuple[dict, dict] | None:
+    """(arrays, the manifest's ``section``) of an optional section of ``model.json`` that
+    lists array files under ``arrays`` and holds a dict under ``required``, checksums
+    verified; None when the manifest has no such section."""
+    entry = meta.get(section)
+    if entry is None:
+        return None
+    entries = entry.get("arrays") if isinstance(entry, dict) else None
+    if not isinstance(entries, dict) or not isinstance(entry.get(required), dict):
+        raise DataError(f"The model manifest in {path!s} has an unreadable {section!r} "
                         "entry; re-run the fit to write the model again.")
     location = _model_location(path, storage_options)
-    arrays = _read_arrays(path, location, entries, list(entries), storage_options)
-    return {name.removeprefix("state."): arr for name, arr in arrays.items()}, stepwise["record"]
+    return _read_arrays(path, location, entries, list(entries), storage_options), entry
 
 
 def load_variational(path, meta: dict, storage_options: dict | None = None
                      ) -> tuple[VariationalParams, VariationalPrior] | None:
     """(posterior, prior) saved with a variational Bayesian mixture, checksums verified;
     None for a model without them."""
-    variational = meta.get("variational")
-    if variational is None:
+    found = _section_arrays(path, meta, "variational", "prior", storage_options)
+    if found is None:
         return None
-    entries = variational.get("arrays") if isinstance(variational, dict) else None
-    if not isinstance(entries, dict) or not isinstance(variational.get("prior"), dict):
-        raise DataError(f"The model manifest in {path!s} has an unreadable 'variational' "
-                        "entry; re-run the fit to write the model again.")
-    location = _model_location(path, storage_options)
-    arrays = _read_arrays(path, location, entries, list(entries), storage_options)
+    arrays, variational = found
     covariance_type = meta["covariance_type"]
     prior = VariationalPrior.from_record(covariance_type, arrays, variational["prior"])
     posterior = VariationalParams.from_arrays(

@@ -135,10 +135,7 @@ def _em_state(arrays: dict, meta: dict) -> EMState | RowSample:
     """The checkpointed ``EMState``, or the sample when the run stopped during the search."""
     if meta.get("kind") == "sample":
         return sample_from_record(arrays, meta)
-    # a variational Bayesian fit records its posteriors (weight concentrations and all)
-    posteriors = "params.weight_concentration" in arrays
-    state = EMState.from_record(
-        arrays, meta, RecordedPosteriors(meta["covariance_type"]) if posteriors else None)
+    state = EMState.from_record(arrays, meta, RecordedPosteriors.of_record(arrays, meta))
     if not state.restarts:
         raise KeyError("restarts")
     return state
@@ -204,9 +201,7 @@ def _stepwise_state(arrays: dict, meta: dict):
     inference)."""
     from ..engine.minibatch import StepwiseState
 
-    posteriors = "params.weight_concentration" in arrays
-    return StepwiseState.from_record(
-        arrays, meta, RecordedPosteriors(meta["covariance_type"]) if posteriors else None)
+    return StepwiseState.from_record(arrays, meta, RecordedPosteriors.of_record(arrays, meta))
 
 
 def _stepwise_resumption() -> Resumption:
